@@ -8,7 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-SHARED_DATA = Path(os.environ.get("MECCA_SHARED_DATA", Path(__file__).resolve().parents[1] / ".." / "shared" / "data")).resolve()
+SHARED_DATA = Path(
+    os.environ.get(
+        "MECCA_SHARED_DATA", Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
+    )
+).resolve()
 
 
 @pytest.fixture(scope="session")
@@ -24,7 +28,9 @@ def rng() -> np.random.Generator:
     return np.random.default_rng(1234)
 
 
-def sphere(shape: tuple[int, int, int], centre: tuple[float, float, float], radius: float) -> np.ndarray:
+def sphere(
+    shape: tuple[int, int, int], centre: tuple[float, float, float], radius: float
+) -> np.ndarray:
     """Boolean ball, the canonical known-answer fixture."""
     grid = np.indices(shape, dtype=np.float32)
     d2 = sum((g - c) ** 2 for g, c in zip(grid, centre, strict=True))

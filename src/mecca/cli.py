@@ -2,15 +2,130 @@
 
 from __future__ import annotations
 
+import json
+import sys
+from pathlib import Path
+
 import click
 
 from mecca import __version__
+from mecca.errors import MeccaError
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Group(click.Group):
+    """Turns a ``MeccaError`` into a one-line message and exit code 2, not a traceback."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except MeccaError as err:
+            click.echo(f"error: {err}", err=True)
+            sys.exit(2)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="mecca")
 def main() -> None:
     """MECCA: interactive 3D medical image segmentation.
 
-    Example: mecca demo
+    \b
+    Examples:
+      mecca demo
+      mecca phantom --out phantoms --n 8 --seed 0
+      mecca evaluate pred.nii.gz gt.nii.gz --labels 1 --json
     """
+
+
+def _parse_labels(text: str | None) -> tuple[int, ...] | None:
+    if text is None:
+        return None
+    try:
+        return tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise click.BadParameter(f"{text!r}: give label values as integers, e.g. 1,2") from None
+
+
+@main.command()
+@click.argument("pred", type=click.Path(path_type=Path))
+@click.argument("gt", type=click.Path(path_type=Path))
+@click.option(
+    "--labels", help="Label values of GT that form the target, e.g. 1,2 (default: all >0)."
+)
+@click.option("--pred-labels", help="Label values of PRED that form the mask (default: all >0).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def evaluate(
+    pred: Path, gt: Path, labels: str | None, pred_labels: str | None, as_json: bool
+) -> None:
+    """Score a predicted mask against a ground-truth mask (Dice, ASSD, HD95 in voxels and mm).
+
+    \b
+    Example:
+      mecca evaluate pred.nii.gz labelsTr/case_001.nii.gz --labels 1,2 --json
+    """
+    from mecca.evaluation import evaluate_files
+
+    result = evaluate_files(
+        pred, gt, labels=_parse_labels(labels), pred_labels=_parse_labels(pred_labels)
+    )
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+        return
+    for key, value in result.items():
+        click.echo(f"{key:>16}  {value:.4f}" if isinstance(value, float) else f"{key:>16}  {value}")
+
+
+@main.command()
+@click.option(
+    "--out", type=click.Path(path_type=Path), required=True, help="Dataset folder to write."
+)
+@click.option("--n", "count", type=int, default=8, show_default=True, help="Number of phantoms.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--kind", type=click.Choice(["mr", "ct"]), default="mr", show_default=True)
+@click.option("--force", is_flag=True, help="Overwrite an existing dataset folder's files.")
+def phantom(out: Path, count: int, seed: int, kind: str, force: bool) -> None:
+    """Write synthetic phantoms with ground truth as an MSD-layout dataset.
+
+    \b
+    Example:
+      mecca phantom --out phantoms --n 8 --seed 0 --kind ct
+    """
+    from mecca.data.phantoms import write_phantom_dataset
+
+    root = write_phantom_dataset(
+        out, count=count, seed=seed, kind="ct" if kind == "ct" else "mr", force=force
+    )
+    click.echo(f"wrote {count} {kind.upper()} phantoms to {root}")
+
+
+@main.command()
+@click.option(
+    "--data", type=click.Path(path_type=Path), help="MSD-layout folder (default: a phantom)."
+)
+@click.option("--case", "case_id", help="Case id in --data (default: first of the test split).")
+@click.option("--target", help="Named target of --data (default: the dataset's default).")
+@click.option("--method", default="random_walker", show_default=True)
+@click.option("--user", default="error_centre", show_default=True, help="Simulated user.")
+@click.option("--steps", type=int, default=5, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+def demo(
+    data: Path | None,
+    case_id: str | None,
+    target: str | None,
+    method: str,
+    user: str,
+    steps: int,
+    seed: int,
+) -> None:
+    """Segment one volume with a simulated user and print Dice after every step.
+
+    \b
+    Examples:
+      mecca demo
+      mecca demo --data ../shared/data/hippocampus --steps 5
+    """
+    from mecca.demo import format_table, run_demo
+
+    report = run_demo(
+        data=data, case_id=case_id, target=target, method=method, user=user, steps=steps, seed=seed
+    )
+    click.echo(format_table(report))

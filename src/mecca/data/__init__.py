@@ -1,0 +1,1 @@
+"""Data handling: regions of interest, crops, augmentation, phantoms and datasets."""

@@ -1,0 +1,95 @@
+"""Classical click-based segmentation methods (no training) behind ``InteractiveMethod``.
+
+Random walker: L. Grady, "Random walks for image segmentation", IEEE TPAMI 2006, through
+``skimage.segmentation.random_walker``. Seeds: every foreground/background click so far,
+each grown to a small cube (radius ``seed_radius`` voxels), and, optionally, the crop's
+outer border as background (the ROI is the object's box plus a margin, so its border is
+background, as a user drawing the box intends).
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from skimage.segmentation import random_walker
+
+from mecca.data.roi import Crop
+from mecca.interaction.clicks import Click, InteractionKind
+from mecca.methods.base import MethodState, StepResult
+
+FG_BG = frozenset({InteractionKind.FOREGROUND, InteractionKind.BACKGROUND})
+
+
+def seed_labels(
+    shape: tuple[int, ...], clicks: Sequence[Click], *, radius: int = 1, border_background: bool
+) -> np.ndarray:
+    """Label map of seeds: 1 = foreground, 2 = background, 0 = unknown (uint8, ``shape``).
+
+    A later click wins where cubes overlap, so a correction overrides an earlier seed.
+    """
+    seeds = np.zeros(shape, np.uint8)
+    if border_background:
+        seeds[[0, -1], :, :] = 2
+        seeds[:, [0, -1], :] = 2
+        seeds[:, :, [0, -1]] = 2
+    for click in clicks:
+        if click.kind not in FG_BG:
+            continue
+        lo = [max(0, p - radius) for p in click.position]
+        hi = [min(s, p + radius + 1) for p, s in zip(click.position, shape, strict=True)]
+        value = 1 if click.kind is InteractionKind.FOREGROUND else 2
+        seeds[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]] = value
+    return seeds
+
+
+@dataclass
+class RandomWalkerMethod:
+    """Random walker on the crop from fg/bg clicks (scikit-image), probability output.
+
+    Attributes:
+        beta: edge-weight sharpness (scikit-image's ``beta``).
+        seed_radius: each click seeds a cube of side ``2 * seed_radius + 1``.
+        border_background: treat the crop border as background seeds.
+    """
+
+    beta: float = 130.0
+    seed_radius: int = 1
+    border_background: bool = True
+    name: str = "random_walker"
+    accepts: frozenset[InteractionKind] = FG_BG
+
+    def start(self, crop: Crop, *, init_prob: np.ndarray | None = None) -> MethodState:
+        prob = np.zeros(crop.grid, np.float32) if init_prob is None else init_prob
+        return MethodState(crop=crop, prob=prob.astype(np.float32, copy=False))
+
+    def step(
+        self, state: MethodState, new: Sequence[Click], *, rng: np.random.Generator
+    ) -> tuple[MethodState, StepResult]:
+        t0 = time.perf_counter()
+        clicks = state.clicks + tuple(new)
+        seeds = seed_labels(
+            state.crop.grid,
+            clicks,
+            radius=self.seed_radius,
+            border_background=self.border_background,
+        )
+        if not (seeds == 1).any():
+            prob = np.zeros(state.crop.grid, np.float32)
+        elif not (seeds == 2).any():
+            prob = np.ones(state.crop.grid, np.float32)
+        else:
+            with warnings.catch_warnings():
+                # cg_j stops at a tolerance, so probabilities may overshoot [0, 1] by ~1e-5;
+                # they are clipped below, so scikit-image's warning about it is noise here.
+                warnings.filterwarnings("ignore", "The probability range", UserWarning)
+                full = random_walker(
+                    state.crop.image, seeds, beta=self.beta, mode="cg_j", return_full_prob=True
+                )
+            prob = np.clip(full[0], 0.0, 1.0).astype(np.float32)
+        seconds = time.perf_counter() - t0
+        new_state = MethodState(crop=state.crop, clicks=clicks, prob=prob)
+        return new_state, StepResult(prob=prob, seconds=seconds)

@@ -1,0 +1,47 @@
+import numpy as np
+
+from conftest import sphere
+from mecca import methods
+from mecca.data.roi import Box, make_crop
+from mecca.episode import adapt_clicks, clicks_to_grid, run_episode
+from mecca.interaction.clicks import Click, InteractionKind, make_user
+
+
+def test_clicks_to_grid_maps_through_crop():
+    image = np.zeros((40, 40, 40), np.float32)
+    crop = make_crop(image, Box((10, 10, 10), (30, 30, 30)), grid=(40, 40, 10))
+    (click,) = clicks_to_grid(crop, [Click(InteractionKind.FOREGROUND, (20, 20, 20))])
+    assert click.kind is InteractionKind.FOREGROUND
+    np.testing.assert_allclose(click.position, np.rint(crop.to_grid(np.array([[20, 20, 20]])))[0])
+
+
+def test_edge_clicks_become_fg_bg_pairs_for_fg_bg_methods():
+    gt = sphere((30, 30, 30), (15, 15, 15), 8)
+    edge = Click(InteractionKind.EDGE, (7, 15, 15))
+    fg_bg = frozenset({InteractionKind.FOREGROUND, InteractionKind.BACKGROUND})
+    out = adapt_clicks([edge], fg_bg, gt)
+    assert [c.kind for c in out] == [InteractionKind.FOREGROUND, InteractionKind.BACKGROUND]
+    assert gt[out[0].position] and not gt[out[1].position]
+
+
+def test_episode_improves_dice_and_is_reproducible():
+    rng = np.random.default_rng(3)
+    gt = sphere((48, 48, 32), (24, 22, 16), 9)
+    image = gt * 2.0 + rng.normal(0, 0.3, gt.shape)
+    runs = [
+        run_episode(
+            methods.get("random_walker"),
+            image,
+            gt,
+            make_user("error_centre"),
+            rng=np.random.default_rng(7),
+            steps=3,
+        )
+        for _ in range(2)
+    ]
+    first = runs[0]
+    assert first.initial_dice == 0.0
+    assert len(first.steps) == 3 and first.dice_per_step[-1] > 0.85
+    assert first.final_mask.shape == gt.shape
+    assert first.dice_per_step == runs[1].dice_per_step
+    assert first.box == runs[1].box
