@@ -1,8 +1,9 @@
 """MECCA: interactive 3D medical image segmentation.
 
 The public API is small: :func:`load` reads an image into a :class:`~mecca.io.Volume`,
-``mecca.metrics`` scores masks, and ``mecca.methods.get(name)`` returns an interactive
-method. Heavy modules are imported lazily so that ``mecca --help`` stays instant.
+``mecca.Session`` turns clicks into refined masks, ``mecca.metrics`` scores masks, and
+``mecca.methods.get(name)`` returns an interactive method. Heavy modules are imported lazily so that
+``mecca --help`` stays instant.
 """
 
 from __future__ import annotations
@@ -12,10 +13,11 @@ from typing import TYPE_CHECKING, Any
 from mecca.errors import MeccaError
 
 __version__ = "0.1.0"
-__all__ = ["MeccaError", "Volume", "__version__", "load"]
+__all__ = ["MeccaError", "Session", "Volume", "__version__", "load"]
 
 if TYPE_CHECKING:
     from mecca.io import Volume, load
+    from mecca.session import Session
 
 
 def __getattr__(name: str) -> Any:
@@ -23,4 +25,8 @@ def __getattr__(name: str) -> Any:
         from mecca import io
 
         return getattr(io, name)
+    if name == "Session":
+        from mecca.session import Session
+
+        return Session
     raise AttributeError(f"module 'mecca' has no attribute {name!r}")

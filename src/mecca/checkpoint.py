@@ -1,0 +1,70 @@
+"""Self-describing checkpoints: weights, optimisers, RNG and schedule state, config.
+
+A checkpoint holds everything needed to resume a run exactly where it stopped (model and
+optimiser states, the numpy generator's state, torch's RNG state, the episode counter)
+and everything needed to use the model without the run folder (the fully resolved
+config and the package version). Files are written atomically (temp file + rename), so
+a run stopped mid-write keeps its previous checkpoint.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from mecca import __version__
+from mecca.errors import InputError
+
+
+def save_checkpoint(path: Path, payload: dict[str, Any]) -> Path:
+    """Write ``payload`` (plus the package version) to ``path`` atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        torch.save({**payload, "mecca_version": __version__}, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    """Read a checkpoint written by :func:`save_checkpoint` (tensors, numbers, strings only)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError("checkpoint not found", path=path, hint="check the run folder")
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises several types for corrupt files
+        raise InputError(f"cannot read checkpoint ({err.__class__.__name__})", path=path) from err
+    if not isinstance(data, dict) or "config" not in data:
+        raise InputError("not a MECCA checkpoint (no config inside)", path=path)
+    return data
+
+
+def rng_state(rng: np.random.Generator) -> dict[str, Any]:
+    """The numpy generator's state as plain data (weights_only-loadable)."""
+    state = rng.bit_generator.state
+    return {
+        "bit_generator": state["bit_generator"],
+        "state": dict(state["state"]),
+        "has_uint32": state["has_uint32"],
+        "uinteger": state["uinteger"],
+    }
+
+
+def restore_rng(state: dict[str, Any]) -> np.random.Generator:
+    """A numpy generator continuing exactly from a saved :func:`rng_state`."""
+    rng = np.random.default_rng()
+    if state["bit_generator"] != rng.bit_generator.state["bit_generator"]:
+        raise InputError(f"checkpoint RNG is {state['bit_generator']}, expected PCG64")
+    rng.bit_generator.state = state
+    return rng

@@ -1,0 +1,73 @@
+"""Where code runs: the one device helper, and the torchrun / DDP environment.
+
+``device="auto"`` is resolved here and nowhere else; no code path needs a GPU. Under
+``torchrun`` the same training command runs data-parallel: RANK / LOCAL_RANK /
+WORLD_SIZE come from the environment, NCCL is used on GPUs and gloo on the CPU.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+from mecca.errors import ConfigError
+
+
+def resolve_device(name: str = "auto", *, local_rank: int = 0) -> torch.device:
+    """``auto`` -> the local CUDA device when one is present, else the CPU."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(
+                "--device cuda was asked for but no CUDA GPU is visible",
+                hint="use --device auto or cpu",
+            )
+        return torch.device("cuda", local_rank % max(1, torch.cuda.device_count()))
+    if name == "cpu":
+        return torch.device("cpu")
+    raise ConfigError(f"unknown device {name!r}", hint="choose auto, cpu or cuda")
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    """This process's place in a (possibly single-process) run."""
+
+    rank: int = 0
+    local_rank: int = 0
+    world_size: int = 1
+
+    @property
+    def is_main(self) -> bool:
+        """Only the main process writes logs and checkpoints."""
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+
+def dist_from_env() -> DistInfo:
+    """Read torchrun's variables (absent -> a single process)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    return DistInfo(
+        rank=int(os.environ.get("RANK", "0")),
+        local_rank=int(os.environ.get("LOCAL_RANK", "0")),
+        world_size=world,
+    )
+
+
+def init_distributed(info: DistInfo, device: torch.device) -> None:
+    """Start the process group when running under torchrun (NCCL on GPU, gloo on CPU)."""
+    if not info.distributed or dist.is_initialized():
+        return
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    dist.init_process_group(backend=backend, rank=info.rank, world_size=info.world_size)
+
+
+def shutdown_distributed() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()

@@ -1,0 +1,612 @@
+"""The user-facing interactive session: clicks, undo/redo, advice regions, export.
+
+Three small parts (docs/design.md), each usable on its own:
+
+* :class:`InteractionStore` -- the click history, pure JSON-serialisable data: the steps
+  run so far (each a tuple of clicks on the ORIGINAL grid), the clicks queued for the
+  next step, and a redo stack.
+* :class:`Predictor` -- one :class:`~mecca.methods.base.InteractiveMethod` on one
+  :class:`~mecca.data.roi.Crop`: the method states (index 0 = start) and step results on
+  the network grid, with undo/redo. Undo drops the last state; redo restores the very
+  state and result that undo removed (kept on a redo stack), so redo is exact even for a
+  method that draws random numbers.
+* :class:`Session` -- joins them for one :class:`~mecca.io.Volume`: validates clicks,
+  maps them to the network grid, runs the predictor and maps its output back to the
+  original grid (probability, mask, confidence, advice regions), exports the mask.
+
+Choices, written down once
+--------------------------
+* **Coordinates**: clicks are voxel ``(i, j, k)`` triples of the volume's array
+  (:mod:`mecca.io`); :meth:`Session.add_click_world` takes RAS+ millimetres and rounds to
+  the nearest voxel (``floor(x + 0.5)``).
+* **ROI**: given, or set later with :meth:`Session.set_roi`; when there is none, the first
+  step's clicks define it: their bounding box grown by ``roi_margin_mm`` (20 mm, converted
+  per axis with the voxel spacing and rounded up, so at least one voxel) and clipped to
+  the volume. A derived ROI stays until :meth:`Session.reset` (which forgets it) or
+  :meth:`Session.set_roi`. Once an ROI exists, clicks outside it are refused: the method
+  only sees the crop, and a click outside it would be silently moved to the crop's edge.
+* **Steps without new clicks are allowed**: the method refines its own output (a learned
+  iterative method such as MECCA improves; a click-only method such as the random walker
+  returns the same mask). The very first step needs an ROI or at least one click.
+* **Refused clicks change nothing**: :meth:`Session.add_clicks` validates every click
+  before queueing any, and errors are :class:`~mecca.errors.InputError` saying what to do.
+* **Undo/redo** act on whole steps. Queued clicks that have not been run are not part of
+  any step and stay queued (:meth:`Session.clear_pending` drops them); running a new step
+  clears the redo stack.
+* **Advice**: when the method returns a confidence map and no advice of its own, the
+  predictor computes advice regions with :func:`mecca.interaction.guide.advice_regions`
+  (once per step, kept for undo/redo).
+* **Memory**: only the latest full-size result is kept; undo/redo rebuild it from the
+  stored network-grid result (resampling only, no method call).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mecca import methods
+from mecca.data.roi import DEFAULT_GRID, Box, Crop, NormaliseConfig, make_crop, paste_prob
+from mecca.episode import clicks_to_grid
+from mecca.errors import ConfigError, InputError
+from mecca.interaction.clicks import Click, InteractionKind
+from mecca.interaction.guide import advice_regions, advice_to_original
+from mecca.io import Volume, save_mask
+from mecca.methods.base import InteractiveMethod, MethodState, StepResult
+
+logger = logging.getLogger(__name__)
+
+ROI_MARGIN_MM = 20.0
+"""Default margin (mm, each side) around the first clicks when no ROI is given."""
+STORE_FORMAT = "mecca.interactions"
+STORE_VERSION = 1
+
+ClickLike = Click | tuple[InteractionKind | str, Sequence[int] | np.ndarray]
+"""A Click, or a ``(kind, (i, j, k))`` pair."""
+
+
+# --------------------------------------------------------------------------- store
+
+
+class InteractionStore:
+    """Click history of one session: steps run, clicks queued, and a redo stack.
+
+    All clicks are on the original grid. Pure data: :meth:`to_dict` gives plain JSON
+    types (for autosave), :meth:`from_dict` reads them back.
+    """
+
+    def __init__(self) -> None:
+        self._steps: list[tuple[Click, ...]] = []
+        self._pending: list[Click] = []
+        self._redo: list[tuple[Click, ...]] = []
+
+    @property
+    def steps(self) -> tuple[tuple[Click, ...], ...]:
+        """Clicks of each step run so far, oldest first."""
+        return tuple(self._steps)
+
+    @property
+    def pending(self) -> tuple[Click, ...]:
+        """Clicks queued for the next step."""
+        return tuple(self._pending)
+
+    @property
+    def redo_steps(self) -> tuple[tuple[Click, ...], ...]:
+        """Undone steps, the next one to redo last."""
+        return tuple(self._redo)
+
+    @property
+    def can_undo(self) -> bool:
+        return bool(self._steps)
+
+    @property
+    def can_redo(self) -> bool:
+        return bool(self._redo)
+
+    def queue(self, clicks: Iterable[Click]) -> None:
+        """Queue clicks for the next step."""
+        self._pending.extend(clicks)
+
+    def clear_pending(self) -> None:
+        """Drop the queued clicks."""
+        self._pending.clear()
+
+    def commit(self) -> tuple[Click, ...]:
+        """Turn the queued clicks into a new step (may be empty); clears the redo stack."""
+        step = tuple(self._pending)
+        self._steps.append(step)
+        self._pending.clear()
+        self._redo.clear()
+        return step
+
+    def undo(self) -> tuple[Click, ...]:
+        """Remove the last step onto the redo stack and return its clicks."""
+        if not self._steps:
+            raise InputError("nothing to undo: no step has been run")
+        step = self._steps.pop()
+        self._redo.append(step)
+        return step
+
+    def redo(self) -> tuple[Click, ...]:
+        """Put the last undone step back and return its clicks."""
+        if not self._redo:
+            raise InputError("nothing to redo", hint="redo is possible right after undo")
+        step = self._redo.pop()
+        self._steps.append(step)
+        return step
+
+    def reset(self) -> None:
+        """Forget everything: steps, queued clicks, redo stack."""
+        self._steps.clear()
+        self._pending.clear()
+        self._redo.clear()
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-JSON record: format, version, steps, pending and redo click lists."""
+        return {
+            "format": STORE_FORMAT,
+            "version": STORE_VERSION,
+            "steps": [[c.to_dict() for c in step] for step in self._steps],
+            "pending": [c.to_dict() for c in self._pending],
+            "redo": [[c.to_dict() for c in step] for step in self._redo],
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> InteractionStore:
+        """Inverse of :meth:`to_dict`; InputError on a malformed record."""
+        if not isinstance(data, Mapping) or data.get("format") != STORE_FORMAT:
+            raise InputError(
+                "not a MECCA interaction record", hint=f'expected "format": "{STORE_FORMAT}"'
+            )
+        if data.get("version") != STORE_VERSION:
+            raise InputError(
+                f"unsupported interaction record version {data.get('version')!r}",
+                hint=f"this MECCA reads version {STORE_VERSION}",
+            )
+        store = cls()
+        store._steps = [_clicks(step) for step in _list(data, "steps")]
+        store._pending = list(_clicks(data.get("pending", [])))
+        store._redo = [_clicks(step) for step in _list(data, "redo")]
+        return store
+
+
+def _list(data: Mapping[str, Any], key: str) -> list[Any]:
+    value = data.get(key, [])
+    if not isinstance(value, list):
+        raise InputError(f"interaction record field {key!r} must be a list, got {value!r}")
+    return value
+
+
+def _clicks(records: Any) -> tuple[Click, ...]:
+    if not isinstance(records, list):
+        raise InputError(f"a step of an interaction record must be a list, got {records!r}")
+    return tuple(Click.from_dict(r) for r in records)
+
+
+# --------------------------------------------------------------------------- predictor
+
+
+class Predictor:
+    """An interactive method on one crop, with its states for undo and redo.
+
+    Everything here is on the crop's network grid. ``states[0]`` is the start state;
+    after ``n`` steps there are ``n + 1`` states and ``n`` results.
+
+    Args:
+        method: the interactive method.
+        crop: the crop it works on.
+        init_prob: optional float32 (*crop.grid) initial probability for ``method.start``.
+        guide: compute advice regions from a confidence map the method returns without
+            advice of its own.
+    """
+
+    def __init__(
+        self,
+        method: InteractiveMethod,
+        crop: Crop,
+        *,
+        init_prob: np.ndarray | None = None,
+        guide: bool = True,
+    ) -> None:
+        self.method = method
+        self.crop = crop
+        self.guide = guide
+        self._states: list[MethodState] = [method.start(crop, init_prob=init_prob)]
+        self._results: list[StepResult] = []
+        self._redo: list[tuple[MethodState, StepResult]] = []
+
+    @property
+    def n_steps(self) -> int:
+        """Steps run (and not undone)."""
+        return len(self._results)
+
+    @property
+    def state(self) -> MethodState:
+        """The current method state."""
+        return self._states[-1]
+
+    @property
+    def result(self) -> StepResult | None:
+        """The last step's result, or None before the first step."""
+        return self._results[-1] if self._results else None
+
+    @property
+    def can_undo(self) -> bool:
+        return bool(self._results)
+
+    @property
+    def can_redo(self) -> bool:
+        return bool(self._redo)
+
+    def step(self, clicks: Sequence[Click], *, rng: np.random.Generator) -> StepResult:
+        """Run one step with ``clicks`` on the network grid; clears the redo stack."""
+        state, result = self.method.step(self.state, list(clicks), rng=rng)
+        result = self._with_advice(result, self.n_steps + 1)
+        self._states.append(state)
+        self._results.append(result)
+        self._redo.clear()
+        return result
+
+    def _with_advice(self, result: StepResult, step: int) -> StepResult:
+        if not self.guide or result.confidence is None or result.advice is not None:
+            return result
+        advice = advice_regions(self.crop.image, result.confidence, step=step)
+        return replace(result, advice=advice)
+
+    def undo(self) -> StepResult | None:
+        """Drop the last step (kept for redo); returns the result now current."""
+        if not self._results:
+            raise InputError("nothing to undo: no step has been run")
+        self._redo.append((self._states.pop(), self._results.pop()))
+        return self.result
+
+    def redo(self) -> StepResult:
+        """Restore the last undone step exactly; returns its result."""
+        if not self._redo:
+            raise InputError("nothing to redo", hint="redo is possible right after undo")
+        state, result = self._redo.pop()
+        self._states.append(state)
+        self._results.append(result)
+        return result
+
+    def reset(self) -> None:
+        """Back to the start state, no steps, empty redo stack."""
+        del self._states[1:]
+        self._results.clear()
+        self._redo.clear()
+
+
+# --------------------------------------------------------------------------- session
+
+
+@dataclass(frozen=True)
+class SessionResult:
+    """One step's output on the volume's original grid (full size, 0 outside the ROI).
+
+    Attributes:
+        prob: float32 (I, J, K) foreground probability, trilinearly resampled from the
+            network grid.
+        mask: uint8 (I, J, K), ``prob >= 0.5``.
+        confidence: float32 (I, J, K) action confidence, or None when the method has none.
+        advice: int32 (I, J, K) advice regions (0 = none, 1 = least confident), or None.
+        seconds: the method's own time for this step (when it was computed).
+        total_seconds: wall time of the session call that returned this result (for a
+            step: click mapping, method, advice and mapping back; for undo/redo: only
+            the mapping back, as no method runs).
+        step: steps run so far (1 = after the first step).
+        box: the ROI on the original grid.
+    """
+
+    prob: np.ndarray
+    mask: np.ndarray
+    confidence: np.ndarray | None
+    advice: np.ndarray | None
+    seconds: float
+    total_seconds: float
+    step: int
+    box: Box
+
+
+def _resolve_method(method: str | InteractiveMethod) -> InteractiveMethod:
+    if isinstance(method, str):
+        return methods.get(method)
+    if not isinstance(method, InteractiveMethod):
+        raise ConfigError(
+            f"{method!r} is not an interactive method",
+            hint="pass a registered name (mecca.methods.available()) or an InteractiveMethod",
+        )
+    return method
+
+
+def _as_click(item: Any) -> Click:
+    if isinstance(item, Click):
+        return item
+    try:
+        kind, position = item
+    except (TypeError, ValueError):
+        raise InputError(
+            f"not a click: {item!r}", hint="pass a Click or a (kind, (i, j, k)) pair"
+        ) from None
+    return Click(kind, position)
+
+
+class Session:
+    """An interactive segmentation session on one volume.
+
+    Queue clicks with :meth:`add_click` / :meth:`add_clicks` / :meth:`add_click_world`,
+    run :meth:`step`, look at :attr:`result`, :meth:`undo` / :meth:`redo` /
+    :meth:`reset`, and :meth:`export_mask`. See the module docstring for the choices.
+
+    Args:
+        volume: the image; its array is (I, J, K), clicks are voxel (i, j, k) indices.
+        roi: the box to segment in, on the original grid; None derives it from the first
+            step's clicks.
+        method: a registered method name or an ``InteractiveMethod``.
+        grid: network grid (i, j, k) the crop is resampled to.
+        normalise: crop intensity normalisation (default per-crop z-score).
+        rng: generator or seed for the method's random choices.
+        roi_margin_mm: margin around the first clicks when ``roi`` is None, mm per side.
+    """
+
+    def __init__(
+        self,
+        volume: Volume,
+        roi: Box | None = None,
+        method: str | InteractiveMethod = "random_walker",
+        *,
+        grid: Sequence[int] = DEFAULT_GRID,
+        normalise: NormaliseConfig | None = None,
+        rng: np.random.Generator | int | None = None,
+        roi_margin_mm: float = ROI_MARGIN_MM,
+    ) -> None:
+        if np.asarray(volume.array).ndim != 3:
+            raise InputError(f"the volume must be 3D (I, J, K), got shape {volume.array.shape}")
+        if roi_margin_mm < 0:
+            raise ConfigError(f"roi_margin_mm must be >= 0, got {roi_margin_mm}")
+        self.volume = volume
+        self.method = _resolve_method(method)
+        self.grid = tuple(int(g) for g in grid)
+        self.normalise = normalise or NormaliseConfig()
+        self.roi_margin_mm = float(roi_margin_mm)
+        self._rng = np.random.default_rng(rng)
+        self._store = InteractionStore()
+        self._roi: Box | None = None
+        self._roi_from_clicks = False
+        self._predictor: Predictor | None = None
+        self._result: SessionResult | None = None
+        if roi is not None:
+            self.set_roi(roi)
+
+    # ---------------------------------------------------------------- read-only views
+
+    @property
+    def roi(self) -> Box | None:
+        """The ROI on the original grid, or None until the first step defines it."""
+        return self._roi
+
+    @property
+    def store(self) -> InteractionStore:
+        """The click history (read it; change it through the session's methods)."""
+        return self._store
+
+    @property
+    def predictor(self) -> Predictor | None:
+        """The method on the current crop, or None while there is no ROI."""
+        return self._predictor
+
+    @property
+    def result(self) -> SessionResult | None:
+        """The current result on the original grid, or None before the first step."""
+        return self._result
+
+    @property
+    def history(self) -> tuple[tuple[Click, ...], ...]:
+        """Clicks of each step run so far (original grid), oldest first."""
+        return self._store.steps
+
+    @property
+    def pending(self) -> tuple[Click, ...]:
+        """Clicks queued for the next step."""
+        return self._store.pending
+
+    @property
+    def n_steps(self) -> int:
+        """Steps run so far (and not undone)."""
+        return len(self._store.steps)
+
+    @property
+    def can_undo(self) -> bool:
+        """Whether :meth:`undo` has a step to undo."""
+        return self._store.can_undo
+
+    @property
+    def can_redo(self) -> bool:
+        """Whether :meth:`redo` has an undone step to put back."""
+        return self._store.can_redo
+
+    # ---------------------------------------------------------------- clicks
+
+    def add_click(
+        self, kind: InteractionKind | str, position_ijk: Sequence[int] | np.ndarray
+    ) -> Click:
+        """Queue one click at voxel (i, j, k) for the next step; returns it."""
+        return self.add_clicks([(kind, position_ijk)])[0]
+
+    def add_clicks(self, clicks: Iterable[ClickLike]) -> tuple[Click, ...]:
+        """Queue several clicks; all are checked first, so a refused one queues none.
+
+        Raises:
+            InputError: a click outside the volume or the ROI, or of a kind the method
+                does not take (the message names the kinds it takes).
+        """
+        parsed = tuple(_as_click(c) for c in clicks)
+        for click in parsed:
+            self._check_click(click)
+        self._store.queue(parsed)
+        return parsed
+
+    def add_click_world(self, kind: InteractionKind | str, xyz_mm: Sequence[float]) -> Click:
+        """Queue a click given in RAS+ millimetres, at the nearest voxel; returns it."""
+        xyz = np.asarray(xyz_mm, dtype=np.float64)
+        if xyz.shape != (3,) or not np.all(np.isfinite(xyz)):
+            raise InputError(f"a world position must be three finite numbers (mm), got {xyz_mm!r}")
+        ijk = np.floor(self.volume.world_to_voxel(xyz) + 0.5).astype(np.int64)
+        try:
+            return self.add_click(kind, ijk)
+        except InputError as exc:
+            raise InputError(f"world position {xyz.tolist()} mm: {exc}") from None
+
+    def clear_pending(self) -> None:
+        """Drop the clicks queued for the next step."""
+        self._store.clear_pending()
+
+    def _check_click(self, click: Click) -> None:
+        if click.kind not in self.method.accepts:
+            takes = ", ".join(sorted(k.value for k in self.method.accepts))
+            hint = f"this method takes: {takes}"
+            if click.kind is InteractionKind.EDGE:
+                hint += "; give a foreground and a background click on either side of the edge"
+            raise InputError(
+                f"method {self.method.name!r} cannot take {click.kind.value} clicks", hint=hint
+            )
+        pos = np.asarray(click.position)
+        if np.any(pos < 0) or np.any(pos >= np.asarray(self.volume.shape)):
+            raise InputError(
+                f"click {click.position} is outside the volume of shape {self.volume.shape}",
+                hint="voxel indices (i, j, k) run from 0 to shape - 1",
+            )
+        if self._roi is not None and not self._roi.contains(pos)[0]:
+            raise InputError(
+                f"click {click.position} is outside the ROI {self._roi.start}-{self._roi.stop}",
+                hint="click inside the ROI, or set_roi() a larger box (this resets the session)",
+            )
+
+    # ---------------------------------------------------------------- ROI
+
+    def set_roi(self, box: Box) -> None:
+        """Use ``box`` (original grid, inside the volume) as the ROI; resets the session."""
+        if not isinstance(box, Box):
+            raise InputError(f"the ROI must be a Box, got {box!r}")
+        if box.clip(self.volume.shape) != box:
+            raise InputError(
+                f"ROI {box.start}-{box.stop} exceeds the volume of shape {self.volume.shape}",
+                hint="use box.clip(volume.shape)",
+            )
+        self._store.reset()
+        self._result = None
+        self._roi = box
+        self._roi_from_clicks = False
+        self._predictor = self._make_predictor(box)
+
+    def _make_predictor(self, box: Box) -> Predictor:
+        crop = make_crop(self.volume.array, box, self.grid, normalise=self.normalise)
+        return Predictor(self.method, crop)
+
+    def _roi_around(self, clicks: Sequence[Click]) -> Box:
+        """The first clicks' bounding box plus ``roi_margin_mm``, clipped to the volume."""
+        margin = [math.ceil(self.roi_margin_mm / s) for s in self.volume.spacing]
+        points = [c.position for c in clicks]
+        return Box.around_points(points, margin, self.volume.shape)
+
+    def _current_predictor(self) -> Predictor:
+        """The predictor, or a new one on an ROI around the queued clicks (not stored)."""
+        if self._predictor is not None:
+            return self._predictor
+        if not self._store.pending:
+            raise InputError(
+                "no ROI and no clicks: nothing to segment",
+                hint="add a click on the object, or pass roi= / call set_roi()",
+            )
+        return self._make_predictor(self._roi_around(self._store.pending))
+
+    # ---------------------------------------------------------------- steps
+
+    def step(self) -> SessionResult:
+        """Run the method with the queued clicks (none is allowed once there is an ROI)."""
+        t0 = time.perf_counter()
+        predictor = self._current_predictor()
+        clicks = self._store.pending
+        result = predictor.step(clicks_to_grid(predictor.crop, clicks), rng=self._rng)
+        if self._predictor is None:  # the first clicks defined the ROI
+            self._predictor, self._roi = predictor, predictor.crop.box
+            self._roi_from_clicks = True
+            logger.info("ROI from the first clicks: %s-%s", self._roi.start, self._roi.stop)
+        self._store.commit()
+        self._result = self._to_original(predictor.crop, result, t0)
+        logger.info(
+            "step %d: %d clicks, method %.3f s, total %.3f s",
+            self._result.step,
+            len(clicks),
+            self._result.seconds,
+            self._result.total_seconds,
+        )
+        return self._result
+
+    def undo(self) -> SessionResult | None:
+        """Undo the last step; returns the result now current (None back at the start)."""
+        t0 = time.perf_counter()
+        if self._predictor is None or not self._store.can_undo:
+            raise InputError("nothing to undo: no step has been run")
+        self._store.undo()
+        result = self._predictor.undo()
+        self._result = (
+            None if result is None else self._to_original(self._predictor.crop, result, t0)
+        )
+        return self._result
+
+    def redo(self) -> SessionResult:
+        """Redo the last undone step exactly as it was (no method call)."""
+        t0 = time.perf_counter()
+        if self._predictor is None or not self._store.can_redo:
+            raise InputError("nothing to redo", hint="redo is possible right after undo")
+        self._store.redo()
+        result = self._predictor.redo()
+        self._result = self._to_original(self._predictor.crop, result, t0)
+        return self._result
+
+    def reset(self) -> None:
+        """Back to no clicks and the start state; an ROI from clicks is forgotten too."""
+        self._store.reset()
+        self._result = None
+        if self._roi_from_clicks:
+            self._roi, self._predictor = None, None
+            self._roi_from_clicks = False
+        elif self._predictor is not None:
+            self._predictor.reset()
+
+    def _to_original(self, crop: Crop, result: StepResult, t0: float) -> SessionResult:
+        prob = paste_prob(crop, result.prob)
+        confidence = None if result.confidence is None else paste_prob(crop, result.confidence)
+        advice = None if result.advice is None else advice_to_original(crop, result.advice)
+        return SessionResult(
+            prob=prob,
+            mask=(prob >= 0.5).astype(np.uint8),
+            confidence=confidence,
+            advice=advice,
+            seconds=float(result.seconds),
+            total_seconds=time.perf_counter() - t0,
+            step=self.n_steps,
+            box=crop.box,
+        )
+
+    # ---------------------------------------------------------------- export
+
+    def export_mask(self, path: str | Path, *, force: bool = False) -> Path:
+        """Write the current mask on the volume's own grid (see :func:`mecca.io.save_mask`).
+
+        Raises:
+            InputError: no step has been run yet. OverwriteError: ``path`` exists and
+                ``force`` is False.
+        """
+        if self._result is None:
+            raise InputError("nothing to export yet", hint="run step() first")
+        written = save_mask(self._result.mask, self.volume, path, force=force)
+        logger.info("mask written to %s", written)
+        return written
