@@ -129,3 +129,55 @@ def demo(
         data=data, case_id=case_id, target=target, method=method, user=user, steps=steps, seed=seed
     )
     click.echo(format_table(report))
+
+
+@main.command()
+@click.option(
+    "--method", type=click.Choice(["mecca", "itermrl"]), default="mecca", show_default=True
+)
+@click.option("--data", type=click.Path(path_type=Path), required=True, help="MSD-layout folder.")
+@click.option("--target", help="Named target of the dataset (default: its default target).")
+@click.option("--config", "config_file", type=click.Path(path_type=Path), help="YAML preset.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a setting.")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Run folder.")
+@click.option("--resume", is_flag=True, help="Continue the run in --out from last.pt.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
+@click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
+def train(
+    method: str,
+    data: Path,
+    target: str | None,
+    config_file: Path | None,
+    overrides: tuple[str, ...],
+    out: Path,
+    resume: bool,
+    device: str,
+    no_progress: bool,
+) -> None:
+    """Train MECCA or IteR-MRL; checkpoints, log and config go to --out.
+
+    Runs data-parallel under torchrun (one process per GPU, or gloo on the CPU).
+
+    \b
+    Examples:
+      mecca train --method mecca --data ../shared/data/hippocampus --out runs/hippo
+      mecca train --method itermrl --data phantoms --set episodes=50 --out runs/p --resume
+      torchrun --nproc-per-node 2 -m mecca.cli train --data phantoms --out runs/ddp
+    """
+    import logging
+
+    from mecca.config import load_config, parse_overrides
+    from mecca.training import TrainConfig
+    from mecca.training import train as run_training
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    values = {"method": method, **parse_overrides(overrides)}
+    if target is not None:
+        values["target"] = target
+    cfg = load_config(TrainConfig, config_file, values)
+    folder = run_training(cfg, data, out, device=device, resume=resume, progress=not no_progress)
+    click.echo(f"run folder: {folder}")
+
+
+if __name__ == "__main__":
+    main()

@@ -54,7 +54,11 @@ class InteractiveMethod(Protocol):
     """An interactive segmentation method: ``start`` once per crop, ``step`` per round."""
 
     name: str
-    accepts: frozenset[InteractionKind]
+
+    @property
+    def accepts(self) -> frozenset[InteractionKind]:
+        """The interaction kinds ``step`` takes; callers convert or refuse the others."""
+        ...
 
     def start(self, crop: Crop, *, init_prob: np.ndarray | None = None) -> MethodState:
         """Begin on a crop; ``init_prob`` is an initial probability on the network grid."""

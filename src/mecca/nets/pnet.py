@@ -1,0 +1,207 @@
+"""P-Net-style actor-critic for voxel agents (IteR-MRL Fig. 3, MECCA Fig. 4).
+
+Every voxel is an agent. The network reads the state ``s = [b, p, h...]`` (intensity,
+current foreground probability, hint channels) as a (B, C, I, J, K) float32 tensor and
+returns, per voxel, logits over the discrete action set (policy head) and one state value
+(value head). Resolution is never reduced: every 3x3x3 convolution is dilated and padded by
+its dilation, so the output grid equals the input grid for any spatial size (default crop
+55 x 55 x 30).
+
+Layout (MECCA Sec. 3.2): a shared trunk of three blocks, then a policy head and a value head
+of their own blocks. A block is ``convs_per_block`` x (3x3x3 dilated conv -> BatchNorm3d ->
+ReLU). MECCA gives each head two blocks; IteR-MRL (Sec. 3.3) gives each head three
+(:func:`iter_mrl_config`). Weights use Xavier/Glorot uniform init with zero bias, as both
+papers state (MECCA Sec. 4.1).
+
+Batch norm and RL: :meth:`ActorCritic.policy_logits` is meant to run in ``eval()`` mode
+(running statistics) for rollouts and interactive use, so an action never depends on the
+other crops in a batch; the update step runs in ``train()`` mode, where the statistics come
+from B x I x J x K voxels (90 750 per 55 x 55 x 30 crop), enough even for B = 1.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import Literal
+
+import torch
+from torch import nn
+
+from mecca.errors import ConfigError
+
+#: IteR-MRL / MECCA action set A (probability increments, no zero action). The networks only
+#: need its size; the RL code owns the values.
+DEFAULT_ACTIONS: tuple[float, ...] = (-0.4, -0.2, -0.1, 0.1, 0.2, 0.4)
+
+Norm = Literal["batch", "none"]
+
+
+@dataclass(frozen=True)
+class PNetConfig:
+    """Shape of :class:`ActorCritic`.
+
+    Default width 8, chosen by measurement (``benchmarks/net_speed.py``: 2 CPU threads,
+    float32, one 55 x 55 x 30 crop, medians of interleaved runs). The interactive budget is
+    ~250 ms per step for everything; one MECCA model step (policy, then the separate
+    confidence network on the greedy action) costs 168 ms at width 8 and 277 ms at width
+    16, so width 8 is the fastest, and the only, width within budget that keeps the papers'
+    layout (width 12 costs as much as 16: oneDNN blocks channels by 8 on this AVX2 CPU;
+    24 and 32 cost 1.8x and 3.2x). Policy-only inference: 56 ms (w8), 109 ms (w16); a
+    training step (batch 2, both heads, Adam): 0.61 s (w8), 1.0 s (w16). The Dice cost of
+    width 8 against 16 is not measured here: if it loses Dice, width 16 with the
+    shared-trunk confidence head (168 ms per step) is the equally fast alternative.
+    ``channels_last`` (about 3x, identical numbers) is the one free speed-up;
+    ``head_convs=1`` saves only ~15 % and ``torch.compile`` ~4 % (after 15-30 s of
+    compiling), so neither is a default.
+    """
+
+    in_channels: int = 3
+    """State channels: intensity, probability and hint maps (3 for MECCA's single edge-hint
+    map, 4 for IteR-MRL's h+ / h- maps)."""
+    width: int = 8
+    """Feature channels of every block (see above for why 8)."""
+    trunk_dilations: tuple[int, ...] = (1, 2, 4)
+    """Dilation of each shared block (three blocks in both papers)."""
+    head_dilations: tuple[int, ...] = (8, 16)
+    """Dilation of each block of the policy head and, separately, of the value head. MECCA
+    uses two blocks per head; with the trunk this gives P-Net's five dilated blocks
+    1, 2, 4, 8, 16 (Wang et al. 2019), dilations growing with depth."""
+    convs_per_block: int = 2
+    """Convolutions per trunk block (two in both papers)."""
+    head_convs: int = 2
+    """Convolutions per head block (two in both papers; 1 is a speed option)."""
+    n_actions: int = len(DEFAULT_ACTIONS)
+    """Number of discrete actions, i.e. policy logits per voxel."""
+    norm: Norm = "batch"
+    """``"batch"``: BatchNorm3d after every conv (the papers); ``"none"``: conv with bias."""
+    channels_last: bool = True
+    """Run the convolutions in ``channels_last_3d`` memory format: same numbers, about 3x
+    faster on CPU (oneDNN) for inference and training; outputs are returned contiguous."""
+
+    def __post_init__(self) -> None:
+        for name in ("in_channels", "width", "n_actions", "convs_per_block", "head_convs"):
+            if int(getattr(self, name)) < 1:
+                raise ConfigError(f"PNetConfig.{name} must be >= 1, got {getattr(self, name)}")
+        _check_dilations(self.trunk_dilations, "trunk_dilations")
+        _check_dilations(self.head_dilations, "head_dilations")
+        if self.norm not in ("batch", "none"):
+            raise ConfigError(f"PNetConfig.norm must be 'batch' or 'none', got {self.norm!r}")
+
+
+def iter_mrl_config(**overrides: object) -> PNetConfig:
+    """IteR-MRL's layout (its Fig. 3): three blocks per head, 4 state channels (fg/bg hints)."""
+    base = PNetConfig(in_channels=4, head_dilations=(4, 8, 16))
+    return replace(base, **overrides)  # type: ignore[arg-type]
+
+
+def _check_dilations(dilations: Sequence[int], name: str) -> None:
+    if len(dilations) == 0 or any(int(d) < 1 for d in dilations):
+        raise ConfigError(f"{name} must be a non-empty sequence of ints >= 1, got {dilations}")
+
+
+def conv_block(in_ch: int, out_ch: int, dilation: int, n_convs: int, norm: Norm) -> nn.Sequential:
+    """``n_convs`` x (3x3x3 conv, dilation ``dilation``, padding = dilation -> norm -> ReLU).
+
+    Shape (B, in_ch, I, J, K) -> (B, out_ch, I, J, K).
+    """
+    layers: list[nn.Module] = []
+    for n in range(n_convs):
+        layers.append(
+            nn.Conv3d(
+                in_ch if n == 0 else out_ch,
+                out_ch,
+                kernel_size=3,
+                padding=dilation,
+                dilation=dilation,
+                bias=norm == "none",
+            )
+        )
+        if norm == "batch":
+            layers.append(nn.BatchNorm3d(out_ch))
+        layers.append(nn.ReLU(inplace=True))
+    return nn.Sequential(*layers)
+
+
+def conv_stack(
+    in_ch: int, width: int, dilations: Sequence[int], n_convs: int, norm: Norm
+) -> nn.Sequential:
+    """Blocks in sequence, one per dilation; (B, in_ch, ...) -> (B, width, ...)."""
+    return nn.Sequential(
+        *[
+            conv_block(in_ch if i == 0 else width, width, int(d), n_convs, norm)
+            for i, d in enumerate(dilations)
+        ]
+    )
+
+
+def xavier_init(module: nn.Module) -> None:
+    """Xavier/Glorot uniform weights and zero biases for every conv (MECCA Sec. 4.1)."""
+    for m in module.modules():
+        if isinstance(m, nn.Conv3d):
+            nn.init.xavier_uniform_(m.weight)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+
+def set_layout(module: nn.Module, channels_last: bool) -> None:
+    """Store the 5D conv weights in ``channels_last_3d`` (or contiguous) memory format."""
+    fmt = torch.channels_last_3d if channels_last else torch.contiguous_format
+    with torch.no_grad():
+        for param in module.parameters():
+            if param.ndim == 5:
+                param.data = param.data.contiguous(memory_format=fmt)
+
+
+def as_layout(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
+    """The input in the layout the convolutions run in (a no-op when it already is)."""
+    return x.contiguous(memory_format=torch.channels_last_3d) if channels_last else x
+
+
+def check_input(x: torch.Tensor, channels: int, what: str = "state") -> None:
+    """Raise :class:`ConfigError` unless ``x`` is (B, channels, I, J, K)."""
+    if x.ndim != 5 or x.shape[1] != channels:
+        raise ConfigError(
+            f"expected a (B, {channels}, I, J, K) {what} tensor, got shape {tuple(x.shape)}",
+            hint="check the number of hint channels against the network's in_channels",
+        )
+
+
+class ActorCritic(nn.Module):
+    """Shared trunk, policy head and value head; every output is per voxel.
+
+    ``forward(x)``: x (B, C, I, J, K) float32 -> (logits (B, A, I, J, K), value
+    (B, 1, I, J, K)), A = ``config.n_actions``; softmax over dim 1 gives the policy.
+    """
+
+    def __init__(self, config: PNetConfig | None = None) -> None:
+        super().__init__()
+        self.config = config = config or PNetConfig()
+        w = config.width
+        self.trunk = conv_stack(
+            config.in_channels, w, config.trunk_dilations, config.convs_per_block, config.norm
+        )
+        self.policy_head = nn.Sequential(
+            conv_stack(w, w, config.head_dilations, config.head_convs, config.norm),
+            nn.Conv3d(w, config.n_actions, kernel_size=1),
+        )
+        self.value_head = nn.Sequential(
+            conv_stack(w, w, config.head_dilations, config.head_convs, config.norm),
+            nn.Conv3d(w, 1, kernel_size=1),
+        )
+        xavier_init(self)
+        set_layout(self, config.channels_last)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Trunk output (B, width, I, J, K), shared by both heads (and by a shared-trunk
+        :class:`~mecca.nets.confidence.ConfidenceNet`); left in the conv layout."""
+        check_input(x, self.config.in_channels)
+        return self.trunk(as_layout(x, self.config.channels_last))
+
+    def policy_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Trunk + policy head only, the inference path: (B, A, I, J, K) float32 logits."""
+        return self.policy_head(self.features(x)).contiguous()
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        f = self.features(x)
+        return self.policy_head(f).contiguous(), self.value_head(f).contiguous()

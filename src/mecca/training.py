@@ -1,0 +1,517 @@
+"""Training IteR-MRL and MECCA: synchronous A2C over batched voxel-agent episodes.
+
+One training episode (IteR-MRL Sec. 3, MECCA Sec. 3 and Algorithm 1 with every volume
+labeled): B augmented ROI crops start at p = 0.5; the simulated user clicks; for T steps
+the policy samples one action per voxel, ``p <- clip(p + a, 0, 1)``, the reward of every
+voxel is computed (relative cross-entropy gain, or MECCA's confidence-weighted gain, ...),
+and the user clicks on the new mask. The A2C loss over the episode updates the
+actor-critic; the confidence network (MECCA) is trained with the symmetric BCE of Eq. 6
+on the actions taken. IteR-MRL0 pre-training runs the first ``pretrain_episodes`` with no
+user (no hints).
+
+A run folder holds ``config.yaml`` (the fully resolved config), ``log.jsonl`` (one line
+per episode and per validation), ``last.pt`` (every ``checkpoint_every`` episodes and on
+Ctrl-C) and ``best.pt`` (best validation Dice after the last step). ``resume=True``
+continues from ``last.pt`` with the model, optimiser, RNG and schedule state restored.
+Under ``torchrun`` the same code trains data-parallel (DDP); only rank 0 writes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import yaml
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from mecca import __version__
+from mecca.checkpoint import load_checkpoint, restore_rng, rng_state, save_checkpoint
+from mecca.config import build_config, config_to_dict
+from mecca.data.roi import NormaliseConfig, random_margin_box
+from mecca.episode import run_episode
+from mecca.errors import ConfigError, OverwriteError
+from mecca.interaction.clicks import make_user
+from mecca.interaction.hints import HintEncoder
+from mecca.methods.rl_agent import RLAgentMethod
+from mecca.nets import ActorCritic, ConfidenceConfig, ConfidenceNet, PNetConfig, confidence_loss
+from mecca.rl.a2c import LossTerms, a2c_loss
+from mecca.rl.actions import ACTIONS, action_values
+from mecca.rl.env import VoxelEnv
+from mecca.rl.rewards import RewardConfig, compute_reward
+from mecca.runtime import DistInfo, dist_from_env, init_distributed, resolve_device
+from mecca.training_data import HeldCase, load_cases, sample_crops
+
+log = logging.getLogger(__name__)
+
+Method = Literal["mecca", "itermrl"]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Every setting of a training run (YAML presets in ``configs/``).
+
+    Fields left ``None`` take the method's default (:func:`method_defaults`).
+    """
+
+    method: Method = "mecca"
+    """``mecca`` (edge points, Gaussian hints, confidence network, self-adaptive reward) or
+    ``itermrl`` (fg/bg clicks at error centres, geodesic hints, relative reward)."""
+    target: str | None = None
+    """Named target of the dataset (None = its default target)."""
+    train_split: str = "train"
+    """Split of ``splits.json`` to train on (all cases when the dataset has no splits)."""
+    val_split: str = "val"
+    """Split used for validation Dice."""
+    grid: tuple[int, int, int] = (55, 55, 30)
+    """Network grid (i, j, k)."""
+    width: int = 16
+    """Feature channels of the actor-critic and the confidence network."""
+    episodes: int = 2000
+    """Training episodes in all (each plays B volumes for T steps)."""
+    batch_size: int = 2
+    """Volumes per episode (B)."""
+    steps: int = 5
+    """Refinement steps per episode (T)."""
+    gamma: float = 0.95
+    """Discount factor."""
+    lr: float = 1e-4
+    """Adam learning rate of the actor-critic."""
+    confidence_lr: float = 1e-4
+    """Adam learning rate of the confidence network."""
+    value_coef: float = 0.5
+    """Weight of the value loss."""
+    entropy_coef: float = 0.01
+    """Weight of the entropy bonus."""
+    advantage: Literal["mean", "voxel"] = "mean"
+    """``mean``: the papers' volume-mean reward; ``voxel``: per-voxel returns (PixelRL)."""
+    reward: Literal["relative", "absolute", "mecca", "focal", "err"] | None = None
+    """Reward kind; None = ``mecca`` for MECCA, ``relative`` for IteR-MRL."""
+    reward_alpha: float = 0.8
+    """MECCA reward alpha (Eq. 8)."""
+    reward_beta: float = 1.0
+    """MECCA reward beta (Eq. 8)."""
+    reward_lambda: float = 1.0
+    """Err-IteR-MRL lambda (Eq. 14)."""
+    confidence: bool | None = None
+    """Train a confidence network; None = yes for MECCA (and for reward ``mecca``)."""
+    confidence_samples: int = 1
+    """Episode steps (drawn at random) whose states train the confidence network each
+    episode; more is slower, all T is the most faithful."""
+    user: str | None = None
+    """Simulated user; None = ``edge`` for MECCA, ``error_centre`` for IteR-MRL."""
+    hints: Literal["gaussian", "euclidean", "geodesic"] | None = None
+    """Hint encoding; None = ``gaussian`` for MECCA, ``geodesic`` for IteR-MRL."""
+    pretrain_episodes: int = 0
+    """IteR-MRL0: the first episodes run with no user (no hints)."""
+    augment: bool = True
+    """Random flips and small in-plane rotations of the training crops."""
+    checkpoint_every: int = 25
+    """Episodes between ``last.pt`` checkpoints."""
+    val_every: int = 100
+    """Episodes between validations (0 = never)."""
+    val_cases: int = 8
+    """Validation cases used (the first of the split)."""
+    max_cases: int | None = None
+    """Use only the first N training cases (smoke tests)."""
+    seed: int = 0
+    """Seed of every random choice in the run."""
+
+    def resolved(self) -> TrainConfig:
+        """The config with every None replaced by the method's default."""
+        defaults = method_defaults(self.method)
+        filled = {k: v for k, v in defaults.items() if getattr(self, k) is None}
+        cfg = replace(self, **filled)
+        if cfg.confidence is None:
+            cfg = replace(cfg, confidence=cfg.reward == "mecca")
+        if cfg.reward == "mecca" and not cfg.confidence:
+            raise ConfigError("reward 'mecca' needs the confidence network (confidence: true)")
+        return cfg
+
+
+def method_defaults(method: str) -> dict[str, Any]:
+    """The papers' user, hint encoding and reward for each method."""
+    if method == "mecca":
+        return {"user": "edge", "hints": "gaussian", "reward": "mecca"}
+    if method == "itermrl":
+        return {"user": "error_centre", "hints": "geodesic", "reward": "relative"}
+    raise ConfigError(f"unknown method {method!r}", hint="choose mecca or itermrl")
+
+
+def hint_encoder(cfg: TrainConfig) -> HintEncoder:
+    """Edge users get one edge channel; fg/bg users two channels (h+, h-)."""
+    channels = "edge" if cfg.user == "edge" else "fg_bg"
+    return HintEncoder(encoding=str(cfg.hints), channels=channels)
+
+
+@dataclass
+class Models:
+    """The networks and their optimisers (the DDP wrappers, when distributed, in ``ddp``)."""
+
+    net: ActorCritic
+    optimiser: torch.optim.Optimizer
+    confidence: ConfidenceNet | None
+    confidence_optimiser: torch.optim.Optimizer | None
+    ddp: dict[str, nn.Module]
+
+
+def build_models(cfg: TrainConfig, device: torch.device, *, seed: int) -> Models:
+    """Fresh networks (Xavier init from ``seed``) and Adam optimisers."""
+    torch.manual_seed(seed)  # init only; training randomness uses explicit generators
+    channels = 2 + hint_encoder(cfg).n_channels
+    net = ActorCritic(PNetConfig(in_channels=channels, width=cfg.width)).to(device)
+    conf = None
+    conf_opt = None
+    if cfg.confidence:
+        conf = ConfidenceNet(ConfidenceConfig(in_channels=channels + 1, width=cfg.width))
+        conf = conf.to(device)
+        conf_opt = torch.optim.Adam(conf.parameters(), lr=cfg.confidence_lr)
+    return Models(net, torch.optim.Adam(net.parameters(), lr=cfg.lr), conf, conf_opt, {})
+
+
+def sample_actions(logits: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """One action per voxel from softmax(logits) over dim 1 (Gumbel-max, seeded)."""
+    u = torch.rand(logits.shape, generator=gen, device="cpu").to(logits.device)
+    gumbel = -torch.log(-torch.log(u.clamp_(1e-10, 1.0 - 1e-7)))
+    return (logits.detach() + gumbel).argmax(dim=1)
+
+
+@dataclass(frozen=True)
+class EpisodeStats:
+    """Diagnostics of one training episode."""
+
+    loss: LossTerms
+    confidence_loss: float
+    dice_per_step: list[float]
+
+
+def _dice(prob: torch.Tensor, labels: torch.Tensor) -> float:
+    pred = prob > 0.5
+    inter = (pred & labels).sum().item()
+    total = pred.sum().item() + labels.sum().item()
+    return 1.0 if total == 0 else 2.0 * inter / total
+
+
+def train_episode(
+    models: Models,
+    env: VoxelEnv,
+    images: np.ndarray,
+    labels: np.ndarray,
+    cfg: TrainConfig,
+    rng: np.random.Generator,
+    gen: torch.Generator,
+) -> EpisodeStats:
+    """Play one batched episode and take one optimiser step of each network."""
+    net = models.ddp.get("net", models.net)
+    assert cfg.reward is not None, "call TrainConfig.resolved() first"
+    reward_cfg = RewardConfig(
+        kind=cfg.reward, alpha=cfg.reward_alpha, beta=cfg.reward_beta, lam=cfg.reward_lambda
+    )
+    models.net.train()
+    state = env.reset(images, labels, rng)
+    y = env.labels_tensor
+    logits_t, values_t, actions_t, rewards_t, states_t, dice = [], [], [], [], [], []
+    for _ in range(cfg.steps):
+        logits, value = net(state)
+        idx = sample_actions(logits, gen)
+        out = env.step(idx)
+        conf = None
+        if models.confidence is not None:
+            models.confidence.eval()
+            with torch.no_grad():
+                conf = models.confidence(state, action_values(idx, ACTIONS)[:, None])[:, 0]
+        rewards_t.append(compute_reward(reward_cfg, out.p_prev, out.p_next, y, conf))
+        logits_t.append(logits)
+        values_t.append(value)
+        actions_t.append(idx)
+        states_t.append(state)
+        dice.append(_dice(out.p_next, y))
+        state = out.state_next
+    terms = a2c_loss(
+        torch.stack(logits_t),
+        torch.stack(values_t),
+        torch.stack(actions_t),
+        torch.stack(rewards_t),
+        gamma=cfg.gamma,
+        advantage_mode=cfg.advantage,
+        value_coef=cfg.value_coef,
+        entropy_coef=cfg.entropy_coef,
+    )
+    models.optimiser.zero_grad(set_to_none=True)
+    terms.total.backward()
+    models.optimiser.step()
+    conf_loss = _train_confidence(models, states_t, actions_t, y, cfg, rng)
+    return EpisodeStats(terms, conf_loss, dice)
+
+
+def _train_confidence(
+    models: Models,
+    states: list[torch.Tensor],
+    actions: list[torch.Tensor],
+    labels: torch.Tensor,
+    cfg: TrainConfig,
+    rng: np.random.Generator,
+) -> float:
+    """One Adam step of the confidence network on ``confidence_samples`` episode steps."""
+    if models.confidence is None or models.confidence_optimiser is None:
+        return float("nan")
+    conf_net = models.ddp.get("confidence", models.confidence)
+    models.confidence.train()
+    picks = rng.choice(len(states), size=min(cfg.confidence_samples, len(states)), replace=False)
+    state = torch.cat([states[int(t)].detach() for t in picks])
+    values = torch.cat([action_values(actions[int(t)], ACTIONS)[:, None] for t in picks])
+    target = labels[:, None].float().repeat(len(picks), 1, 1, 1, 1)
+    loss = confidence_loss(conf_net, state, values, target)  # type: ignore[arg-type]
+    models.confidence_optimiser.zero_grad(set_to_none=True)
+    loss.backward()
+    models.confidence_optimiser.step()
+    return float(loss.item())
+
+
+def agent_method(models: Models, cfg: TrainConfig, device: torch.device) -> RLAgentMethod:
+    """The current networks as an ``InteractiveMethod`` (evaluation mode)."""
+    return RLAgentMethod(
+        net=models.net,
+        encoder=hint_encoder(cfg),
+        confidence=models.confidence,
+        name=cfg.method,
+        device=device,
+    )
+
+
+def validate(
+    models: Models, cfg: TrainConfig, cases: list[HeldCase], device: torch.device
+) -> list[float]:
+    """Mean Dice (original grid) after each step on the validation cases, same protocol.
+
+    Each case's ROI and clicks come from a generator seeded by the case's position, so
+    every validation of a run sees the same boxes and the numbers are comparable.
+    """
+    method = agent_method(models, cfg, device)
+    user = make_user(str(cfg.user))
+    per_step = np.zeros(cfg.steps)
+    for i, case in enumerate(cases):
+        rng = np.random.default_rng([cfg.seed, 10_000 + i])
+        box = random_margin_box(case.mask, rng)
+        record = run_episode(
+            method, case.image, case.mask, user, rng=rng, steps=cfg.steps, box=box, grid=cfg.grid
+        )
+        per_step += np.asarray(record.dice_per_step)
+    models.net.train()
+    return (per_step / max(1, len(cases))).tolist()
+
+
+class RunLog:
+    """Appends JSON lines to ``log.jsonl`` (rank 0 only)."""
+
+    def __init__(self, path: Path, enabled: bool):
+        self.path = path
+        self.enabled = enabled
+
+    def write(self, record: dict[str, Any]) -> None:
+        if self.enabled:
+            with self.path.open("a", encoding="utf-8") as fh:
+                fh.write(json.dumps(record) + "\n")
+
+
+@contextmanager
+def _progress(total: int, initial: int, enabled: bool) -> Iterator[Any]:
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, initial=initial, disable=not enabled, unit="ep", dynamic_ncols=True)
+    try:
+        yield bar
+    finally:
+        bar.close()
+
+
+class Trainer:
+    """Runs (or resumes) one training run into ``out``; see the module docstring."""
+
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        data: Path,
+        out: Path,
+        *,
+        device: str = "auto",
+        resume: bool = False,
+        progress: bool = True,
+    ):
+        self.dist: DistInfo = dist_from_env()
+        self.device = resolve_device(device, local_rank=self.dist.local_rank)
+        self.cfg = cfg.resolved()
+        self.data = Path(data)
+        self.out = Path(out)
+        self.progress = progress and self.dist.is_main
+        self._prepare_folder(resume)
+        init_distributed(self.dist, self.device)
+        self.models = build_models(self.cfg, self.device, seed=self.cfg.seed)
+        self.rng = np.random.default_rng([self.cfg.seed, self.dist.rank])
+        self.gen = torch.Generator().manual_seed(self.cfg.seed * 1000 + self.dist.rank)
+        self.episode = 0
+        self.best = -1.0
+        if resume and (self.out / "last.pt").exists():
+            self._restore(load_checkpoint(self.out / "last.pt"))
+        if self.dist.distributed:
+            self.models.ddp["net"] = DistributedDataParallel(self.models.net)
+            if self.models.confidence is not None:
+                self.models.ddp["confidence"] = DistributedDataParallel(self.models.confidence)
+        self.log = RunLog(self.out / "log.jsonl", self.dist.is_main)
+
+    def _prepare_folder(self, resume: bool) -> None:
+        cfg_path = self.out / "config.yaml"
+        if cfg_path.exists():
+            if not resume:
+                raise OverwriteError(
+                    "run folder already holds a run",
+                    path=self.out,
+                    hint="pass --resume to continue it, or choose another --out",
+                )
+            saved = yaml.safe_load(cfg_path.read_text(encoding="utf-8"))
+            saved.pop("episodes", None)
+            mine = config_to_dict(self.cfg)
+            mine.pop("episodes")
+            if saved != mine:
+                diff = sorted(k for k in mine if saved.get(k) != mine[k])
+                raise ConfigError(
+                    f"--resume with a different config (differs in {diff})",
+                    path=cfg_path,
+                    hint="resume with the saved config; only 'episodes' may change",
+                )
+        if self.dist.is_main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            text = yaml.safe_dump({**config_to_dict(self.cfg)}, sort_keys=False)
+            cfg_path.write_text(text, encoding="utf-8")
+
+    def _payload(self) -> dict[str, Any]:
+        m = self.models
+        return {
+            "config": config_to_dict(self.cfg),
+            "net": m.net.state_dict(),
+            "net_config": config_to_dict(m.net.config),
+            "optimiser": m.optimiser.state_dict(),
+            "confidence": None if m.confidence is None else m.confidence.state_dict(),
+            "confidence_config": None
+            if m.confidence is None
+            else config_to_dict(m.confidence.config),
+            "confidence_optimiser": None
+            if m.confidence_optimiser is None
+            else m.confidence_optimiser.state_dict(),
+            "rng": rng_state(self.rng),
+            "torch_gen": self.gen.get_state(),
+            "episode": self.episode,
+            "best": self.best,
+        }
+
+    def _restore(self, data: dict[str, Any]) -> None:
+        m = self.models
+        m.net.load_state_dict(data["net"])
+        m.optimiser.load_state_dict(data["optimiser"])
+        if m.confidence is not None and m.confidence_optimiser is not None:
+            m.confidence.load_state_dict(data["confidence"])
+            m.confidence_optimiser.load_state_dict(data["confidence_optimiser"])
+        self.rng = restore_rng(data["rng"])
+        self.gen.set_state(data["torch_gen"])
+        self.episode = int(data["episode"])
+        self.best = float(data["best"])
+        log.info("resumed %s at episode %d", self.out, self.episode)
+
+    def save(self, name: str) -> None:
+        if self.dist.is_main:
+            save_checkpoint(self.out / name, self._payload())
+
+    def run(self) -> Path:
+        """Train until ``episodes``; returns the run folder."""
+        cfg = self.cfg
+        train = load_cases(self.data, cfg.train_split, cfg.target, cfg.max_cases)
+        val = (
+            load_cases(self.data, cfg.val_split, cfg.target, cfg.val_cases) if cfg.val_every else []
+        )
+        user = make_user(str(cfg.user))
+        env_hinted = VoxelEnv(hint_encoder(cfg), user, steps=cfg.steps, device=self.device)
+        env_plain = VoxelEnv(hint_encoder(cfg), None, steps=cfg.steps, device=self.device)
+        normalise = NormaliseConfig()
+        try:
+            with _progress(cfg.episodes, self.episode, self.progress) as bar:
+                while self.episode < cfg.episodes:
+                    t0 = time.perf_counter()
+                    batch = sample_crops(
+                        train,
+                        cfg.batch_size,
+                        self.rng,
+                        grid=cfg.grid,
+                        normalise=normalise,
+                        augment=cfg.augment,
+                    )
+                    env = env_plain if self.episode < cfg.pretrain_episodes else env_hinted
+                    stats = train_episode(
+                        self.models, env, batch.images, batch.labels, cfg, self.rng, self.gen
+                    )
+                    self.episode += 1
+                    self._after_episode(stats, time.perf_counter() - t0, bar, val)
+        except KeyboardInterrupt:
+            log.warning("interrupted at episode %d: saving last.pt", self.episode)
+            self.save("last.pt")
+            raise
+        self.save("last.pt")
+        return self.out
+
+    def _after_episode(
+        self, stats: EpisodeStats, seconds: float, bar: Any, val: list[HeldCase]
+    ) -> None:
+        cfg = self.cfg
+        record = {
+            "type": "train",
+            "episode": self.episode,
+            **stats.loss.as_dict(),
+            "confidence_loss": stats.confidence_loss,
+            "dice_per_step": [round(d, 4) for d in stats.dice_per_step],
+            "seconds": round(seconds, 3),
+        }
+        self.log.write(record)
+        bar.update(1)
+        bar.set_postfix(
+            reward=f"{stats.loss.mean_reward:.4f}", dice=f"{stats.dice_per_step[-1]:.3f}"
+        )
+        if cfg.checkpoint_every and self.episode % cfg.checkpoint_every == 0:
+            self.save("last.pt")
+        if val and cfg.val_every and self.episode % cfg.val_every == 0:
+            dice = validate(self.models, cfg, val, self.device)
+            self.log.write({"type": "val", "episode": self.episode, "dice_per_step": dice})
+            log.info(
+                "episode %d: validation Dice per step %s", self.episode, [round(d, 4) for d in dice]
+            )
+            if dice[-1] > self.best:
+                self.best = dice[-1]
+                self.save("best.pt")
+
+
+def train(
+    cfg: TrainConfig,
+    data: Path,
+    out: Path,
+    *,
+    device: str = "auto",
+    resume: bool = False,
+    progress: bool = True,
+) -> Path:
+    """Train (or resume) a run; see :class:`Trainer`."""
+    return Trainer(cfg, data, out, device=device, resume=resume, progress=progress).run()
+
+
+def config_from_checkpoint(data: dict[str, Any]) -> TrainConfig:
+    """The resolved training config stored in a checkpoint, checked against this version."""
+    if data.get("mecca_version") != __version__:
+        log.warning(
+            "checkpoint written by mecca %s, this is %s", data.get("mecca_version"), __version__
+        )
+    return build_config(TrainConfig, data["config"])

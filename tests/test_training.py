@@ -1,0 +1,118 @@
+"""Training runs end to end on tiny phantoms: folder layout, log, checkpoints, resume."""
+
+import json
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from mecca.checkpoint import load_checkpoint
+from mecca.data.phantoms import write_phantom_dataset
+from mecca.errors import ConfigError, OverwriteError
+from mecca.training import TrainConfig, Trainer, sample_actions, train
+
+TINY = TrainConfig(
+    grid=(16, 16, 8),
+    width=4,
+    episodes=4,
+    batch_size=1,
+    steps=2,
+    checkpoint_every=2,
+    val_every=2,
+    val_cases=1,
+    confidence_samples=1,
+)
+
+
+@pytest.fixture(scope="module")
+def phantoms(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data") / "ph"
+    return write_phantom_dataset(root, count=5, seed=3, shape=(28, 28, 16))
+
+
+def read_log(run):
+    return [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.parametrize("method", ["mecca", "itermrl"])
+def test_a_tiny_run_writes_config_log_and_checkpoints(phantoms, tmp_path, method):
+    cfg = replace(TINY, method=method)
+    run = train(cfg, phantoms, tmp_path / "run", device="cpu", progress=False)
+    assert (run / "config.yaml").exists() and (run / "last.pt").exists()
+    assert (run / "best.pt").exists()
+    records = read_log(run)
+    train_lines = [r for r in records if r["type"] == "train"]
+    val_lines = [r for r in records if r["type"] == "val"]
+    assert [r["episode"] for r in train_lines] == [1, 2, 3, 4]
+    assert [r["episode"] for r in val_lines] == [2, 4]
+    assert all(len(r["dice_per_step"]) == 2 for r in records)
+    assert all(np.isfinite(r["total"]) for r in train_lines)
+    ckpt = load_checkpoint(run / "last.pt")
+    assert ckpt["episode"] == 4
+    assert (ckpt["confidence"] is not None) == (method == "mecca")
+    assert ckpt["net_config"]["in_channels"] == (3 if method == "mecca" else 4)
+
+
+def test_training_changes_the_weights(phantoms, tmp_path):
+    trainer = Trainer(TINY, phantoms, tmp_path / "run", device="cpu", progress=False)
+    before = [p.detach().clone() for p in trainer.models.net.parameters()]
+    trainer.run()
+    after = list(trainer.models.net.parameters())
+    assert any(not torch.equal(a, b) for a, b in zip(after, before, strict=True))
+
+
+def test_resume_continues_exactly_where_an_uninterrupted_run_would_be(phantoms, tmp_path):
+    full = train(TINY, phantoms, tmp_path / "full", device="cpu", progress=False)
+    half = train(replace(TINY, episodes=2), phantoms, tmp_path / "half", device="cpu",
+                 progress=False)
+    train(TINY, phantoms, half, device="cpu", resume=True, progress=False)
+    a, b = load_checkpoint(full / "last.pt"), load_checkpoint(half / "last.pt")
+    assert a["episode"] == b["episode"] == 4
+    for key, value in a["net"].items():
+        torch.testing.assert_close(value, b["net"][key], msg=key)
+    losses_full = [r["total"] for r in read_log(full) if r["type"] == "train"]
+    losses_half = [r["total"] for r in read_log(half) if r["type"] == "train"]
+    assert losses_half == pytest.approx(losses_full)
+
+
+def test_an_existing_run_is_never_overwritten_without_resume(phantoms, tmp_path):
+    run = train(replace(TINY, episodes=1, val_every=0), phantoms, tmp_path / "r", device="cpu",
+                progress=False)
+    before = (run / "log.jsonl").read_text()
+    with pytest.raises(OverwriteError, match="--resume"):
+        train(replace(TINY, episodes=1, val_every=0), phantoms, run, device="cpu", progress=False)
+    assert (run / "log.jsonl").read_text() == before
+
+
+def test_resume_with_a_different_config_is_refused(phantoms, tmp_path):
+    run = train(replace(TINY, episodes=1, val_every=0), phantoms, tmp_path / "r", device="cpu",
+                progress=False)
+    with pytest.raises(ConfigError, match="lr"):
+        train(replace(TINY, episodes=2, val_every=0, lr=1e-3), phantoms, run, device="cpu",
+              resume=True, progress=False)
+
+
+def test_mecca_reward_needs_the_confidence_network():
+    with pytest.raises(ConfigError, match="confidence"):
+        TrainConfig(reward="mecca", confidence=False).resolved()
+
+
+def test_method_defaults_follow_the_papers():
+    m = TrainConfig(method="mecca").resolved()
+    i = TrainConfig(method="itermrl").resolved()
+    assert (m.user, m.hints, m.reward, m.confidence) == ("edge", "gaussian", "mecca", True)
+    assert (i.user, i.hints, i.reward, i.confidence) == ("error_centre", "geodesic", "relative",
+                                                         False)
+    with pytest.raises(ConfigError, match="unknown method"):
+        TrainConfig(method="nope").resolved()  # type: ignore[arg-type]
+
+
+def test_sampled_actions_follow_the_policy():
+    logits = torch.log(torch.tensor([0.7, 0.1, 0.1, 0.05, 0.03, 0.02]))
+    logits = logits.view(1, 6, 1, 1, 1).expand(1, 6, 40, 40, 10)
+    idx = sample_actions(logits, torch.Generator().manual_seed(0))
+    freq = torch.bincount(idx.flatten(), minlength=6).float() / idx.numel()
+    torch.testing.assert_close(freq, torch.exp(logits[0, :, 0, 0, 0]), atol=0.01, rtol=0)
+    again = sample_actions(logits, torch.Generator().manual_seed(0))
+    assert torch.equal(idx, again)
