@@ -11,18 +11,58 @@ from mecca.cli import main
 def test_help_lists_commands_with_examples():
     result = CliRunner().invoke(main, ["--help"])
     assert result.exit_code == 0
-    for command in ("demo", "evaluate", "phantom"):
+    for command in ("demo", "evaluate", "phantom", "train", "export-model"):
         assert command in result.output
         sub = CliRunner().invoke(main, [command, "--help"])
         assert sub.exit_code == 0 and "mecca " + command in sub.output
 
 
+def _step_rows(output):
+    return [line.split() for line in output.splitlines() if line.strip()[:1].isdigit()]
+
+
 def test_demo_prints_a_step_table():
-    result = CliRunner().invoke(main, ["demo", "--steps", "2", "--seed", "1"])
+    args = ["demo", "--steps", "2", "--seed", "1", "--method", "random_walker"]
+    result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
-    rows = [line.split() for line in result.output.splitlines() if line.strip()[:1].isdigit()]
+    rows = _step_rows(result.output)
     assert [r[0] for r in rows] == ["0", "1", "2"]
     assert 0.0 <= float(rows[-1][2]) <= 100.0
+
+
+def test_default_demo_runs_the_shipped_mecca_phantom_model():
+    result = CliRunner().invoke(main, ["demo", "--steps", "2"])
+    assert result.exit_code == 0, result.output
+    assert "method mecca" in result.output and "user edge" in result.output
+    assert len(_step_rows(result.output)) == 3
+
+
+def test_train_export_demo_end_to_end(tmp_path):
+    """The whole path a user takes: phantoms -> train -> bundle -> demo with overlays."""
+    runner = CliRunner()
+    data, run, bundle = tmp_path / "ph", tmp_path / "run", tmp_path / "bundle"
+    assert runner.invoke(main, ["phantom", "--out", str(data), "--n", "5"]).exit_code == 0
+    settings = ["episodes=2", "grid=[16,16,8]", "width=4", "batch_size=1", "steps=2",
+                "val_every=2", "val_cases=1", "checkpoint_every=1"]
+    args = ["train", "--data", str(data), "--out", str(run), "--no-progress"]
+    for item in settings:
+        args += ["--set", item]
+    result = runner.invoke(main, args)
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(main, ["export-model", str(run), "--out", str(bundle)])
+    assert result.exit_code == 0, result.output
+    pngs = tmp_path / "png"
+    result = runner.invoke(main, ["demo", "--model", str(bundle), "--steps", "2",
+                                  "--overlays", str(pngs)])
+    assert result.exit_code == 0, result.output
+    assert [p.name for p in sorted(pngs.glob("*.png"))] == ["step_1.png", "step_2.png"]
+    again = runner.invoke(main, args)
+    assert again.exit_code == 2 and "--resume" in again.output
+
+
+def test_demo_refuses_a_model_for_a_classical_method():
+    result = CliRunner().invoke(main, ["demo", "--method", "random_walker", "--model", "x"])
+    assert result.exit_code == 2 and "takes no --model" in result.output
 
 
 def test_phantom_writes_an_msd_dataset_and_refuses_overwrite(tmp_path):

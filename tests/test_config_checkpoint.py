@@ -28,6 +28,11 @@ def test_yaml_then_overrides(tmp_path):
     assert config_to_dict(cfg)["grid"] == [8, 8, 4]
 
 
+def test_exponent_floats_from_the_command_line_are_numbers():
+    cfg = load_config(_Cfg, None, parse_overrides(["lr=1e-3"]))
+    assert cfg.lr == 1e-3 and isinstance(cfg.lr, float)
+
+
 @pytest.mark.parametrize(
     "values, match",
     [
@@ -35,6 +40,7 @@ def test_yaml_then_overrides(tmp_path):
         ({"mode": "c"}, "mode"),
         ({"limit": "x"}, "limit"),
         ({"grid": 3}, "grid"),
+        ({"lr": "fast"}, "lr must be a number"),
     ],
 )
 def test_bad_settings_are_refused_clearly(values, match):

@@ -46,7 +46,9 @@ def test_a_tiny_run_writes_config_log_and_checkpoints(phantoms, tmp_path, method
     val_lines = [r for r in records if r["type"] == "val"]
     assert [r["episode"] for r in train_lines] == [1, 2, 3, 4]
     assert [r["episode"] for r in val_lines] == [2, 4]
-    assert all(len(r["dice_per_step"]) == 2 for r in records)
+    assert all(len(r["dice_per_step"]) == 2 for r in train_lines + val_lines)
+    start = records[0]
+    assert start["type"] == "start" and start["episode"] == 0 and start["threads"] >= 1
     assert all(np.isfinite(r["total"]) for r in train_lines)
     ckpt = load_checkpoint(run / "last.pt")
     assert ckpt["episode"] == 4

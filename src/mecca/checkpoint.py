@@ -9,8 +9,6 @@ a run stopped mid-write keeps its previous checkpoint.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -19,21 +17,13 @@ import torch
 
 from mecca import __version__
 from mecca.errors import InputError
+from mecca.io import atomic_write
 
 
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> Path:
     """Write ``payload`` (plus the package version) to ``path`` atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.save({**payload, "mecca_version": __version__}, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    data = {**payload, "mecca_version": __version__}
+    return atomic_write(Path(path), lambda tmp: torch.save(data, tmp))
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:

@@ -103,37 +103,88 @@ def phantom(out: Path, count: int, seed: int, kind: str, force: bool) -> None:
 )
 @click.option("--case", "case_id", help="Case id in --data (default: first of the test split).")
 @click.option("--target", help="Named target of --data (default: the dataset's default).")
-@click.option("--method", default="random_walker", show_default=True)
-@click.option("--user", default="error_centre", show_default=True, help="Simulated user.")
+@click.option("--method", default="mecca", show_default=True, help="mecca, itermrl, random_walker.")
+@click.option("--model", help="Bundle folder or shipped bundle name (learned methods).")
+@click.option("--user", help="Simulated user (default: edge for mecca, else error_centre).")
 @click.option("--steps", type=int, default=5, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option(
+    "--overlays", type=click.Path(path_type=Path), help="Write a PNG overlay per step here."
+)
 def demo(
     data: Path | None,
     case_id: str | None,
     target: str | None,
     method: str,
-    user: str,
+    model: str | None,
+    user: str | None,
     steps: int,
     seed: int,
+    overlays: Path | None,
 ) -> None:
     """Segment one volume with a simulated user and print Dice after every step.
+
+    Learned methods use the shipped model for the dataset (mecca_hippocampus for a folder
+    named hippocampus), else the phantom model; --model picks another bundle.
 
     \b
     Examples:
       mecca demo
-      mecca demo --data ../shared/data/hippocampus --steps 5
+      mecca demo --data ../shared/data/hippocampus --overlays demo_png
+      mecca demo --method random_walker --user error_centre
     """
     from mecca.demo import format_table, run_demo
 
     report = run_demo(
-        data=data, case_id=case_id, target=target, method=method, user=user, steps=steps, seed=seed
+        data=data,
+        case_id=case_id,
+        target=target,
+        method=method,
+        model=model,
+        user=user,
+        steps=steps,
+        seed=seed,
+        overlays=overlays,
     )
     click.echo(format_table(report))
+    if overlays is not None:
+        click.echo(f"overlays: {overlays}/step_1.png ... step_{steps}.png")
+
+
+@main.command("export-model")
+@click.argument("run", type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Bundle folder.")
+@click.option(
+    "--checkpoint",
+    type=click.Choice(["best.pt", "last.pt"]),
+    default="best.pt",
+    show_default=True,
+)
+@click.option("--name", help="Bundle name (default: the folder name).")
+@click.option("--description", default="", help="One paragraph for the model card.")
+@click.option("--force", is_flag=True, help="Replace an existing bundle.")
+def export_model(
+    run: Path, out: Path, checkpoint: str, name: str | None, description: str, force: bool
+) -> None:
+    """Turn a training run into a model bundle (MONAI Bundle layout, SHA-256, model card).
+
+    \b
+    Example:
+      mecca export-model runs/hippo --out src/mecca/models/mecca_hippocampus
+    """
+    from mecca.bundle import export_bundle
+
+    folder = export_bundle(
+        run, out, checkpoint=checkpoint, name=name, description=description, force=force
+    )
+    click.echo(f"bundle: {folder}")
 
 
 @main.command()
 @click.option(
-    "--method", type=click.Choice(["mecca", "itermrl"]), default="mecca", show_default=True
+    "--method",
+    type=click.Choice(["mecca", "itermrl"]),
+    help="Method (default: the config file's, else mecca).",
 )
 @click.option("--data", type=click.Path(path_type=Path), required=True, help="MSD-layout folder.")
 @click.option("--target", help="Named target of the dataset (default: its default target).")
@@ -144,7 +195,7 @@ def demo(
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
 def train(
-    method: str,
+    method: str | None,
     data: Path,
     target: str | None,
     config_file: Path | None,
@@ -171,12 +222,77 @@ def train(
     from mecca.training import train as run_training
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    values = {"method": method, **parse_overrides(overrides)}
+    values = parse_overrides(overrides)
+    if method is not None:
+        values["method"] = method
     if target is not None:
         values["target"] = target
     cfg = load_config(TrainConfig, config_file, values)
     folder = run_training(cfg, data, out, device=device, resume=resume, progress=not no_progress)
     click.echo(f"run folder: {folder}")
+
+
+@main.command()
+@click.option("--data", type=click.Path(path_type=Path), required=True, help="MSD-layout folder.")
+@click.option("--split", default="test", show_default=True)
+@click.option("--target", help="Named target (default: the dataset's default).")
+@click.option(
+    "--methods", default="mecca,itermrl", show_default=True, help="Comma-separated method names."
+)
+@click.option(
+    "--protocol", default="mecca", show_default=True, help="mecca (25 + 4 x 5 edge points), cvpr25."
+)
+@click.option("--steps", type=int, default=5, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--max-cases", type=int, help="Only the first N cases of the split.")
+@click.option(
+    "--weights", multiple=True, metavar="NAME=BUNDLE", help="Use another bundle for a method."
+)
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Results folder.")
+@click.option("--force", is_flag=True, help="Replace earlier results in --out.")
+@click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
+def benchmark(
+    data: Path,
+    split: str,
+    target: str | None,
+    methods: str,
+    protocol: str,
+    steps: int,
+    seed: int,
+    max_cases: int | None,
+    weights: tuple[str, ...],
+    out: Path,
+    force: bool,
+    no_progress: bool,
+) -> None:
+    """Compare methods with one simulated-user protocol; writes results.json, .csv, report.md.
+
+    \b
+    Example:
+      mecca benchmark --data ../shared/data/hippocampus --split test \\
+        --methods mecca,itermrl,random_walker --protocol mecca --steps 5 --out results/hippo
+    """
+    from mecca.bench import BenchSettings, run_benchmark
+
+    pairs = []
+    for item in weights:
+        name, sep, path = item.partition("=")
+        if not sep:
+            raise click.BadParameter(f"{item!r} is not NAME=BUNDLE", param_hint="--weights")
+        pairs.append((name, path))
+    settings = BenchSettings(
+        data=data,
+        methods=tuple(m.strip() for m in methods.split(",") if m.strip()),
+        split=split,
+        target=target,
+        protocol=protocol,
+        steps=steps,
+        seed=seed,
+        max_cases=max_cases,
+        weights=tuple(pairs),
+    )
+    run_benchmark(settings, out, force=force, progress=not no_progress)
+    click.echo((out / "report.md").read_text(encoding="utf-8"))
 
 
 if __name__ == "__main__":

@@ -41,6 +41,11 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
         return tuple(_coerce(v, item, key) for v in value)
     if hint is float and isinstance(value, int | float) and not isinstance(value, bool):
         return float(value)
+    if hint is float and isinstance(value, str):
+        try:  # PyYAML (YAML 1.1) reads "1e-3" as a string
+            return float(value)
+        except ValueError:
+            raise ConfigError(f"{key} must be a number, got {value!r}") from None
     if hint in (int, str, bool) and not isinstance(value, hint):
         raise ConfigError(f"{key} must be {hint.__name__}, got {value!r}")
     return value

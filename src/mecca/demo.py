@@ -9,7 +9,10 @@ import numpy as np
 
 from mecca import methods
 from mecca.episode import EpisodeRecord, run_episode
+from mecca.errors import ConfigError
 from mecca.interaction.clicks import make_user
+from mecca.methods.base import InteractiveMethod
+from mecca.overlay import centre_slice, overlay_rgb, write_png
 
 
 @dataclass(frozen=True)
@@ -48,23 +51,68 @@ def _dataset_case(
     return f"{data.name}/{cases[0].case_id}", volume.array, mask
 
 
+LEARNED = ("mecca", "itermrl")
+"""Methods that run a trained model bundle."""
+
+
+def build_method(
+    method: str, model: str | None = None, dataset: str | None = None
+) -> InteractiveMethod:
+    """The named method; learned ones load ``model`` or the shipped bundle for ``dataset``."""
+    if method in LEARNED:
+        return methods.get(method, model=model or methods.default_model(method, dataset))
+    if model is not None:
+        raise ConfigError(f"method {method!r} takes no --model")
+    return methods.get(method)
+
+
+def default_user(method: str) -> str:
+    """The simulated user of each method's paper: edge points for MECCA, else fg/bg clicks."""
+    return "edge" if method == "mecca" else "error_centre"
+
+
 def run_demo(
     *,
     data: Path | None = None,
     case_id: str | None = None,
     target: str | None = None,
-    method: str = "random_walker",
-    user: str = "error_centre",
+    method: str = "mecca",
+    model: str | None = None,
+    user: str | None = None,
     steps: int = 5,
     seed: int = 0,
+    overlays: Path | None = None,
 ) -> DemoReport:
-    """Run one simulated episode and return its per-step record."""
+    """Run one simulated episode and return its per-step record.
+
+    With ``overlays`` a PNG per step (``step_1.png`` ...) is written there: the slice
+    through the target's centre, prediction in red, true boundary in green, clicks yellow.
+    """
     if data is None:
         source, image, gt = _phantom_case(seed)
     else:
         source, image, gt = _dataset_case(data, case_id, target)
+    m = build_method(method, model, None if data is None else Path(data).name)
+    user = user or default_user(method)
+    grid = getattr(m, "grid", (55, 55, 30))
     rng = np.random.default_rng(seed)
-    episode = run_episode(methods.get(method), image, gt, make_user(user), rng=rng, steps=steps)
+    episode = run_episode(
+        m,
+        image,
+        gt,
+        make_user(user),
+        rng=rng,
+        steps=steps,
+        grid=grid,
+        keep_masks=overlays is not None,
+    )
+    if overlays is not None:
+        k = centre_slice(gt)
+        for s in episode.steps:
+            assert s.mask is not None
+            write_png(
+                Path(overlays) / f"step_{s.step}.png", overlay_rgb(image, s.mask, gt, k, s.clicks)
+            )
     shape = tuple(int(s) for s in image.shape)
     return DemoReport(source, method, user, shape, episode)  # type: ignore[arg-type]
 

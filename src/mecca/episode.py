@@ -15,7 +15,15 @@ from dataclasses import dataclass
 import numpy as np
 
 from mecca import metrics
-from mecca.data.roi import Box, Crop, NormaliseConfig, make_crop, paste_mask, random_margin_box
+from mecca.data.roi import (
+    Box,
+    Crop,
+    NormaliseConfig,
+    make_crop,
+    paste_mask,
+    random_margin_box,
+    resample_box,
+)
 from mecca.interaction.clicks import Click, InteractionKind, edge_click_to_fg_bg
 from mecca.methods.base import InteractiveMethod
 
@@ -29,6 +37,11 @@ class StepRecord:
     dice: float
     method_seconds: float
     total_seconds: float
+    misunderstanding: float = 0.0
+    """Share of crop voxels whose probability moved against their label in this step
+    (MECCA Definition 1), on the network grid."""
+    mask: np.ndarray | None = None
+    """uint8 mask on the original grid after this step (``run_episode(keep_masks=True)``)."""
 
 
 @dataclass(frozen=True)
@@ -87,6 +100,7 @@ def run_episode(
     grid: tuple[int, int, int] = (55, 55, 30),
     normalise: NormaliseConfig | None = None,
     init_prob: np.ndarray | None = None,
+    keep_masks: bool = False,
 ) -> EpisodeRecord:
     """Run ``steps`` rounds of (simulated user clicks -> method step) on one volume.
 
@@ -98,6 +112,7 @@ def run_episode(
         rng: the episode's random generator (ROI margin, clicks, method).
         box: the ROI; default the ground-truth box grown by a random 1-11 voxel margin.
         init_prob: initial probability on the network grid (IteR-MRL "update" mode).
+        keep_masks: keep every step's mask in its record (the demo's overlays).
     """
     gt = np.asarray(gt, dtype=bool)
     if box is None:
@@ -105,6 +120,8 @@ def run_episode(
     crop = make_crop(image, box, grid, normalise=normalise or NormaliseConfig())
     state = method.start(crop, init_prob=init_prob)
     pred = paste_mask(crop, state.prob) if state.prob is not None else np.zeros_like(gt)
+    gt_grid = resample_box(gt.astype(np.float32), box, grid) >= 0.5
+    prob = state.prob if state.prob is not None else np.zeros(crop.grid, np.float32)
     initial = metrics.dice(pred.astype(bool), gt)
     records = []
     for t in range(1, steps + 1):
@@ -115,5 +132,8 @@ def run_episode(
         pred = paste_mask(crop, result.prob)
         total = time.perf_counter() - t0
         d = metrics.dice(pred.astype(bool), gt)
-        records.append(StepRecord(t, tuple(clicks), d, result.seconds, total))
+        mis = metrics.misunderstanding_rate(prob, result.prob, gt_grid)
+        prob = result.prob
+        kept = pred.astype(np.uint8) if keep_masks else None
+        records.append(StepRecord(t, tuple(clicks), d, result.seconds, total, mis, kept))
     return EpisodeRecord(box, initial, tuple(records), pred.astype(np.uint8))

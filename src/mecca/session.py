@@ -293,7 +293,7 @@ class SessionResult:
     Attributes:
         prob: float32 (I, J, K) foreground probability, trilinearly resampled from the
             network grid.
-        mask: uint8 (I, J, K), ``prob >= 0.5``.
+        mask: uint8 (I, J, K), ``prob > 0.5`` (SPEC's final mask).
         confidence: float32 (I, J, K) action confidence, or None when the method has none.
         advice: int32 (I, J, K) advice regions (0 = none, 1 = least confident), or None.
         seconds: the method's own time for this step (when it was computed).
@@ -587,7 +587,7 @@ class Session:
         advice = None if result.advice is None else advice_to_original(crop, result.advice)
         return SessionResult(
             prob=prob,
-            mask=(prob >= 0.5).astype(np.uint8),
+            mask=(prob > 0.5).astype(np.uint8),
             confidence=confidence,
             advice=advice,
             seconds=float(result.seconds),

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
+import platform
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -73,8 +74,9 @@ class TrainConfig:
     """Split used for validation Dice."""
     grid: tuple[int, int, int] = (55, 55, 30)
     """Network grid (i, j, k)."""
-    width: int = 16
-    """Feature channels of the actor-critic and the confidence network."""
+    width: int = 8
+    """Feature channels of the actor-critic and the confidence network (8: the fastest on a
+    CPU, see ``PNetConfig``)."""
     episodes: int = 2000
     """Training episodes in all (each plays B volumes for T steps)."""
     batch_size: int = 2
@@ -101,6 +103,8 @@ class TrainConfig:
     """MECCA reward beta (Eq. 8)."""
     reward_lambda: float = 1.0
     """Err-IteR-MRL lambda (Eq. 14)."""
+    reward_eps: float = 1e-6
+    """Cross-entropy clamp of the rewards (``RewardConfig.eps``)."""
     confidence: bool | None = None
     """Train a confidence network; None = yes for MECCA (and for reward ``mecca``)."""
     confidence_samples: int = 1
@@ -213,7 +217,11 @@ def train_episode(
     net = models.ddp.get("net", models.net)
     assert cfg.reward is not None, "call TrainConfig.resolved() first"
     reward_cfg = RewardConfig(
-        kind=cfg.reward, alpha=cfg.reward_alpha, beta=cfg.reward_beta, lam=cfg.reward_lambda
+        kind=cfg.reward,
+        alpha=cfg.reward_alpha,
+        beta=cfg.reward_beta,
+        lam=cfg.reward_lambda,
+        eps=cfg.reward_eps,
     )
     models.net.train()
     state = env.reset(images, labels, rng)
@@ -277,11 +285,13 @@ def _train_confidence(
 
 
 def agent_method(models: Models, cfg: TrainConfig, device: torch.device) -> RLAgentMethod:
-    """The current networks as an ``InteractiveMethod`` (evaluation mode)."""
+    """The current networks as an ``InteractiveMethod`` (evaluation mode, no advice
+    regions: validation measures Dice only)."""
     return RLAgentMethod(
         net=models.net,
         encoder=hint_encoder(cfg),
         confidence=models.confidence,
+        guide=False,
         name=cfg.method,
         device=device,
     )
@@ -440,6 +450,18 @@ class Trainer:
         env_hinted = VoxelEnv(hint_encoder(cfg), user, steps=cfg.steps, device=self.device)
         env_plain = VoxelEnv(hint_encoder(cfg), None, steps=cfg.steps, device=self.device)
         normalise = NormaliseConfig()
+        self.log.write(
+            {
+                "type": "start",
+                "episode": self.episode,
+                "device": str(self.device),
+                "world_size": self.dist.world_size,
+                "threads": torch.get_num_threads(),
+                "torch": torch.__version__,
+                "machine": platform.machine(),
+                "mecca": __version__,
+            }
+        )
         try:
             with _progress(cfg.episodes, self.episode, self.progress) as bar:
                 while self.episode < cfg.episodes:

@@ -351,5 +351,6 @@ def paste_prob(crop: Crop, prob: np.ndarray) -> np.ndarray:
 
 
 def paste_mask(crop: Crop, prob: np.ndarray, threshold: float = 0.5) -> np.ndarray:
-    """Full-size uint8 mask: resampled prediction ``>= threshold`` inside the box, 0 out."""
-    return (paste_prob(crop, prob) >= threshold).astype(np.uint8)
+    """Full-size uint8 mask: resampled prediction ``> threshold`` inside the box, 0 out
+    (SPEC: the final mask is p > 0.5, so the start state p = 0.5 is an empty mask)."""
+    return (paste_prob(crop, prob) > threshold).astype(np.uint8)

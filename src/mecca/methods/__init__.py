@@ -40,9 +40,41 @@ def get(name: str, **options: Any) -> InteractiveMethod:
     return factory(**options)
 
 
+def default_model(method: str, dataset: str | None = None) -> str:
+    """The shipped bundle a learned method uses: ``<method>_<dataset>`` when shipped, else
+    ``<method>_phantom``."""
+    from mecca.bundle import shipped_bundles
+
+    shipped = shipped_bundles()
+    if dataset is not None and f"{method}_{dataset}" in shipped:
+        return f"{method}_{dataset}"
+    return f"{method}_phantom"
+
+
+def _learned(method: str) -> Callable[..., InteractiveMethod]:
+    def factory(
+        model: str | None = None, device: str = "cpu", guide: bool = True
+    ) -> InteractiveMethod:
+        """A trained ``method`` model: a shipped bundle's name or a bundle folder."""
+        from mecca.bundle import load_bundle
+
+        bundle = load_bundle(model or default_model(method))
+        if bundle.metadata["method"] != method:
+            raise ConfigError(
+                f"bundle {bundle.path.name!r} holds a {bundle.metadata['method']} model, "
+                f"not {method}",
+                hint=f"use --method {bundle.metadata['method']}",
+            )
+        return bundle.method(device=device, guide=guide)
+
+    return factory
+
+
 def _register_builtins() -> None:
     if "random_walker" in _FACTORIES:
         return
     from mecca.methods.classical import RandomWalkerMethod
 
     _FACTORIES.setdefault("random_walker", RandomWalkerMethod)
+    _FACTORIES.setdefault("mecca", _learned("mecca"))
+    _FACTORIES.setdefault("itermrl", _learned("itermrl"))

@@ -42,6 +42,7 @@ class RLAgentMethod:
         actions: the action set the policy was trained with.
         init_prob: start probability when no initial segmentation is given.
         guide: compute advice regions when a confidence network is present.
+        grid: the network grid the model was trained on; callers crop to it.
     """
 
     net: ActorCritic
@@ -51,6 +52,7 @@ class RLAgentMethod:
     init_prob: float = 0.5
     guide: bool = True
     name: str = "mecca"
+    grid: tuple[int, int, int] = (55, 55, 30)
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
 
     def __post_init__(self) -> None:

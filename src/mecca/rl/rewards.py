@@ -66,15 +66,17 @@ def cross_entropy(p: torch.Tensor, y: torch.Tensor, eps: float = 1e-6) -> torch.
     return -(yf * torch.log(q) + (1.0 - yf) * torch.log1p(-q))
 
 
-def relative_gain(p_prev: torch.Tensor, p_next: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+def relative_gain(
+    p_prev: torch.Tensor, p_next: torch.Tensor, y: torch.Tensor, eps: float = 1e-6
+) -> torch.Tensor:
     """Cross-entropy gain ``X(t-1) - X(t)`` (IteR-MRL Eq. 3, MECCA Eq. 9)."""
-    return cross_entropy(p_prev, y) - cross_entropy(p_next, y)
+    return cross_entropy(p_prev, y, eps) - cross_entropy(p_next, y, eps)
 
 
-def absolute_reward(p_next: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+def absolute_reward(p_next: torch.Tensor, y: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
     """Absolute reward ``-X(t)`` (IteR-MRL Table 5): minus the new prediction's distance
     (cross-entropy) to the ground truth; <= 0."""
-    return -cross_entropy(p_next, y)
+    return -cross_entropy(p_next, y, eps)
 
 
 def mecca_reward(
@@ -108,6 +110,7 @@ def focal_reward(
     y: torch.Tensor,
     *,
     weight_from: FocalFrom = "next",
+    eps: float = 1e-6,
 ) -> torch.Tensor:
     """Focal reward ``w * (X(t-1) - X(t))`` with a constant focal weight (MECCA Eqs. 12-13).
 
@@ -117,7 +120,7 @@ def focal_reward(
     if weight_from not in get_args(FocalFrom):
         raise ConfigError(f"focal weight_from must be 'next' or 'prev', got {weight_from!r}")
     p_w = (p_next if weight_from == "next" else p_prev).detach()
-    return focal_weight(p_w, y) * relative_gain(p_prev, p_next, y)
+    return focal_weight(p_w, y) * relative_gain(p_prev, p_next, y, eps)
 
 
 def err_reward(
@@ -144,6 +147,10 @@ class RewardConfig:
     """MECCA Eq. 14 extra weight lambda > 0 on previously misclassified voxels."""
     focal_from: FocalFrom = "next"
     """Probability the focal weight is taken from: 'next' = p(t), 'prev' = p(t-1)."""
+    eps: float = 1e-6
+    """Cross-entropies clamp p to [eps, 1 - eps] (the papers: "away from 0 and 1"). With
+    p on a 0.1 lattice only p = 0 or 1 is clamped; 1e-6 caps one voxel's cross-entropy at
+    13.8 nats (heavy-tailed returns), 1e-2 at 4.6 (an easier critic); a training setting."""
 
     def __post_init__(self) -> None:
         if self.kind not in get_args(RewardKind):
@@ -156,6 +163,8 @@ class RewardConfig:
             raise ConfigError(f"need alpha > 0 and beta >= 0, got {self.alpha}, {self.beta}")
         if self.lam < 0:
             raise ConfigError(f"lam must be >= 0, got {self.lam}")
+        if not 0.0 < self.eps < 0.5:
+            raise ConfigError(f"eps must be in (0, 0.5), got {self.eps}")
 
 
 def compute_reward(
@@ -179,10 +188,10 @@ def compute_reward(
             "the step differ in shape"
         )
     if cfg.kind == "absolute":
-        return absolute_reward(p_next, y)
+        return absolute_reward(p_next, y, cfg.eps)
     if cfg.kind == "focal":
-        return focal_reward(p_prev, p_next, y, weight_from=cfg.focal_from)
-    gain = relative_gain(p_prev, p_next, y)
+        return focal_reward(p_prev, p_next, y, weight_from=cfg.focal_from, eps=cfg.eps)
+    gain = relative_gain(p_prev, p_next, y, cfg.eps)
     if cfg.kind == "mecca":
         if confidence is None:
             raise ConfigError(

@@ -1,0 +1,123 @@
+"""Latency of one ``Session.step()`` with a learned model, as a user feels it.
+
+Usage: ``.venv/bin/python benchmarks/session_latency.py [--model NAME|DIR] [--repeats 20]
+[--grid 55 55 30] [--threads 2] [--out latency.json]``
+
+The volume is 240 x 240 x 155 (the BraTS grid): the first brats2015 case of
+``../shared/data`` when present, else an MR phantom of that size. The ROI is the target's
+box + 5 voxels; each timed step gets 5 edge points from the simulated user (the first
+step 25), so the call includes the hint maps, the policy, the confidence network, the SLIC
+advice regions and mapping probability, mask, confidence and advice back to the original
+grid. Prints medians and quartiles in ms, with and without advice regions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mecca.bundle import load_bundle
+from mecca.data.roi import Box
+from mecca.interaction.clicks import EdgeUser
+from mecca.io import Volume
+from mecca.session import Session
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "brats2015"
+
+
+def volume() -> tuple[str, Volume, np.ndarray]:
+    """(description, 240 x 240 x 155 volume, target mask)."""
+    if (SHARED / "dataset.json").exists():
+        from mecca.data.datasets import open_dataset
+
+        ds = open_dataset(SHARED)
+        case = ds.cases()[0]
+        vol, mask = ds.load_case(case)
+        return f"brats2015/{case.case_id}", vol, mask
+    from mecca.data.phantoms import make_phantom
+
+    ph = make_phantom((240, 240, 155), rng=np.random.default_rng(0))
+    return "MR phantom 240x240x155", Volume(ph.image.astype(np.float32), np.eye(4)), ph.label == 1
+
+
+def time_steps(
+    vol: Volume, gt: np.ndarray, method: object, grid: tuple[int, int, int], repeats: int
+) -> list[float]:
+    """Wall ms of ``repeats`` Session.step() calls (5 steps per session, then a new one)."""
+    idx = np.argwhere(gt)
+    box = Box(
+        tuple(np.maximum(idx.min(0) - 5, 0)),  # type: ignore[arg-type]
+        tuple(np.minimum(idx.max(0) + 6, gt.shape)),
+    )
+    user = EdgeUser()
+    rng = np.random.default_rng(0)
+    times: list[float] = []
+    while len(times) < repeats + 1:  # the first call warms up
+        session = Session(vol, box, method=method, grid=grid, rng=0)  # type: ignore[arg-type]
+        pred = np.zeros(gt.shape, bool)
+        for t in range(1, 6):
+            session.add_clicks(user(pred, gt, step=t, rng=rng))
+            t0 = time.perf_counter()
+            result = session.step()
+            times.append((time.perf_counter() - t0) * 1e3)
+            pred = result.mask.astype(bool)
+    return times[1 : repeats + 1]
+
+
+def summary(times: list[float]) -> dict[str, float]:
+    q1, med, q3 = np.percentile(times, [25, 50, 75])
+    return {"median_ms": float(med), "q1_ms": float(q1), "q3_ms": float(q3)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="mecca_phantom", help="bundle name or folder")
+    parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--grid", type=int, nargs=3, default=(55, 55, 30))
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    source, vol, gt = volume()
+    bundle = load_bundle(args.model)
+    grid = tuple(args.grid)
+    results = {}
+    for guide in (True, False):
+        method = bundle.method(guide=guide)
+        key = "with_advice" if guide else "without_advice"
+        results[key] = summary(time_steps(vol, gt, method, grid, args.repeats))  # type: ignore[arg-type]
+    print(
+        f"{source}, model {bundle.path.name}, grid {grid}, {args.threads} threads, "
+        f"{args.repeats} steps: median [q1, q3] ms"
+    )
+    for key, r in results.items():
+        print(
+            f"  Session.step() {key:15s} {r['median_ms']:7.1f}  "
+            f"[{r['q1_ms']:.1f}, {r['q3_ms']:.1f}]"
+        )
+    if args.out:
+        args.out.write_text(
+            json.dumps(
+                {
+                    "source": source,
+                    "model": str(bundle.path.name),
+                    "grid": grid,
+                    "threads": args.threads,
+                    "torch": torch.__version__,
+                    "machine": platform.machine(),
+                    "results": results,
+                },
+                indent=1,
+            )
+            + "\n"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,280 @@
+"""``mecca benchmark``: every method through one simulated-user protocol on one split.
+
+For each case, the ROI (ground-truth box + seeded 1-11 voxel margin) and the user's random
+generator are derived from ``(seed, case index)`` only, so every method sees the same box
+and a user who behaves identically given the same masks; a rerun with the same seed
+reproduces every number. Metrics are measured on the image's own grid.
+
+Protocols built so far:
+
+* ``mecca`` (MECCA Tables 1-2): p = 0.5 start, 25 edge points at step 1 then 5 per step.
+  Methods that take fg/bg clicks get each edge point as a fg/bg pair across the boundary
+  (``clicks.edge_click_to_fg_bg``); NoC counts the edge points.
+* ``cvpr25``: one click per step at the interior-most voxel of the largest error region
+  (``distance`` user).
+
+The IteR-MRL protocol (start from an initial segmenter's probability) needs an initial
+segmenter, which the package does not have yet; it is refused with that message.
+
+Outputs in ``--out``: ``results.json`` (schema in :func:`summarise`), ``results.csv``
+(one row per method, case and step) and ``report.md`` (Dice and ASSD per step in the
+layout of the MECCA paper's Tables 1-2, NoC, misunderstanding rate, seconds per step).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mecca import metrics
+from mecca.data.datasets import open_dataset
+from mecca.data.roi import random_margin_box
+from mecca.demo import build_method
+from mecca.episode import run_episode
+from mecca.errors import ConfigError, OverwriteError
+from mecca.interaction.clicks import make_user
+from mecca.io import atomic_write
+
+PROTOCOLS: dict[str, dict[str, Any]] = {
+    "mecca": {"user": "edge", "options": {"first": 25, "later": 5}},
+    "cvpr25": {"user": "distance", "options": {}},
+}
+
+
+@dataclass(frozen=True)
+class BenchSettings:
+    """One benchmark run."""
+
+    data: Path
+    methods: tuple[str, ...]
+    split: str = "test"
+    target: str | None = None
+    protocol: str = "mecca"
+    steps: int = 5
+    seed: int = 0
+    max_cases: int | None = None
+    weights: tuple[tuple[str, str], ...] = ()
+    """(method, bundle) pairs overriding the shipped model of a learned method."""
+
+
+def _finite(x: float) -> float | None:
+    return None if not math.isfinite(x) else float(x)
+
+
+def run_case(
+    settings: BenchSettings,
+    method: Any,
+    index: int,
+    image: np.ndarray,
+    gt: np.ndarray,
+    spacing: Sequence[float],
+) -> dict[str, Any]:
+    """One method on one case: per-step metrics, clicks and timings."""
+    spec = PROTOCOLS[settings.protocol]
+    user = make_user(spec["user"], **spec["options"])
+    rng = np.random.default_rng([settings.seed, index])
+    box = random_margin_box(gt, rng)
+    record = run_episode(
+        method,
+        image,
+        gt,
+        user,
+        rng=rng,
+        steps=settings.steps,
+        box=box,
+        grid=getattr(method, "grid", (55, 55, 30)),
+        keep_masks=True,
+    )
+    steps = []
+    for s in record.steps:
+        assert s.mask is not None
+        m = metrics.evaluate(s.mask, gt, spacing)
+        steps.append(
+            {
+                "dice": 100.0 * float(m["dice"]),
+                "assd_vox": _finite(float(m["assd_vox"])),
+                "assd_mm": _finite(float(m["assd_mm"])),
+                "hd95_vox": _finite(float(m["hd95_vox"])),
+                "hd95_mm": _finite(float(m["hd95_mm"])),
+                "clicks": len(s.clicks),
+                "misunderstanding": s.misunderstanding,
+                "method_seconds": s.method_seconds,
+                "step_seconds": s.total_seconds,
+            }
+        )
+    return {
+        "box": [list(record.box.start), list(record.box.stop)],
+        "initial_dice": 100.0 * record.initial_dice,
+        "steps": steps,
+    }
+
+
+def _mean_std(values: list[list[float | None]]) -> tuple[list[float | None], list[float | None]]:
+    """Per-step mean and std over cases, ignoring None (infinite distances)."""
+    means, stds = [], []
+    for column in zip(*values, strict=True):
+        xs = np.array([v for v in column if v is not None], dtype=np.float64)
+        means.append(float(xs.mean()) if xs.size else None)
+        stds.append(float(xs.std()) if xs.size else None)
+    return means, stds
+
+
+def summarise(cases: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Per-method summary; Dice in %, distances in mm and voxels, seconds as medians.
+
+    ``per_step`` lists have one entry per step; ``noc85``/``noc90`` count clicks with
+    failures counted as the protocol's total clicks (``failures85``/``failures90``).
+    """
+    per_case = list(cases.values())
+    col = {k: [[s[k] for s in c["steps"]] for c in per_case] for k in per_case[0]["steps"][0]}
+    per_step: dict[str, list[float | None]] = {}
+    for key in ("dice", "assd_mm", "assd_vox", "hd95_mm", "hd95_vox", "misunderstanding"):
+        per_step[f"{key}_mean"], per_step[f"{key}_std"] = _mean_std(col[key])
+    per_step["seconds_median"] = [
+        float(np.median(c)) for c in zip(*col["step_seconds"], strict=True)
+    ]
+    per_step["method_seconds_median"] = [
+        float(np.median(c)) for c in zip(*col["method_seconds"], strict=True)
+    ]
+    curves = [
+        [c["initial_dice"] / 100] + [d / 100 for d in ds]
+        for c, ds in zip(per_case, col["dice"], strict=True)
+    ]
+    clicks = [[0, *cs] for cs in col["clicks"]]
+    budget = max(sum(c) for c in clicks)
+    out: dict[str, Any] = {"per_step": per_step}
+    for thr in (85, 90):
+        n = metrics.noc(curves, clicks, thr / 100, budget)
+        out[f"noc{thr}"], out[f"failures{thr}"] = n["noc"], n["failures"]
+    falls = [metrics.stability(c[1:]) for c in curves]
+    out["dice_fell_share"] = float(np.mean([f[0] for f in falls]))
+    out["dice_fall_mean"] = float(np.mean([f[1] for f in falls]))
+    out["dice_auc"] = float(np.mean([metrics.dice_auc(c[1:]) for c in curves])) * 100
+    out["cases"] = cases
+    return out
+
+
+def run_benchmark(
+    settings: BenchSettings, out: Path, *, force: bool = False, progress: bool = True
+) -> dict[str, Any]:
+    """Run every method on every case of the split; write and return the results."""
+    if settings.protocol not in PROTOCOLS:
+        hint = (
+            "the IteR-MRL protocol needs an initial segmenter, not built yet"
+            if settings.protocol == "itermrl"
+            else f"choose one of {', '.join(PROTOCOLS)}"
+        )
+        raise ConfigError(f"protocol {settings.protocol!r} is not available", hint=hint)
+    out = Path(out)
+    if (out / "results.json").exists() and not force:
+        raise OverwriteError("results already there", path=out, hint="pass --force")
+    ds = open_dataset(settings.data)
+    values = ds.resolve_target(settings.target)
+    cases = ds.cases(settings.split)[: settings.max_cases]
+    weights = dict(settings.weights)
+    built = {
+        name: build_method(name, weights.get(name), Path(settings.data).name)
+        for name in settings.methods
+    }
+    results: dict[str, dict[str, Any]] = {name: {} for name in settings.methods}
+    from tqdm import tqdm
+
+    for index, case in enumerate(tqdm(cases, disable=not progress, unit="case")):
+        volume, gt = ds.load_case(case, values)
+        for name, method in built.items():
+            results[name][case.case_id] = run_case(
+                settings, method, index, volume.array, gt, volume.spacing
+            )
+    report = {
+        "protocol": settings.protocol,
+        "dataset": str(settings.data),
+        "split": settings.split,
+        "target": settings.target,
+        "steps": settings.steps,
+        "seed": settings.seed,
+        "methods": {name: summarise(cases_) for name, cases_ in results.items()},
+    }
+    write_results(report, out)
+    return report
+
+
+def write_results(report: dict[str, Any], out: Path) -> None:
+    """``results.json``, ``results.csv`` and ``report.md`` in ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write(
+        out / "results.json",
+        lambda tmp: tmp.write_text(json.dumps(report, indent=1), encoding="utf-8"),
+    )
+
+    def write_csv(tmp: Path) -> None:
+        with tmp.open("w", newline="", encoding="utf-8") as fh:
+            writer = csv.writer(fh)
+            first = True
+            for name, res in report["methods"].items():
+                for case_id, case in res["cases"].items():
+                    for t, step in enumerate(case["steps"], start=1):
+                        if first:
+                            writer.writerow(["method", "case", "step", *step])
+                            first = False
+                        writer.writerow([name, case_id, t, *step.values()])
+
+    atomic_write(out / "results.csv", write_csv)
+    atomic_write(
+        out / "report.md", lambda tmp: tmp.write_text(format_report(report), encoding="utf-8")
+    )
+
+
+def _pm(mean: float | None, std: float | None, digits: int = 2) -> str:
+    if mean is None or std is None:
+        return "n/a"
+    return f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def format_report(report: dict[str, Any]) -> str:
+    """Markdown tables: Dice (%) and ASSD (mm) per step, then NoC, stability and speed."""
+    steps = report["steps"]
+    head = "| method | " + " | ".join(f"step {t}" for t in range(1, steps + 1)) + " |"
+    rule = "|---" * (steps + 1) + "|"
+    lines = [
+        f"# Benchmark: {report['dataset']} ({report['split']}), protocol "
+        f"{report['protocol']}, seed {report['seed']}",
+        "",
+    ]
+    for key, title in (
+        ("dice", "Dice (%)"),
+        ("assd_mm", "ASSD (mm)"),
+        ("misunderstanding", "Misunderstanding rate (share of crop voxels)"),
+    ):
+        lines += [f"## {title}", "", head, rule]
+        for name, res in report["methods"].items():
+            ps = res["per_step"]
+            digits = 4 if key == "misunderstanding" else 2
+            cells = [
+                _pm(m, s, digits) for m, s in zip(ps[f"{key}_mean"], ps[f"{key}_std"], strict=True)
+            ]
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        lines.append("")
+    lines += [
+        "## Clicks, stability and speed",
+        "",
+        "| method | cases | NoC@85 (fail) | NoC@90 (fail) | Dice AUC | Dice fell | "
+        "median s/step (model) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, res in report["methods"].items():
+        ps = res["per_step"]
+        lines.append(
+            f"| {name} | {len(res['cases'])} | {res['noc85']:.1f} ({res['failures85']}) | "
+            f"{res['noc90']:.1f} ({res['failures90']}) | {res['dice_auc']:.2f} | "
+            f"{100 * res['dice_fell_share']:.0f} % | "
+            f"{np.median(ps['seconds_median']):.3f} "
+            f"({np.median(ps['method_seconds_median']):.3f}) |"
+        )
+    return "\n".join(lines) + "\n"

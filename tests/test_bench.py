@@ -1,0 +1,89 @@
+"""The benchmark harness end to end on phantoms: schema, reproducibility, refusals."""
+
+import csv
+import json
+
+import pytest
+
+from mecca.bench import BenchSettings, run_benchmark
+from mecca.data.phantoms import write_phantom_dataset
+from mecca.errors import ConfigError, OverwriteError
+
+
+@pytest.fixture(scope="module")
+def phantoms(tmp_path_factory):
+    root = tmp_path_factory.mktemp("bench") / "ph"
+    return write_phantom_dataset(root, count=5, seed=7, shape=(40, 40, 24))
+
+
+def test_a_tiny_benchmark_writes_the_schema_and_reproduces(phantoms, tmp_path):
+    settings = BenchSettings(
+        data=phantoms,
+        methods=("random_walker",),
+        split="train",
+        steps=2,
+        protocol="cvpr25",
+        max_cases=2,
+    )
+    report = run_benchmark(settings, tmp_path / "a", progress=False)
+    again = run_benchmark(settings, tmp_path / "b", progress=False)
+    res = report["methods"]["random_walker"]
+    assert report["protocol"] == "cvpr25" and report["steps"] == 2
+    for key in (
+        "dice_mean",
+        "dice_std",
+        "assd_mm_mean",
+        "hd95_mm_mean",
+        "seconds_median",
+        "misunderstanding_mean",
+    ):
+        assert len(res["per_step"][key]) == 2, key
+    assert 0.0 <= res["per_step"]["dice_mean"][-1] <= 100.0
+    assert {"noc85", "noc90", "failures90", "cases"} <= set(res)
+    assert len(res["cases"]) == 2
+    def dice(r):
+        cases = r["methods"]["random_walker"]["cases"].values()
+        return [s["dice"] for c in cases for s in c["steps"]]
+
+    assert dice(report) == dice(again)
+    stored = json.loads((tmp_path / "a" / "results.json").read_text())
+    assert stored["methods"]["random_walker"]["per_step"]["dice_mean"] == pytest.approx(
+        res["per_step"]["dice_mean"]
+    )
+    rows = list(csv.reader((tmp_path / "a" / "results.csv").open()))
+    assert rows[0][:3] == ["method", "case", "step"] and len(rows) == 1 + 2 * 2
+    assert "## Dice (%)" in (tmp_path / "a" / "report.md").read_text()
+
+
+def test_the_mecca_protocol_gives_25_then_5_edge_points(phantoms, tmp_path):
+    settings = BenchSettings(
+        data=phantoms,
+        methods=("random_walker",),
+        split="train",
+        steps=2,
+        protocol="mecca",
+        max_cases=1,
+    )
+    report = run_benchmark(settings, tmp_path / "m", progress=False)
+    case = next(iter(report["methods"]["random_walker"]["cases"].values()))
+    assert [s["clicks"] for s in case["steps"]] == [25, 5]
+
+
+def test_refusals(phantoms, tmp_path):
+    settings = BenchSettings(
+        data=phantoms,
+        methods=("random_walker",),
+        split="train",
+        steps=1,
+        protocol="cvpr25",
+        max_cases=1,
+    )
+    run_benchmark(settings, tmp_path / "r", progress=False)
+    with pytest.raises(OverwriteError, match="--force"):
+        run_benchmark(settings, tmp_path / "r", progress=False)
+    with pytest.raises(ConfigError, match="initial segmenter"):
+        run_benchmark(
+            BenchSettings(data=phantoms, methods=("random_walker",), protocol="itermrl"),
+            tmp_path / "x",
+            progress=False,
+        )

@@ -1,0 +1,77 @@
+"""Model bundles: export from a run, load with checks, use as a method."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from mecca.bundle import export_bundle, load_bundle, resolve_bundle, shipped_bundles
+from mecca.data.phantoms import write_phantom_dataset
+from mecca.errors import ConfigError, InputError, OverwriteError
+from mecca.interaction.clicks import InteractionKind
+from mecca.training import TrainConfig, train
+
+TINY = TrainConfig(grid=(16, 16, 8), width=4, episodes=2, batch_size=1, steps=2,
+                   checkpoint_every=2, val_every=2, val_cases=1)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("b")
+    data = write_phantom_dataset(root / "ph", count=5, seed=4, shape=(28, 28, 16))
+    return train(TINY, data, root / "run", device="cpu", progress=False)
+
+
+def test_export_writes_the_bundle_layout_and_loads_back_identically(run, tmp_path):
+    out = export_bundle(run, tmp_path / "mecca_tiny", description="tiny test model")
+    meta = json.loads((out / "configs" / "metadata.json").read_text())
+    assert meta["method"] == "mecca" and meta["training"]["episodes"] == 2
+    assert len(meta["training"]["validation_dice_per_step"]) == 2
+    assert meta["network_data_format"]["inputs"]["state"]["num_channels"] == 3
+    assert "SHA-256" in (out / "docs" / "README.md").read_text()
+    weights = torch.load(out / "models" / "model.pt", weights_only=True)
+    bundle = load_bundle(out)
+    for key, value in weights["net"].items():
+        torch.testing.assert_close(bundle.net.state_dict()[key], value)
+    assert bundle.confidence is not None and bundle.grid == (16, 16, 8)
+    method = bundle.method(guide=False)
+    assert method.accepts == frozenset({InteractionKind.EDGE})
+
+
+def test_a_damaged_bundle_is_refused(run, tmp_path):
+    out = export_bundle(run, tmp_path / "b", checkpoint="last.pt")
+    with (out / "models" / "model.pt").open("ab") as fh:
+        fh.write(b"x")
+    with pytest.raises(InputError, match="SHA-256"):
+        load_bundle(out)
+
+
+def test_export_never_overwrites_without_force(run, tmp_path):
+    out = export_bundle(run, tmp_path / "b")
+    before = (out / "configs" / "metadata.json").read_text()
+    with pytest.raises(OverwriteError, match="--force"):
+        export_bundle(run, out, checkpoint="last.pt")
+    assert (out / "configs" / "metadata.json").read_text() == before
+    export_bundle(run, out, checkpoint="last.pt", force=True)
+
+
+def test_unknown_bundle_names_list_the_shipped_ones(tmp_path):
+    with pytest.raises(ConfigError, match="no model bundle"):
+        resolve_bundle(tmp_path / "nothing")
+
+
+@pytest.mark.parametrize("name", shipped_bundles())
+def test_every_shipped_bundle_loads_and_steps(name):
+    bundle = load_bundle(name)
+    assert bundle.metadata["sha256"] and (bundle.path / "docs" / "README.md").exists()
+    size = (bundle.path / "models" / "model.pt").stat().st_size
+    assert size < 5_000_000
+    from mecca.data.roi import Box, make_crop
+
+    image = np.random.default_rng(0).normal(size=(30, 30, 20))
+    crop = make_crop(image, Box((0, 0, 0), image.shape), grid=bundle.grid)
+    method = bundle.method(guide=False)
+    state = method.start(crop)
+    _, result = method.step(state, [], rng=np.random.default_rng(0))
+    assert result.prob.shape == bundle.grid
