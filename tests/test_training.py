@@ -1,6 +1,9 @@
 """Training runs end to end on tiny phantoms: folder layout, log, checkpoints, resume."""
 
 import json
+import os
+import subprocess
+import sys
 from dataclasses import replace
 
 import numpy as np
@@ -118,3 +121,40 @@ def test_sampled_actions_follow_the_policy():
     torch.testing.assert_close(freq, torch.exp(logits[0, :, 0, 0, 0]), atol=0.01, rtol=0)
     again = sample_actions(logits, torch.Generator().manual_seed(0))
     assert torch.equal(idx, again)
+
+
+def test_semi_supervised_runs_alternate_labeled_and_masked_unlabeled_batches(phantoms, tmp_path):
+    cfg = replace(TINY, labeled_fraction=0.5, val_every=0, delta_start=0.6)
+    run = train(cfg, phantoms, tmp_path / "semi", device="cpu", progress=False)
+    lines = [r for r in read_log(run) if r["type"] == "train"]
+    assert [r["labeled"] for r in lines] == [True, False, True, False]
+    assert all(r["confidence_loss"] is None for r in lines if not r["labeled"])
+    assert all(r["confidence_loss"] is not None for r in lines if r["labeled"])
+    assert all(r["mask_fraction"] < 1.0 for r in lines if not r["labeled"])
+    assert all(r["mask_fraction"] == 1.0 for r in lines if r["labeled"])
+    assert all(np.isfinite(r["total"]) for r in lines)
+
+
+def test_unlabeled_volumes_need_the_confidence_network():
+    with pytest.raises(ConfigError, match="confidence network"):
+        TrainConfig(method="itermrl", labeled_fraction=0.5).resolved()
+    with pytest.raises(ConfigError, match="labeled_fraction"):
+        TrainConfig(labeled_fraction=0.0).resolved()
+
+
+def test_torchrun_trains_data_parallel_with_gloo_and_only_rank_0_writes(phantoms, tmp_path):
+    run = tmp_path / "ddp"
+    settings = ["episodes=2", "grid=[16,16,8]", "width=4", "batch_size=1", "steps=2",
+                "val_every=2", "val_cases=1"]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+           "-m", "mecca.cli", "train", "--data", str(phantoms), "--out", str(run),
+           "--no-progress"]
+    for item in settings:
+        cmd += ["--set", item]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    records = read_log(run)
+    assert records[0]["world_size"] == 2
+    assert [r["episode"] for r in records if r["type"] == "train"] == [1, 2]
+    assert load_checkpoint(run / "last.pt")["episode"] == 2

@@ -189,6 +189,11 @@ def export_model(
 @click.option("--data", type=click.Path(path_type=Path), required=True, help="MSD-layout folder.")
 @click.option("--target", help="Named target of the dataset (default: its default target).")
 @click.option("--config", "config_file", type=click.Path(path_type=Path), help="YAML preset.")
+@click.option(
+    "--labeled-fraction",
+    type=float,
+    help="Share of training volumes used with labels (MECCA semi-supervised; default 1).",
+)
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a setting.")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Run folder.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from last.pt.")
@@ -199,6 +204,7 @@ def train(
     data: Path,
     target: str | None,
     config_file: Path | None,
+    labeled_fraction: float | None,
     overrides: tuple[str, ...],
     out: Path,
     resume: bool,
@@ -225,6 +231,8 @@ def train(
     values = parse_overrides(overrides)
     if method is not None:
         values["method"] = method
+    if labeled_fraction is not None:
+        values["labeled_fraction"] = labeled_fraction
     if target is not None:
         values["target"] = target
     cfg = load_config(TrainConfig, config_file, values)

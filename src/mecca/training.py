@@ -48,6 +48,7 @@ from mecca.rl.a2c import LossTerms, a2c_loss
 from mecca.rl.actions import ACTIONS, action_values
 from mecca.rl.env import VoxelEnv
 from mecca.rl.rewards import RewardConfig, compute_reward
+from mecca.rl.semisup import DeltaSchedule, labeled_subset, simulated_labels
 from mecca.runtime import DistInfo, dist_from_env, init_distributed, resolve_device
 from mecca.training_data import HeldCase, load_cases, sample_crops
 
@@ -116,6 +117,17 @@ class TrainConfig:
     """Hint encoding; None = ``gaussian`` for MECCA, ``geodesic`` for IteR-MRL."""
     pretrain_episodes: int = 0
     """IteR-MRL0: the first episodes run with no user (no hints)."""
+    labeled_fraction: float = 1.0
+    """Share of the training volumes used with their labels (MECCA Tables 3-4: 0.125,
+    0.25, 1/3, 0.5, 1). Below 1, MECCA's Algorithm 1: episodes alternate labeled and
+    unlabeled batches; unlabeled ones learn from simulated labels (Eq. 10) under the
+    confidence mask (Eq. 11) and give hints only."""
+    delta_start: float = 0.85
+    """Eq. 11 confidence threshold at epoch 0."""
+    delta_end: float = 0.99
+    """Largest Eq. 11 threshold."""
+    delta_step: float = 0.00025
+    """Threshold increase per epoch (one epoch = as many crops as training volumes)."""
     augment: bool = True
     """Random flips and small in-plane rotations of the training crops."""
     checkpoint_every: int = 25
@@ -138,6 +150,14 @@ class TrainConfig:
             cfg = replace(cfg, confidence=cfg.reward == "mecca")
         if cfg.reward == "mecca" and not cfg.confidence:
             raise ConfigError("reward 'mecca' needs the confidence network (confidence: true)")
+        if not 0.0 < cfg.labeled_fraction <= 1.0:
+            raise ConfigError(f"labeled_fraction must lie in (0, 1], got {cfg.labeled_fraction}")
+        if cfg.labeled_fraction < 1.0 and not cfg.confidence:
+            raise ConfigError(
+                "training with unlabeled volumes needs the confidence network",
+                hint="use method mecca, or set confidence: true",
+            )
+        DeltaSchedule(cfg.delta_start, cfg.delta_end, cfg.delta_step)  # checks the values
         return cfg
 
 
@@ -195,6 +215,7 @@ class EpisodeStats:
     loss: LossTerms
     confidence_loss: float
     dice_per_step: list[float]
+    labeled: bool = True
 
 
 def _dice(prob: torch.Tensor, labels: torch.Tensor) -> float:
@@ -212,8 +233,17 @@ def train_episode(
     cfg: TrainConfig,
     rng: np.random.Generator,
     gen: torch.Generator,
+    *,
+    labeled: bool = True,
+    delta: float = 0.85,
 ) -> EpisodeStats:
-    """Play one batched episode and take one optimiser step of each network."""
+    """Play one batched episode and take one optimiser step of each network.
+
+    ``labeled=False`` (MECCA Algorithm 1, lines 11-18): the labels only drive the simulated
+    user (hints); rewards use the simulated labels of each step (Eq. 10), the losses only
+    the voxels whose confidence passes ``delta`` (Eq. 11), and the confidence network is
+    not trained on the batch.
+    """
     net = models.ddp.get("net", models.net)
     assert cfg.reward is not None, "call TrainConfig.resolved() first"
     reward_cfg = RewardConfig(
@@ -227,6 +257,7 @@ def train_episode(
     state = env.reset(images, labels, rng)
     y = env.labels_tensor
     logits_t, values_t, actions_t, rewards_t, states_t, dice = [], [], [], [], [], []
+    masks_t: list[torch.Tensor] = []
     for _ in range(cfg.steps):
         logits, value = net(state)
         idx = sample_actions(logits, gen)
@@ -236,7 +267,13 @@ def train_episode(
             models.confidence.eval()
             with torch.no_grad():
                 conf = models.confidence(state, action_values(idx, ACTIONS)[:, None])[:, 0]
-        rewards_t.append(compute_reward(reward_cfg, out.p_prev, out.p_next, y, conf))
+        target = y
+        if not labeled:
+            assert conf is not None, "unlabeled episodes need the confidence network"
+            guess = simulated_labels(action_values(idx, ACTIONS), conf)
+            target = guess.labels > 0.5
+            masks_t.append(guess.mask_fn(delta))
+        rewards_t.append(compute_reward(reward_cfg, out.p_prev, out.p_next, target, conf))
         logits_t.append(logits)
         values_t.append(value)
         actions_t.append(idx)
@@ -252,12 +289,15 @@ def train_episode(
         advantage_mode=cfg.advantage,
         value_coef=cfg.value_coef,
         entropy_coef=cfg.entropy_coef,
+        mask=torch.stack(masks_t) if masks_t else None,
     )
     models.optimiser.zero_grad(set_to_none=True)
     terms.total.backward()
     models.optimiser.step()
-    conf_loss = _train_confidence(models, states_t, actions_t, y, cfg, rng)
-    return EpisodeStats(terms, conf_loss, dice)
+    conf_loss = float("nan")
+    if labeled:
+        conf_loss = _train_confidence(models, states_t, actions_t, y, cfg, rng)
+    return EpisodeStats(terms, conf_loss, dice, labeled)
 
 
 def _train_confidence(
@@ -277,7 +317,7 @@ def _train_confidence(
     state = torch.cat([states[int(t)].detach() for t in picks])
     values = torch.cat([action_values(actions[int(t)], ACTIONS)[:, None] for t in picks])
     target = labels[:, None].float().repeat(len(picks), 1, 1, 1, 1)
-    loss = confidence_loss(conf_net, state, values, target)  # type: ignore[arg-type]
+    loss = confidence_loss(conf_net, state, values, target)
     models.confidence_optimiser.zero_grad(set_to_none=True)
     loss.backward()
     models.confidence_optimiser.step()
@@ -378,6 +418,9 @@ class Trainer:
         self.log = RunLog(self.out / "log.jsonl", self.dist.is_main)
 
     def _prepare_folder(self, resume: bool) -> None:
+        """Rank 0 checks the folder and writes config.yaml (other ranks would see its file)."""
+        if not self.dist.is_main:
+            return
         cfg_path = self.out / "config.yaml"
         if cfg_path.exists():
             if not resume:
@@ -397,10 +440,9 @@ class Trainer:
                     path=cfg_path,
                     hint="resume with the saved config; only 'episodes' may change",
                 )
-        if self.dist.is_main:
-            self.out.mkdir(parents=True, exist_ok=True)
-            text = yaml.safe_dump({**config_to_dict(self.cfg)}, sort_keys=False)
-            cfg_path.write_text(text, encoding="utf-8")
+        self.out.mkdir(parents=True, exist_ok=True)
+        text = yaml.safe_dump({**config_to_dict(self.cfg)}, sort_keys=False)
+        cfg_path.write_text(text, encoding="utf-8")
 
     def _payload(self) -> dict[str, Any]:
         m = self.models
@@ -442,7 +484,10 @@ class Trainer:
     def run(self) -> Path:
         """Train until ``episodes``; returns the run folder."""
         cfg = self.cfg
-        train = load_cases(self.data, cfg.train_split, cfg.target, cfg.max_cases)
+        cases = load_cases(self.data, cfg.train_split, cfg.target, cfg.max_cases)
+        split_rng = np.random.default_rng([cfg.seed, 7])  # the same split on every resume
+        train, unlabeled = labeled_subset(cases, cfg.labeled_fraction, split_rng)
+        delta = DeltaSchedule(cfg.delta_start, cfg.delta_end, cfg.delta_step)
         val = (
             load_cases(self.data, cfg.val_split, cfg.target, cfg.val_cases) if cfg.val_every else []
         )
@@ -466,8 +511,9 @@ class Trainer:
             with _progress(cfg.episodes, self.episode, self.progress) as bar:
                 while self.episode < cfg.episodes:
                     t0 = time.perf_counter()
+                    labeled = not unlabeled or self.episode % 2 == 0
                     batch = sample_crops(
-                        train,
+                        train if labeled else unlabeled,
                         cfg.batch_size,
                         self.rng,
                         grid=cfg.grid,
@@ -475,8 +521,17 @@ class Trainer:
                         augment=cfg.augment,
                     )
                     env = env_plain if self.episode < cfg.pretrain_episodes else env_hinted
+                    epoch = self.episode * cfg.batch_size // len(cases)
                     stats = train_episode(
-                        self.models, env, batch.images, batch.labels, cfg, self.rng, self.gen
+                        self.models,
+                        env,
+                        batch.images,
+                        batch.labels,
+                        cfg,
+                        self.rng,
+                        self.gen,
+                        labeled=labeled,
+                        delta=delta.value(epoch),
                     )
                     self.episode += 1
                     self._after_episode(stats, time.perf_counter() - t0, bar, val)
@@ -495,7 +550,8 @@ class Trainer:
             "type": "train",
             "episode": self.episode,
             **stats.loss.as_dict(),
-            "confidence_loss": stats.confidence_loss,
+            "confidence_loss": None if np.isnan(stats.confidence_loss) else stats.confidence_loss,
+            "labeled": stats.labeled,
             "dice_per_step": [round(d, 4) for d in stats.dice_per_step],
             "seconds": round(seconds, 3),
         }
@@ -506,7 +562,7 @@ class Trainer:
         )
         if cfg.checkpoint_every and self.episode % cfg.checkpoint_every == 0:
             self.save("last.pt")
-        if val and cfg.val_every and self.episode % cfg.val_every == 0:
+        if val and cfg.val_every and self.episode % cfg.val_every == 0 and self.dist.is_main:
             dice = validate(self.models, cfg, val, self.device)
             self.log.write({"type": "val", "episode": self.episode, "dice_per_step": dice})
             log.info(

@@ -91,7 +91,10 @@ class _Oracle(torch.nn.Module):
         super().__init__()
         self.k = k
 
-    def logits(self, state: torch.Tensor, action_values: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, state: torch.Tensor, action_values: torch.Tensor, *, logits: bool
+    ) -> torch.Tensor:
+        assert logits
         agree = torch.sign(action_values) * (2 * state[:, :1] - 1)
         return self.k * agree
 
@@ -99,8 +102,8 @@ class _Oracle(torch.nn.Module):
 def test_symmetric_sample_flips_the_target() -> None:
     a, y = _actions(2), _label(2)
     state = torch.cat([y, torch.zeros(2, 2, *GRID)], dim=1)
-    good = confidence_loss(_Oracle(20.0), state, a, y)  # type: ignore[arg-type]
-    bad = confidence_loss(_Oracle(-20.0), state, a, y)  # type: ignore[arg-type]
+    good = confidence_loss(_Oracle(20.0), state, a, y)
+    bad = confidence_loss(_Oracle(-20.0), state, a, y)
     assert good.item() < 1e-6  # right on a and, with g flipped, right on -a
     assert bad.item() == pytest.approx(40.0, rel=1e-3)
 
@@ -112,7 +115,9 @@ class _Free(torch.nn.Module):
         super().__init__()
         self.z = torch.nn.Parameter(torch.randn(shape, generator=_gen(3)))
 
-    def logits(self, state: torch.Tensor, action_values: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, state: torch.Tensor, action_values: torch.Tensor, *, logits: bool
+    ) -> torch.Tensor:
         return self.z
 
 
@@ -121,7 +126,7 @@ def test_masked_loss_ignores_masked_voxels() -> None:
     mask = torch.zeros(1, 1, *GRID, dtype=torch.bool)
     mask[..., :3] = True
     net = _Free((2, 1, *GRID))
-    loss = confidence_loss(net, torch.zeros(1, 3, *GRID), a, y, mask)  # type: ignore[arg-type]
+    loss = confidence_loss(net, torch.zeros(1, 3, *GRID), a, y, mask)
     loss.backward()
     grad = net.z.grad
     assert grad is not None
@@ -134,7 +139,7 @@ def test_masked_loss_ignores_masked_voxels() -> None:
     neg = bce(z[1:], 1 - g, reduction="none")[mask].mean()
     assert loss.item() == pytest.approx((pos + neg).item(), rel=1e-5)
     empty = torch.zeros_like(mask)
-    assert confidence_loss(net, torch.zeros(1, 3, *GRID), a, y, empty).item() == 0.0  # type: ignore[arg-type]
+    assert confidence_loss(net, torch.zeros(1, 3, *GRID), a, y, empty).item() == 0.0
 
 
 def _episode_sample(seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

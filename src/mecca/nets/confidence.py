@@ -117,8 +117,13 @@ class ConfidenceNet(nn.Module):
         x = torch.cat([state, action_values.to(state.dtype)], dim=1)
         return self.out(self.blocks(as_layout(x, self.config.channels_last))).contiguous()
 
-    def forward(self, state: torch.Tensor, action_values: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(self.logits(state, action_values))
+    def forward(
+        self, state: torch.Tensor, action_values: torch.Tensor, *, logits: bool = False
+    ) -> torch.Tensor:
+        """Confidence in [0, 1] (B, 1, I, J, K); ``logits=True`` gives the pre-sigmoid values
+        through ``forward``, so that a DistributedDataParallel wrapper sees the call."""
+        out = self.logits(state, action_values)
+        return out if logits else torch.sigmoid(out)
 
 
 def action_agreement(action_values: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
@@ -130,7 +135,7 @@ def action_agreement(action_values: torch.Tensor, label: torch.Tensor) -> torch.
 
 
 def confidence_loss(
-    net: ConfidenceNet,
+    net: nn.Module,
     state: torch.Tensor,
     action_values: torch.Tensor,
     label: torch.Tensor,
@@ -138,7 +143,8 @@ def confidence_loss(
 ) -> torch.Tensor:
     """Eq. 6 with symmetric samples: ``BCE(C(s, a), g) + BCE(C(s, -a), 1 - g)``.
 
-    Both passes run as one forward of batch 2B. state (B, C, I, J, K); action_values, label
+    ``net`` is a :class:`ConfidenceNet` or a DDP wrapper of one. Both passes run as one
+    forward of batch 2B. state (B, C, I, J, K); action_values, label
     and the optional mask (B, 1, I, J, K); label in {0, 1} (bool or float). Each BCE is the
     mean over voxels, or over the voxels where ``mask`` is set (the gradient mask of Eq. 11
     for simulated labels), so masked voxels get zero gradient; an all-false mask gives 0.
@@ -149,7 +155,9 @@ def confidence_loss(
             f"label {tuple(label.shape)} and mask must have the action map's shape "
             f"{tuple(action_values.shape)}"
         )
-    logits = net.logits(torch.cat([state, state]), torch.cat([action_values, -action_values]))
+    logits = net(
+        torch.cat([state, state]), torch.cat([action_values, -action_values]), logits=True
+    )
     g = action_agreement(action_values, label)
     target = torch.cat([g, 1.0 - g])
     bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
