@@ -158,3 +158,30 @@ def test_torchrun_trains_data_parallel_with_gloo_and_only_rank_0_writes(phantoms
     assert records[0]["world_size"] == 2
     assert [r["episode"] for r in records if r["type"] == "train"] == [1, 2]
     assert load_checkpoint(run / "last.pt")["episode"] == 2
+
+
+def test_sigterm_stops_training_through_keyboard_interrupt():
+    import signal
+
+    from mecca.training import _restore_signals, _stop_on_signals
+
+    previous = _stop_on_signals()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGTERM)
+    finally:
+        _restore_signals(previous)
+    assert signal.getsignal(signal.SIGTERM) == previous[signal.SIGTERM]
+
+
+def test_resume_accepts_settings_added_after_the_run_began(phantoms, tmp_path):
+    import yaml
+
+    run = train(replace(TINY, episodes=1, val_every=0), phantoms, tmp_path / "r", device="cpu",
+                progress=False)
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    del saved["labeled_fraction"]  # as written by a version without the setting
+    (run / "config.yaml").write_text(yaml.safe_dump(saved))
+    train(replace(TINY, episodes=2, val_every=0), phantoms, run, device="cpu", resume=True,
+          progress=False)
+    assert load_checkpoint(run / "last.pt")["episode"] == 2

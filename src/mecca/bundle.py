@@ -64,7 +64,8 @@ def training_summary(run: Path, episode: int) -> dict[str, Any]:
     """Episodes, wall time, hardware and the validation Dice per step of ``episode``, from
     the run's log (hardware from its last ``start`` line; None when the log has none)."""
     records = [r for r in _read_log(run) if r["episode"] <= episode]
-    train = [r for r in records if r["type"] == "train"]
+    # a resumed run repeats the episodes after its last checkpoint: keep the last of each
+    train = list({r["episode"]: r for r in records if r["type"] == "train"}.values())
     val = [r for r in records if r["type"] == "val" and r["episode"] == episode]
     starts = [r for r in records if r["type"] == "start"]
     start = starts[-1] if starts else {}

@@ -123,8 +123,9 @@ def _union_box(a: np.ndarray, b: np.ndarray) -> tuple[slice, ...]:
     return tuple(box)
 
 
-def _directed(src_surface: np.ndarray, dst_surface: np.ndarray, spacing: tuple[float, ...] | None
-              ) -> np.ndarray:
+def _directed(
+    src_surface: np.ndarray, dst_surface: np.ndarray, spacing: tuple[float, ...] | None
+) -> np.ndarray:
     """Distance from each voxel of ``src_surface`` to the nearest voxel of ``dst_surface``."""
     edt = ndimage.distance_transform_edt(~dst_surface, sampling=spacing)
     return np.asarray(edt)[src_surface].astype(np.float64)

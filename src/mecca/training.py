@@ -21,6 +21,8 @@ from __future__ import annotations
 import json
 import logging
 import platform
+import signal
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -43,7 +45,14 @@ from mecca.errors import ConfigError, OverwriteError
 from mecca.interaction.clicks import make_user
 from mecca.interaction.hints import HintEncoder
 from mecca.methods.rl_agent import RLAgentMethod
-from mecca.nets import ActorCritic, ConfidenceConfig, ConfidenceNet, PNetConfig, confidence_loss
+from mecca.nets import (
+    ActorCritic,
+    ConfidenceConfig,
+    ConfidenceNet,
+    PNetConfig,
+    batch_statistics,
+    confidence_loss,
+)
 from mecca.rl.a2c import LossTerms, a2c_loss
 from mecca.rl.actions import ACTIONS, action_values
 from mecca.rl.env import VoxelEnv
@@ -265,7 +274,7 @@ def train_episode(
         conf = None
         if models.confidence is not None:
             models.confidence.eval()
-            with torch.no_grad():
+            with batch_statistics(models.confidence), torch.no_grad():
                 conf = models.confidence(state, action_values(idx, ACTIONS)[:, None])[:, 0]
         target = y
         if not labeled:
@@ -383,6 +392,23 @@ def _progress(total: int, initial: int, enabled: bool) -> Iterator[Any]:
         bar.close()
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def _stop_on_signals() -> dict[int, Any]:
+    """SIGINT and SIGTERM stop training through KeyboardInterrupt, so last.pt is saved
+    (a job started in the background ignores SIGINT, and a scheduler sends SIGTERM)."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    return {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+
+def _restore_signals(previous: dict[int, Any]) -> None:
+    for sig, handler in previous.items():
+        signal.signal(sig, handler)
+
+
 class Trainer:
     """Runs (or resumes) one training run into ``out``; see the module docstring."""
 
@@ -433,6 +459,9 @@ class Trainer:
             saved.pop("episodes", None)
             mine = config_to_dict(self.cfg)
             mine.pop("episodes")
+            defaults = config_to_dict(TrainConfig())
+            for key in set(mine) - set(saved):  # settings added since the run began
+                saved[key] = defaults[key]
             if saved != mine:
                 diff = sorted(k for k in mine if saved.get(k) != mine[k])
                 raise ConfigError(
@@ -507,6 +536,7 @@ class Trainer:
                 "mecca": __version__,
             }
         )
+        previous = _stop_on_signals()
         try:
             with _progress(cfg.episodes, self.episode, self.progress) as bar:
                 while self.episode < cfg.episodes:
@@ -539,6 +569,8 @@ class Trainer:
             log.warning("interrupted at episode %d: saving last.pt", self.episode)
             self.save("last.pt")
             raise
+        finally:
+            _restore_signals(previous)
         self.save("last.pt")
         return self.out
 

@@ -125,3 +125,21 @@ def test_registry_builds_networks() -> None:
         assert isinstance(build("tiny_test_net"), nn.Identity)
     finally:
         NETWORKS.pop("tiny_test_net")
+
+
+def test_batch_statistics_normalises_with_the_input_and_restores_everything() -> None:
+    from mecca.nets import batch_statistics
+
+    net = ActorCritic(PNetConfig(width=4))
+    net.eval()
+    x = torch.randn(1, 3, 12, 12, 8)
+    bn = next(m for m in net.modules() if isinstance(m, torch.nn.BatchNorm3d))
+    before = bn.running_mean.clone()
+    with batch_statistics(net), torch.no_grad():
+        inside = net.policy_logits(x)
+    assert not bn.training and bn.momentum == 0.1
+    torch.testing.assert_close(bn.running_mean, before)
+    net.train()
+    with torch.no_grad():
+        reference = net.policy_logits(x)  # train mode: the batch's own statistics
+    torch.testing.assert_close(inside, reference)

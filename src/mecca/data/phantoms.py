@@ -132,8 +132,10 @@ def _gaussian_noise(shape: tuple[int, ...], rng: np.random.Generator) -> np.ndar
 
 def _axis_coords(shape: Int3, spacing: np.ndarray, centre: np.ndarray) -> list[np.ndarray]:
     """Voxel-centre coordinates (mm) relative to ``centre``, one float32 vector per axis."""
-    return [(np.arange(n) * s - c).astype(np.float32)
-            for n, s, c in zip(shape, spacing, centre, strict=True)]
+    return [
+        (np.arange(n) * s - c).astype(np.float32)
+        for n, s, c in zip(shape, spacing, centre, strict=True)
+    ]
 
 
 Region = tuple[slice, slice, slice]
@@ -161,8 +163,10 @@ def _ellipsoid_radius(spacing: np.ndarray, e: _Ellipsoid, region: Region) -> np.
     so only a few operations run over the whole region.
     """
     q = ((e.axes.T / e.radii**2) @ e.axes).astype(np.float32)  # x^T Q x = |A x|^2
-    x, y, z = ((np.arange(r.start, r.stop) * s - c).astype(np.float32)
-               for r, s, c in zip(region, spacing, e.centre, strict=True))
+    x, y, z = (
+        (np.arange(r.start, r.stop) * s - c).astype(np.float32)
+        for r, s, c in zip(region, spacing, e.centre, strict=True)
+    )
     x2, y2 = x[:, None], y[None, :]
     plane = q[0, 0] * x2**2 + q[1, 1] * y2**2 + 2 * q[0, 1] * x2 * y2
     lin = 2 * (q[0, 2] * x2 + q[1, 2] * y2)
@@ -189,8 +193,10 @@ def _place_target(
     largest = (room - margin) / (1.3 * (1 + BOUNDARY_AMPLITUDE))  # fitting mean radius
     mean_r = min(rng.uniform(0.12, 0.2) * float(extent.min()), largest)
     if mean_r < 1.5 * float(spacing.min()):
-        raise ConfigError(f"volume {shape} with spacing {spacing.tolist()} is too small "
-                          "for a phantom", hint="use about 20 voxels per axis or more")
+        raise ConfigError(
+            f"volume {shape} with spacing {spacing.tolist()} is too small for a phantom",
+            hint="use about 20 voxels per axis or more",
+        )
     radii = mean_r * rng.uniform(0.75, 1.3, size=3)
     bound = float(radii.max() * (1 + BOUNDARY_AMPLITUDE)) + margin
     centre = rng.uniform(bound, extent - spacing - bound)
@@ -202,8 +208,9 @@ def _place_target(
     return _Ellipsoid(centre, _rotation(rng), radii), bound
 
 
-def _surface_distance(level: np.ndarray, spacing: np.ndarray, e: _Ellipsoid,
-                      direction: np.ndarray, limit: float) -> float:
+def _surface_distance(
+    level: np.ndarray, spacing: np.ndarray, e: _Ellipsoid, direction: np.ndarray, limit: float
+) -> float:
     """Distance (mm) from the target centre to its (modulated) surface along ``direction``,
     by marching along the ray through the level-set field (nearest voxel)."""
     ts = np.arange(0.0, limit, 0.25 * float(spacing.min()))
@@ -214,7 +221,10 @@ def _surface_distance(level: np.ndarray, spacing: np.ndarray, e: _Ellipsoid,
 
 
 def _place_distractor(
-    level: np.ndarray, spacing: np.ndarray, target: _Ellipsoid, bound: float,
+    level: np.ndarray,
+    spacing: np.ndarray,
+    target: _Ellipsoid,
+    bound: float,
     rng: np.random.Generator,
 ) -> _Ellipsoid:
     """A smooth ellipsoid of comparable size whose surface meets the target's (gap in
@@ -239,7 +249,10 @@ class _Layout:
 
 
 def _target_level(
-    shape: Int3, spacing: np.ndarray, target: _Ellipsoid, region: Region,
+    shape: Int3,
+    spacing: np.ndarray,
+    target: _Ellipsoid,
+    region: Region,
     rng: np.random.Generator,
 ) -> np.ndarray:
     """The target's level set (< 1 inside), float32 ``shape``: its ellipsoidal radius divided
@@ -253,9 +266,7 @@ def _target_level(
     return level
 
 
-def _geometry(
-    shape: Int3, spacing: np.ndarray, kind: str, rng: np.random.Generator
-) -> _Layout:
+def _geometry(shape: Int3, spacing: np.ndarray, kind: str, rng: np.random.Generator) -> _Layout:
     """Place target and distractor and render their occupancies and labels.
 
     Work is confined to each object's bounding box; for CT the distractor is cut to the
@@ -324,8 +335,9 @@ def _mr_image(lay: _Layout, tex: np.ndarray, rng: np.random.Generator) -> np.nda
     return np.sqrt(real * real + imag * imag)
 
 
-def _ct_image(lay: _Layout, tex: np.ndarray, spacing: np.ndarray,
-              rng: np.random.Generator) -> np.ndarray:
+def _ct_image(
+    lay: _Layout, tex: np.ndarray, spacing: np.ndarray, rng: np.random.Generator
+) -> np.ndarray:
     """CT intensities (HU): air outside the body, textured soft tissue, Gaussian noise."""
     shape = _int3(lay.label.shape)
     tissue = 40.0 + 10.0 * tex
@@ -358,16 +370,23 @@ def make_phantom(
     shp = tuple(int(n) for n in shape)
     sp = np.asarray(spacing, dtype=np.float64)
     if len(shp) != 3 or sp.shape != (3,) or min(shp) < 8 or np.any(sp <= 0):
-        raise ConfigError(f"need a 3D shape of at least 8 voxels per axis and positive spacing, "
-                          f"got {shape}, {spacing}")
+        raise ConfigError(
+            f"need a 3D shape of at least 8 voxels per axis and positive spacing, "
+            f"got {shape}, {spacing}"
+        )
     shp3: Int3 = (shp[0], shp[1], shp[2])
     lay = _geometry(shp3, sp, kind, rng)
     tex = _smooth_field(shp3, sp, 5.0 * float(sp.mean()), rng)  # background tissue texture
     image = _mr_image(lay, tex, rng) if kind == "mr" else _ct_image(lay, tex, sp, rng)
     affine = np.diag([*sp.tolist(), 1.0])
     spacing3: Float3 = (float(sp[0]), float(sp[1]), float(sp[2]))
-    return Phantom(image=image.astype(np.float32, copy=False), label=lay.label, spacing=spacing3,
-                   affine=affine, kind=kind)
+    return Phantom(
+        image=image.astype(np.float32, copy=False),
+        label=lay.label,
+        spacing=spacing3,
+        affine=affine,
+        kind=kind,
+    )
 
 
 def write_phantom_dataset(

@@ -115,8 +115,10 @@ class Box:
     def from_mask(cls, mask: np.ndarray) -> Box:
         """Tight box around the non-zero voxels of a 3D mask; InputError if it has none."""
         _check_volume(mask, "mask")
-        nonzero = [np.flatnonzero(np.any(mask, axis=tuple(a for a in range(3) if a != ax)))
-                   for ax in range(3)]
+        nonzero = [
+            np.flatnonzero(np.any(mask, axis=tuple(a for a in range(3) if a != ax)))
+            for ax in range(3)
+        ]
         if nonzero[0].size == 0:
             raise InputError("mask is empty: no box can be drawn around it")
         start = _int3([n[0] for n in nonzero], "start")
@@ -125,7 +127,9 @@ class Box:
 
     @classmethod
     def around_points(
-        cls, points: np.ndarray | Sequence[Sequence[float]], margin: int | Sequence[int],
+        cls,
+        points: np.ndarray | Sequence[Sequence[float]],
+        margin: int | Sequence[int],
         shape: Sequence[int],
     ) -> Box:
         """Box around (N, 3) voxel coordinates (e.g. the user's first clicks) plus a margin.
@@ -328,8 +332,7 @@ def make_crop(
     lab = None
     if label is not None:
         lab = (resample_box(label != 0, box, size) >= 0.5).astype(np.uint8)
-    return Crop(image=img, box=box, source_shape=_int3(image.shape, "shape"), grid=size,
-                label=lab)
+    return Crop(image=img, box=box, source_shape=_int3(image.shape, "shape"), grid=size, label=lab)
 
 
 def prob_to_box(crop: Crop, prob: np.ndarray) -> np.ndarray:

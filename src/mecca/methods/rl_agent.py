@@ -21,7 +21,7 @@ from mecca.interaction.clicks import Click, InteractionKind
 from mecca.interaction.guide import advice_regions
 from mecca.interaction.hints import HintEncoder
 from mecca.methods.base import MethodState, StepResult
-from mecca.nets import ActorCritic, ConfidenceNet
+from mecca.nets import ActorCritic, ConfidenceNet, batch_statistics
 from mecca.rl.actions import ACTIONS, action_values, apply_actions
 
 
@@ -83,7 +83,7 @@ class RLAgentMethod:
         if new:
             hints = self.encoder.update(hints, crop.image, list(new))
         x = agent_state(crop.image, prob, hints).to(self.device)
-        with torch.inference_mode():
+        with batch_statistics(self.net, self.confidence), torch.inference_mode():
             idx = self.net.policy_logits(x).argmax(dim=1)
             p_next = apply_actions(torch.from_numpy(prob)[None].to(self.device), idx, self.actions)
             conf = None
@@ -97,7 +97,9 @@ class RLAgentMethod:
             advice = advice_regions(crop.image, conf, step=step)
         seconds = time.perf_counter() - t0
         new_state = MethodState(
-            crop=crop, clicks=state.clicks + tuple(new), prob=prob_next,
+            crop=crop,
+            clicks=state.clicks + tuple(new),
+            prob=prob_next,
             extra={"hints": hints, "step": step},
         )
         return new_state, StepResult(prob_next, conf, advice, seconds)

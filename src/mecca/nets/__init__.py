@@ -20,7 +20,13 @@ from mecca.nets.confidence import (
     action_agreement,
     confidence_loss,
 )
-from mecca.nets.pnet import DEFAULT_ACTIONS, ActorCritic, PNetConfig, iter_mrl_config
+from mecca.nets.pnet import (
+    DEFAULT_ACTIONS,
+    ActorCritic,
+    PNetConfig,
+    batch_statistics,
+    iter_mrl_config,
+)
 
 __all__ = [
     "DEFAULT_ACTIONS",
@@ -30,6 +36,7 @@ __all__ = [
     "ConfidenceNet",
     "PNetConfig",
     "action_agreement",
+    "batch_statistics",
     "build",
     "confidence_loss",
     "iter_mrl_config",

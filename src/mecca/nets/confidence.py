@@ -155,9 +155,7 @@ def confidence_loss(
             f"label {tuple(label.shape)} and mask must have the action map's shape "
             f"{tuple(action_values.shape)}"
         )
-    logits = net(
-        torch.cat([state, state]), torch.cat([action_values, -action_values]), logits=True
-    )
+    logits = net(torch.cat([state, state]), torch.cat([action_values, -action_values]), logits=True)
     g = action_agreement(action_values, label)
     target = torch.cat([g, 1.0 - g])
     bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")

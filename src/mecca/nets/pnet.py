@@ -13,15 +13,19 @@ ReLU). MECCA gives each head two blocks; IteR-MRL (Sec. 3.3) gives each head thr
 (:func:`iter_mrl_config`). Weights use Xavier/Glorot uniform init with zero bias, as both
 papers state (MECCA Sec. 4.1).
 
-Batch norm and RL: :meth:`ActorCritic.policy_logits` is meant to run in ``eval()`` mode
-(running statistics) for rollouts and interactive use, so an action never depends on the
-other crops in a batch; the update step runs in ``train()`` mode, where the statistics come
-from B x I x J x K voxels (90 750 per 55 x 55 x 30 crop), enough even for B = 1.
+Batch norm and RL: training rollouts run in ``train()`` mode, so batch norm normalises
+with the statistics of the crops being segmented (B x I x J x K voxels, 90 750 per
+55 x 55 x 30 crop). Inference must do the same (:func:`batch_statistics`): the running
+averages mix all T steps, whose probability and hint channels differ widely, and a policy
+run on them drifts. Measured on the hippocampus val split (IteR-MRL, 360 episodes, 4
+cases, Dice % per step): running statistics 63.9, 42.8, 39.4, 37.7, 36.6; the crop's own
+statistics 75.6, 77.3, 77.7, 77.5, 76.6.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Literal
 
@@ -156,6 +160,30 @@ def set_layout(module: nn.Module, channels_last: bool) -> None:
 def as_layout(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
     """The input in the layout the convolutions run in (a no-op when it already is)."""
     return x.contiguous(memory_format=torch.channels_last_3d) if channels_last else x
+
+
+@contextmanager
+def batch_statistics(*modules: nn.Module | None) -> Iterator[None]:
+    """Within the block, batch norm layers normalise with the statistics of their input (as
+    in training) and leave their running averages untouched; other layers stay in eval
+    mode. Restores every layer's mode and momentum afterwards."""
+    norms = [
+        m
+        for module in modules
+        if module is not None
+        for m in module.modules()
+        if isinstance(m, nn.modules.batchnorm._BatchNorm)
+    ]
+    saved = [(m, m.training, m.momentum) for m in norms]
+    try:
+        for m in norms:
+            m.train()
+            m.momentum = 0.0  # running = (1 - 0) * running + 0 * batch: unchanged
+        yield
+    finally:
+        for m, training, momentum in saved:
+            m.train(training)
+            m.momentum = momentum
 
 
 def check_input(x: torch.Tensor, channels: int, what: str = "state") -> None:

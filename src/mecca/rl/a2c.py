@@ -178,7 +178,10 @@ def _prepare_mask(mask: torch.Tensor | None, rewards: torch.Tensor) -> torch.Ten
 
 
 def _mean_mode(
-    logp: torch.Tensor, v: torch.Tensor, rewards: torch.Tensor, m: torch.Tensor | None,
+    logp: torch.Tensor,
+    v: torch.Tensor,
+    rewards: torch.Tensor,
+    m: torch.Tensor | None,
     gamma: float,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Policy loss, value loss, returns (T, B) and values (T, B) with volume-mean rewards."""
@@ -198,7 +201,10 @@ def _mean_mode(
 
 
 def _voxel_mode(
-    logp: torch.Tensor, v: torch.Tensor, rewards: torch.Tensor, m: torch.Tensor | None,
+    logp: torch.Tensor,
+    v: torch.Tensor,
+    rewards: torch.Tensor,
+    m: torch.Tensor | None,
     gamma: float,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Policy loss, value loss, returns and values, all per voxel (PixelRL)."""

@@ -28,9 +28,7 @@ def check_actions(actions: Sequence[float]) -> tuple[float, ...]:
     return out
 
 
-def action_values(
-    action_idx: torch.Tensor, actions: Sequence[float] = ACTIONS
-) -> torch.Tensor:
+def action_values(action_idx: torch.Tensor, actions: Sequence[float] = ACTIONS) -> torch.Tensor:
     """Float32 tensor of the amounts ``A[action_idx]``, same shape and device as the indices.
 
     Args:
@@ -40,9 +38,7 @@ def action_values(
     table = torch.tensor(check_actions(actions), dtype=torch.float32, device=action_idx.device)
     if action_idx.dtype.is_floating_point or action_idx.dtype == torch.bool:
         raise InputError(f"action indices must be an integer tensor, got {action_idx.dtype}")
-    if action_idx.numel() and (
-        int(action_idx.min()) < 0 or int(action_idx.max()) >= len(table)
-    ):
+    if action_idx.numel() and (int(action_idx.min()) < 0 or int(action_idx.max()) >= len(table)):
         raise InputError(
             f"action indices must lie in [0, {len(table)}), got "
             f"[{int(action_idx.min())}, {int(action_idx.max())}]"

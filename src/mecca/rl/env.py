@@ -197,8 +197,11 @@ class VoxelEnv:
         n = len(self._images)
         new: list[list[Click]] = [[] for _ in range(n)]
         if self.user is not None and self._labels is not None:
-            adv = None if advice is None else self._check_like(advice, self._images, "advice",
-                                                               np.int64)
+            adv = (
+                None
+                if advice is None
+                else self._check_like(advice, self._images, "advice", np.int64)
+            )
             pred = (self._prob > 0.5).cpu().numpy()
             for b in range(n):
                 new[b] = list(

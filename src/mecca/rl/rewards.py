@@ -91,8 +91,7 @@ def mecca_reward(
     """
     if confidence.shape != gain.shape:
         raise InputError(
-            f"confidence {tuple(confidence.shape)} does not match the rewards "
-            f"{tuple(gain.shape)}"
+            f"confidence {tuple(confidence.shape)} does not match the rewards {tuple(gain.shape)}"
         )
     c = confidence.to(device=gain.device, dtype=gain.dtype).clamp(0.0, 1.0)
     return alpha * (2.0 - c) ** beta * gain
