@@ -124,9 +124,9 @@ def export_bundle(
         raise OverwriteError("bundle folder is not empty", path=out, hint="pass --force")
     data = load_checkpoint(run / checkpoint)
     config = data["config"]
-    encoder = HintEncoder(
-        encoding=config["hints"], channels="edge" if config["user"] == "edge" else "fg_bg"
-    )
+    from mecca.training import TrainConfig, hint_encoder  # the run's own channel rule
+
+    encoder = hint_encoder(build_config(TrainConfig, config))
     (out / "models").mkdir(parents=True, exist_ok=True)
     weights = out / "models" / "model.pt"
     save_checkpoint(
