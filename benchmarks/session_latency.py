@@ -8,7 +8,16 @@ The volume is 240 x 240 x 155 (the BraTS grid): the first brats2015 case of
 box + 5 voxels; each timed step gets 5 edge points from the simulated user (the first
 step 25), so the call includes the hint maps, the policy, the confidence network, the SLIC
 advice regions and mapping probability, mask, confidence and advice back to the original
-grid. Prints medians and quartiles in ms, with and without advice regions.
+grid. Prints medians and quartiles in ms for three cases:
+
+* ``back_to_back``: the next clicks arrive the instant a step returns, so the step also
+  waits for its SLIC supervoxels (computed in the background from the previous step on);
+* ``with_think_time``: ``--think-ms`` pass between a step and the next clicks, as when a
+  person places them (5 edge points take seconds), so the supervoxels are ready;
+* ``without_advice``: no advice regions at all (``Session(advice=False)``).
+
+Each step's result lives on the ROI box; ``full_size`` times building the four
+240 x 240 x 155 arrays from it afterwards (what a caller pays only if it asks for them).
 """
 
 from __future__ import annotations
@@ -47,9 +56,21 @@ def volume() -> tuple[str, Volume, np.ndarray]:
 
 
 def time_steps(
-    vol: Volume, gt: np.ndarray, method: object, grid: tuple[int, int, int], repeats: int
+    vol: Volume,
+    gt: np.ndarray,
+    method: object,
+    grid: tuple[int, int, int],
+    repeats: int,
+    *,
+    think_s: float = 0.0,
+    advice: bool = True,
+    full_size: list[float] | None = None,
 ) -> list[float]:
-    """Wall ms of ``repeats`` Session.step() calls (5 steps per session, then a new one)."""
+    """Wall ms of ``repeats`` Session.step() calls (5 steps per session, then a new one).
+
+    ``think_s`` seconds pass before each step's clicks are given; with ``full_size`` a list,
+    the ms to build the full-size arrays of each result are appended to it.
+    """
     idx = np.argwhere(gt)
     box = Box(
         tuple(np.maximum(idx.min(0) - 5, 0)),  # type: ignore[arg-type]
@@ -59,14 +80,19 @@ def time_steps(
     rng = np.random.default_rng(0)
     times: list[float] = []
     while len(times) < repeats + 1:  # the first call warms up
-        session = Session(vol, box, method=method, grid=grid, rng=0)  # type: ignore[arg-type]
+        session = Session(vol, box, method=method, grid=grid, rng=0, advice=advice)  # type: ignore[arg-type]
         pred = np.zeros(gt.shape, bool)
         for t in range(1, 6):
+            time.sleep(think_s)
             session.add_clicks(user(pred, gt, step=t, rng=rng))
             t0 = time.perf_counter()
             result = session.step()
             times.append((time.perf_counter() - t0) * 1e3)
+            t1 = time.perf_counter()
             pred = result.mask.astype(bool)
+            _ = result.prob, result.confidence, result.advice
+            if full_size is not None:
+                full_size.append((time.perf_counter() - t1) * 1e3)
     return times[1 : repeats + 1]
 
 
@@ -81,24 +107,30 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--grid", type=int, nargs=3, default=(55, 55, 30))
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--think-ms", type=float, default=1000.0, help="user time per step")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     source, vol, gt = volume()
     bundle = load_bundle(args.model)
     grid = tuple(args.grid)
-    results = {}
-    for guide in (True, False):
-        method = bundle.method(guide=guide)
-        key = "with_advice" if guide else "without_advice"
-        results[key] = summary(time_steps(vol, gt, method, grid, args.repeats))  # type: ignore[arg-type]
+    method = bundle.method()
+    full: list[float] = []
+    results = {
+        "back_to_back": summary(time_steps(vol, gt, method, grid, args.repeats, full_size=full)),  # type: ignore[arg-type]
+        "with_think_time": summary(
+            time_steps(vol, gt, method, grid, args.repeats, think_s=args.think_ms / 1e3)  # type: ignore[arg-type]
+        ),
+        "without_advice": summary(time_steps(vol, gt, method, grid, args.repeats, advice=False)),  # type: ignore[arg-type]
+    }
+    results["full_size"] = summary(full)
     print(
         f"{source}, model {bundle.path.name}, grid {grid}, {args.threads} threads, "
-        f"{args.repeats} steps: median [q1, q3] ms"
+        f"{args.repeats} steps, think time {args.think_ms:.0f} ms: median [q1, q3] ms"
     )
     for key, r in results.items():
         print(
-            f"  Session.step() {key:15s} {r['median_ms']:7.1f}  "
+            f"  {key:16s} {r['median_ms']:7.1f}  "
             f"[{r['q1_ms']:.1f}, {r['q3_ms']:.1f}]"
         )
     if args.out:
@@ -109,6 +141,7 @@ def main() -> None:
                     "model": str(bundle.path.name),
                     "grid": grid,
                     "threads": args.threads,
+                    "think_ms": args.think_ms,
                     "torch": torch.__version__,
                     "machine": platform.machine(),
                     "results": results,

@@ -35,7 +35,7 @@ def test_export_writes_the_bundle_layout_and_loads_back_identically(run, tmp_pat
     for key, value in weights["net"].items():
         torch.testing.assert_close(bundle.net.state_dict()[key], value)
     assert bundle.confidence is not None and bundle.grid == (16, 16, 8)
-    method = bundle.method(guide=False)
+    method = bundle.method()
     assert method.accepts == frozenset({InteractionKind.EDGE})
 
 
@@ -71,7 +71,7 @@ def test_every_shipped_bundle_loads_and_steps(name):
 
     image = np.random.default_rng(0).normal(size=(30, 30, 20))
     crop = make_crop(image, Box((0, 0, 0), image.shape), grid=bundle.grid)
-    method = bundle.method(guide=False)
+    method = bundle.method()
     state = method.start(crop)
     _, result = method.step(state, [], rng=np.random.default_rng(0))
     assert result.prob.shape == bundle.grid

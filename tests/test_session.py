@@ -7,7 +7,8 @@ import pytest
 from conftest import sphere
 from mecca.data.roi import Box
 from mecca.errors import ConfigError, InputError, OverwriteError
-from mecca.interaction.clicks import Click, InteractionKind
+from mecca.interaction.clicks import Click, EdgeUser, InteractionKind
+from mecca.interaction.guide import segments_for_step
 from mecca.io import Volume, load
 from mecca.methods.base import MethodState, StepResult
 from mecca.methods.classical import RandomWalkerMethod
@@ -39,6 +40,7 @@ def _dice(a: np.ndarray, b: np.ndarray) -> float:
 def _session(**kw) -> tuple[Session, np.ndarray]:
     volume, gt = _ball_volume()
     kw.setdefault("grid", SMALL_GRID)
+    kw.setdefault("method", "random_walker")
     return Session(volume, **kw), gt
 
 
@@ -73,13 +75,15 @@ class NoisyMethod:
 
 def test_one_click_segments_ball_on_original_grid():
     volume, gt = _ball_volume()
-    session = Session(volume)  # default method random_walker, grid (55, 55, 30)
+    session = Session(volume, method="random_walker")  # grid (55, 55, 30)
     session.add_click(FG, CENTRE)
     result = session.step()
     assert result.mask.shape == volume.shape and result.mask.dtype == np.uint8
     assert result.prob.shape == volume.shape and result.prob.dtype == np.float32
     assert _dice(result.mask, gt) > 0.9
     assert result.step == 1 and result.confidence is None and result.advice is None
+    np.testing.assert_array_equal(result.mask[result.box.slices], result.mask_box)
+    assert result.prob_box.shape == result.box.shape
     assert result.seconds > 0 and result.total_seconds >= result.seconds
     assert session.history == ((Click(FG, CENTRE),),) and session.pending == ()
 
@@ -98,7 +102,7 @@ def test_roi_from_first_clicks_and_zero_outside():
 
 def test_roi_margin_in_mm_uses_spacing():
     volume, _ = _ball_volume(LPS_AFFINE)  # spacing 0.8, 1.2, 2.5 mm
-    session = Session(volume, grid=SMALL_GRID, roi_margin_mm=5.0)
+    session = Session(volume, method="random_walker", grid=SMALL_GRID, roi_margin_mm=5.0)
     session.add_click(FG, CENTRE)
     session.step()
     margin = (7, 5, 2)  # ceil(5 / spacing)
@@ -207,7 +211,7 @@ def test_set_roi_resets_and_checks_the_box():
 
 def test_world_click_lands_on_the_same_voxel():
     volume, _ = _ball_volume(LPS_AFFINE)
-    session = Session(volume, grid=SMALL_GRID)
+    session = Session(volume, method="random_walker", grid=SMALL_GRID)
     target = (13, 7, 3)
     xyz = volume.voxel_to_world(np.array(target, float))
     # anywhere within (just under) half a voxel of its centre
@@ -241,7 +245,7 @@ def test_refused_clicks_leave_state_unchanged():
 
 def test_export_mask_writes_on_the_volume_grid(tmp_path):
     volume, gt = _ball_volume(LPS_AFFINE)
-    session = Session(volume, grid=SMALL_GRID)
+    session = Session(volume, method="random_walker", grid=SMALL_GRID)
     with pytest.raises(InputError, match="nothing to export"):
         session.export_mask(tmp_path / "early.nii.gz")
     session.add_click(FG, CENTRE)
@@ -272,6 +276,31 @@ def test_confidence_gives_advice_on_the_original_grid():
     session.step()
     session.undo()
     np.testing.assert_array_equal(session.redo().advice, session.result.advice)
+
+
+def test_default_method_is_the_shipped_mecca_model_with_advice():
+    volume, gt = _ball_volume()
+    box = Box((10, 10, 4), (38, 34, 20))
+    session = Session(volume, roi=box)
+    assert session.method.name == "mecca" and session.grid == session.method.grid
+    predictor = session.predictor
+    assert predictor is not None and predictor.supervoxels is not None
+    user = EdgeUser()
+    rng = np.random.default_rng(0)
+    session.add_clicks(user(np.zeros(SHAPE, bool), gt, step=1, rng=rng))
+    result = session.step()
+    assert result.confidence is not None and result.advice is not None
+    assert 1 <= result.advice_box.max() <= 5 and result.advice_box.shape == box.shape
+    outside = np.ones(SHAPE, bool)
+    outside[box.slices] = False
+    assert not result.advice[outside].any() and not result.prob[outside].any()
+    np.testing.assert_array_equal(result.advice[box.slices], result.advice_box)
+    # step 1's supervoxels were started with the crop, step 2's right after step 1
+    assert segments_for_step(1) in predictor.supervoxels.computed()
+    predictor.supervoxels.get(segments_for_step(2))
+    assert predictor.supervoxels.computed() == sorted(
+        {segments_for_step(1), segments_for_step(2)}
+    )
 
 
 def test_bad_method_and_volume():
@@ -314,7 +343,7 @@ def test_interaction_store_refuses_malformed_records():
 
 def test_predictor_undo_redo_on_the_grid():
     volume, _ = _ball_volume()
-    session = Session(volume, roi=Box((0, 0, 0), SHAPE), grid=SMALL_GRID)
+    session = Session(volume, roi=Box((0, 0, 0), SHAPE), method="random_walker", grid=SMALL_GRID)
     assert session.predictor is not None
     predictor = Predictor(NoisyMethod(), session.predictor.crop)
     rng = np.random.default_rng(0)

@@ -204,14 +204,13 @@ class Bundle:
     def encoder(self) -> HintEncoder:
         return HintEncoder(**self.metadata["hints"])
 
-    def method(self, *, device: str | torch.device = "cpu", guide: bool = True) -> RLAgentMethod:
+    def method(self, *, device: str | torch.device = "cpu") -> RLAgentMethod:
         """The model as an :class:`~mecca.methods.base.InteractiveMethod`."""
         return RLAgentMethod(
             net=self.net,
             encoder=self.encoder(),
             confidence=self.confidence,
             actions=tuple(self.metadata["actions"]),
-            guide=guide,
             name=self.metadata["method"],
             grid=self.grid,
             device=torch.device(device),

@@ -35,9 +35,15 @@ Choices, written down once
   clears the redo stack.
 * **Advice**: when the method returns a confidence map and no advice of its own, the
   predictor computes advice regions with :func:`mecca.interaction.guide.advice_regions`
-  (once per step, kept for undo/redo).
-* **Memory**: only the latest full-size result is kept; undo/redo rebuild it from the
-  stored network-grid result (resampling only, no method call).
+  (once per step, kept for undo/redo). The SLIC supervoxels they need depend only on the
+  crop and the step number, so the predictor computes the next step's in the background
+  right after a step (and the first step's when the crop is made, for a method with
+  ``gives_confidence``), while the user places clicks.
+* **Results live on the ROI box**: a step maps its output to the box on the original
+  grid; the full-size arrays (:attr:`SessionResult.prob` etc.) are built on first access,
+  as a 240 x 240 x 155 copy is most of a step's mapping cost and a viewer needs the box.
+* **Memory**: only the latest result is kept; undo/redo rebuild it from the stored
+  network-grid result (resampling only, no method call).
 """
 
 from __future__ import annotations
@@ -47,17 +53,23 @@ import math
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from mecca import methods
-from mecca.data.roi import DEFAULT_GRID, Box, Crop, NormaliseConfig, make_crop, paste_prob
+from mecca.data.roi import DEFAULT_GRID, Box, Crop, NormaliseConfig, make_crop, prob_to_box
 from mecca.episode import clicks_to_grid
 from mecca.errors import ConfigError, InputError
 from mecca.interaction.clicks import Click, InteractionKind
-from mecca.interaction.guide import advice_regions, advice_to_original
+from mecca.interaction.guide import (
+    SupervoxelCache,
+    advice_regions,
+    advice_to_box,
+    segments_for_step,
+)
 from mecca.io import Volume, save_mask
 from mecca.methods.base import InteractiveMethod, MethodState, StepResult
 
@@ -221,6 +233,9 @@ class Predictor:
         self._states: list[MethodState] = [method.start(crop, init_prob=init_prob)]
         self._results: list[StepResult] = []
         self._redo: list[tuple[MethodState, StepResult]] = []
+        self.supervoxels = SupervoxelCache(crop.image) if guide else None
+        if self.supervoxels is not None and getattr(method, "gives_confidence", False):
+            self.supervoxels.prefetch(segments_for_step(1))
 
     @property
     def n_steps(self) -> int:
@@ -255,9 +270,11 @@ class Predictor:
         return result
 
     def _with_advice(self, result: StepResult, step: int) -> StepResult:
-        if not self.guide or result.confidence is None or result.advice is not None:
+        cache = self.supervoxels
+        if cache is None or result.confidence is None or result.advice is not None:
             return result
-        advice = advice_regions(self.crop.image, result.confidence, step=step)
+        advice = advice_regions(self.crop.image, result.confidence, step=step, cache=cache)
+        cache.prefetch(segments_for_step(step + 1))  # ready before the user's next clicks
         return replace(result, advice=advice)
 
     def undo(self) -> StepResult | None:
@@ -288,30 +305,67 @@ class Predictor:
 
 @dataclass(frozen=True)
 class SessionResult:
-    """One step's output on the volume's original grid (full size, 0 outside the ROI).
+    """One step's output on the original grid: computed on the ROI box, full size on demand.
 
     Attributes:
-        prob: float32 (I, J, K) foreground probability, trilinearly resampled from the
-            network grid.
-        mask: uint8 (I, J, K), ``prob > 0.5`` (SPEC's final mask).
-        confidence: float32 (I, J, K) action confidence, or None when the method has none.
-        advice: int32 (I, J, K) advice regions (0 = none, 1 = least confident), or None.
+        prob_box: float32 (box shape) foreground probability inside the ROI, trilinearly
+            resampled from the network grid.
+        confidence_box: float32 (box shape) action confidence, or None when the method
+            has none.
+        advice_box: int32 (box shape) advice regions (0 = none, 1 = least confident), or
+            None.
         seconds: the method's own time for this step (when it was computed).
         total_seconds: wall time of the session call that returned this result (for a
-            step: click mapping, method, advice and mapping back; for undo/redo: only
-            the mapping back, as no method runs).
+            step: click mapping, method, advice and mapping to the box; for undo/redo:
+            only the mapping, as no method runs).
         step: steps run so far (1 = after the first step).
         box: the ROI on the original grid.
+        shape: the volume's (I, J, K).
+
+    The full-size (I, J, K) arrays :attr:`prob`, :attr:`mask`, :attr:`confidence` and
+    :attr:`advice` (0 outside the box) are built on first access and then kept.
     """
 
-    prob: np.ndarray
-    mask: np.ndarray
-    confidence: np.ndarray | None
-    advice: np.ndarray | None
+    prob_box: np.ndarray
+    confidence_box: np.ndarray | None
+    advice_box: np.ndarray | None
     seconds: float
     total_seconds: float
     step: int
     box: Box
+    shape: tuple[int, int, int]
+
+    @cached_property
+    def mask_box(self) -> np.ndarray:
+        """uint8 (box shape): ``prob_box > 0.5`` (SPEC's final mask)."""
+        return (self.prob_box > 0.5).astype(np.uint8)
+
+    def _full(self, part: np.ndarray, dtype: type) -> np.ndarray:
+        out: np.ndarray = np.zeros(self.shape, dtype=dtype)
+        out[self.box.slices] = part
+        return out
+
+    @cached_property
+    def prob(self) -> np.ndarray:
+        """float32 (I, J, K) probability, 0 outside the box."""
+        return self._full(self.prob_box, np.float32)
+
+    @cached_property
+    def mask(self) -> np.ndarray:
+        """uint8 (I, J, K) mask, ``prob > 0.5``."""
+        return self._full(self.mask_box, np.uint8)
+
+    @cached_property
+    def confidence(self) -> np.ndarray | None:
+        """float32 (I, J, K) confidence (0 outside the box), or None."""
+        box = self.confidence_box
+        return None if box is None else self._full(box, np.float32)
+
+    @cached_property
+    def advice(self) -> np.ndarray | None:
+        """int32 (I, J, K) advice labels (0 outside the box), or None."""
+        box = self.advice_box
+        return None if box is None else self._full(box, np.int32)
 
 
 def _resolve_method(method: str | InteractiveMethod) -> InteractiveMethod:
@@ -348,23 +402,27 @@ class Session:
         volume: the image; its array is (I, J, K), clicks are voxel (i, j, k) indices.
         roi: the box to segment in, on the original grid; None derives it from the first
             step's clicks.
-        method: a registered method name or an ``InteractiveMethod``.
-        grid: network grid (i, j, k) the crop is resampled to.
+        method: a registered method name or an ``InteractiveMethod`` (default ``"mecca"``:
+            the shipped MECCA model, see :func:`mecca.methods.default_model`).
+        grid: network grid (i, j, k) the crop is resampled to; None takes the method's own
+            ``grid`` (a learned model's training grid) or else 55 x 55 x 30.
         normalise: crop intensity normalisation (default per-crop z-score).
         rng: generator or seed for the method's random choices.
         roi_margin_mm: margin around the first clicks when ``roi`` is None, mm per side.
+        advice: compute advice regions when the method gives a confidence map.
     """
 
     def __init__(
         self,
         volume: Volume,
         roi: Box | None = None,
-        method: str | InteractiveMethod = "random_walker",
+        method: str | InteractiveMethod = "mecca",
         *,
-        grid: Sequence[int] = DEFAULT_GRID,
+        grid: Sequence[int] | None = None,
         normalise: NormaliseConfig | None = None,
         rng: np.random.Generator | int | None = None,
         roi_margin_mm: float = ROI_MARGIN_MM,
+        advice: bool = True,
     ) -> None:
         if np.asarray(volume.array).ndim != 3:
             raise InputError(f"the volume must be 3D (I, J, K), got shape {volume.array.shape}")
@@ -372,9 +430,12 @@ class Session:
             raise ConfigError(f"roi_margin_mm must be >= 0, got {roi_margin_mm}")
         self.volume = volume
         self.method = _resolve_method(method)
+        if grid is None:
+            grid = getattr(self.method, "grid", DEFAULT_GRID)
         self.grid = tuple(int(g) for g in grid)
         self.normalise = normalise or NormaliseConfig()
         self.roi_margin_mm = float(roi_margin_mm)
+        self.advice = bool(advice)
         self._rng = np.random.default_rng(rng)
         self._store = InteractionStore()
         self._roi: Box | None = None
@@ -507,7 +568,7 @@ class Session:
 
     def _make_predictor(self, box: Box) -> Predictor:
         crop = make_crop(self.volume.array, box, self.grid, normalise=self.normalise)
-        return Predictor(self.method, crop)
+        return Predictor(self.method, crop, guide=self.advice)
 
     def _roi_around(self, clicks: Sequence[Click]) -> Box:
         """The first clicks' bounding box plus ``roi_margin_mm``, clipped to the volume."""
@@ -582,18 +643,16 @@ class Session:
             self._predictor.reset()
 
     def _to_original(self, crop: Crop, result: StepResult, t0: float) -> SessionResult:
-        prob = paste_prob(crop, result.prob)
-        confidence = None if result.confidence is None else paste_prob(crop, result.confidence)
-        advice = None if result.advice is None else advice_to_original(crop, result.advice)
+        confidence = result.confidence
         return SessionResult(
-            prob=prob,
-            mask=(prob > 0.5).astype(np.uint8),
-            confidence=confidence,
-            advice=advice,
+            prob_box=prob_to_box(crop, result.prob),
+            confidence_box=None if confidence is None else prob_to_box(crop, confidence),
+            advice_box=None if result.advice is None else advice_to_box(crop, result.advice),
             seconds=float(result.seconds),
             total_seconds=time.perf_counter() - t0,
             step=self.n_steps,
             box=crop.box,
+            shape=crop.source_shape,
         )
 
     # ---------------------------------------------------------------- export

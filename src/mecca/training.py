@@ -334,13 +334,11 @@ def _train_confidence(
 
 
 def agent_method(models: Models, cfg: TrainConfig, device: torch.device) -> RLAgentMethod:
-    """The current networks as an ``InteractiveMethod`` (evaluation mode, no advice
-    regions: validation measures Dice only)."""
+    """The current networks as an ``InteractiveMethod`` (evaluation mode)."""
     return RLAgentMethod(
         net=models.net,
         encoder=hint_encoder(cfg),
         confidence=models.confidence,
-        guide=False,
         name=cfg.method,
         device=device,
     )

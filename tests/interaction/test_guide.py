@@ -3,8 +3,9 @@ import pytest
 
 from conftest import sphere
 from mecca.data.roi import Box, make_crop
-from mecca.errors import ConfigError, GeometryError
+from mecca.errors import ConfigError, GeometryError, InputError
 from mecca.interaction.guide import (
+    SupervoxelCache,
     advice_regions,
     advice_to_original,
     lowest_mean_regions,
@@ -99,3 +100,24 @@ def test_advice_to_original_identity_grid(rng):
     crop = make_crop(rng.random(GRID), box, grid=GRID)
     advice = rng.integers(0, 6, GRID).astype(np.int32)
     np.testing.assert_array_equal(advice_to_original(crop, advice), advice)
+
+
+def test_supervoxel_cache_computes_once_prefetches_and_matches_slic(rng):
+    image = _image(rng)
+    cache = SupervoxelCache(image)
+    cache.prefetch(50)
+    cache.prefetch(50)  # a second request for the same count starts nothing new
+    labels = cache.get(50)
+    np.testing.assert_array_equal(labels, supervoxels(image, 50))
+    assert cache.get(50) is labels and cache.computed() == [50]
+    confidence = rng.random(GRID)
+    np.testing.assert_array_equal(
+        advice_regions(image, confidence, step=2, cache=cache),
+        advice_regions(image, confidence, step=2),
+    )
+    with pytest.raises(GeometryError, match="cache shape"):
+        advice_regions(image[:-1], confidence[:-1], step=2, cache=cache)
+    with pytest.raises(ConfigError, match="n_segments"):
+        cache.get(0)
+    with pytest.raises(InputError, match="finite 3D"):
+        SupervoxelCache(np.full(GRID, np.nan))

@@ -20,14 +20,14 @@ def _crop():
     return make_crop(image, Box((0, 0, 0), gt.shape), grid=gt.shape), gt
 
 
-def _mecca(guide: bool = True) -> RLAgentMethod:
+def _mecca() -> RLAgentMethod:
     torch.manual_seed(0)
     net = ActorCritic(PNetConfig(in_channels=3, width=4))
     conf = ConfidenceNet(ConfidenceConfig(in_channels=4, width=4))
-    return RLAgentMethod(net, HintEncoder("gaussian", "edge"), confidence=conf, guide=guide)
+    return RLAgentMethod(net, HintEncoder("gaussian", "edge"), confidence=conf)
 
 
-def test_mecca_step_moves_every_voxel_by_an_action_and_gives_confidence_and_advice():
+def test_mecca_step_moves_every_voxel_by_an_action_and_gives_confidence():
     crop, _ = _crop()
     method = _mecca()
     assert isinstance(method, InteractiveMethod)
@@ -41,19 +41,18 @@ def test_mecca_step_moves_every_voxel_by_an_action_and_gives_confidence_and_advi
     assert np.abs(moves[:, None] - np.asarray(ACTIONS)[None]).min(axis=1).max() < 1e-6
     assert result.confidence is not None and result.confidence.shape == crop.grid
     assert 0.0 <= result.confidence.min() and result.confidence.max() <= 1.0
-    assert result.advice is not None and 1 <= result.advice.max() <= 5
+    assert method.gives_confidence and result.advice is None  # advice: the session's job
     assert state.extra["step"] == 1 and len(state.clicks) == 1
     assert state.extra["hints"].max() == pytest.approx(1.0)
 
 
 def test_greedy_steps_are_deterministic_and_states_are_not_mutated():
     crop, _ = _crop()
-    method = _mecca(guide=False)
+    method = _mecca()
     start = method.start(crop)
     s1, r1 = method.step(start, [], rng=np.random.default_rng(0))
     s2, r2 = method.step(start, [], rng=np.random.default_rng(1))
     np.testing.assert_array_equal(r1.prob, r2.prob)
-    assert r1.advice is None
     assert np.all(start.prob == 0.5) and start.extra["step"] == 0
 
 
@@ -65,7 +64,7 @@ def test_itermrl_agent_takes_fg_bg_clicks_and_has_no_confidence():
     state = method.start(crop, init_prob=np.full(crop.grid, 0.2, np.float32))
     _, result = method.step(state, [Click(InteractionKind.FOREGROUND, (10, 10, 6))],
                             rng=np.random.default_rng(0))
-    assert result.confidence is None and result.advice is None
+    assert result.confidence is None and result.advice is None and not method.gives_confidence
     assert np.all((result.prob >= 0) & (result.prob <= 0.6 + 1e-6))
 
 

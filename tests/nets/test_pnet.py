@@ -10,7 +10,13 @@ from torch import nn
 
 from mecca.errors import ConfigError
 from mecca.nets import NETWORKS, build, register
-from mecca.nets.pnet import DEFAULT_ACTIONS, ActorCritic, PNetConfig, iter_mrl_config
+from mecca.nets.pnet import (
+    DEFAULT_ACTIONS,
+    ActorCritic,
+    DilatedConv3d,
+    PNetConfig,
+    iter_mrl_config,
+)
 
 
 def _state(b: int, c: int, grid: tuple[int, int, int], seed: int = 0) -> torch.Tensor:
@@ -143,3 +149,20 @@ def test_batch_statistics_normalises_with_the_input_and_restores_everything() ->
     with torch.no_grad():
         reference = net.policy_logits(x)  # train mode: the batch's own statistics
     torch.testing.assert_close(inside, reference)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_dilated_conv_matches_conv3d_outputs_and_gradients(dtype: torch.dtype) -> None:
+    """The oneDNN shortcut (float32 CPU) and the fallback give nn.Conv3d's numbers."""
+    torch.manual_seed(0)
+    fast = DilatedConv3d(3, 8, kernel_size=3, padding=4, dilation=4).to(dtype)
+    plain = nn.Conv3d(3, 8, kernel_size=3, padding=4, dilation=4).to(dtype)
+    plain.load_state_dict(fast.state_dict())
+    x = torch.randn(1, 3, 9, 10, 11, dtype=dtype, requires_grad=True)
+    y_fast, y_plain = fast(x), plain(x)
+    assert y_fast.shape == (1, 8, 9, 10, 11)
+    torch.testing.assert_close(y_fast, y_plain, rtol=1e-5, atol=1e-5)
+    g_fast = torch.autograd.grad(y_fast.square().sum(), (x, fast.weight, fast.bias))
+    g_plain = torch.autograd.grad(y_plain.square().sum(), (x, plain.weight, plain.bias))
+    for a, b in zip(g_fast, g_plain, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)

@@ -52,9 +52,7 @@ def default_model(method: str, dataset: str | None = None) -> str:
 
 
 def _learned(method: str) -> Callable[..., InteractiveMethod]:
-    def factory(
-        model: str | None = None, device: str = "cpu", guide: bool = True
-    ) -> InteractiveMethod:
+    def factory(model: str | None = None, device: str = "cpu") -> InteractiveMethod:
         """A trained ``method`` model: a shipped bundle's name or a bundle folder."""
         from mecca.bundle import load_bundle
 
@@ -65,7 +63,7 @@ def _learned(method: str) -> Callable[..., InteractiveMethod]:
                 f"not {method}",
                 hint=f"use --method {bundle.metadata['method']}",
             )
-        return bundle.method(device=device, guide=guide)
+        return bundle.method(device=device)
 
     return factory
 

@@ -51,7 +51,12 @@ class MethodState:
 
 @runtime_checkable
 class InteractiveMethod(Protocol):
-    """An interactive segmentation method: ``start`` once per crop, ``step`` per round."""
+    """An interactive segmentation method: ``start`` once per crop, ``step`` per round.
+
+    Optional: a method whose steps return confidence maps may say so with a true
+    ``gives_confidence`` attribute; the session then prepares advice-region supervoxels
+    before the first step (:class:`mecca.interaction.guide.SupervoxelCache`).
+    """
 
     name: str
 

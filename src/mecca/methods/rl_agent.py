@@ -4,7 +4,8 @@ Each step (IteR-MRL Sec. 3, MECCA Sec. 3.1): the new clicks update the hint maps
 state ``[intensity, probability, hints...]`` goes through the policy, every voxel takes
 its most probable action (greedy at inference) and ``p <- clip(p + a, 0, 1)``. With a
 confidence network (MECCA) the step also returns the per-voxel confidence of the actions
-taken and the advice regions (SLIC supervoxels of lowest mean confidence, Sec. 3.5).
+taken; the session turns it into advice regions (Sec. 3.5, :mod:`mecca.interaction.guide`),
+so a benchmark that needs no advice does not pay for SLIC.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ import torch
 
 from mecca.data.roi import Crop
 from mecca.interaction.clicks import Click, InteractionKind
-from mecca.interaction.guide import advice_regions
 from mecca.interaction.hints import HintEncoder
 from mecca.methods.base import MethodState, StepResult
 from mecca.nets import ActorCritic, ConfidenceNet, batch_statistics
@@ -41,7 +41,6 @@ class RLAgentMethod:
         confidence: MECCA's confidence network, or None (IteR-MRL).
         actions: the action set the policy was trained with.
         init_prob: start probability when no initial segmentation is given.
-        guide: compute advice regions when a confidence network is present.
         grid: the network grid the model was trained on; callers crop to it.
     """
 
@@ -50,7 +49,6 @@ class RLAgentMethod:
     confidence: ConfidenceNet | None = None
     actions: tuple[float, ...] = ACTIONS
     init_prob: float = 0.5
-    guide: bool = True
     name: str = "mecca"
     grid: tuple[int, int, int] = (55, 55, 30)
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
@@ -59,6 +57,11 @@ class RLAgentMethod:
         self.net.eval().to(self.device)
         if self.confidence is not None:
             self.confidence.eval().to(self.device)
+
+    @property
+    def gives_confidence(self) -> bool:
+        """Whether steps return a confidence map (so advice regions can be shown)."""
+        return self.confidence is not None
 
     @property
     def accepts(self) -> frozenset[InteractionKind]:
@@ -92,9 +95,6 @@ class RLAgentMethod:
                 conf = self.confidence(x, values)[0, 0].float().cpu().numpy()
         prob_next = p_next[0].float().cpu().numpy()
         step = int(state.extra["step"]) + 1
-        advice = None
-        if conf is not None and self.guide:
-            advice = advice_regions(crop.image, conf, step=step)
         seconds = time.perf_counter() - t0
         new_state = MethodState(
             crop=crop,
@@ -102,4 +102,4 @@ class RLAgentMethod:
             prob=prob_next,
             extra={"hints": hints, "step": step},
         )
-        return new_state, StepResult(prob_next, conf, advice, seconds)
+        return new_state, StepResult(prob_next, conf, None, seconds)

@@ -104,6 +104,40 @@ def _check_dilations(dilations: Sequence[int], name: str) -> None:
         raise ConfigError(f"{name} must be a non-empty sequence of ints >= 1, got {dilations}")
 
 
+class DilatedConv3d(nn.Conv3d):
+    """``nn.Conv3d`` that always takes oneDNN's kernel for float32 CPU tensors.
+
+    Why not plain ``nn.Conv3d``: PyTorch's dispatcher (``ConvParams::use_mkldnn``) sends a
+    single crop (batch 1) to its slow native dilated kernel whenever
+    ``channels x I x J <= 20480``, e.g. every conv at 40 x 40 x 32 and the first conv at
+    55 x 55 x 30. Measured on this 2-core CPU (one 3x3x3 conv, dilation 4, 8 channels):
+    18.2 ms native vs 2.9 ms oneDNN at 40 x 40 x 32; 14.8 vs 2.4 ms for the 3-channel first
+    conv at 55 x 55 x 30. Same weights and state-dict keys, identical outputs and gradients
+    (``torch.mkldnn_convolution`` has autograd support); other devices and dtypes use
+    ``nn.Conv3d`` unchanged.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if (
+            x.device.type == "cpu"
+            and x.dtype == torch.float32
+            and self.weight.dtype == torch.float32
+            and self.padding_mode == "zeros"
+            and torch.backends.mkldnn.is_available()
+            and torch.backends.mkldnn.enabled
+        ):
+            return torch.mkldnn_convolution(
+                x,
+                self.weight,
+                self.bias,
+                list(self.padding),  # type: ignore[arg-type]
+                list(self.stride),
+                list(self.dilation),
+                self.groups,
+            )
+        return super().forward(x)
+
+
 def conv_block(in_ch: int, out_ch: int, dilation: int, n_convs: int, norm: Norm) -> nn.Sequential:
     """``n_convs`` x (3x3x3 conv, dilation ``dilation``, padding = dilation -> norm -> ReLU).
 
@@ -112,7 +146,7 @@ def conv_block(in_ch: int, out_ch: int, dilation: int, n_convs: int, norm: Norm)
     layers: list[nn.Module] = []
     for n in range(n_convs):
         layers.append(
-            nn.Conv3d(
+            DilatedConv3d(
                 in_ch if n == 0 else out_ch,
                 out_ch,
                 kernel_size=3,
