@@ -2,7 +2,9 @@
 
 import csv
 import json
+from dataclasses import replace
 
+import imageio.v3 as iio
 import pytest
 
 from mecca.bench import BenchSettings, run_benchmark
@@ -53,6 +55,33 @@ def test_a_tiny_benchmark_writes_the_schema_and_reproduces(phantoms, tmp_path):
     rows = list(csv.reader((tmp_path / "a" / "results.csv").open()))
     assert rows[0][:3] == ["method", "case", "step"] and len(rows) == 1 + 2 * 2
     assert "## Dice (%)" in (tmp_path / "a" / "report.md").read_text()
+    for png in ("dice_vs_clicks.png", "montage.png"):
+        image = iio.imread(tmp_path / "a" / png)
+        assert image.ndim == 3 and image.shape[0] > 100 and image.std() > 0, png
+
+
+def test_parallel_cases_give_the_same_numbers(phantoms, tmp_path):
+    settings = BenchSettings(
+        data=phantoms,
+        methods=("random_walker",),
+        split="train",
+        steps=2,
+        protocol="cvpr25",
+        max_cases=3,
+    )
+    serial = run_benchmark(settings, tmp_path / "s", progress=False)
+    parallel = run_benchmark(replace(settings, jobs=2), tmp_path / "p", progress=False)
+
+    def numbers(report):
+        cases = report["methods"]["random_walker"]["cases"]
+        return {k: [(s["dice"], s["clicks"]) for s in c["steps"]] for k, c in cases.items()}
+
+    assert numbers(serial) == numbers(parallel)
+    assert list(parallel["methods"]["random_walker"]["cases"]) == list(
+        serial["methods"]["random_walker"]["cases"]
+    )
+    with pytest.raises(ConfigError, match="jobs"):
+        run_benchmark(replace(settings, jobs=0), tmp_path / "z", progress=False)
 
 
 def test_the_mecca_protocol_gives_25_then_5_edge_points(phantoms, tmp_path):

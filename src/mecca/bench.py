@@ -17,8 +17,14 @@ The IteR-MRL protocol (start from an initial segmenter's probability) needs an i
 segmenter, which the package does not have yet; it is refused with that message.
 
 Outputs in ``--out``: ``results.json`` (schema in :func:`summarise`), ``results.csv``
-(one row per method, case and step) and ``report.md`` (Dice and ASSD per step in the
-layout of the MECCA paper's Tables 1-2, NoC, misunderstanding rate, seconds per step).
+(one row per method, case and step), ``report.md`` (Dice and ASSD per step in the
+layout of the MECCA paper's Tables 1-2, NoC, misunderstanding rate, seconds per step),
+``dice_vs_clicks.png`` and ``montage.png`` (the split's first case, every method's final
+mask; :mod:`mecca.bench_plots`).
+
+``jobs > 1`` runs cases in that many worker processes (spawned, each loading the methods
+once and using ``max(1, cpus // jobs)`` torch threads). The numbers do not depend on it;
+the seconds do (workers share the CPU), so time methods with ``jobs=1``.
 """
 
 from __future__ import annotations
@@ -26,14 +32,17 @@ from __future__ import annotations
 import csv
 import json
 import math
-from collections.abc import Sequence
+import multiprocessing
+import os
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from mecca import metrics
+from mecca import bench_plots, metrics
 from mecca.data.datasets import open_dataset
 from mecca.data.roi import random_margin_box
 from mecca.demo import build_method
@@ -62,6 +71,12 @@ class BenchSettings:
     max_cases: int | None = None
     weights: tuple[tuple[str, str], ...] = ()
     """(method, bundle) pairs overriding the shipped model of a learned method."""
+    jobs: int = 1
+    """Cases run in parallel worker processes (1: in this process)."""
+
+
+MONTAGE_CASE = 0
+"""Index of the case shown in ``montage.png`` (the split's first case)."""
 
 
 def _finite(x: float) -> float | None:
@@ -75,8 +90,11 @@ def run_case(
     image: np.ndarray,
     gt: np.ndarray,
     spacing: Sequence[float],
-) -> dict[str, Any]:
-    """One method on one case: per-step metrics, clicks and timings."""
+    *,
+    keep_mask: bool = False,
+) -> tuple[dict[str, Any], np.ndarray | None]:
+    """One method on one case: per-step metrics, clicks and timings (and, with
+    ``keep_mask``, the final mask)."""
     spec = PROTOCOLS[settings.protocol]
     user = make_user(spec["user"], **spec["options"])
     rng = np.random.default_rng([settings.seed, index])
@@ -109,11 +127,12 @@ def run_case(
                 "step_seconds": s.total_seconds,
             }
         )
-    return {
+    result = {
         "box": [list(record.box.start), list(record.box.stop)],
         "initial_dice": 100.0 * record.initial_dice,
         "steps": steps,
     }
+    return result, record.steps[-1].mask if keep_mask else None
 
 
 def _mean_std(values: list[list[float | None]]) -> tuple[list[float | None], list[float | None]]:
@@ -161,6 +180,71 @@ def summarise(cases: dict[str, dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+_WORKER: dict[str, Any] = {}
+"""What a worker process (or the main one, for ``jobs=1``) loaded once: settings,
+dataset, target values, cases and built methods."""
+
+
+def _init_worker(settings: BenchSettings, threads: int | None = None) -> None:
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
+    ds = open_dataset(settings.data)
+    weights = dict(settings.weights)
+    _WORKER.clear()
+    _WORKER.update(
+        settings=settings,
+        dataset=ds,
+        values=ds.resolve_target(settings.target),
+        cases=ds.cases(settings.split)[: settings.max_cases],
+        methods={
+            name: build_method(name, weights.get(name), Path(settings.data).name)
+            for name in settings.methods
+        },
+    )
+
+
+CaseOutput = tuple[int, dict[str, dict[str, Any]], dict[str, np.ndarray] | None]
+
+
+def _run_case_index(index: int) -> CaseOutput:
+    """Every method on case ``index``: (index, method -> case result, montage masks)."""
+    w = _WORKER
+    volume, gt = w["dataset"].load_case(w["cases"][index], w["values"])
+    results, masks = {}, {}
+    for name, method in w["methods"].items():
+        results[name], mask = run_case(
+            w["settings"],
+            method,
+            index,
+            volume.array,
+            gt,
+            volume.spacing,
+            keep_mask=index == MONTAGE_CASE,
+        )
+        if mask is not None:
+            masks[name] = mask
+    return index, results, masks or None
+
+
+def _case_outputs(settings: BenchSettings, n_cases: int) -> Iterator[CaseOutput]:
+    """Case outputs in completion order: in this process, or in ``settings.jobs`` workers."""
+    if settings.jobs <= 1:
+        _init_worker(settings)
+        for index in range(n_cases):
+            yield _run_case_index(index)
+        return
+    threads = max(1, (os.cpu_count() or 1) // settings.jobs)
+    with ProcessPoolExecutor(
+        max_workers=settings.jobs,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=_init_worker,
+        initargs=(settings, threads),
+    ) as pool:
+        yield from pool.map(_run_case_index, range(n_cases))
+
+
 def run_benchmark(
     settings: BenchSettings, out: Path, *, force: bool = False, progress: bool = True
 ) -> dict[str, Any]:
@@ -172,36 +256,49 @@ def run_benchmark(
             else f"choose one of {', '.join(PROTOCOLS)}"
         )
         raise ConfigError(f"protocol {settings.protocol!r} is not available", hint=hint)
+    if settings.jobs < 1:
+        raise ConfigError(f"jobs must be >= 1, got {settings.jobs}")
     out = Path(out)
     if (out / "results.json").exists() and not force:
         raise OverwriteError("results already there", path=out, hint="pass --force")
     ds = open_dataset(settings.data)
     values = ds.resolve_target(settings.target)
     cases = ds.cases(settings.split)[: settings.max_cases]
-    weights = dict(settings.weights)
-    built = {
-        name: build_method(name, weights.get(name), Path(settings.data).name)
-        for name in settings.methods
-    }
-    results: dict[str, dict[str, Any]] = {name: {} for name in settings.methods}
+    for name in settings.methods:  # fail early on an unknown name or a missing bundle
+        build_method(name, dict(settings.weights).get(name), Path(settings.data).name)
+    by_index: dict[int, dict[str, dict[str, Any]]] = {}
+    montage: dict[str, np.ndarray] | None = None
     from tqdm import tqdm
 
-    for index, case in enumerate(tqdm(cases, disable=not progress, unit="case")):
-        volume, gt = ds.load_case(case, values)
-        for name, method in built.items():
-            results[name][case.case_id] = run_case(
-                settings, method, index, volume.array, gt, volume.spacing
-            )
-    report = {
+    outputs = _case_outputs(settings, len(cases))
+    for index, results, masks in tqdm(outputs, total=len(cases), disable=not progress, unit="case"):
+        by_index[index] = results
+        montage = masks or montage
+    report: dict[str, Any] = {
         "protocol": settings.protocol,
         "dataset": str(settings.data),
         "split": settings.split,
         "target": settings.target,
         "steps": settings.steps,
         "seed": settings.seed,
-        "methods": {name: summarise(cases_) for name, cases_ in results.items()},
+        "methods": {
+            name: summarise(
+                {cases[i].case_id: by_index[i][name] for i in range(len(cases))}
+            )
+            for name in settings.methods
+        },
     }
     write_results(report, out)
+    if montage is not None:
+        volume, gt = ds.load_case(cases[MONTAGE_CASE], values)
+        case_id = cases[MONTAGE_CASE].case_id
+        dice = {
+            name: report["methods"][name]["cases"][case_id]["steps"][-1]["dice"]
+            for name in montage
+        }
+        bench_plots.plot_montage(
+            volume.array, gt, montage, dice, out / "montage.png", title=case_id
+        )
     return report
 
 
@@ -229,6 +326,7 @@ def write_results(report: dict[str, Any], out: Path) -> None:
     atomic_write(
         out / "report.md", lambda tmp: tmp.write_text(format_report(report), encoding="utf-8")
     )
+    bench_plots.plot_dice_vs_clicks(report, out / "dice_vs_clicks.png")
 
 
 def _pm(mean: float | None, std: float | None, digits: int = 2) -> str:

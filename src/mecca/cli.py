@@ -257,6 +257,9 @@ def train(
     "--weights", multiple=True, metavar="NAME=BUNDLE", help="Use another bundle for a method."
 )
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Results folder.")
+@click.option(
+    "--jobs", type=int, default=1, show_default=True, help="Cases run in parallel processes."
+)
 @click.option("--force", is_flag=True, help="Replace earlier results in --out.")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
 def benchmark(
@@ -270,10 +273,11 @@ def benchmark(
     max_cases: int | None,
     weights: tuple[str, ...],
     out: Path,
+    jobs: int,
     force: bool,
     no_progress: bool,
 ) -> None:
-    """Compare methods with one simulated-user protocol; writes results.json, .csv, report.md.
+    """Compare methods with one simulated-user protocol: results.json, .csv, report.md, plots.
 
     \b
     Example:
@@ -298,6 +302,7 @@ def benchmark(
         seed=seed,
         max_cases=max_cases,
         weights=tuple(pairs),
+        jobs=jobs,
     )
     run_benchmark(settings, out, force=force, progress=not no_progress)
     click.echo((out / "report.md").read_text(encoding="utf-8"))
