@@ -11,7 +11,7 @@ from mecca.cli import main
 def test_help_lists_commands_with_examples():
     result = CliRunner().invoke(main, ["--help"])
     assert result.exit_code == 0
-    for command in ("demo", "evaluate", "phantom", "train", "export-model"):
+    for command in ("demo", "evaluate", "phantom", "train", "export-model", "segment", "benchmark"):
         assert command in result.output
         sub = CliRunner().invoke(main, [command, "--help"])
         assert sub.exit_code == 0 and "mecca " + command in sub.output

@@ -151,6 +151,72 @@ def demo(
         click.echo(f"overlays: {overlays}/step_1.png ... step_{steps}.png")
 
 
+@main.command()
+@click.argument("image", type=click.Path(path_type=Path))
+@click.option(
+    "--clicks",
+    "clicks_path",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="Clicks JSON (format: docs/segment.md).",
+)
+@click.option("--roi", help="ROI in voxels: i0,j0,k0,i1,j1,k1 (stop exclusive).")
+@click.option(
+    "--roi-from-clicks",
+    is_flag=True,
+    help="ROI = the first step's clicks + 20 mm (the default without --roi).",
+)
+@click.option("--method", default="mecca", show_default=True, help="Registered method name.")
+@click.option("--model", help="Bundle name or folder for a learned method.")
+@click.option("--steps", type=int, help="Steps to run (default: one per step in the file).")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Mask to write.")
+@click.option("--prob", "prob_out", type=click.Path(path_type=Path), help="Probability map.")
+@click.option("--advice", "advice_out", type=click.Path(path_type=Path), help="Advice JSON.")
+@click.option("--force", is_flag=True, help="Replace existing outputs.")
+def segment(
+    image: Path,
+    clicks_path: Path,
+    roi: str | None,
+    roi_from_clicks: bool,
+    method: str,
+    model: str | None,
+    steps: int | None,
+    out: Path,
+    prob_out: Path | None,
+    advice_out: Path | None,
+    force: bool,
+) -> None:
+    """Segment IMAGE from a file of clicks; the mask is written on IMAGE's own grid.
+
+    \b
+    Example:
+      mecca phantom --out phantoms --n 1 --seed 0
+      mecca segment phantoms/imagesTr/phantom_000.nii.gz \\
+        --clicks examples/clicks_phantom.json --out mask.nii.gz --advice advice.json
+    """
+    from mecca.demo import build_method
+    from mecca.segment import parse_roi, read_clicks
+    from mecca.segment import segment as run_segment
+
+    if roi is not None and roi_from_clicks:
+        raise click.UsageError("give --roi or --roi-from-clicks, not both")
+    result = run_segment(
+        image,
+        read_clicks(clicks_path),
+        out,
+        roi=None if roi is None else parse_roi(roi),
+        method=build_method(method, model),
+        steps=steps,
+        prob_out=prob_out,
+        advice_out=advice_out,
+        force=force,
+    )
+    click.echo(
+        f"{result.step} steps, {int(result.mask_box.sum())} voxels in the mask, "
+        f"last step {1000 * result.total_seconds:.0f} ms; wrote {out}"
+    )
+
+
 @main.command("export-model")
 @click.argument("run", type=click.Path(path_type=Path))
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Bundle folder.")
