@@ -72,7 +72,15 @@ def _register_builtins() -> None:
     if "random_walker" in _FACTORIES:
         return
     from mecca.methods.classical import RandomWalkerMethod
+    from mecca.methods.geos import GeosMethod
+    from mecca.methods.graphcut import GraphCutMethod
+    from mecca.methods.growcut import GrowCutMethod
+    from mecca.methods.region_growing import RegionGrowingMethod
 
     _FACTORIES.setdefault("random_walker", RandomWalkerMethod)
+    _FACTORIES.setdefault("graphcut", GraphCutMethod)
+    _FACTORIES.setdefault("growcut", GrowCutMethod)
+    _FACTORIES.setdefault("geos", GeosMethod)
+    _FACTORIES.setdefault("region_growing", RegionGrowingMethod)
     _FACTORIES.setdefault("mecca", _learned("mecca"))
     _FACTORIES.setdefault("itermrl", _learned("itermrl"))
