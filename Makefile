@@ -11,7 +11,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip
 	# torch first and pinned: 2.13.0 is a CPU build on local disk; unpinned pulls CUDA (GBs).
 	$(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -m pip install -q -e '.[dev,server]'
+	# 3D Slicer's MONAILabel client code (a data file of this wheel) drives the server tests
+	$(BIN)/python -m pip install -q --no-deps monailabel==0.8.5
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -11,7 +11,16 @@ from mecca.cli import main
 def test_help_lists_commands_with_examples():
     result = CliRunner().invoke(main, ["--help"])
     assert result.exit_code == 0
-    for command in ("demo", "evaluate", "phantom", "train", "export-model", "segment", "benchmark"):
+    for command in (
+        "demo",
+        "evaluate",
+        "phantom",
+        "train",
+        "export-model",
+        "segment",
+        "benchmark",
+        "serve",
+    ):
         assert command in result.output
         sub = CliRunner().invoke(main, [command, "--help"])
         assert sub.exit_code == 0 and "mecca " + command in sub.output
@@ -42,8 +51,16 @@ def test_train_export_demo_end_to_end(tmp_path):
     runner = CliRunner()
     data, run, bundle = tmp_path / "ph", tmp_path / "run", tmp_path / "bundle"
     assert runner.invoke(main, ["phantom", "--out", str(data), "--n", "5"]).exit_code == 0
-    settings = ["episodes=2", "grid=[16,16,8]", "width=4", "batch_size=1", "steps=2",
-                "val_every=2", "val_cases=1", "checkpoint_every=1"]
+    settings = [
+        "episodes=2",
+        "grid=[16,16,8]",
+        "width=4",
+        "batch_size=1",
+        "steps=2",
+        "val_every=2",
+        "val_cases=1",
+        "checkpoint_every=1",
+    ]
     args = ["train", "--data", str(data), "--out", str(run), "--no-progress"]
     for item in settings:
         args += ["--set", item]
@@ -52,8 +69,9 @@ def test_train_export_demo_end_to_end(tmp_path):
     result = runner.invoke(main, ["export-model", str(run), "--out", str(bundle)])
     assert result.exit_code == 0, result.output
     pngs = tmp_path / "png"
-    result = runner.invoke(main, ["demo", "--model", str(bundle), "--steps", "2",
-                                  "--overlays", str(pngs)])
+    result = runner.invoke(
+        main, ["demo", "--model", str(bundle), "--steps", "2", "--overlays", str(pngs)]
+    )
     assert result.exit_code == 0, result.output
     assert [p.name for p in sorted(pngs.glob("*.png"))] == ["step_1.png", "step_2.png"]
     again = runner.invoke(main, args)

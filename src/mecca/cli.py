@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from pathlib import Path
 
@@ -215,6 +216,72 @@ def segment(
         f"{result.step} steps, {int(result.mask_box.sum())} voxels in the mask, "
         f"last step {1000 * result.total_seconds:.0f} ms; wrote {out}"
     )
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind.")
+@click.option("--port", type=int, default=8000, show_default=True)
+@click.option(
+    "--root",
+    "roots",
+    multiple=True,
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Folder whose images may be opened by relative path (repeatable).",
+)
+@click.option(
+    "--state-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Autosaved sessions and exports (default ~/.mecca/server).",
+)
+@click.option("--token", envvar="MECCA_TOKEN", help="Require this bearer token (env MECCA_TOKEN).")
+@click.option("--allow-remote", is_flag=True, help="Allow a non-loopback --host (needs --token).")
+@click.option(
+    "--methods",
+    default="mecca,itermrl,random_walker,graphcut,geos",
+    show_default=True,
+    help="Methods offered; the first is the default.",
+)
+@click.option("--max-upload-mb", type=int, default=1024, show_default=True)
+@click.option("--max-voxels", type=int, default=512**3, show_default=True)
+def serve(
+    host: str,
+    port: int,
+    roots: tuple[Path, ...],
+    state_dir: Path | None,
+    token: str | None,
+    allow_remote: bool,
+    methods: str,
+    max_upload_mb: int,
+    max_voxels: int,
+) -> None:
+    """Serve the HTTP API and the MONAI Label subset that 3D Slicer uses.
+
+    \b
+    Example:
+      mecca serve --root ../shared/data --port 8000
+      (3D Slicer: MONAILabel module, server http://127.0.0.1:8000)
+    """
+    import uvicorn
+
+    from mecca.server.app import create_app
+    from mecca.server.settings import ServerSettings
+
+    defaults = ServerSettings()
+    settings = ServerSettings(
+        host=host,
+        port=port,
+        token=token,
+        allow_remote=allow_remote,
+        roots=tuple(r.resolve() for r in roots),
+        methods=tuple(m.strip() for m in methods.split(",") if m.strip()),
+        max_upload_bytes=max_upload_mb << 20,
+        max_voxels=max_voxels,
+        state_dir=defaults.state_dir if state_dir is None else state_dir,
+    )
+    for name in ("mecca.io", "mecca.session"):  # they log file paths: keep them quiet
+        logging.getLogger(name).setLevel(logging.WARNING)
+    click.echo(f"MECCA server on http://{host}:{port} (API docs at /docs)")
+    uvicorn.run(create_app(settings), host=host, port=port, access_log=False, log_level="info")
 
 
 @main.command("export-model")

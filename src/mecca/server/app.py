@@ -1,0 +1,396 @@
+"""The HTTP API (FastAPI; OpenAPI schema at ``/openapi.json``, docs at ``/docs``).
+
+Every route under ``/api`` works on server-side sessions (:mod:`mecca.server.sessions`):
+
+====================================  =================================================
+``GET  /api/info``                    version, methods (and the clicks each takes),
+                                      image roots, limits
+``GET  /api/files?root=R&folder=F``   images and folders under root R (names only)
+``POST /api/sessions``                open ``{"root": R, "path": "rel/path", "method"}``
+``POST /api/sessions/upload``         raw body = the file; ``?filename=x.nii.gz&method=``
+``GET  /api/sessions/{id}``           state: shape, affine, ROI, steps, undo/redo
+``GET  /api/sessions/{id}/image.nii.gz``  the image as the server wrote it
+``PUT  /api/sessions/{id}/roi``       ``{"corners_mm": [[x,y,z],[x,y,z]]}`` (RAS mm)
+``POST /api/sessions/{id}/clicks``    ``{"clicks": [{"kind", "xyz_mm"}], "step": true}``
+``POST /api/sessions/{id}/step|undo|redo|reset``
+``PUT  /api/sessions/{id}/method``    ``{"method": name}`` (restarts the session)
+``GET  /api/sessions/{id}/mask.nii.gz|prob.nii.gz|advice.nii.gz``
+``POST /api/sessions/{id}/export``    ``{"name": "liver.nii.gz"}``: written under the
+                                      state folder's ``exports/<id>/``
+``DELETE /api/sessions/{id}``
+====================================  =================================================
+
+Clicks from a viewer come in RAS millimetres and are converted with the affine of the
+image the server wrote (a viewer such as NiiVue reorders voxels internally, so its voxel
+indices are not the file's). Steps return the last step's timing and advice summary; the
+overlays are fetched as NIfTI files on the same grid.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
+from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.responses import FileResponse, JSONResponse, Response
+from pydantic import BaseModel, Field
+from starlette.middleware.trustedhost import TrustedHostMiddleware
+
+from mecca import __version__, methods
+from mecca.data.roi import Box
+from mecca.errors import InputError, MeccaError
+from mecca.io import Volume, load, save_mask, save_volume
+from mecca.methods.base import InteractiveMethod
+from mecca.segment import KIND_ALIASES, advice_summary
+from mecca.server.security import BodyLimit, error_reply, internal_error, token_ok
+from mecca.server.sessions import ServerSession, SessionStore, UnknownSession
+from mecca.server.settings import ServerSettings
+from mecca.server.uploads import check_voxels, safe_filename, unpack_zip
+from mecca.session import Session
+
+log = logging.getLogger(__name__)
+
+PUBLIC_PATHS = ("/", "/favicon.ico", "/auth/", "/auth/token")
+"""Paths served without the token: the page itself and MONAI Label's login."""
+IMAGE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".mha", ".mhd", ".gipl", ".gipl.gz")
+
+
+class OpenRequest(BaseModel):
+    root: int = Field(ge=0)
+    path: str = Field(min_length=1, max_length=1024)
+    method: str | None = None
+
+
+class RoiRequest(BaseModel):
+    corners_mm: list[list[float]] = Field(min_length=2, max_length=2)
+
+
+class ClickIn(BaseModel):
+    kind: str
+    xyz_mm: list[float] = Field(min_length=3, max_length=3)
+
+
+class ClicksRequest(BaseModel):
+    clicks: list[ClickIn] = Field(max_length=1000)
+    step: bool = True
+
+
+class MethodRequest(BaseModel):
+    method: str
+
+
+class ExportRequest(BaseModel):
+    name: str = Field(default="mask.nii.gz", max_length=200)
+
+
+class Server:
+    """The app's state: settings, method cache and session store."""
+
+    def __init__(self, settings: ServerSettings) -> None:
+        self.settings = settings
+        self._methods: dict[str, InteractiveMethod] = {}
+        self.store = SessionStore(settings.state_dir, self.method, settings.session_ttl_s)
+
+    def method(self, name: str) -> InteractiveMethod:
+        """A method offered by this server (built once, shared: methods are stateless)."""
+        if name not in self.settings.methods:
+            raise InputError(
+                f"method {name!r} is not offered here",
+                hint=f"choose one of {', '.join(self.settings.methods)}",
+            )
+        if name not in self._methods:
+            self._methods[name] = methods.get(name)
+        return self._methods[name]
+
+    def open_path(self, root: int, rel: str) -> Path:
+        """``rel`` under root number ``root``, refusing anything that leaves the root."""
+        if root >= len(self.settings.roots):
+            raise InputError(f"there is no image root {root}")
+        base = self.settings.roots[root].resolve()
+        target = (base / rel).resolve()
+        if not target.is_relative_to(base) or not target.exists():
+            raise InputError("no such image under this root")
+        return target
+
+    def load_checked(self, path: Path) -> Volume:
+        check_voxels(path, self.settings.max_voxels)
+        return load(path)
+
+
+def state_of(ss: ServerSession) -> dict[str, Any]:
+    """What the page needs to draw a session."""
+    s = ss.session
+    vol = s.volume
+    result = s.result
+    return {
+        "id": ss.id,
+        "method": ss.method,
+        "accepts": sorted(k.value for k in s.method.accepts),
+        "shape": list(vol.shape),
+        "spacing": [float(x) for x in vol.spacing],
+        "affine": np.asarray(vol.affine).tolist(),
+        "roi": None if s.roi is None else [list(s.roi.start), list(s.roi.stop)],
+        "steps": s.n_steps,
+        "pending": len(s.pending),
+        "can_undo": s.can_undo,
+        "can_redo": s.can_redo,
+        "last": None if result is None else step_summary(ss),
+    }
+
+
+def step_summary(ss: ServerSession) -> dict[str, Any]:
+    result = ss.session.result
+    assert result is not None
+    return {
+        "step": result.step,
+        "total_ms": round(1000 * result.total_seconds, 1),
+        "method_ms": round(1000 * result.seconds, 1),
+        "mask_voxels": int(result.mask_box.sum()),
+        "box": [list(result.box.start), list(result.box.stop)],
+        "advice": advice_summary(result, ss.session.volume),
+    }
+
+
+api = APIRouter(prefix="/api", tags=["MECCA API"])
+
+
+def get_server(request: Request) -> Server:
+    """The :class:`Server` of the app handling ``request``."""
+    server: Server = request.app.state.server
+    return server
+
+
+ServerDep = Annotated[Server, Depends(get_server)]
+
+
+def run_locked(server: Server, ss: ServerSession, action: Any) -> dict[str, Any]:
+    """Run ``action(session)`` under the session's lock and the model lock, then save."""
+    with ss.lock:
+        with server.store.model_lock:
+            action(ss.session)
+        server.store.save(ss)
+        return state_of(ss)
+
+
+@api.get("/info")
+def info(server: ServerDep) -> dict[str, Any]:
+    settings = server.settings
+    return {
+        "name": "MECCA",
+        "version": __version__,
+        "methods": [
+            {"name": n, "accepts": sorted(k.value for k in server.method(n).accepts)}
+            for n in settings.methods
+        ],
+        "roots": [{"index": i, "name": p.name} for i, p in enumerate(settings.roots)],
+        "limits": {
+            "max_upload_bytes": settings.max_upload_bytes,
+            "max_voxels": settings.max_voxels,
+        },
+    }
+
+
+@api.get("/files")
+def files(server: ServerDep, root: int = 0, folder: str = "") -> dict[str, Any]:
+    base = server.open_path(root, folder or ".")
+    if not base.is_dir():
+        raise InputError("not a folder")
+    entries = []
+    for p in sorted(base.iterdir())[:1000]:
+        image = p.is_file() and p.name.lower().endswith(IMAGE_SUFFIXES)
+        if not p.name.startswith(".") and (p.is_dir() or image):
+            entries.append({"name": p.name, "folder": p.is_dir()})
+    return {"root": root, "folder": folder, "entries": entries}
+
+
+@api.post("/sessions")
+def open_session(server: ServerDep, body: OpenRequest) -> dict[str, Any]:
+    volume = server.load_checked(server.open_path(body.root, body.path))
+    return state_of(server.store.create(volume, body.method or server.settings.methods[0]))
+
+
+@api.post("/sessions/upload")
+async def upload(
+    server: ServerDep, request: Request, filename: str, method: str | None = None
+) -> dict[str, Any]:
+    """The request body is the file itself (streamed to a temporary folder)."""
+    name = safe_filename(filename)
+    with tempfile.TemporaryDirectory(prefix="mecca-upload-") as tmp:
+        path = Path(tmp) / name
+        with path.open("wb") as fh:
+            async for chunk in request.stream():
+                fh.write(chunk)
+        if name.endswith(".zip"):
+            limit = server.settings.max_decompressed_bytes
+            path = unpack_zip(path, Path(tmp) / "dicom", max_bytes=limit)
+        volume = server.load_checked(path)
+        ss = server.store.create(volume, method or server.settings.methods[0])
+    return state_of(ss)
+
+
+@api.get("/sessions/{sid}")
+def get_session(server: ServerDep, sid: str) -> dict[str, Any]:
+    return state_of(server.store.get(sid))
+
+
+@api.delete("/sessions/{sid}")
+def delete_session(server: ServerDep, sid: str) -> dict[str, Any]:
+    server.store.delete(sid)
+    return {"deleted": sid}
+
+
+@api.get("/sessions/{sid}/image.nii.gz")
+def image(server: ServerDep, sid: str) -> FileResponse:
+    ss = server.store.get(sid)
+    return FileResponse(ss.image_path, media_type="application/gzip", filename="image.nii.gz")
+
+
+def box_from_corners(volume: Volume, corners_mm: list[list[float]]) -> Box:
+    """The voxel box spanned by two RAS points (nearest voxels, both inclusive)."""
+    corners = np.array(corners_mm, dtype=np.float64)
+    if corners.shape != (2, 3) or not np.all(np.isfinite(corners)):
+        raise InputError("corners_mm must be two finite [x, y, z] points")
+    ijk = np.stack([volume.world_to_voxel(c) for c in corners])
+    shape = np.array(volume.shape)
+    lo = np.clip(np.floor(ijk.min(0) + 0.5), 0, shape - 1).astype(int)
+    hi = np.clip(np.floor(ijk.max(0) + 0.5) + 1, 1, shape).astype(int)
+    return Box(tuple(lo), tuple(np.maximum(hi, lo + 1)))  # type: ignore[arg-type]
+
+
+@api.put("/sessions/{sid}/roi")
+def set_roi(server: ServerDep, sid: str, body: RoiRequest) -> dict[str, Any]:
+    ss = server.store.get(sid)
+    box = box_from_corners(ss.session.volume, body.corners_mm)
+    with ss.lock:
+        ss.session.set_roi(box)
+        ss.roi = box
+        server.store.save(ss)
+        return state_of(ss)
+
+
+def voxel_clicks(volume: Volume, clicks: list[ClickIn]) -> list[tuple[Any, tuple[int, ...]]]:
+    """RAS-mm clicks as (kind, nearest voxel) pairs; unknown kinds refused."""
+    out = []
+    for c in clicks:
+        kind = KIND_ALIASES.get(c.kind.lower())
+        if kind is None:
+            raise InputError(f"unknown click kind {c.kind!r}", hint="foreground, background, edge")
+        ijk = np.floor(volume.world_to_voxel(np.asarray(c.xyz_mm, np.float64)) + 0.5)
+        out.append((kind, tuple(int(v) for v in ijk)))
+    return out
+
+
+@api.post("/sessions/{sid}/clicks")
+def add_clicks(server: ServerDep, sid: str, body: ClicksRequest) -> dict[str, Any]:
+    ss = server.store.get(sid)
+    queued = voxel_clicks(ss.session.volume, body.clicks)
+
+    def act(session: Any) -> None:
+        session.add_clicks(queued)  # checks every click before queueing any
+        if body.step:
+            session.step()
+
+    return run_locked(server, ss, act)
+
+
+@api.post("/sessions/{sid}/step")
+def step(server: ServerDep, sid: str) -> dict[str, Any]:
+    return run_locked(server, server.store.get(sid), lambda s: s.step())
+
+
+@api.post("/sessions/{sid}/undo")
+def undo(server: ServerDep, sid: str) -> dict[str, Any]:
+    return run_locked(server, server.store.get(sid), lambda s: s.undo())
+
+
+@api.post("/sessions/{sid}/redo")
+def redo(server: ServerDep, sid: str) -> dict[str, Any]:
+    return run_locked(server, server.store.get(sid), lambda s: s.redo())
+
+
+@api.post("/sessions/{sid}/reset")
+def reset(server: ServerDep, sid: str) -> dict[str, Any]:
+    return run_locked(server, server.store.get(sid), lambda s: s.reset())
+
+
+@api.put("/sessions/{sid}/method")
+def set_method(server: ServerDep, sid: str, body: MethodRequest) -> dict[str, Any]:
+    ss = server.store.get(sid)
+    built = server.method(body.method)
+    with ss.lock:
+        ss.session = Session(ss.session.volume, ss.roi, method=built, rng=0)
+        ss.method = body.method
+        server.store.save(ss)
+        return state_of(ss)
+
+
+def result_file(ss: ServerSession, what: str) -> Path:
+    """The current mask, probability or advice map as NIfTI in the session folder."""
+    result = ss.session.result
+    if result is None:
+        raise InputError("no step has been run yet")
+    path = ss.folder / f"{what}.nii.gz"
+    volume = ss.session.volume
+    if what == "mask":
+        return path  # written by every save
+    if what == "prob":
+        return save_volume(Volume(result.prob, volume.affine), path, force=True)
+    if result.advice is None:
+        raise InputError("this method gives no advice regions")
+    return save_mask(result.advice, volume, path, force=True)
+
+
+@api.get("/sessions/{sid}/{what}.nii.gz")
+def result_nifti(server: ServerDep, sid: str, what: str) -> FileResponse:
+    if what not in ("mask", "prob", "advice"):
+        raise InputError(f"no such result {what!r}", hint="mask, prob or advice")
+    ss = server.store.get(sid)
+    with ss.lock:
+        path = result_file(ss, what)
+        return FileResponse(path, media_type="application/gzip", filename=f"{what}.nii.gz")
+
+
+@api.post("/sessions/{sid}/export")
+def export(server: ServerDep, sid: str, body: ExportRequest) -> dict[str, Any]:
+    ss = server.store.get(sid)
+    name = Path(body.name.replace("\\", "/")).name
+    if not name.endswith((".nii.gz", ".nii", ".nrrd", ".mha")):
+        raise InputError("export name must end in .nii.gz, .nii, .nrrd or .mha")
+    with ss.lock:
+        if ss.session.result is None:
+            raise InputError("nothing to export yet: run a step first")
+        target = server.settings.state_dir / "exports" / ss.id / name
+        save_mask(ss.session.result.mask, ss.session.volume, target, force=True)
+    return {"exported": name, "folder": f"exports/{ss.id}"}
+
+
+def create_app(settings: ServerSettings) -> FastAPI:
+    """The FastAPI application (JSON API and MONAI Label subset) for ``settings``."""
+    from mecca.server.monailabel import monailabel
+
+    app = FastAPI(title="MECCA", version=__version__, docs_url="/docs", redoc_url=None)
+    app.state.server = Server(settings)
+
+    @app.middleware("http")
+    async def require_token(request: Request, call_next: Any) -> Response:
+        path = request.url.path
+        if not (path in PUBLIC_PATHS or path.startswith("/static/")) and not token_ok(
+            request, settings.token
+        ):
+            return JSONResponse({"error": "missing or wrong token"}, status_code=401)
+        response: Response = await call_next(request)
+        return response
+
+    app.add_middleware(TrustedHostMiddleware, allowed_hosts=settings.allowed_hosts())
+    app.add_middleware(BodyLimit, max_bytes=settings.max_upload_bytes)
+    app.add_exception_handler(MeccaError, lambda r, e: error_reply(e))  # type: ignore[arg-type]
+    app.add_exception_handler(
+        UnknownSession, lambda r, e: JSONResponse({"error": "no such session"}, status_code=404)
+    )
+    app.add_exception_handler(Exception, lambda r, e: internal_error(e))
+    app.include_router(api)
+    app.include_router(monailabel)
+    return app

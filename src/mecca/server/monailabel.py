@@ -1,0 +1,253 @@
+"""The subset of the MONAI Label REST API that 3D Slicer's "MONAILabel" module needs.
+
+Checked against the module's own client (MONAILabel ``plugins/slicer/MONAILabel/
+MONAILabelLib/client.py`` and ``MONAILabel.py``, as shipped in the PyPI package
+``monailabel`` 0.8.5), and tested by driving this server with that client code:
+
+* ``GET /auth/`` before every request: ``{"enabled": false}`` (true with a token; then
+  ``POST /auth/token`` takes the token as the password and returns it as a bearer token).
+* ``GET /info/``: name, description, version, ``labels`` and ``models`` of type
+  ``deepgrow`` (Slicer's foreground/background point tools), 3D. There is no top-level
+  ``config`` key: Slicer takes one as the sign of an outdated server and stops.
+* ``GET /train/?check_if_running=true``: 404 (this server does not train).
+* ``PUT /session/`` (multipart ``files`` = the volume Slicer saved, NRRD by default) ->
+  ``{"session_id": ...}``; ``GET`` / ``DELETE /session/{id}``.
+* ``POST /infer/{model}?image=...&session_id=...`` with a multipart ``params`` JSON that
+  holds ALL ``foreground`` / ``background`` points so far, as rounded IJK indices of the
+  uploaded file. The server adds the points it has not seen as one step (if a point was
+  removed, it restarts the session with all points as step 1), runs the model and
+  answers ``multipart/form-data``: a ``params`` JSON part and one file part whose name is
+  a plain basename (``label`` plus the upload's ending), as the client writes that name
+  under its temp folder unchecked.
+
+MECCA takes boundary (edge) points, which Slicer's deepgrow tools do not have: for the
+``mecca`` model the foreground points are taken as edge points and background points
+are ignored. Methods that take fg/bg clicks use both lists as they are.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import APIRouter, File, Form, HTTPException, Request, UploadFile
+from fastapi.responses import JSONResponse, Response
+
+from mecca import __version__
+from mecca.errors import InputError
+from mecca.interaction.clicks import Click, InteractionKind
+from mecca.io import file_extension, save_mask
+from mecca.server.security import token_ok
+from mecca.server.sessions import ServerSession
+from mecca.server.uploads import safe_filename
+from mecca.session import Session
+
+LABEL = "target"
+FG, BG, EDGE = InteractionKind.FOREGROUND, InteractionKind.BACKGROUND, InteractionKind.EDGE
+
+
+def _points(params: dict[str, Any], key: str, shape: tuple[int, ...]) -> list[tuple[int, int, int]]:
+    raw = params.get(key) or []
+    if not isinstance(raw, list):
+        raise InputError(f"{key} must be a list of [i, j, k] points")
+    out = []
+    for p in raw:
+        if not isinstance(p, list) or len(p) != 3 or not all(isinstance(v, int | float) for v in p):
+            raise InputError(f"{key} points must be [i, j, k] voxel indices, got {p!r}")
+        ijk = (int(round(float(p[0]))), int(round(float(p[1]))), int(round(float(p[2]))))
+        if any(v < 0 or v >= n for v, n in zip(ijk, shape, strict=True)):
+            raise InputError(f"{key} point {list(ijk)} is outside the image of shape {shape}")
+        out.append(ijk)
+    return out
+
+
+def requested_clicks(
+    method_accepts: frozenset[InteractionKind], params: dict[str, Any], shape: tuple[int, ...]
+) -> list[Click]:
+    """Slicer's cumulative point lists as clicks the method takes (see the docstring)."""
+    fg = _points(params, "foreground", shape)
+    bg = _points(params, "background", shape)
+    if EDGE in method_accepts and FG not in method_accepts:
+        return [Click(EDGE, p) for p in fg]
+    return [Click(FG, p) for p in fg] + [Click(BG, p) for p in bg]
+
+
+def multipart_reply(params: dict[str, Any], filename: str, data: bytes) -> Response:
+    """``multipart/form-data`` with a ``params`` JSON part and one file part."""
+    boundary = secrets.token_hex(16)
+    b = boundary.encode()
+    body = b"".join(
+        [
+            b"--" + b + b"\r\n",
+            b'Content-Disposition: form-data; name="params"\r\n',
+            b"Content-Type: application/json\r\n\r\n",
+            json.dumps(params).encode(),
+            b"\r\n--" + b + b"\r\n",
+            f'Content-Disposition: form-data; name="file"; filename="{filename}"\r\n'.encode(),
+            b"Content-Type: application/octet-stream\r\n\r\n",
+            data,
+            b"\r\n--" + b + b"--\r\n",
+        ]
+    )
+    return Response(body, media_type=f"multipart/form-data; boundary={boundary}")
+
+
+monailabel = APIRouter(tags=["MONAI Label subset (3D Slicer)"])
+ENDINGS: dict[str, str] = {}
+"""Session id -> file ending of the image Slicer uploaded (the label goes back in it)."""
+
+
+def _server(request: Request) -> Any:
+    return request.app.state.server
+
+
+@monailabel.get("/auth/")
+def auth(request: Request) -> dict[str, Any]:
+    return {"enabled": bool(_server(request).settings.token)}
+
+
+@monailabel.post("/auth/token")
+def auth_token(
+    request: Request, username: Annotated[str, Form()] = "", password: Annotated[str, Form()] = ""
+) -> dict[str, Any]:
+    token = _server(request).settings.token
+    if not token or not secrets.compare_digest(password, token):
+        raise HTTPException(401, "wrong token")
+    return {"access_token": token, "token_type": "bearer"}
+
+
+@monailabel.get("/auth/token/valid")
+def auth_valid(request: Request) -> dict[str, Any]:
+    if not token_ok(request, _server(request).settings.token):
+        raise HTTPException(401, "invalid token")
+    return {"valid": True}
+
+
+@monailabel.get("/info/")
+def info(request: Request) -> dict[str, Any]:
+    server = _server(request)
+    models = {}
+    for name in server.settings.methods:
+        if server.method(name).accepts & {FG, BG, EDGE}:
+            models[name] = {
+                "type": "deepgrow",
+                "labels": [LABEL],
+                "dimension": 3,
+                "description": f"MECCA interactive method {name!r}",
+            }
+    return {
+        "name": "MECCA",
+        "description": "MECCA interactive 3D segmentation (MONAI Label API subset)",
+        "version": __version__,
+        "labels": [LABEL],
+        "models": models,
+        "trainers": {},
+        "strategies": {},
+        "scoring": {},
+        "train_stats": {},
+        "datastore": {"total": 0, "completed": 0},
+    }
+
+
+@monailabel.get("/train/")
+def train(check_if_running: bool = False) -> JSONResponse:
+    return JSONResponse({"detail": "this server does not train"}, status_code=404)
+
+
+def _session_info(ss: ServerSession) -> dict[str, Any]:
+    return {"shape": list(ss.session.volume.shape), "steps": ss.session.n_steps}
+
+
+@monailabel.put("/session/")
+def create_session(request: Request, files: Annotated[list[UploadFile], File()]) -> dict[str, Any]:
+    server = _server(request)
+    if len(files) != 1:
+        raise InputError("send exactly one image file")
+    name = safe_filename(files[0].filename or "")
+    with tempfile.TemporaryDirectory(prefix="mecca-upload-") as tmp:
+        path = Path(tmp) / name
+        with path.open("wb") as fh:
+            shutil.copyfileobj(files[0].file, fh)
+        volume = server.load_checked(path)
+        ss = server.store.create(volume, server.settings.methods[0])
+    ENDINGS[ss.id] = file_extension(name)
+    return {"session_id": ss.id, "session_info": _session_info(ss)}
+
+
+@monailabel.get("/session/{sid}")
+def get_session(request: Request, sid: str) -> dict[str, Any]:
+    ss = _server(request).store.get(sid)
+    return {"session_id": ss.id, "info": _session_info(ss)}
+
+
+@monailabel.delete("/session/{sid}")
+def delete_session(request: Request, sid: str) -> dict[str, Any]:
+    _server(request).store.delete(sid)
+    return {"session_id": sid, "deleted": True}
+
+
+def _parse_params(params: str) -> dict[str, Any]:
+    try:
+        request = json.loads(params or "{}")
+    except json.JSONDecodeError:
+        raise InputError("params is not valid JSON") from None
+    if not isinstance(request, dict):
+        raise InputError("params must be a JSON object")
+    return request
+
+
+def _run(server: Any, ss: ServerSession, model: str, request: dict[str, Any]) -> None:
+    """Bring the session to the requested points (see the module docstring)."""
+    method = server.method(model)
+    if ss.method != model:
+        ss.session = Session(ss.session.volume, ss.roi, method=method, rng=0)
+        ss.method = model
+    session = ss.session
+    wanted = requested_clicks(method.accepts, request, session.volume.shape)
+    given = [c for step in session.history for c in step]
+    if request.get("reset_state") or any(c not in wanted for c in given):
+        session.reset()
+        given = []
+    new = [c for c in wanted if c not in given]
+    if new or session.result is None:
+        if not wanted:
+            raise InputError("add a foreground point first")
+        session.add_clicks(new)
+        with server.store.model_lock:
+            session.step()
+    server.store.save(ss)
+
+
+@monailabel.post("/infer/{model}")
+def infer(
+    request: Request,
+    model: str,
+    image: str = "",
+    session_id: str | None = None,
+    params: Annotated[str, Form()] = "{}",
+) -> Response:
+    if not session_id:
+        raise InputError(
+            "this server runs interactive models in sessions only",
+            hint="enable sessions in the MONAILabel module",
+        )
+    server = _server(request)
+    ss = server.store.get(session_id)
+    with ss.lock:
+        _run(server, ss, model, _parse_params(params))
+        result = ss.session.result
+        assert result is not None
+        ending = ENDINGS.get(ss.id, ".nii.gz")
+        label = ss.folder / f"label{ending}"
+        save_mask(result.mask, ss.session.volume, label, force=True)
+        data = label.read_bytes()
+    reply = {
+        "label_names": {LABEL: 1},
+        "latencies": {"total": round(result.total_seconds, 4)},
+        "steps": result.step,
+    }
+    return multipart_reply(reply, f"label{ending}", data)

@@ -1,0 +1,187 @@
+"""Server-side sessions: isolated, locked, autosaved, reloaded after a restart.
+
+Each session lives in ``state_dir/sessions/<id>/`` under a server-generated id:
+
+* ``image.nii.gz`` -- the volume as the server wrote it (NIfTI with qform = sform, codes
+  1), the file the page displays and every voxel index refers to;
+* ``session.json`` -- method, explicit ROI, the click history (steps and queued clicks,
+  :class:`mecca.session.InteractionStore`), written atomically after every change;
+* ``mask.nii.gz`` -- the current mask, written atomically after every step.
+
+A session reloaded after a restart (or after being unloaded when idle longer than the
+time-to-live) replays its steps: the methods are deterministic given their clicks
+(greedy policies, seeded random choices), so it comes back with the same mask. The redo
+stack does not survive a reload.
+
+Locks: one per session (its requests run one at a time) and one model lock per device,
+held while a method runs, so concurrent sessions never interleave inside a network.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import secrets
+import shutil
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from mecca.data.roi import Box
+from mecca.errors import InputError
+from mecca.io import Volume, atomic_write, load, save_mask, save_volume
+from mecca.methods.base import InteractiveMethod
+from mecca.session import InteractionStore, Session
+
+log = logging.getLogger(__name__)
+
+SESSION_ID = re.compile(r"^[0-9a-f]{24}$")
+STATE_VERSION = 1
+
+
+class UnknownSession(KeyError):
+    """No session with this id (never created, deleted, or malformed id)."""
+
+
+@dataclass(eq=False)
+class ServerSession:
+    """One user's session on the server."""
+
+    id: str
+    folder: Path
+    session: Session
+    method: str
+    roi: Box | None = None
+    """The ROI the user set explicitly (None: derived from the first clicks)."""
+    lock: threading.RLock = field(default_factory=threading.RLock)
+    last_used: float = field(default_factory=time.monotonic)
+
+    @property
+    def image_path(self) -> Path:
+        return self.folder / "image.nii.gz"
+
+    def state(self) -> dict[str, Any]:
+        """What ``session.json`` holds."""
+        return {
+            "version": STATE_VERSION,
+            "method": self.method,
+            "roi": None if self.roi is None else [list(self.roi.start), list(self.roi.stop)],
+            "store": self.session.store.to_dict(),
+        }
+
+
+class SessionStore:
+    """All sessions of one server (see the module docstring).
+
+    Args:
+        state_dir: folder of the saved sessions.
+        method: builds a method from its registry name (cached by the caller).
+        ttl_s: idle seconds before a session is unloaded from memory.
+    """
+
+    def __init__(
+        self, state_dir: Path, method: Callable[[str], InteractiveMethod], ttl_s: float
+    ) -> None:
+        self.root = Path(state_dir) / "sessions"
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._method = method
+        self.ttl_s = float(ttl_s)
+        self._sessions: dict[str, ServerSession] = {}
+        self._lock = threading.Lock()
+        self.model_lock = threading.Lock()
+        """Held while a method runs (one device here: the CPU)."""
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def create(self, volume: Volume, method: str) -> ServerSession:
+        """A new session on ``volume`` (written to the session folder first)."""
+        built = self._method(method)
+        sid = secrets.token_hex(12)
+        folder = self.root / sid
+        folder.mkdir(parents=True)
+        try:
+            plain = replace(volume, meta={}, path=None)  # no source header: qform = sform
+            image = save_volume(plain, folder / "image.nii.gz")
+            ss = ServerSession(sid, folder, Session(load(image), method=built, rng=0), method)
+            self.save(ss)
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+        with self._lock:
+            self._sessions[sid] = ss
+        log.info("session %s created (%s, %d voxels)", sid[:6], method, volume.array.size)
+        return ss
+
+    def get(self, sid: str) -> ServerSession:
+        """The session ``sid`` (reloaded from disk when unloaded); refreshes its TTL."""
+        if not SESSION_ID.match(sid or ""):
+            raise UnknownSession(sid)
+        self.expire()
+        with self._lock:
+            ss = self._sessions.get(sid)
+        if ss is None:
+            ss = self._reload(sid)
+        ss.last_used = time.monotonic()
+        return ss
+
+    def delete(self, sid: str) -> None:
+        """Forget a session and remove its saved state."""
+        ss = self.get(sid)
+        with ss.lock, self._lock:
+            self._sessions.pop(sid, None)
+            shutil.rmtree(ss.folder, ignore_errors=True)
+        log.info("session %s deleted", sid[:6])
+
+    def expire(self) -> list[str]:
+        """Unload sessions idle longer than the TTL (their state stays on disk)."""
+        now = time.monotonic()
+        with self._lock:
+            old = [k for k, s in self._sessions.items() if now - s.last_used > self.ttl_s]
+            for k in old:
+                del self._sessions[k]
+        return old
+
+    def loaded(self) -> list[str]:
+        with self._lock:
+            return list(self._sessions)
+
+    # ------------------------------------------------------------------ state
+
+    def save(self, ss: ServerSession) -> None:
+        """Write session.json and the current mask, each atomically."""
+        text = json.dumps(ss.state())
+        atomic_write(ss.folder / "session.json", lambda tmp: tmp.write_text(text, encoding="utf-8"))
+        result = ss.session.result
+        if result is not None:
+            save_mask(result.mask, ss.session.volume, ss.folder / "mask.nii.gz", force=True)
+        else:
+            (ss.folder / "mask.nii.gz").unlink(missing_ok=True)
+
+    def _reload(self, sid: str) -> ServerSession:
+        folder = self.root / sid
+        try:
+            state = json.loads((folder / "session.json").read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise UnknownSession(sid) from None
+        except json.JSONDecodeError:
+            raise InputError("this session's saved state is damaged") from None
+        if state.get("version") != STATE_VERSION:
+            raise InputError("this session was saved by another MECCA version")
+        method = str(state["method"])
+        roi = None if state["roi"] is None else Box(*state["roi"])
+        session = Session(load(folder / "image.nii.gz"), roi, method=self._method(method), rng=0)
+        store = InteractionStore.from_dict(state["store"])
+        with self.model_lock:
+            for clicks in store.steps:
+                session.add_clicks(clicks)
+                session.step()
+        session.add_clicks(store.pending)
+        ss = ServerSession(sid, folder, session, method, roi)
+        with self._lock:
+            ss = self._sessions.setdefault(sid, ss)
+        log.info("session %s reloaded (%d steps replayed)", sid[:6], len(store.steps))
+        return ss

@@ -1,0 +1,39 @@
+"""Helpers of the server tests: images with known geometry under an image root."""
+
+from pathlib import Path
+
+import numpy as np
+
+from conftest import sphere
+from mecca.io import Volume, save_mask, save_volume
+
+SHAPE = (40, 36, 20)
+CENTRE = (20, 18, 10)
+AFFINES = {
+    "lps": np.array([[-0.8, 0, 0, 30.0], [0, -1.2, 0, -12.0], [0, 0, 2.5, 7.0], [0, 0, 0, 1]]),
+    "las": np.array([[-1.0, 0, 0, 20.0], [0, 1.0, 0, -5.0], [0, 0, 1.5, 3.0], [0, 0, 0, 1]]),
+    "oblique": np.array(
+        [
+            [-0.9 * np.cos(0.3), -1.1 * np.sin(0.3), 0.0, 30.0],
+            [-0.9 * np.sin(0.3), 1.1 * np.cos(0.3), 0.0, -12.0],
+            [0.0, 0.0, 2.0, 5.0],
+            [0.0, 0.0, 0.0, 1.0],
+        ]
+    ),
+}
+
+
+def ball(seed: int = 0, centre: tuple[int, int, int] = CENTRE) -> tuple[np.ndarray, np.ndarray]:
+    gt = sphere(SHAPE, centre, 6)
+    image = gt * 2.0 + np.random.default_rng(seed).normal(0, 0.2, SHAPE)
+    return image.astype(np.float32), gt
+
+
+def write_images(root: Path) -> Path:
+    """One ball image (and its label) per orientation, as NIfTI under ``root``."""
+    for name, affine in AFFINES.items():
+        image, gt = ball()
+        volume = save_volume(Volume(image, affine), root / f"{name}.nii.gz")
+        save_mask(gt, Volume(image, affine), root / f"{name}_label.nii.gz")
+        assert volume.exists()
+    return root

@@ -1,0 +1,210 @@
+"""The JSON API end to end (FastAPI TestClient): geometry, steps, autosave, isolation, refusals."""
+
+import gzip
+import io
+import threading
+import zipfile
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+from server_images import AFFINES, CENTRE, ball, write_images
+
+pytest.importorskip("fastapi")
+from fastapi.testclient import TestClient  # noqa: E402
+
+from mecca.errors import ConfigError  # noqa: E402
+from mecca.server.app import create_app  # noqa: E402
+from mecca.server.settings import ServerSettings  # noqa: E402
+
+METHOD = "random_walker"
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory) -> Path:
+    return write_images(tmp_path_factory.mktemp("images"))
+
+
+def _client(root: Path, state: Path, **kw) -> TestClient:
+    settings = ServerSettings(roots=(root,), state_dir=state, methods=(METHOD, "mecca"), **kw)
+    return TestClient(create_app(settings), base_url="http://127.0.0.1")
+
+
+def _dice(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a.astype(bool), b.astype(bool)
+    return 2 * (a & b).sum() / (a.sum() + b.sum())
+
+
+def _nifti(content: bytes) -> nib.Nifti1Image:
+    return nib.Nifti1Image.from_bytes(gzip.decompress(content))
+
+
+def _ras(affine: np.ndarray, ijk) -> list[float]:
+    return (affine[:3, :3] @ np.asarray(ijk, float) + affine[:3, 3]).tolist()
+
+
+@pytest.mark.parametrize("orientation", sorted(AFFINES))
+def test_world_clicks_land_on_the_right_voxels_and_the_mask_lines_up(root, tmp_path, orientation):
+    client = _client(root, tmp_path / "state")
+    opened = client.post("/api/sessions", json={"root": 0, "path": f"{orientation}.nii.gz"})
+    assert opened.status_code == 200, opened.text
+    state = opened.json()
+    sid, affine = state["id"], np.array(state["affine"])
+    np.testing.assert_allclose(affine, AFFINES[orientation], atol=1e-5)
+    served = _nifti(client.get(f"/api/sessions/{sid}/image.nii.gz").content)
+    assert served.header.get_qform(coded=True) is not None
+    np.testing.assert_allclose(served.get_qform(), served.get_sform(), atol=1e-6)
+    click = {"kind": "foreground", "xyz_mm": _ras(affine, CENTRE)}
+    stepped = client.post(f"/api/sessions/{sid}/clicks", json={"clicks": [click]})
+    assert stepped.status_code == 200, stepped.text
+    assert stepped.json()["steps"] == 1 and stepped.json()["last"]["mask_voxels"] > 0
+    mask = _nifti(client.get(f"/api/sessions/{sid}/mask.nii.gz").content)
+    np.testing.assert_allclose(mask.affine, AFFINES[orientation], atol=1e-5)
+    _, gt = ball()
+    assert _dice(np.asarray(mask.dataobj), gt) > 0.9
+    session = client.app.state.server.store.get(sid).session
+    assert session.history[0][0].position == CENTRE
+
+
+def test_undo_redo_reset_export_and_results(root, tmp_path):
+    client = _client(root, tmp_path / "state")
+    sid = client.post("/api/sessions", json={"root": 0, "path": "lps.nii.gz"}).json()["id"]
+    affine = AFFINES["lps"]
+    fg = {"kind": "fg", "xyz_mm": _ras(affine, CENTRE)}
+    bg = {"kind": "bg", "xyz_mm": _ras(affine, (3, 3, 3))}
+    assert client.post(f"/api/sessions/{sid}/clicks", json={"clicks": [fg, bg]}).status_code == 200
+    first = client.get(f"/api/sessions/{sid}/mask.nii.gz").content
+    client.post(f"/api/sessions/{sid}/clicks", json={"clicks": [bg], "step": True})
+    assert client.post(f"/api/sessions/{sid}/undo").json()["can_redo"] is True
+    assert client.get(f"/api/sessions/{sid}/mask.nii.gz").content == first
+    assert client.post(f"/api/sessions/{sid}/redo").json()["steps"] == 2
+    prob = _nifti(client.get(f"/api/sessions/{sid}/prob.nii.gz").content)
+    assert prob.get_data_dtype() == np.float32
+    assert client.get(f"/api/sessions/{sid}/advice.nii.gz").status_code == 400  # no advice
+    exported = client.post(f"/api/sessions/{sid}/export", json={"name": "../../evil/ball.nii.gz"})
+    assert exported.status_code == 200 and exported.json()["exported"] == "ball.nii.gz"
+    written = tmp_path / "state" / "exports" / sid / "ball.nii.gz"
+    np.testing.assert_allclose(nib.load(written).affine, affine, atol=1e-5)
+    assert client.post(f"/api/sessions/{sid}/reset").json()["steps"] == 0
+    assert client.delete(f"/api/sessions/{sid}").status_code == 200
+    assert client.get(f"/api/sessions/{sid}").status_code == 404
+
+
+def test_sessions_autosave_and_come_back_after_a_restart(root, tmp_path):
+    state = tmp_path / "state"
+    client = _client(root, state)
+    sid = client.post("/api/sessions", json={"root": 0, "path": "las.nii.gz"}).json()["id"]
+    click = {"kind": "fg", "xyz_mm": _ras(AFFINES["las"], CENTRE)}
+    client.post(f"/api/sessions/{sid}/clicks", json={"clicks": [click]})
+    before = np.asarray(_nifti(client.get(f"/api/sessions/{sid}/mask.nii.gz").content).dataobj)
+    restarted = _client(root, state)  # a new server process on the same state folder
+    back = restarted.get(f"/api/sessions/{sid}")
+    assert back.status_code == 200 and back.json()["steps"] == 1
+    after = np.asarray(_nifti(restarted.get(f"/api/sessions/{sid}/mask.nii.gz").content).dataobj)
+    np.testing.assert_array_equal(before, after)
+    assert sorted(p.name for p in (state / "sessions" / sid).iterdir() if p.name[0] != ".") == [
+        "image.nii.gz",
+        "mask.nii.gz",
+        "session.json",
+    ]
+
+
+def test_concurrent_sessions_never_see_each_other(root, tmp_path):
+    """Four sessions stepped at once give exactly the masks each gives alone."""
+    centres = [(12, 10, 6), (28, 26, 14), (14, 26, 10), (26, 12, 12)]
+
+    def run(client: TestClient, ids: list[str], n: int, out: dict) -> None:
+        click = {"kind": "fg", "xyz_mm": list(map(float, centres[n]))}
+        client.post(f"/api/sessions/{ids[n]}/clicks", json={"clicks": [click]})
+        out[n] = np.asarray(
+            _nifti(client.get(f"/api/sessions/{ids[n]}/mask.nii.gz").content).dataobj
+        )
+
+    def upload_all(client: TestClient) -> list[str]:
+        ids = []
+        for n, centre in enumerate(centres):
+            image, _ = ball(seed=n, centre=centre)
+            nib.save(nib.Nifti1Image(image, np.eye(4)), tmp_path / f"u{n}.nii.gz")
+            body = (tmp_path / f"u{n}.nii.gz").read_bytes()
+            reply = client.post(f"/api/sessions/upload?filename=u{n}.nii.gz", content=body)
+            assert reply.status_code == 200, reply.text
+            ids.append(reply.json()["id"])
+        return ids
+
+    alone_client = _client(root, tmp_path / "alone")
+    alone_ids, alone = upload_all(alone_client), {}
+    for n in range(len(centres)):
+        run(alone_client, alone_ids, n, alone)
+    together_client = _client(root, tmp_path / "together")
+    together_ids, together = upload_all(together_client), {}
+    threads = [
+        threading.Thread(target=run, args=(together_client, together_ids, n, together))
+        for n in range(len(centres))
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for n, centre in enumerate(centres):
+        np.testing.assert_array_equal(together[n], alone[n])
+        _, gt = ball(seed=n, centre=centre)
+        assert _dice(together[n], gt) > 0.75, n
+
+
+def test_bad_requests_get_4xx_with_a_message(root, tmp_path):
+    client = _client(root, tmp_path / "state", max_upload_bytes=200_000, max_voxels=20_000)
+    checks = [
+        (client.post("/api/sessions", json={"root": 0, "path": "../../etc/passwd"}), 400),
+        (client.post("/api/sessions", json={"root": 5, "path": "lps.nii.gz"}), 400),
+        (client.post("/api/sessions", json={"root": 0}), 422),
+        (client.get("/api/sessions/0123456789abcdef01234567"), 404),
+        (client.get("/api/sessions/../../x"), 404),
+        (client.post("/api/sessions/upload?filename=a.exe", content=b"MZ"), 400),
+        (client.post("/api/sessions/upload?filename=a.nii.gz", content=b"x" * 300_000), 413),
+        (client.post("/api/sessions/upload?filename=a.nii.gz", content=b"not nifti"), 400),
+        (client.get("/api/info", headers={"host": "evil.example"}), 400),
+    ]
+    for reply, status in checks:
+        assert reply.status_code == status, (reply.request.url, reply.text)
+        assert "Traceback" not in reply.text
+    big = client.post("/api/sessions", json={"root": 0, "path": "lps.nii.gz"})
+    assert big.status_code == 400 and "voxels" in big.json()["error"]
+    assert str(root) not in big.text
+    bad_zip = io.BytesIO()
+    with zipfile.ZipFile(bad_zip, "w") as zf:
+        zf.writestr("../escape.dcm", b"x")
+    reply = client.post("/api/sessions/upload?filename=s.zip", content=bad_zip.getvalue())
+    assert reply.status_code == 400 and "unsafe" in reply.json()["error"]
+    ok = _client(root, tmp_path / "s2")
+    sid = ok.post("/api/sessions", json={"root": 0, "path": "lps.nii.gz"}).json()["id"]
+    outside = ok.post(
+        f"/api/sessions/{sid}/clicks",
+        json={"clicks": [{"kind": "fg", "xyz_mm": [900.0, 0.0, 0.0]}]},
+    )
+    assert outside.status_code == 400 and "outside" in outside.json()["error"]
+    lasso = ok.post(
+        f"/api/sessions/{sid}/clicks",
+        json={"clicks": [{"kind": "lasso", "xyz_mm": [0.0, 0.0, 0.0]}]},
+    )
+    assert lasso.status_code == 400
+    assert ok.get(f"/api/sessions/{sid}").json()["pending"] == 0  # nothing half-queued
+    assert ok.put(f"/api/sessions/{sid}/method", json={"method": "nope"}).status_code == 400
+
+
+def test_token_and_interface_rules(root, tmp_path):
+    with pytest.raises(ConfigError, match="only this machine"):
+        ServerSettings(host="0.0.0.0")
+    with pytest.raises(ConfigError, match="token"):
+        ServerSettings(host="0.0.0.0", allow_remote=True, token="short")
+    token = "t" * 24
+    client = _client(root, tmp_path / "state", token=token)
+    assert client.get("/api/info").status_code == 401
+    assert client.get("/api/info", headers={"authorization": "Bearer wrong"}).status_code == 401
+    good = client.get("/api/info", headers={"authorization": f"Bearer {token}"})
+    assert good.status_code == 200 and good.json()["methods"][0]["name"] == METHOD
+    assert client.get("/auth/").json() == {"enabled": True}
+    assert (
+        client.get("/openapi.json", headers={"authorization": f"Bearer {token}"}).status_code == 200
+    )
+    assert "access-control-allow-origin" not in good.headers
