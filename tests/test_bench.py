@@ -116,3 +116,25 @@ def test_refusals(phantoms, tmp_path):
             tmp_path / "x",
             progress=False,
         )
+
+
+def test_the_itermrl_protocol_starts_from_a_trained_segmenter(phantoms, tmp_path):
+    from mecca.supervised import SupervisedConfig, train_supervised
+
+    cfg = SupervisedConfig(
+        method="pnet", grid=(16, 16, 8), width=4, steps=3, val_every=0, checkpoint_every=0
+    )
+    run = train_supervised(cfg, phantoms, tmp_path / "pnet", progress=False, device="cpu")
+    settings = BenchSettings(
+        data=phantoms,
+        methods=("random_walker",),
+        split="train",
+        steps=2,
+        protocol="itermrl",
+        max_cases=1,
+        initial=str(run),
+    )
+    report = run_benchmark(settings, tmp_path / "i", progress=False)
+    case = next(iter(report["methods"]["random_walker"]["cases"].values()))
+    assert all(0 < s["clicks"] <= 5 for s in case["steps"])  # error-centre clicks
+    assert report["initial"] == str(run) and 0.0 <= case["initial_dice"] <= 100.0

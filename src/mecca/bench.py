@@ -13,8 +13,12 @@ Protocols built so far:
 * ``cvpr25``: one click per step at the interior-most voxel of the largest error region
   (``distance`` user).
 
-The IteR-MRL protocol (start from an initial segmenter's probability) needs an initial
-segmenter, which the package does not have yet; it is refused with that message.
+* ``itermrl`` (IteR-MRL Tables 2-3): every method starts from the probability map of an
+  initial segmenter (``initial``: a trained ``pnet`` run or bundle, or any supervised
+  baseline), computed on that segmenter's own grid for the case's ROI and resampled to
+  each method's grid (:func:`mecca.methods.supervised.initial_prob_on_grid`); then 5
+  fg/bg clicks per step at the centres of the largest errors (``error_centre`` user).
+  Non-interactive segmenters (pnet, unet) ignore the initial map.
 
 Outputs in ``--out``: ``results.json`` (schema in :func:`summarise`), ``results.csv``
 (one row per method, case and step), ``report.md`` (Dice and ASSD per step in the
@@ -54,6 +58,7 @@ from mecca.io import atomic_write
 PROTOCOLS: dict[str, dict[str, Any]] = {
     "mecca": {"user": "edge", "options": {"first": 25, "later": 5}},
     "cvpr25": {"user": "distance", "options": {}},
+    "itermrl": {"user": "error_centre", "options": {"n": 5}, "initial": True},
 }
 
 
@@ -73,6 +78,9 @@ class BenchSettings:
     """(method, bundle) pairs overriding the shipped model of a learned method."""
     jobs: int = 1
     """Cases run in parallel worker processes (1: in this process)."""
+    initial: str | None = None
+    """Initial segmenter (run folder or bundle of a supervised baseline) of protocols that
+    start from one (``itermrl``)."""
 
 
 MONTAGE_CASE = 0
@@ -92,13 +100,20 @@ def run_case(
     spacing: Sequence[float],
     *,
     keep_mask: bool = False,
+    initial: Any = None,
 ) -> tuple[dict[str, Any], np.ndarray | None]:
     """One method on one case: per-step metrics, clicks and timings (and, with
-    ``keep_mask``, the final mask)."""
+    ``keep_mask``, the final mask). ``initial``: the protocol's initial segmenter."""
     spec = PROTOCOLS[settings.protocol]
     user = make_user(spec["user"], **spec["options"])
     rng = np.random.default_rng([settings.seed, index])
     box = random_margin_box(gt, rng)
+    grid = getattr(method, "grid", (55, 55, 30))
+    init_prob = None
+    if initial is not None:
+        from mecca.methods.supervised import initial_prob_on_grid
+
+        init_prob = initial_prob_on_grid(initial, image, box, grid)
     record = run_episode(
         method,
         image,
@@ -107,7 +122,8 @@ def run_case(
         rng=rng,
         steps=settings.steps,
         box=box,
-        grid=getattr(method, "grid", (55, 55, 30)),
+        grid=grid,
+        init_prob=init_prob,
         keep_masks=True,
     )
     steps = []
@@ -202,7 +218,22 @@ def _init_worker(settings: BenchSettings, threads: int | None = None) -> None:
             name: build_method(name, weights.get(name), Path(settings.data).name)
             for name in settings.methods
         },
+        initial=_initial_segmenter(settings),
     )
+
+
+def _initial_segmenter(settings: BenchSettings) -> Any:
+    """The protocol's initial segmenter (a loaded supervised baseline), or None."""
+    if not PROTOCOLS[settings.protocol].get("initial"):
+        return None
+    if settings.initial is None:
+        raise ConfigError(
+            f"protocol {settings.protocol!r} needs an initial segmenter",
+            hint="give --initial: a trained pnet run folder or bundle",
+        )
+    from mecca.methods.supervised import load_supervised
+
+    return load_supervised(settings.initial)
 
 
 CaseOutput = tuple[int, dict[str, dict[str, Any]], dict[str, np.ndarray] | None]
@@ -222,6 +253,7 @@ def _run_case_index(index: int) -> CaseOutput:
             gt,
             volume.spacing,
             keep_mask=index == MONTAGE_CASE,
+            initial=w["initial"],
         )
         if mask is not None:
             masks[name] = mask
@@ -250,12 +282,10 @@ def run_benchmark(
 ) -> dict[str, Any]:
     """Run every method on every case of the split; write and return the results."""
     if settings.protocol not in PROTOCOLS:
-        hint = (
-            "the IteR-MRL protocol needs an initial segmenter, not built yet"
-            if settings.protocol == "itermrl"
-            else f"choose one of {', '.join(PROTOCOLS)}"
+        raise ConfigError(
+            f"protocol {settings.protocol!r} is not available",
+            hint=f"choose one of {', '.join(PROTOCOLS)}",
         )
-        raise ConfigError(f"protocol {settings.protocol!r} is not available", hint=hint)
     if settings.jobs < 1:
         raise ConfigError(f"jobs must be >= 1, got {settings.jobs}")
     out = Path(out)
@@ -266,6 +296,7 @@ def run_benchmark(
     cases = ds.cases(settings.split)[: settings.max_cases]
     for name in settings.methods:  # fail early on an unknown name or a missing bundle
         build_method(name, dict(settings.weights).get(name), Path(settings.data).name)
+    _initial_segmenter(settings)  # and on a missing initial segmenter
     by_index: dict[int, dict[str, dict[str, Any]]] = {}
     montage: dict[str, np.ndarray] | None = None
     from tqdm import tqdm
@@ -276,6 +307,7 @@ def run_benchmark(
         montage = masks or montage
     report: dict[str, Any] = {
         "protocol": settings.protocol,
+        "initial": settings.initial,
         "dataset": str(settings.data),
         "split": settings.split,
         "target": settings.target,

@@ -253,6 +253,11 @@ def load_bundle(name_or_path: str | Path) -> Bundle:
             path=weights,
             hint="the file is damaged or was replaced; export the bundle again",
         )
+    if "net_configs" in meta:  # written by mecca.supervised.export_supervised
+        raise ConfigError(
+            f"bundle {path.name!r} holds a supervised {meta.get('method')} baseline",
+            hint=f"use --method {meta.get('method')} (mecca.methods.supervised.load_supervised)",
+        )
     data = load_checkpoint(weights)
     net = ActorCritic(build_config(PNetConfig, meta["net_config"]))
     net.load_state_dict(data["net"])

@@ -284,6 +284,20 @@ def serve(
     uvicorn.run(create_app(settings), host=host, port=port, access_log=False, log_level="info")
 
 
+def _config_method(path: Path | None) -> str | None:
+    """The ``method`` of a YAML config file, or None (load_config reports a bad file)."""
+    if path is None:
+        return None
+    import yaml
+
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        return None
+    method = data.get("method") if isinstance(data, dict) else None
+    return None if method is None else str(method)
+
+
 @main.command("export-model")
 @click.argument("run", type=click.Path(path_type=Path))
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Bundle folder.")
@@ -301,13 +315,20 @@ def export_model(
 ) -> None:
     """Turn a training run into a model bundle (MONAI Bundle layout, SHA-256, model card).
 
+    Works for RL runs (mecca, itermrl) and supervised baselines (pnet, unet, intercnn,
+    deepigeos).
+
     \b
     Example:
       mecca export-model runs/hippo --out src/mecca/models/mecca_hippocampus
     """
     from mecca.bundle import export_bundle
+    from mecca.checkpoint import load_checkpoint
+    from mecca.supervised import export_supervised
 
-    folder = export_bundle(
+    supervised = "net_configs" in load_checkpoint(run / checkpoint)
+    export = export_supervised if supervised else export_bundle
+    folder = export(
         run, out, checkpoint=checkpoint, name=name, description=description, force=force
     )
     click.echo(f"bundle: {folder}")
@@ -316,8 +337,9 @@ def export_model(
 @main.command()
 @click.option(
     "--method",
-    type=click.Choice(["mecca", "itermrl"]),
-    help="Method (default: the config file's, else mecca).",
+    type=click.Choice(["mecca", "itermrl", "pnet", "unet", "intercnn", "deepigeos"]),
+    help="Method (default: the config file's, else mecca); pnet, unet, intercnn and "
+    "deepigeos are the supervised baselines (mecca.supervised).",
 )
 @click.option("--data", type=click.Path(path_type=Path), required=True, help="MSD-layout folder.")
 @click.option("--target", help="Named target of the dataset (default: its default target).")
@@ -344,19 +366,24 @@ def train(
     device: str,
     no_progress: bool,
 ) -> None:
-    """Train MECCA or IteR-MRL; checkpoints, log and config go to --out.
+    """Train MECCA, IteR-MRL or a supervised baseline; checkpoints, log and config go to --out.
 
-    Runs data-parallel under torchrun (one process per GPU, or gloo on the CPU).
+    MECCA and IteR-MRL run data-parallel under torchrun (one process per GPU, or gloo on
+    the CPU); the baselines (pnet, unet, intercnn, deepigeos) train in one process.
 
     \b
     Examples:
       mecca train --method mecca --data ../shared/data/hippocampus --out runs/hippo
       mecca train --method itermrl --data phantoms --set episodes=50 --out runs/p --resume
       torchrun --nproc-per-node 2 -m mecca.cli train --data phantoms --out runs/ddp
+      mecca train --method pnet --data phantoms --set steps=500 --out runs/pnet
+      mecca train --method deepigeos --data phantoms --set initial=runs/pnet --out runs/dig
     """
     import logging
 
     from mecca.config import load_config, parse_overrides
+    from mecca.supervised import METHODS as SUPERVISED
+    from mecca.supervised import SupervisedConfig, train_supervised
     from mecca.training import TrainConfig
     from mecca.training import train as run_training
 
@@ -368,6 +395,15 @@ def train(
         values["labeled_fraction"] = labeled_fraction
     if target is not None:
         values["target"] = target
+    if values.get("method", _config_method(config_file)) in SUPERVISED:
+        if labeled_fraction is not None:
+            raise click.BadParameter("only for mecca", param_hint="--labeled-fraction")
+        sup_cfg = load_config(SupervisedConfig, config_file, values)
+        folder = train_supervised(
+            sup_cfg, data, out, resume=resume, progress=not no_progress, device=device
+        )
+        click.echo(f"run folder: {folder}")
+        return
     cfg = load_config(TrainConfig, config_file, values)
     folder = run_training(cfg, data, out, device=device, resume=resume, progress=not no_progress)
     click.echo(f"run folder: {folder}")
@@ -381,7 +417,16 @@ def train(
     "--methods", default="mecca,itermrl", show_default=True, help="Comma-separated method names."
 )
 @click.option(
-    "--protocol", default="mecca", show_default=True, help="mecca (25 + 4 x 5 edge points), cvpr25."
+    "--protocol",
+    default="mecca",
+    show_default=True,
+    help="mecca (25 + 4 x 5 edge points), cvpr25, itermrl (5 fg/bg clicks per step from "
+    "--initial's segmentation).",
+)
+@click.option(
+    "--initial",
+    metavar="MODEL",
+    help="Initial segmenter of the itermrl protocol: a trained pnet (or unet) run or bundle.",
 )
 @click.option("--steps", type=int, default=5, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -401,6 +446,7 @@ def benchmark(
     target: str | None,
     methods: str,
     protocol: str,
+    initial: str | None,
     steps: int,
     seed: int,
     max_cases: int | None,
@@ -416,6 +462,9 @@ def benchmark(
     Example:
       mecca benchmark --data ../shared/data/hippocampus --split test \\
         --methods mecca,itermrl,random_walker --protocol mecca --steps 5 --out results/hippo
+      mecca benchmark --data phantoms --methods itermrl,deepigeos,intercnn \\
+        --weights deepigeos=runs/dig --weights intercnn=runs/icnn \\
+        --protocol itermrl --initial runs/pnet --out results/itermrl
     """
     from mecca.bench import BenchSettings, run_benchmark
 
@@ -436,6 +485,7 @@ def benchmark(
         max_cases=max_cases,
         weights=tuple(pairs),
         jobs=jobs,
+        initial=initial,
     )
     run_benchmark(settings, out, force=force, progress=not no_progress)
     click.echo((out / "report.md").read_text(encoding="utf-8"))

@@ -51,8 +51,8 @@ def _dataset_case(
     return f"{data.name}/{cases[0].case_id}", volume.array, mask
 
 
-LEARNED = ("mecca", "itermrl")
-"""Methods that run a trained model bundle."""
+LEARNED = ("mecca", "itermrl", "pnet", "unet", "intercnn", "deepigeos")
+"""Methods that run a trained model (a bundle; the supervised baselines also a run folder)."""
 
 
 def build_method(

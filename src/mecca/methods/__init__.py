@@ -68,6 +68,17 @@ def _learned(method: str) -> Callable[..., InteractiveMethod]:
     return factory
 
 
+def _supervised(method: str) -> Callable[..., InteractiveMethod]:
+    def factory(model: str | None = None, device: str = "cpu") -> InteractiveMethod:
+        """A trained ``method`` baseline: a run folder (best.pt, else last.pt), a checkpoint
+        file, a bundle folder or a shipped bundle's name."""
+        from mecca.methods.supervised import load_supervised
+
+        return load_supervised(model or default_model(method), method=method, device=device)
+
+    return factory
+
+
 def _register_builtins() -> None:
     if "random_walker" in _FACTORIES:
         return
@@ -84,3 +95,5 @@ def _register_builtins() -> None:
     _FACTORIES.setdefault("region_growing", RegionGrowingMethod)
     _FACTORIES.setdefault("mecca", _learned("mecca"))
     _FACTORIES.setdefault("itermrl", _learned("itermrl"))
+    for name in ("pnet", "unet", "intercnn", "deepigeos"):
+        _FACTORIES.setdefault(name, _supervised(name))
