@@ -80,6 +80,10 @@ def test_parallel_cases_give_the_same_numbers(phantoms, tmp_path):
     assert list(parallel["methods"]["random_walker"]["cases"]) == list(
         serial["methods"]["random_walker"]["cases"]
     )
+    everything = run_benchmark(
+        replace(settings, split="all", max_cases=None, steps=1), tmp_path / "all", progress=False
+    )
+    assert len(everything["methods"]["random_walker"]["cases"]) == 5
     with pytest.raises(ConfigError, match="jobs"):
         run_benchmark(replace(settings, jobs=0), tmp_path / "z", progress=False)
 

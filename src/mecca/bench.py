@@ -196,6 +196,11 @@ def summarise(cases: dict[str, dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def split_cases(ds: Any, split: str) -> list[Any]:
+    """The cases of ``split``; ``"all"`` takes every case (a cross-domain test set)."""
+    return ds.cases(None if split == "all" else split)
+
+
 _WORKER: dict[str, Any] = {}
 """What a worker process (or the main one, for ``jobs=1``) loaded once: settings,
 dataset, target values, cases and built methods."""
@@ -213,7 +218,7 @@ def _init_worker(settings: BenchSettings, threads: int | None = None) -> None:
         settings=settings,
         dataset=ds,
         values=ds.resolve_target(settings.target),
-        cases=ds.cases(settings.split)[: settings.max_cases],
+        cases=split_cases(ds, settings.split)[: settings.max_cases],
         methods={
             name: build_method(name, weights.get(name), Path(settings.data).name)
             for name in settings.methods
@@ -293,7 +298,7 @@ def run_benchmark(
         raise OverwriteError("results already there", path=out, hint="pass --force")
     ds = open_dataset(settings.data)
     values = ds.resolve_target(settings.target)
-    cases = ds.cases(settings.split)[: settings.max_cases]
+    cases = split_cases(ds, settings.split)[: settings.max_cases]
     for name in settings.methods:  # fail early on an unknown name or a missing bundle
         build_method(name, dict(settings.weights).get(name), Path(settings.data).name)
     _initial_segmenter(settings)  # and on a missing initial segmenter

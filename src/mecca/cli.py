@@ -411,7 +411,7 @@ def train(
 
 @main.command()
 @click.option("--data", type=click.Path(path_type=Path), required=True, help="MSD-layout folder.")
-@click.option("--split", default="test", show_default=True)
+@click.option("--split", default="test", show_default=True, help="A split name, or all.")
 @click.option("--target", help="Named target (default: the dataset's default).")
 @click.option(
     "--methods", default="mecca,itermrl", show_default=True, help="Comma-separated method names."
