@@ -36,6 +36,7 @@ from typing import Annotated, Any
 import numpy as np
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
@@ -53,6 +54,8 @@ from mecca.session import Session
 
 log = logging.getLogger(__name__)
 
+STATIC = Path(__file__).parent / "static"
+"""The page (index.html, app.js) and the vendored NiiVue build (see static/VENDOR.json)."""
 PUBLIC_PATHS = ("/", "/favicon.ico", "/auth/", "/auth/token")
 """Paths served without the token: the page itself and MONAI Label's login."""
 IMAGE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".mha", ".mhd", ".gipl", ".gipl.gz")
@@ -249,14 +252,27 @@ def image(server: ServerDep, sid: str) -> FileResponse:
 
 
 def box_from_corners(volume: Volume, corners_mm: list[list[float]]) -> Box:
-    """The voxel box spanned by two RAS points (nearest voxels, both inclusive)."""
+    """The voxel box spanned by two RAS points (nearest voxels, both inclusive).
+
+    Two corners drawn on one slice span a single voxel across it: that axis then gets the
+    mean in-plane extent, centred on the slice (a box drawn on one view reaches as deep as
+    it is wide), clipped to the volume.
+    """
     corners = np.array(corners_mm, dtype=np.float64)
     if corners.shape != (2, 3) or not np.all(np.isfinite(corners)):
         raise InputError("corners_mm must be two finite [x, y, z] points")
     ijk = np.stack([volume.world_to_voxel(c) for c in corners])
     shape = np.array(volume.shape)
-    lo = np.clip(np.floor(ijk.min(0) + 0.5), 0, shape - 1).astype(int)
-    hi = np.clip(np.floor(ijk.max(0) + 0.5) + 1, 1, shape).astype(int)
+    lo = np.floor(ijk.min(0) + 0.5).astype(int)
+    hi = np.floor(ijk.max(0) + 0.5).astype(int) + 1
+    extent = hi - lo
+    thin = extent <= 1
+    if int(thin.sum()) == 1:
+        depth = int(round(extent[~thin].mean()))
+        axis = int(np.argmax(thin))
+        lo[axis] -= depth // 2
+        hi[axis] = lo[axis] + depth
+    lo, hi = np.clip(lo, 0, shape - 1), np.clip(hi, 1, shape)
     return Box(tuple(lo), tuple(np.maximum(hi, lo + 1)))  # type: ignore[arg-type]
 
 
@@ -393,4 +409,14 @@ def create_app(settings: ServerSettings) -> FastAPI:
     app.add_exception_handler(Exception, lambda r, e: internal_error(e))
     app.include_router(api)
     app.include_router(monailabel)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.get("/favicon.ico", include_in_schema=False)
+    def favicon() -> Response:
+        return Response(status_code=204)
+
+    @app.get("/", include_in_schema=False)
+    def page() -> FileResponse:
+        return FileResponse(STATIC / "index.html", media_type="text/html")
+
     return app

@@ -85,12 +85,17 @@ def _too_large(limit: int) -> JSONResponse:
 
 
 def token_ok(request: Request, token: str | None) -> bool:
-    """Whether the request carries the server's token (always true without one)."""
+    """Whether the request carries the server's token (always true without one): in the
+    ``Authorization: Bearer`` header, or for a GET in a ``token`` query parameter (a
+    viewer fetching an image URL cannot set headers)."""
     if not token:
         return True
     header = request.headers.get("authorization", "")
     scheme, _, value = header.partition(" ")
-    return scheme.lower() == "bearer" and hmac.compare_digest(value.strip(), token)
+    if scheme.lower() == "bearer" and hmac.compare_digest(value.strip(), token):
+        return True
+    query = request.query_params.get("token")
+    return request.method == "GET" and query is not None and hmac.compare_digest(query, token)
 
 
 def error_reply(exc: MeccaError) -> JSONResponse:

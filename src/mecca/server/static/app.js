@@ -1,0 +1,217 @@
+// MECCA page: NiiVue viewer + the JSON API of `mecca serve` (docs/server.md).
+// Clicks are sent in world (RAS mm) coordinates read from NiiVue's crosshair: NiiVue
+// reorders voxels internally, so only millimetres mean the same thing on both sides.
+"use strict";
+
+const params = new URLSearchParams(location.search);
+if (params.get("token")) sessionStorage.setItem("meccaToken", params.get("token"));
+const token = sessionStorage.getItem("meccaToken");
+const $ = (id) => document.getElementById(id);
+const state = { sid: null, session: null, corner: null, busy: false, overlays: [] };
+window.mecca = state; // read by the browser tests
+
+const nv = new niivue.Niivue({ backColor: [0.07, 0.07, 0.07, 1], show3Dcrosshair: true });
+
+function authed(url) {
+  if (!token) return url;
+  return url + (url.includes("?") ? "&" : "?") + "token=" + encodeURIComponent(token);
+}
+
+async function api(path, options = {}) {
+  const headers = Object.assign({}, options.headers || {});
+  if (token) headers["Authorization"] = "Bearer " + token;
+  if (options.json !== undefined) {
+    headers["Content-Type"] = "application/json";
+    options.body = JSON.stringify(options.json);
+  }
+  const reply = await fetch(path, Object.assign({}, options, { headers }));
+  const text = await reply.text();
+  let data = null;
+  try { data = text ? JSON.parse(text) : null; } catch (e) { data = { error: text }; }
+  if (!reply.ok) throw new Error((data && (data.error || data.detail)) || reply.statusText);
+  return data;
+}
+
+function showError(err) { $("error").textContent = err ? String(err.message || err) : ""; }
+function status(text) { $("status").textContent = text; }
+function mode() { return document.querySelector("input[name=mode]:checked").value; }
+
+async function loadInfo() {
+  const info = await api("/api/info");
+  $("method").innerHTML = info.methods
+    .map((m) => `<option value="${m.name}">${m.name} (${m.accepts.join(", ")})</option>`)
+    .join("");
+  $("root").innerHTML = info.roots
+    .map((r) => `<option value="${r.index}">${r.name}</option>`).join("");
+  if (info.roots.length) await listFiles("");
+}
+
+async function listFiles(folder) {
+  const root = Number($("root").value || 0);
+  const listing = await api(`/api/files?root=${root}&folder=${encodeURIComponent(folder)}`);
+  const items = listing.entries.map((e) => {
+    const path = folder ? `${folder}/${e.name}` : e.name;
+    return `<li data-path="${path}" data-folder="${e.folder}">${e.folder ? "&#128193; " : ""}${e.name}</li>`;
+  });
+  if (folder) items.unshift(`<li data-path="${folder.split("/").slice(0, -1).join("/")}" data-folder="true">..</li>`);
+  $("files").innerHTML = items.join("");
+}
+
+async function openSession(data) {
+  state.sid = data.id;
+  state.session = data;
+  state.corner = null;
+  state.overlays = [];
+  state.loaded = false;
+  await nv.loadVolumes([{ url: authed(`/api/sessions/${data.id}/image.nii.gz`), name: "image.nii.gz" }]);
+  setView();
+  update(data);
+  state.loaded = true;
+  status(`Session ${data.id.slice(0, 6)}: ${data.shape.join(" x ")} voxels. Draw the ROI (2 corners) or click.`);
+}
+
+function update(data) {
+  state.session = data;
+  $("undo").disabled = !data.can_undo;
+  $("redo").disabled = !data.can_redo;
+  $("reset").disabled = data.steps === 0;
+  $("export").disabled = data.steps === 0;
+  $("download").hidden = data.steps === 0;
+  $("download").href = authed(`/api/sessions/${data.id}/mask.nii.gz`);
+  const roi = data.roi ? `ROI ${data.roi[0].join(",")} - ${data.roi[1].join(",")}` : "no ROI yet";
+  $("info").textContent = `${data.method}: ${data.steps} steps, ${roi}`;
+}
+
+async function refreshOverlays() {
+  for (const v of nv.volumes.slice(1)) nv.removeVolume(v);
+  const data = state.session;
+  if (!data || !data.last) { nv.updateGLVolume(); return; }
+  const base = `/api/sessions/${data.id}`;
+  const stamp = `?step=${data.steps}-${Date.now()}`;
+  if ($("showProb").checked) {
+    await nv.addVolumeFromUrl({ url: authed(base + "/prob.nii.gz" + stamp), name: "prob.nii.gz",
+      colormap: "warm", opacity: 0.45, cal_min: 0.5, cal_max: 1.0 });
+  } else {
+    await nv.addVolumeFromUrl({ url: authed(base + "/mask.nii.gz" + stamp), name: "mask.nii.gz",
+      colormap: "red", opacity: 0.45, cal_min: 0.5, cal_max: 1.0 });
+  }
+  if ($("showAdvice").checked && data.last.advice.length) {
+    await nv.addVolumeFromUrl({ url: authed(base + "/advice.nii.gz" + stamp), name: "advice.nii.gz",
+      colormap: "green", opacity: 0.35, cal_min: 0.5, cal_max: 5 });
+  }
+  state.overlays = nv.volumes.slice(1).map((v) => v.name);
+}
+
+async function run(action, t0) {
+  if (state.busy) return;
+  state.busy = true;
+  showError(null);
+  try {
+    const data = await action();
+    update(data);
+    await refreshOverlays();
+    if (t0 !== undefined && data.last) {
+      const ms = performance.now() - t0;
+      state.lastLatencyMs = ms;
+      status(`step ${data.last.step}: click-to-overlay ${ms.toFixed(0)} ms ` +
+        `(server step ${data.last.total_ms.toFixed(0)} ms, method ${data.last.method_ms.toFixed(0)} ms), ` +
+        `${data.last.mask_voxels} voxels in the mask`);
+    }
+  } catch (err) {
+    showError(err);
+  } finally {
+    state.busy = false;
+  }
+}
+
+function setView() {
+  const types = { multiplanar: nv.sliceTypeMultiplanar, axial: nv.sliceTypeAxial,
+    coronal: nv.sliceTypeCoronal, sagittal: nv.sliceTypeSagittal };
+  nv.setSliceType(types[$("view").value]);
+}
+
+function clickMM(event) {
+  // world mm of the clicked canvas position (null outside every slice tile)
+  const dpr = nv.uiData.dpr || 1;
+  const frac = nv.canvasPos2frac([event.offsetX * dpr, event.offsetY * dpr]);
+  if (!frac || frac[0] < 0) return null;
+  return Array.from(nv.frac2mm(frac, 0, true)).slice(0, 3);
+}
+
+async function onCanvasClick(mm, t0) {
+  if (!state.sid || mode() === "look" || mm === null) return;
+  if (mode() === "roi") {
+    if (!state.corner) {
+      state.corner = mm;
+      status("First ROI corner set; click the opposite corner.");
+      return;
+    }
+    const corners = [state.corner, mm];
+    state.corner = null;
+    await run(() => api(`/api/sessions/${state.sid}/roi`, { method: "PUT", json: { corners_mm: corners } }));
+    status("ROI set. Now click (choose a click mode).");
+    return;
+  }
+  const click = { kind: mode(), xyz_mm: mm };
+  await run(() => api(`/api/sessions/${state.sid}/clicks`, { method: "POST", json: { clicks: [click], step: true } }), t0);
+}
+
+function wireCanvas() {
+  const canvas = $("gl");
+  let down = null;
+  canvas.addEventListener("pointerdown", (e) => { down = e.button === 0 ? [e.clientX, e.clientY] : null; });
+  canvas.addEventListener("pointerup", (e) => {
+    if (!down || e.button !== 0) return;
+    const moved = Math.hypot(e.clientX - down[0], e.clientY - down[1]);
+    down = null;
+    if (moved > 4) return; // a drag, not a click
+    const t0 = performance.now();
+    onCanvasClick(clickMM(e), t0);
+  });
+}
+
+async function main() {
+  await nv.attachTo("gl");
+  wireCanvas();
+  $("files").addEventListener("click", async (e) => {
+    const li = e.target.closest("li");
+    if (!li) return;
+    try {
+      if (li.dataset.folder === "true") return await listFiles(li.dataset.path);
+      showError(null);
+      status("Opening...");
+      await openSession(await api("/api/sessions", { method: "POST",
+        json: { root: Number($("root").value), path: li.dataset.path, method: $("method").value } }));
+    } catch (err) { showError(err); }
+  });
+  $("root").addEventListener("change", () => listFiles("").catch(showError));
+  $("upload").addEventListener("change", async () => {
+    const file = $("upload").files[0];
+    if (!file) return;
+    try {
+      status("Uploading...");
+      const url = `/api/sessions/upload?filename=${encodeURIComponent(file.name)}&method=${$("method").value}`;
+      await openSession(await api(url, { method: "POST", body: file }));
+    } catch (err) { showError(err); }
+  });
+  $("method").addEventListener("change", async () => {
+    if (!state.sid) return;
+    await run(() => api(`/api/sessions/${state.sid}/method`, { method: "PUT", json: { method: $("method").value } }));
+  });
+  for (const name of ["undo", "redo", "reset"]) {
+    $(name).addEventListener("click", () => run(() => api(`/api/sessions/${state.sid}/${name}`, { method: "POST" })));
+  }
+  $("view").addEventListener("change", setView);
+  $("showAdvice").addEventListener("change", () => refreshOverlays().catch(showError));
+  $("showProb").addEventListener("change", () => refreshOverlays().catch(showError));
+  $("export").addEventListener("click", async () => {
+    try {
+      const done = await api(`/api/sessions/${state.sid}/export`, { method: "POST", json: { name: $("exportName").value } });
+      status(`Exported ${done.exported} to ${done.folder} in the server's state folder.`);
+    } catch (err) { showError(err); }
+  });
+  await loadInfo();
+  state.ready = true;
+}
+
+main().catch(showError);

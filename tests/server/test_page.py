@@ -1,0 +1,157 @@
+"""The web page: vendored viewer, no CDN, and a person's session in headless Chromium.
+
+The browser test needs Debian's ``chromium`` (``/usr/bin/chromium``) and the Python
+``playwright`` package (it drives the installed browser, it downloads none); it skips
+with a message where either is missing.
+"""
+
+import hashlib
+import json
+import re
+import shutil
+import socket
+import threading
+import time
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+pytest.importorskip("fastapi")
+from fastapi.testclient import TestClient  # noqa: E402
+
+from conftest import sphere  # noqa: E402
+from mecca.io import Volume, save_mask, save_volume  # noqa: E402
+from mecca.server.app import STATIC, create_app  # noqa: E402
+from mecca.server.settings import ServerSettings  # noqa: E402
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+SHAPE = (48, 48, 24)
+
+
+def test_vendored_niivue_matches_its_recorded_checksum():
+    vendor = json.loads((STATIC / "VENDOR.json").read_text())["niivue.umd.js"]
+    digest = hashlib.sha256((STATIC / "niivue.umd.js").read_bytes()).hexdigest()
+    assert digest == vendor["sha256"] and vendor["license"] == "BSD-2-Clause"
+
+
+def test_page_loads_only_local_scripts(tmp_path):
+    client = TestClient(
+        create_app(ServerSettings(state_dir=tmp_path, token="x" * 20)),
+        base_url="http://127.0.0.1",
+    )
+    page = client.get("/")  # the page itself needs no token; the API does
+    assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+    sources = re.findall(r'<script src="([^"]+)"', page.text)
+    assert sources and all(s.startswith("/static/") for s in sources)
+    for src in sources:
+        assert client.get(src).status_code == 200
+    assert "http" not in (STATIC / "app.js").read_text().replace("http://127.0.0.1", "")
+
+
+def _centred_ball(root: Path) -> tuple[Path, np.ndarray]:
+    gt = sphere(SHAPE, tuple(s // 2 for s in SHAPE), 8)
+    image = (gt * 2.0 + np.random.default_rng(0).normal(0, 0.2, SHAPE)).astype(np.float32)
+    affine = np.diag([1.0, 1.0, 2.0, 1.0])
+    save_mask(gt, Volume(image, affine), root / "ball_label.nii.gz")
+    return save_volume(Volume(image, affine), root / "ball.nii.gz"), gt
+
+
+@pytest.fixture(scope="module")
+def live_server(tmp_path_factory):
+    pytest.importorskip("uvicorn")
+    import uvicorn
+
+    root = tmp_path_factory.mktemp("images")
+    _, gt = _centred_ball(root)
+    state = tmp_path_factory.mktemp("state")
+    settings = ServerSettings(roots=(root,), state_dir=state, methods=("random_walker", "geos"))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    for _ in range(200):
+        if server.started:
+            break
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}", gt, state
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+def _wait(page, condition: str, timeout: int = 30000) -> None:
+    """Wait for a JS condition; on timeout fail with what the page says."""
+    try:
+        page.wait_for_function(condition, timeout=timeout)
+    except Exception:  # playwright's TimeoutError
+        said = page.text_content("#status"), page.text_content("#error")
+        pytest.fail(f"page never reached {condition!r}: status/error {said}")
+
+
+def _browser():
+    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
+    if not Path(CHROMIUM).exists():
+        pytest.skip("no Chromium at /usr/bin/chromium (apt-get install chromium)")
+    return sync_api
+
+
+def test_a_person_opens_draws_clicks_undoes_and_exports(live_server, tmp_path):
+    sync_api = _browser()
+    url, gt, state = live_server
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+            ],
+        )
+        page = browser.new_page(viewport={"width": 1100, "height": 700})
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(url)
+        _wait(page, "window.mecca && window.mecca.ready")
+        page.select_option("#view", "axial")
+        page.select_option("#method", "geos")
+        page.click("#files li[data-path='ball.nii.gz']")
+        _wait(page, "window.mecca.loaded === true", timeout=30000)
+        page.wait_for_timeout(500)
+        box = page.locator("#gl").bounding_box()
+        cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+        side = min(box["width"], box["height"])
+        page.check("input[value=roi]")
+        page.mouse.click(cx - 0.3 * side, cy - 0.3 * side)
+        page.mouse.click(cx + 0.3 * side, cy + 0.3 * side)
+        _wait(page, "window.mecca.session.roi !== null", timeout=20000)
+        page.check("input[value=foreground]")
+        page.mouse.click(cx, cy)
+        _wait(page, "window.mecca.session.steps === 1 && !window.mecca.busy", timeout=60000)
+        assert page.evaluate("window.mecca.overlays.length") >= 1
+        assert page.evaluate("window.mecca.lastLatencyMs") > 0
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(SCREENSHOTS / "page_after_click.png"))
+        page.click("#undo")
+        _wait(page, "window.mecca.session.steps === 0 && !window.mecca.busy")
+        page.click("#redo")
+        _wait(page, "window.mecca.session.steps === 1 && !window.mecca.busy")
+        page.fill("#exportName", "ball_mask.nii.gz")
+        page.click("#export")
+        _wait(page, "document.getElementById('status').textContent.startsWith('Exported')")
+        sid = page.evaluate("window.mecca.sid")
+        browser.close()
+    assert not errors, errors
+    exported = nib.load(state / "exports" / sid / "ball_mask.nii.gz")
+    np.testing.assert_allclose(exported.affine, np.diag([1.0, 1.0, 2.0, 1.0]), atol=1e-6)
+    mask = np.asarray(exported.dataobj) > 0
+    dice = 2 * (mask & gt).sum() / (mask.sum() + gt.sum())
+    assert dice > 0.85, dice
