@@ -45,6 +45,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clicks", type=int, default=20)
     parser.add_argument("--method", default="mecca")
+    parser.add_argument(
+        "--overlay", choices=("prob", "mask"), default="prob", help="what the page overlays"
+    )
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     import uvicorn
@@ -77,6 +80,8 @@ def main() -> None:
         page.goto(f"http://127.0.0.1:{port}")
         page.wait_for_function("window.mecca && window.mecca.ready", timeout=30000)
         page.select_option("#view", "axial")
+        if args.overlay == "mask":
+            page.uncheck("#showProb")
         page.click(f"#files li[data-path='{name}']")
         page.wait_for_function("window.mecca.loaded === true", timeout=60000)
         page.wait_for_timeout(500)
