@@ -10,7 +10,8 @@ const $ = (id) => document.getElementById(id);
 const state = { sid: null, session: null, corner: null, busy: false, overlays: [] };
 window.mecca = state; // read by the browser tests
 
-const nv = new niivue.Niivue({ backColor: [0.07, 0.07, 0.07, 1], show3Dcrosshair: true });
+// window.nv: the viewer, for tests and profiling in the browser console
+const nv = window.nv = new niivue.Niivue({ backColor: [0.07, 0.07, 0.07, 1], show3Dcrosshair: true });
 
 function authed(url) {
   if (!token) return url;
