@@ -13,11 +13,13 @@ import time
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from skimage.segmentation import random_walker
 
 from mecca.data.roi import Crop
+from mecca.errors import ConfigError
 from mecca.interaction.clicks import Click, InteractionKind
 from mecca.methods.base import MethodState, StepResult
 
@@ -46,8 +48,66 @@ def seed_labels(
     return seeds
 
 
+Extra = dict[str, Any]
+
+
+class SeededMethod:
+    """The frame every click-seeded classical method shares (subclasses are dataclasses
+    with ``seed_radius`` and ``border_background`` fields and a :meth:`from_seeds`).
+
+    ``start`` keeps the given initial probability (else 0); ``step`` turns all clicks so
+    far into a seed map (:func:`seed_labels`), asks :meth:`from_seeds` for the probability
+    and times it. ``extra`` is the state's method-specific data (e.g. a graph reused
+    between steps), returned possibly updated.
+    """
+
+    name: str
+    seed_radius: int
+    border_background: bool
+    accepts: frozenset[InteractionKind] = FG_BG
+
+    def check_seed_radius(self) -> None:
+        if self.seed_radius < 0:
+            raise ConfigError(f"{self.name} seed_radius must be >= 0, got {self.seed_radius}")
+
+    def start(self, crop: Crop, *, init_prob: np.ndarray | None = None) -> MethodState:
+        prob = np.zeros(crop.grid, np.float32) if init_prob is None else init_prob
+        return MethodState(crop=crop, prob=prob.astype(np.float32, copy=False))
+
+    def from_seeds(self, crop: Crop, seeds: np.ndarray, extra: Extra) -> tuple[np.ndarray, Extra]:
+        """Probability (float32, crop grid) from a seed map (1 fg, 2 bg, 0 free)."""
+        raise NotImplementedError
+
+    def step(
+        self, state: MethodState, new: Sequence[Click], *, rng: np.random.Generator
+    ) -> tuple[MethodState, StepResult]:
+        t0 = time.perf_counter()
+        clicks = state.clicks + tuple(new)
+        seeds = seed_labels(
+            state.crop.grid,
+            clicks,
+            radius=self.seed_radius,
+            border_background=self.border_background,
+        )
+        prob, extra = self.from_seeds(state.crop, seeds, dict(state.extra))
+        prob = np.asarray(prob, dtype=np.float32)
+        seconds = time.perf_counter() - t0
+        new_state = MethodState(crop=state.crop, clicks=clicks, prob=prob, extra=extra)
+        return new_state, StepResult(prob=prob, seconds=seconds)
+
+
+def trivial_prob(seeds: np.ndarray) -> np.ndarray | None:
+    """0 everywhere without a foreground seed, 1 everywhere without a background seed,
+    else None (the algorithm has to run)."""
+    if not (seeds == 1).any():
+        return np.zeros(seeds.shape, np.float32)
+    if not (seeds == 2).any():
+        return np.ones(seeds.shape, np.float32)
+    return None
+
+
 @dataclass
-class RandomWalkerMethod:
+class RandomWalkerMethod(SeededMethod):
     """Random walker on the crop from fg/bg clicks (scikit-image), probability output.
 
     Attributes:
@@ -62,34 +122,15 @@ class RandomWalkerMethod:
     name: str = "random_walker"
     accepts: frozenset[InteractionKind] = FG_BG
 
-    def start(self, crop: Crop, *, init_prob: np.ndarray | None = None) -> MethodState:
-        prob = np.zeros(crop.grid, np.float32) if init_prob is None else init_prob
-        return MethodState(crop=crop, prob=prob.astype(np.float32, copy=False))
-
-    def step(
-        self, state: MethodState, new: Sequence[Click], *, rng: np.random.Generator
-    ) -> tuple[MethodState, StepResult]:
-        t0 = time.perf_counter()
-        clicks = state.clicks + tuple(new)
-        seeds = seed_labels(
-            state.crop.grid,
-            clicks,
-            radius=self.seed_radius,
-            border_background=self.border_background,
-        )
-        if not (seeds == 1).any():
-            prob = np.zeros(state.crop.grid, np.float32)
-        elif not (seeds == 2).any():
-            prob = np.ones(state.crop.grid, np.float32)
-        else:
+    def from_seeds(self, crop: Crop, seeds: np.ndarray, extra: Extra) -> tuple[np.ndarray, Extra]:
+        prob = trivial_prob(seeds)
+        if prob is None:
             with warnings.catch_warnings():
                 # cg_j stops at a tolerance, so probabilities may overshoot [0, 1] by ~1e-5;
                 # they are clipped below, so scikit-image's warning about it is noise here.
                 warnings.filterwarnings("ignore", "The probability range", UserWarning)
                 full = random_walker(
-                    state.crop.image, seeds, beta=self.beta, mode="cg_j", return_full_prob=True
+                    crop.image, seeds, beta=self.beta, mode="cg_j", return_full_prob=True
                 )
-            prob = np.clip(full[0], 0.0, 1.0).astype(np.float32)
-        seconds = time.perf_counter() - t0
-        new_state = MethodState(crop=state.crop, clicks=clicks, prob=prob)
-        return new_state, StepResult(prob=prob, seconds=seconds)
+            prob = np.clip(full[0], 0.0, 1.0)
+        return prob, extra

@@ -25,18 +25,15 @@ Choices made here:
 from __future__ import annotations
 
 import math
-import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from mecca.data.roi import Crop
 from mecca.errors import ConfigError
-from mecca.interaction.clicks import Click, InteractionKind
+from mecca.interaction.clicks import InteractionKind
 from mecca.interaction.hints import GeodesicGraph
-from mecca.methods.base import MethodState, StepResult
-from mecca.methods.classical import FG_BG, seed_labels
+from mecca.methods.classical import FG_BG, Extra, SeededMethod, trivial_prob
 
 _GRAPH_KEY = "geodesic_graph"
 _LAMB_KEY = "geodesic_lamb"
@@ -56,7 +53,7 @@ def geos_probability(d_fg: np.ndarray, d_bg: np.ndarray) -> np.ndarray:
 
 
 @dataclass
-class GeosMethod:
+class GeosMethod(SeededMethod):
     """GeoS: foreground where the geodesic distance to fg seeds beats that to bg seeds.
 
     Attributes:
@@ -78,40 +75,18 @@ class GeosMethod:
     def __post_init__(self) -> None:
         if not (math.isfinite(self.lamb) and 0.0 <= self.lamb <= 1.0):
             raise ConfigError(f"geos lamb must be in [0, 1], got {self.lamb}")
-        if self.seed_radius < 0:
-            raise ConfigError(f"geos seed_radius must be >= 0, got {self.seed_radius}")
+        self.check_seed_radius()
 
-    def start(self, crop: Crop, *, init_prob: np.ndarray | None = None) -> MethodState:
-        prob = np.zeros(crop.grid, np.float32) if init_prob is None else init_prob
-        return MethodState(crop=crop, prob=prob.astype(np.float32, copy=False))
-
-    def step(
-        self, state: MethodState, new: Sequence[Click], *, rng: np.random.Generator
-    ) -> tuple[MethodState, StepResult]:
-        t0 = time.perf_counter()
-        clicks = state.clicks + tuple(new)
-        seeds = seed_labels(
-            state.crop.grid,
-            clicks,
-            radius=self.seed_radius,
-            border_background=self.border_background,
-        )
-        extra = dict(state.extra)
+    def from_seeds(self, crop: Crop, seeds: np.ndarray, extra: Extra) -> tuple[np.ndarray, Extra]:
+        prob = trivial_prob(seeds)
+        if prob is not None:
+            return prob, extra
         fg, bg = seeds == 1, seeds == 2
-        if not fg.any():
-            prob = np.zeros(state.crop.grid, np.float32)
-        elif not bg.any():
-            prob = np.ones(state.crop.grid, np.float32)
-        else:
-            graph = extra.get(_GRAPH_KEY)
-            if not isinstance(graph, GeodesicGraph) or extra.get(_LAMB_KEY) != self.lamb:
-                graph = GeodesicGraph(state.crop.image, lamb=self.lamb)
-                extra = {_GRAPH_KEY: graph, _LAMB_KEY: self.lamb}
-            d_fg = graph.distance(np.argwhere(fg))
-            d_bg = graph.distance(np.argwhere(bg))
-            prob = geos_probability(d_fg, d_bg)
-            prob[fg] = 1.0
-            prob[bg] = 0.0
-        seconds = time.perf_counter() - t0
-        new_state = MethodState(crop=state.crop, clicks=clicks, prob=prob, extra=extra)
-        return new_state, StepResult(prob=prob, seconds=seconds)
+        graph = extra.get(_GRAPH_KEY)
+        if not isinstance(graph, GeodesicGraph) or extra.get(_LAMB_KEY) != self.lamb:
+            graph = GeodesicGraph(crop.image, lamb=self.lamb)
+            extra = {_GRAPH_KEY: graph, _LAMB_KEY: self.lamb}
+        prob = geos_probability(graph.distance(np.argwhere(fg)), graph.distance(np.argwhere(bg)))
+        prob[fg] = 1.0
+        prob[bg] = 0.0
+        return prob, extra

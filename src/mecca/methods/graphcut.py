@@ -31,8 +31,6 @@ float32 0/1.
 from __future__ import annotations
 
 import math
-import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import maxflow
@@ -40,9 +38,8 @@ import numpy as np
 
 from mecca.data.roi import Crop
 from mecca.errors import ConfigError
-from mecca.interaction.clicks import Click, InteractionKind
-from mecca.methods.base import MethodState, StepResult
-from mecca.methods.classical import FG_BG, seed_labels
+from mecca.interaction.clicks import InteractionKind
+from mecca.methods.classical import FG_BG, Extra, SeededMethod
 
 
 def _gaussian_nll(values: np.ndarray, samples: np.ndarray, min_std: float) -> np.ndarray:
@@ -64,7 +61,7 @@ def contrast_sigma(image: np.ndarray) -> float:
 
 
 @dataclass
-class GraphCutMethod:
+class GraphCutMethod(SeededMethod):
     """Boykov-Jolly graph cut on the crop from fg/bg clicks; binary 0/1 output.
 
     Attributes:
@@ -93,31 +90,12 @@ class GraphCutMethod:
             raise ConfigError(f"graphcut sigma must be > 0 or None (estimate), got {self.sigma}")
         if not (math.isfinite(self.min_std) and self.min_std > 0):
             raise ConfigError(f"graphcut min_std must be > 0, got {self.min_std}")
-        if self.seed_radius < 0:
-            raise ConfigError(f"graphcut seed_radius must be >= 0, got {self.seed_radius}")
+        self.check_seed_radius()
 
-    def start(self, crop: Crop, *, init_prob: np.ndarray | None = None) -> MethodState:
-        prob = np.zeros(crop.grid, np.float32) if init_prob is None else init_prob
-        return MethodState(crop=crop, prob=prob.astype(np.float32, copy=False))
-
-    def step(
-        self, state: MethodState, new: Sequence[Click], *, rng: np.random.Generator
-    ) -> tuple[MethodState, StepResult]:
-        t0 = time.perf_counter()
-        clicks = state.clicks + tuple(new)
-        seeds = seed_labels(
-            state.crop.grid,
-            clicks,
-            radius=self.seed_radius,
-            border_background=self.border_background,
-        )
+    def from_seeds(self, crop: Crop, seeds: np.ndarray, extra: Extra) -> tuple[np.ndarray, Extra]:
         if not (seeds == 1).any():
-            prob = np.zeros(state.crop.grid, np.float32)
-        else:
-            prob = self.segment(state.crop.image, seeds).astype(np.float32)
-        seconds = time.perf_counter() - t0
-        new_state = MethodState(crop=state.crop, clicks=clicks, prob=prob)
-        return new_state, StepResult(prob=prob, seconds=seconds)
+            return np.zeros(crop.grid, np.float32), extra
+        return self.segment(crop.image, seeds), extra
 
     def segment(self, image: np.ndarray, seeds: np.ndarray) -> np.ndarray:
         """Bool foreground mask of the minimum cut for a seed map (1 fg, 2 bg, 0 free).

@@ -32,9 +32,7 @@ Choices made here:
 from __future__ import annotations
 
 import math
-import time
 import warnings
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,9 +40,8 @@ import numpy as np
 
 from mecca.data.roi import Crop
 from mecca.errors import ConfigError
-from mecca.interaction.clicks import Click, InteractionKind
-from mecca.methods.base import MethodState, StepResult
-from mecca.methods.classical import FG_BG, seed_labels
+from mecca.interaction.clicks import InteractionKind
+from mecca.methods.classical import FG_BG, Extra, SeededMethod, trivial_prob
 
 
 def _filter_class() -> Any:
@@ -78,7 +75,7 @@ def grow_cut(image: np.ndarray, seeds: np.ndarray, *, distance_penalty: float = 
 
 
 @dataclass
-class GrowCutMethod:
+class GrowCutMethod(SeededMethod):
     """GrowCut (ITK FastGrowCut, 3D Slicer's "Grow from seeds"); binary 0/1 output.
 
     Attributes:
@@ -102,31 +99,11 @@ class GrowCutMethod:
                 f"growcut distance_penalty must be a finite number >= 0, "
                 f"got {self.distance_penalty}"
             )
-        if self.seed_radius < 0:
-            raise ConfigError(f"growcut seed_radius must be >= 0, got {self.seed_radius}")
+        self.check_seed_radius()
 
-    def start(self, crop: Crop, *, init_prob: np.ndarray | None = None) -> MethodState:
-        prob = np.zeros(crop.grid, np.float32) if init_prob is None else init_prob
-        return MethodState(crop=crop, prob=prob.astype(np.float32, copy=False))
-
-    def step(
-        self, state: MethodState, new: Sequence[Click], *, rng: np.random.Generator
-    ) -> tuple[MethodState, StepResult]:
-        t0 = time.perf_counter()
-        clicks = state.clicks + tuple(new)
-        seeds = seed_labels(
-            state.crop.grid,
-            clicks,
-            radius=self.seed_radius,
-            border_background=self.border_background,
-        )
-        if not (seeds == 1).any():
-            prob = np.zeros(state.crop.grid, np.float32)
-        elif not (seeds == 2).any():
-            prob = np.ones(state.crop.grid, np.float32)
-        else:
-            labels = grow_cut(state.crop.image, seeds, distance_penalty=self.distance_penalty)
+    def from_seeds(self, crop: Crop, seeds: np.ndarray, extra: Extra) -> tuple[np.ndarray, Extra]:
+        prob = trivial_prob(seeds)
+        if prob is None:
+            labels = grow_cut(crop.image, seeds, distance_penalty=self.distance_penalty)
             prob = (labels == 1).astype(np.float32)
-        seconds = time.perf_counter() - t0
-        new_state = MethodState(crop=state.crop, clicks=clicks, prob=prob)
-        return new_state, StepResult(prob=prob, seconds=seconds)
+        return prob, extra

@@ -30,8 +30,6 @@ any, the region is the in-range components of the fg seeds.
 from __future__ import annotations
 
 import math
-import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -40,9 +38,8 @@ from skimage.segmentation import watershed
 
 from mecca.data.roi import Crop
 from mecca.errors import ConfigError
-from mecca.interaction.clicks import Click, InteractionKind
-from mecca.methods.base import MethodState, StepResult
-from mecca.methods.classical import FG_BG, seed_labels
+from mecca.interaction.clicks import InteractionKind
+from mecca.methods.classical import FG_BG, Extra, SeededMethod
 
 _STRUCTURE_6 = ndimage.generate_binary_structure(3, 1)
 
@@ -88,7 +85,7 @@ def grow_region(
 
 
 @dataclass
-class RegionGrowingMethod:
+class RegionGrowingMethod(SeededMethod):
     """Seeded region growing within ``k`` standard deviations of the fg seeds' mean.
 
     Attributes:
@@ -117,33 +114,15 @@ class RegionGrowingMethod:
             value = getattr(self, key)
             if not (math.isfinite(value) and value > 0):
                 raise ConfigError(f"region_growing {key} must be a finite number > 0, got {value}")
-        if self.seed_radius < 0:
-            raise ConfigError(f"region_growing seed_radius must be >= 0, got {self.seed_radius}")
+        self.check_seed_radius()
 
-    def start(self, crop: Crop, *, init_prob: np.ndarray | None = None) -> MethodState:
-        prob = np.zeros(crop.grid, np.float32) if init_prob is None else init_prob
-        return MethodState(crop=crop, prob=prob.astype(np.float32, copy=False))
-
-    def step(
-        self, state: MethodState, new: Sequence[Click], *, rng: np.random.Generator
-    ) -> tuple[MethodState, StepResult]:
-        t0 = time.perf_counter()
-        clicks = state.clicks + tuple(new)
-        seeds = seed_labels(
-            state.crop.grid,
-            clicks,
-            radius=self.seed_radius,
-            border_background=self.border_background,
-        )
+    def from_seeds(self, crop: Crop, seeds: np.ndarray, extra: Extra) -> tuple[np.ndarray, Extra]:
         region = grow_region(
-            state.crop.image,
+            crop.image,
             seeds,
             k=self.k,
             min_std=self.min_std,
             gradient_sigma=self.gradient_sigma,
             fill_holes=self.fill_holes,
         )
-        prob = region.astype(np.float32)
-        seconds = time.perf_counter() - t0
-        new_state = MethodState(crop=state.crop, clicks=clicks, prob=prob)
-        return new_state, StepResult(prob=prob, seconds=seconds)
+        return region.astype(np.float32), extra
