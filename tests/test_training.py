@@ -163,15 +163,12 @@ def test_torchrun_trains_data_parallel_with_gloo_and_only_rank_0_writes(phantoms
 def test_sigterm_stops_training_through_keyboard_interrupt():
     import signal
 
-    from mecca.training import _restore_signals, _stop_on_signals
+    from mecca.runtime import stop_on_signals
 
-    previous = _stop_on_signals()
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            os.kill(os.getpid(), signal.SIGTERM)
-    finally:
-        _restore_signals(previous)
-    assert signal.getsignal(signal.SIGTERM) == previous[signal.SIGTERM]
+    previous = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(KeyboardInterrupt), stop_on_signals():
+        os.kill(os.getpid(), signal.SIGTERM)
+    assert signal.getsignal(signal.SIGTERM) == previous
 
 
 def test_resume_accepts_settings_added_after_the_run_began(phantoms, tmp_path):

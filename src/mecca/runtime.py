@@ -1,4 +1,5 @@
-"""Where code runs: the one device helper, and the torchrun / DDP environment.
+"""Where code runs: the one device helper, the torchrun / DDP environment, and how a
+training run stops on a signal.
 
 ``device="auto"`` is resolved here and nowhere else; no code path needs a GPU. Under
 ``torchrun`` the same training command runs data-parallel: RANK / LOCAL_RANK /
@@ -8,6 +9,10 @@ WORLD_SIZE come from the environment, NCCL is used on GPUs and gloo on the CPU.
 from __future__ import annotations
 
 import os
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -71,3 +76,22 @@ def init_distributed(info: DistInfo, device: torch.device) -> None:
 def shutdown_distributed() -> None:
     if dist.is_initialized():
         dist.destroy_process_group()
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+@contextmanager
+def stop_on_signals() -> Iterator[None]:
+    """In the block, SIGINT and SIGTERM stop training through KeyboardInterrupt, so last.pt
+    is saved (a job started in the background ignores SIGINT, and a scheduler sends
+    SIGTERM); the previous handlers come back afterwards. Only the main thread can."""
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        previous = {s: signal.signal(s, _interrupt) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

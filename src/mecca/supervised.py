@@ -39,11 +39,7 @@ from __future__ import annotations
 import json
 import logging
 import platform
-import signal
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -73,7 +69,7 @@ from mecca.methods.supervised import (
     nets_from_payload,
 )
 from mecca.nets.segnet import SegNetConfig, build_segnet
-from mecca.runtime import resolve_device
+from mecca.runtime import resolve_device, stop_on_signals
 from mecca.training_data import HeldCase, load_cases, sample_crops
 
 __all__ = [
@@ -372,23 +368,6 @@ def _net_config(net: nn.Module) -> dict[str, Any]:
     return config.to_dict()
 
 
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
-@contextmanager
-def _stop_on_signals() -> Iterator[None]:
-    """SIGINT / SIGTERM raise KeyboardInterrupt in the block (so last.pt is saved)."""
-    previous = {}
-    if threading.current_thread() is threading.main_thread():
-        previous = {s: signal.signal(s, _interrupt) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-
-
 class SupervisedTrainer:
     """Runs (or resumes) one supervised-baseline run into ``out``; see the module docstring."""
 
@@ -489,7 +468,7 @@ class SupervisedTrainer:
         )
         bar = tqdm(total=cfg.steps, initial=self.step, disable=not self.progress, unit="step")
         try:
-            with _stop_on_signals():
+            with stop_on_signals():
                 while self.step < cfg.steps:
                     t0 = time.perf_counter()
                     batch = sample_crops(

@@ -21,8 +21,6 @@ from __future__ import annotations
 import json
 import logging
 import platform
-import signal
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -58,7 +56,13 @@ from mecca.rl.actions import ACTIONS, action_values
 from mecca.rl.env import VoxelEnv
 from mecca.rl.rewards import RewardConfig, compute_reward
 from mecca.rl.semisup import DeltaSchedule, labeled_subset, simulated_labels
-from mecca.runtime import DistInfo, dist_from_env, init_distributed, resolve_device
+from mecca.runtime import (
+    DistInfo,
+    dist_from_env,
+    init_distributed,
+    resolve_device,
+    stop_on_signals,
+)
 from mecca.training_data import HeldCase, load_cases, sample_crops
 
 log = logging.getLogger(__name__)
@@ -390,23 +394,6 @@ def _progress(total: int, initial: int, enabled: bool) -> Iterator[Any]:
         bar.close()
 
 
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
-def _stop_on_signals() -> dict[int, Any]:
-    """SIGINT and SIGTERM stop training through KeyboardInterrupt, so last.pt is saved
-    (a job started in the background ignores SIGINT, and a scheduler sends SIGTERM)."""
-    if threading.current_thread() is not threading.main_thread():
-        return {}
-    return {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
-
-
-def _restore_signals(previous: dict[int, Any]) -> None:
-    for sig, handler in previous.items():
-        signal.signal(sig, handler)
-
-
 class Trainer:
     """Runs (or resumes) one training run into ``out``; see the module docstring."""
 
@@ -534,9 +521,8 @@ class Trainer:
                 "mecca": __version__,
             }
         )
-        previous = _stop_on_signals()
         try:
-            with _progress(cfg.episodes, self.episode, self.progress) as bar:
+            with stop_on_signals(), _progress(cfg.episodes, self.episode, self.progress) as bar:
                 while self.episode < cfg.episodes:
                     t0 = time.perf_counter()
                     labeled = not unlabeled or self.episode % 2 == 0
@@ -567,8 +553,6 @@ class Trainer:
             log.warning("interrupted at episode %d: saving last.pt", self.episode)
             self.save("last.pt")
             raise
-        finally:
-            _restore_signals(previous)
         self.save("last.pt")
         return self.out
 
