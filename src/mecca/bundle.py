@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -109,6 +110,43 @@ def _io_description(config: dict[str, Any], n_hints: int) -> dict[str, Any]:
     }
 
 
+def write_bundle(
+    out: Path,
+    weights_payload: dict[str, Any],
+    metadata: dict[str, Any],
+    card: Callable[[dict[str, Any]], str],
+    *,
+    name: str | None,
+    description: str,
+    checkpoint: str,
+    force: bool,
+) -> Path:
+    """The bundle layout shared by every exported model: ``models/model.pt`` (plain data,
+    ``weights_only``-loadable), ``configs/metadata.json`` (``metadata`` plus name, version,
+    description, source checkpoint and the weights' SHA-256) and ``docs/README.md``
+    (``card(metadata)``; an existing, hand-edited card is kept)."""
+    if out.exists() and any(out.iterdir()) and not force:
+        raise OverwriteError("bundle folder is not empty", path=out, hint="pass --force")
+    weights = out / "models" / "model.pt"
+    weights.parent.mkdir(parents=True, exist_ok=True)
+    save_checkpoint(weights, weights_payload)
+    meta = {
+        "name": name or out.name,
+        "version": "1.0.0",
+        "mecca_version": __version__,
+        "description": description,
+        **metadata,
+        "checkpoint": checkpoint,
+        "sha256": sha256(weights),
+    }
+    (out / "configs").mkdir(exist_ok=True)
+    _write_text(out / "configs" / "metadata.json", json.dumps(meta, indent=1))
+    (out / "docs").mkdir(exist_ok=True)
+    if not (out / "docs" / "README.md").exists():
+        _write_text(out / "docs" / "README.md", card(meta))
+    return out
+
+
 def export_bundle(
     run: Path,
     out: Path,
@@ -120,23 +158,12 @@ def export_bundle(
 ) -> Path:
     """Write a bundle from a training run's checkpoint (``best.pt`` or ``last.pt``)."""
     run, out = Path(run), Path(out)
-    if out.exists() and any(out.iterdir()) and not force:
-        raise OverwriteError("bundle folder is not empty", path=out, hint="pass --force")
     data = load_checkpoint(run / checkpoint)
     config = data["config"]
     from mecca.training import TrainConfig, hint_encoder  # the run's own channel rule
 
     encoder = hint_encoder(build_config(TrainConfig, config))
-    (out / "models").mkdir(parents=True, exist_ok=True)
-    weights = out / "models" / "model.pt"
-    save_checkpoint(
-        weights, {"config": config, "net": data["net"], "confidence": data["confidence"]}
-    )
     metadata = {
-        "name": name or out.name,
-        "version": "1.0.0",
-        "mecca_version": __version__,
-        "description": description,
         "method": config["method"],
         "train_config": config,
         "net_config": data["net_config"],
@@ -145,16 +172,18 @@ def export_bundle(
         "actions": list(ACTIONS),
         "network_data_format": _io_description(config, encoder.n_channels),
         "training": training_summary(run, int(data["episode"])),
-        "checkpoint": checkpoint,
-        "sha256": sha256(weights),
     }
-    (out / "configs").mkdir(exist_ok=True)
-    _write_text(out / "configs" / "metadata.json", json.dumps(metadata, indent=1))
-    (out / "docs").mkdir(exist_ok=True)
-    card = out / "docs" / "README.md"
-    if not card.exists():
-        _write_text(card, model_card(metadata))
-    return out
+    payload = {"config": config, "net": data["net"], "confidence": data["confidence"]}
+    return write_bundle(
+        out,
+        payload,
+        metadata,
+        model_card,
+        name=name,
+        description=description,
+        checkpoint=checkpoint,
+        force=force,
+    )
 
 
 def model_card(meta: dict[str, Any]) -> str:

@@ -567,52 +567,48 @@ def export_supervised(
 ) -> Path:
     """Write a MONAI-Bundle-layout folder (as :func:`mecca.bundle.export_bundle` does for
     the RL methods) from a supervised run's checkpoint; :func:`load_supervised` reads it."""
-    from mecca.bundle import sha256
+    from mecca.bundle import write_bundle
 
     run, out = Path(run), Path(out)
-    if out.exists() and any(out.iterdir()) and not force:
-        raise OverwriteError("bundle folder is not empty", path=out, hint="pass --force")
     data = load_checkpoint(run / checkpoint)
     config = data["config"]
-    weights = out / "models" / "model.pt"
-    weights.parent.mkdir(parents=True, exist_ok=True)
     keep = ("config", "nets", "net_configs", "frozen", "step")
-    save_checkpoint(weights, {k: data[k] for k in keep})
     summary = _summary(run, int(data["step"]))
     hints = None
     if config["method"] in REFINERS:
         enc = hint_encoder(config["method"])
         hints = {"encoding": enc.encoding, "channels": enc.channels}
     metadata = {
-        "name": name or out.name,
-        "version": "1.0.0",
-        "mecca_version": __version__,
-        "description": description,
         "method": config["method"],
         "train_config": config,
         "net_configs": data["net_configs"],
         "hints": hints,
         "training": summary,
-        "checkpoint": checkpoint,
-        "sha256": sha256(weights),
     }
-    (out / "configs").mkdir(exist_ok=True)
-    text = json.dumps(metadata, indent=1)
-    atomic_write(out / "configs" / "metadata.json", lambda t: t.write_text(text, "utf-8"))
-    card = "\n".join(
-        [
-            f"# {metadata['name']}",
-            "",
-            description,
-            "",
-            f"- Method: {config['method']} (supervised baseline), width {config['width']}, "
-            f"grid {config['grid']}",
-            f"- Training: {summary['steps']} steps of {config['batch_size']} crops, split "
-            f"`{config['train_split']}`; validation Dice {summary['validation_dice']}",
-            f"- Weights: `models/model.pt`, SHA-256 `{metadata['sha256']}`",
-            "",
-        ]
+
+    def card(meta: dict[str, Any]) -> str:
+        return "\n".join(
+            [
+                f"# {meta['name']}",
+                "",
+                description,
+                "",
+                f"- Method: {config['method']} (supervised baseline), width {config['width']}, "
+                f"grid {config['grid']}",
+                f"- Training: {summary['steps']} steps of {config['batch_size']} crops, split "
+                f"`{config['train_split']}`; validation Dice {summary['validation_dice']}",
+                f"- Weights: `models/model.pt`, SHA-256 `{meta['sha256']}`",
+                "",
+            ]
+        )
+
+    return write_bundle(
+        out,
+        {k: data[k] for k in keep},
+        metadata,
+        card,
+        name=name,
+        description=description,
+        checkpoint=checkpoint,
+        force=force,
     )
-    (out / "docs").mkdir(exist_ok=True)
-    atomic_write(out / "docs" / "README.md", lambda t: t.write_text(card, "utf-8"))
-    return out
