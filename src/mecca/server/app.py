@@ -50,7 +50,6 @@ from mecca.server.security import BodyLimit, error_reply, internal_error, token_
 from mecca.server.sessions import ServerSession, SessionStore, UnknownSession
 from mecca.server.settings import ServerSettings
 from mecca.server.uploads import check_voxels, safe_filename, unpack_zip
-from mecca.session import Session
 
 log = logging.getLogger(__name__)
 
@@ -337,8 +336,7 @@ def set_method(server: ServerDep, sid: str, body: MethodRequest) -> dict[str, An
     ss = server.store.get(sid)
     built = server.method(body.method)
     with ss.lock:
-        ss.session = Session(ss.session.volume, ss.roi, method=built, rng=0)
-        ss.method = body.method
+        ss.use_method(body.method, built)
         server.store.save(ss)
         return state_of(ss)
 

@@ -44,7 +44,6 @@ from mecca.io import file_extension, save_mask
 from mecca.server.security import token_ok
 from mecca.server.sessions import ServerSession
 from mecca.server.uploads import safe_filename
-from mecca.session import Session
 
 LABEL = "target"
 FG, BG, EDGE = InteractionKind.FOREGROUND, InteractionKind.BACKGROUND, InteractionKind.EDGE
@@ -204,8 +203,7 @@ def _run(server: Any, ss: ServerSession, model: str, request: dict[str, Any]) ->
     """Bring the session to the requested points (see the module docstring)."""
     method = server.method(model)
     if ss.method != model:
-        ss.session = Session(ss.session.volume, ss.roi, method=method, rng=0)
-        ss.method = model
+        ss.use_method(model, method)
     session = ss.session
     wanted = requested_clicks(method.accepts, request, session.volume.shape)
     given = [c for step in session.history for c in step]

@@ -64,6 +64,11 @@ class ServerSession:
     def image_path(self) -> Path:
         return self.folder / "image.nii.gz"
 
+    def use_method(self, name: str, method: InteractiveMethod) -> None:
+        """Switch to another method: a fresh session on the same image and ROI."""
+        self.session = Session(self.session.volume, self.roi, method=method, rng=0)
+        self.method = name
+
     def state(self) -> dict[str, Any]:
         """What ``session.json`` holds."""
         return {
