@@ -188,6 +188,14 @@ def test_bad_requests_get_4xx_with_a_message(root, tmp_path):
         json={"clicks": [{"kind": "lasso", "xyz_mm": [0.0, 0.0, 0.0]}]},
     )
     assert lasso.status_code == 400
+    nan = ok.post(
+        f"/api/sessions/{sid}/clicks",
+        content=b'{"clicks": [{"kind": "fg", "xyz_mm": [NaN, 0, 0]}]}',
+        headers={"content-type": "application/json"},
+    )
+    assert nan.status_code == 400 and "finite" in nan.json()["error"]
+    far = ok.put(f"/api/sessions/{sid}/roi", json={"corners_mm": [[900.0] * 3, [901.0] * 3]})
+    assert far.status_code == 400 and "outside" in far.json()["error"]
     assert ok.get(f"/api/sessions/{sid}").json()["pending"] == 0  # nothing half-queued
     assert ok.put(f"/api/sessions/{sid}/method", json={"method": "nope"}).status_code == 400
 

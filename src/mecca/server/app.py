@@ -271,6 +271,8 @@ def box_from_corners(volume: Volume, corners_mm: list[list[float]]) -> Box:
         axis = int(np.argmax(thin))
         lo[axis] -= depth // 2
         hi[axis] = lo[axis] + depth
+    if np.any(hi <= 0) or np.any(lo >= shape):
+        raise InputError("the ROI lies outside the image", hint="draw it on the image")
     lo, hi = np.clip(lo, 0, shape - 1), np.clip(hi, 1, shape)
     return Box(tuple(lo), tuple(np.maximum(hi, lo + 1)))  # type: ignore[arg-type]
 
@@ -293,7 +295,10 @@ def voxel_clicks(volume: Volume, clicks: list[ClickIn]) -> list[tuple[Any, tuple
         kind = KIND_ALIASES.get(c.kind.lower())
         if kind is None:
             raise InputError(f"unknown click kind {c.kind!r}", hint="foreground, background, edge")
-        ijk = np.floor(volume.world_to_voxel(np.asarray(c.xyz_mm, np.float64)) + 0.5)
+        xyz = np.asarray(c.xyz_mm, np.float64)
+        if not np.all(np.isfinite(xyz)):
+            raise InputError("click coordinates must be finite numbers (mm)")
+        ijk = np.floor(volume.world_to_voxel(xyz) + 0.5)
         out.append((kind, tuple(int(v) for v in ijk)))
     return out
 
