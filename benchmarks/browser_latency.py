@@ -70,7 +70,7 @@ def main() -> None:
     while not server.started:
         time.sleep(0.05)
     kind = "edge" if args.method == "mecca" else "foreground"
-    latencies, server_ms = [], []
+    latencies, server_ms, phases = [], [], []
     with sync_playwright() as p:
         browser = p.chromium.launch(
             executable_path="/usr/bin/chromium",
@@ -104,13 +104,16 @@ def main() -> None:
             if n:
                 latencies.append(page.evaluate("window.mecca.lastLatencyMs"))
                 server_ms.append(page.evaluate("window.mecca.session.last.total_ms"))
+                phases.append(page.evaluate("window.mecca.lastPhasesMs"))
         browser.close()
     server.should_exit = True
     q1, med, q3 = np.percentile(latencies, [25, 50, 75])
+    phase_medians = {k: float(np.median([p[k] for p in phases])) for k in phases[0]}
     print(
         f"{name} ({args.method}), {args.clicks} clicks: click-to-overlay median {med:.0f} ms "
         f"[{q1:.0f}, {q3:.0f}]; server step median {np.median(server_ms):.0f} ms"
     )
+    print("  phase medians (ms): " + ", ".join(f"{k} {v:.0f}" for k, v in phase_medians.items()))
     if args.out:
         args.out.write_text(
             json.dumps(
@@ -120,6 +123,8 @@ def main() -> None:
                     "clicks": args.clicks,
                     "click_to_overlay_ms": latencies,
                     "server_step_ms": server_ms,
+                    "phase_medians_ms": phase_medians,
+                    "overlay": args.overlay,
                     "median_ms": float(med),
                     "q1_ms": float(q1),
                     "q3_ms": float(q3),

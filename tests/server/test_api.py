@@ -82,6 +82,13 @@ def test_undo_redo_reset_export_and_results(root, tmp_path):
     prob = _nifti(client.get(f"/api/sessions/{sid}/prob.nii.gz").content)
     assert prob.get_data_dtype() == np.float32
     assert client.get(f"/api/sessions/{sid}/advice.nii.gz").status_code == 400  # no advice
+    overlay = client.get(f"/api/sessions/{sid}/overlay")
+    i0, j0, k0, ni, nj, nk = map(int, overlay.headers["x-mecca-box"].split(","))
+    labels = np.frombuffer(overlay.content, np.uint8).reshape((ni, nj, nk), order="F")
+    mask = np.asarray(_nifti(client.get(f"/api/sessions/{sid}/mask.nii.gz").content).dataobj)
+    inside = mask[i0 : i0 + ni, j0 : j0 + nj, k0 : k0 + nk] > 0
+    assert inside.sum() == mask.sum() > 0  # the box holds the whole mask
+    assert np.all(labels[inside] >= 4) and not np.any(labels[~inside] > 4)
     exported = client.post(f"/api/sessions/{sid}/export", json={"name": "../../evil/ball.nii.gz"})
     assert exported.status_code == 200 and exported.json()["exported"] == "ball.nii.gz"
     written = tmp_path / "state" / "exports" / sid / "ball.nii.gz"

@@ -31,6 +31,21 @@ CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 DOCS_SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
 """Where MECCA_SCREENSHOTS=1 saves the page's screenshot (else the test's tmp folder)."""
 SHAPE = (48, 48, 24)
+LPS_AFFINE = np.array([[-1.0, 0, 0, 47.0], [0, -1.0, 0, 40.0], [0, 0, 2.0, -5.0], [0, 0, 0, 1]])
+"""Voxel axes run right-to-left and anterior-to-posterior: NiiVue reorders this image."""
+RAS_MAPPING_ERRORS = """() => {
+  // the page's native-voxel -> drawing-index tables against NiiVue's own img2RAS
+  const [lx, ly, lz] = window.mecca.rasLut, d = nv.back.hdr.dims;
+  const img = nv.back.img, ras = nv.back.img2RAS();
+  let bad = 0, n = 0;
+  for (let k = 0; k < d[3]; k++) for (let j = 0; j < d[2]; j++) for (let i = 0; i < d[1]; i++, n++)
+    if (ras[lx[i] + ly[j] + lz[k]] !== img[n]) bad++;
+  return bad;
+}"""
+DRAWN_AT_CROSSHAIR = """() => {
+  const v = nv.frac2vox(nv.scene.crosshairPos), d = nv.back.dimsRAS;
+  return nv.drawBitmap[v[0] + v[1] * d[1] + v[2] * d[1] * d[2]];
+}"""
 
 
 def test_vendored_niivue_matches_its_recorded_checksum():
@@ -56,7 +71,7 @@ def test_page_loads_only_local_scripts(tmp_path):
 def _centred_ball(root: Path) -> tuple[Path, np.ndarray]:
     gt = sphere(SHAPE, tuple(s // 2 for s in SHAPE), 8)
     image = (gt * 2.0 + np.random.default_rng(0).normal(0, 0.2, SHAPE)).astype(np.float32)
-    affine = np.diag([1.0, 1.0, 2.0, 1.0])
+    affine = LPS_AFFINE
     save_mask(gt, Volume(image, affine), root / "ball_label.nii.gz")
     return save_volume(Volume(image, affine), root / "ball.nii.gz"), gt
 
@@ -139,6 +154,8 @@ def test_a_person_opens_draws_clicks_undoes_and_exports(live_server, tmp_path):
         page.mouse.click(cx, cy)
         _wait(page, "window.mecca.session.steps === 1 && !window.mecca.busy", timeout=60000)
         assert page.evaluate("window.mecca.overlays.length") >= 1
+        assert page.evaluate(RAS_MAPPING_ERRORS) == 0
+        assert page.evaluate(DRAWN_AT_CROSSHAIR) >= 5  # the clicked centre: p >= 0.5 or outline
         assert page.evaluate("window.mecca.lastLatencyMs") > 0
         shots = DOCS_SCREENSHOTS if os.environ.get("MECCA_SCREENSHOTS") == "1" else tmp_path
         shots.mkdir(parents=True, exist_ok=True)
@@ -155,7 +172,7 @@ def test_a_person_opens_draws_clicks_undoes_and_exports(live_server, tmp_path):
         browser.close()
     assert not errors, errors
     exported = nib.load(state / "exports" / sid / "ball_mask.nii.gz")
-    np.testing.assert_allclose(exported.affine, np.diag([1.0, 1.0, 2.0, 1.0]), atol=1e-6)
+    np.testing.assert_allclose(exported.affine, LPS_AFFINE, atol=1e-6)
     mask = np.asarray(exported.dataobj) > 0
     dice = 2 * (mask & gt).sum() / (mask.sum() + gt.sum())
     assert dice > 0.85, dice

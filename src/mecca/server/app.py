@@ -15,6 +15,7 @@ Every route under ``/api`` works on server-side sessions (:mod:`mecca.server.ses
 ``POST /api/sessions/{id}/step|undo|redo|reset``
 ``PUT  /api/sessions/{id}/method``    ``{"method": name}`` (restarts the session)
 ``GET  /api/sessions/{id}/mask.nii.gz|prob.nii.gz|advice.nii.gz``
+``GET  /api/sessions/{id}/overlay``   the page's overlay: ROI-box labels + colours
 ``POST /api/sessions/{id}/export``    ``{"name": "liver.nii.gz"}``: written under the
                                       state folder's ``exports/<id>/``
 ``DELETE /api/sessions/{id}``
@@ -50,6 +51,7 @@ from mecca.server.security import BodyLimit, error_reply, internal_error, token_
 from mecca.server.sessions import ServerSession, SessionStore, UnknownSession
 from mecca.server.settings import ServerSettings
 from mecca.server.uploads import check_voxels, safe_filename, unpack_zip
+from mecca.server.viewer_overlay import LEGEND, overlay_labels
 
 log = logging.getLogger(__name__)
 
@@ -188,6 +190,7 @@ def info(server: ServerDep) -> dict[str, Any]:
             for n in settings.methods
         ],
         "roots": [{"index": i, "name": p.name} for i, p in enumerate(settings.roots)],
+        "overlay_legend": LEGEND,
         "limits": {
             "max_upload_bytes": settings.max_upload_bytes,
             "max_voxels": settings.max_voxels,
@@ -354,12 +357,31 @@ def result_file(ss: ServerSession, what: str) -> Path:
     path = ss.folder / f"{what}.nii.gz"
     volume = ss.session.volume
     if what == "mask":
-        return path  # written by every save
+        return path  # written after every save (the caller flushes)
     if what == "prob":
         return save_volume(Volume(result.prob, volume.affine), path, force=True)
     if result.advice is None:
         raise InputError("this method gives no advice regions")
     return save_mask(result.advice, volume, path, force=True)
+
+
+@api.get("/sessions/{sid}/overlay", response_class=Response)
+def overlay(server: ServerDep, sid: str, prob: bool = True, advice: bool = True) -> Response:
+    """The page's overlay: uint8 labels of the ROI box, raw bytes with i running fastest;
+    header ``X-Mecca-Box: i0,j0,k0,ni,nj,nk``; colours in ``/api/info``'s
+    ``overlay_legend`` (:mod:`mecca.server.viewer_overlay`). 204 before the first step."""
+    ss = server.store.get(sid)
+    with ss.lock:
+        result = ss.session.result
+        if result is None:
+            return Response(status_code=204)
+        labels = overlay_labels(result.prob_box, result.advice_box, prob=prob, advice=advice)
+        box = ",".join(str(v) for v in (*result.box.start, *labels.shape))
+    return Response(
+        labels.tobytes(order="F"),
+        media_type="application/octet-stream",
+        headers={"X-Mecca-Box": box, "Cache-Control": "no-store"},
+    )
 
 
 @api.get("/sessions/{sid}/{what}.nii.gz")
@@ -368,6 +390,7 @@ def result_nifti(server: ServerDep, sid: str, what: str) -> FileResponse:
         raise InputError(f"no such result {what!r}", hint="mask, prob or advice")
     ss = server.store.get(sid)
     with ss.lock:
+        server.store.flush(ss)
         path = result_file(ss, what)
         return FileResponse(path, media_type="application/gzip", filename=f"{what}.nii.gz")
 

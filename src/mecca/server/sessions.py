@@ -6,7 +6,11 @@ Each session lives in ``state_dir/sessions/<id>/`` under a server-generated id:
   1), the file the page displays and every voxel index refers to;
 * ``session.json`` -- method, explicit ROI, the click history (steps and queued clicks,
   :class:`mecca.session.InteractionStore`), written atomically after every change;
-* ``mask.nii.gz`` -- the current mask, written atomically after every step.
+* ``mask.nii.gz`` -- the current mask, written atomically after every step by one
+  background writer thread (gzip of a full-size mask takes ~100 ms: off the click's path).
+  ``session.json`` is written before the reply, so a crash before the mask is written
+  loses nothing: the reload replays the clicks. Reading the mask waits for its write
+  (:meth:`SessionStore.flush`).
 
 A session reloaded after a restart (or after being unloaded when idle longer than the
 time-to-live) replays its steps: the methods are deterministic given their clicks
@@ -27,6 +31,7 @@ import shutil
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -59,6 +64,8 @@ class ServerSession:
     """The ROI the user set explicitly (None: derived from the first clicks)."""
     lock: threading.RLock = field(default_factory=threading.RLock)
     last_used: float = field(default_factory=time.monotonic)
+    mask_written: Future[None] | None = None
+    """The background write of ``mask.nii.gz`` after the last change."""
 
     @property
     def image_path(self) -> Path:
@@ -99,6 +106,7 @@ class SessionStore:
         self._lock = threading.Lock()
         self.model_lock = threading.Lock()
         """Held while a method runs (one device here: the CPU)."""
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mecca-mask")
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -136,6 +144,7 @@ class SessionStore:
     def delete(self, sid: str) -> None:
         """Forget a session and remove its saved state."""
         ss = self.get(sid)
+        self.flush(ss)
         with ss.lock, self._lock:
             self._sessions.pop(sid, None)
             shutil.rmtree(ss.folder, ignore_errors=True)
@@ -157,14 +166,23 @@ class SessionStore:
     # ------------------------------------------------------------------ state
 
     def save(self, ss: ServerSession) -> None:
-        """Write session.json and the current mask, each atomically."""
+        """Write session.json now and queue the current mask's write, each atomic."""
         text = json.dumps(ss.state())
         atomic_write(ss.folder / "session.json", lambda tmp: tmp.write_text(text, encoding="utf-8"))
-        result = ss.session.result
-        if result is not None:
-            save_mask(result.mask, ss.session.volume, ss.folder / "mask.nii.gz", force=True)
-        else:
-            (ss.folder / "mask.nii.gz").unlink(missing_ok=True)
+        result, volume, path = ss.session.result, ss.session.volume, ss.folder / "mask.nii.gz"
+
+        def write() -> None:
+            if result is not None:
+                save_mask(result.mask, volume, path, force=True)
+            else:
+                path.unlink(missing_ok=True)
+
+        ss.mask_written = self._writer.submit(write)
+
+    def flush(self, ss: ServerSession) -> None:
+        """Wait until ``mask.nii.gz`` holds the session's current mask."""
+        if ss.mask_written is not None:
+            ss.mask_written.result()
 
     def _reload(self, sid: str) -> ServerSession:
         folder = self.root / sid

@@ -7,7 +7,7 @@ const params = new URLSearchParams(location.search);
 if (params.get("token")) sessionStorage.setItem("meccaToken", params.get("token"));
 const token = sessionStorage.getItem("meccaToken");
 const $ = (id) => document.getElementById(id);
-const state = { sid: null, session: null, corner: null, busy: false, overlays: [] };
+const state = { sid: null, session: null, corner: null, busy: false, overlays: [], phases: {} };
 window.mecca = state; // read by the browser tests
 
 // window.nv: the viewer, for tests and profiling in the browser console
@@ -39,6 +39,7 @@ function mode() { return document.querySelector("input[name=mode]:checked").valu
 
 async function loadInfo() {
   const info = await api("/api/info");
+  state.legend = info.overlay_legend;
   $("method").innerHTML = info.methods
     .map((m) => `<option value="${m.name}">${m.name} (${m.accepts.join(", ")})</option>`)
     .join("");
@@ -65,6 +66,7 @@ async function openSession(data) {
   state.overlays = [];
   state.loaded = false;
   await nv.loadVolumes([{ url: authed(`/api/sessions/${data.id}/image.nii.gz`), name: "image.nii.gz" }]);
+  prepareDrawing();
   setView();
   update(data);
   state.loaded = true;
@@ -83,24 +85,79 @@ function update(data) {
   $("info").textContent = `${data.method}: ${data.steps} steps, ${roi}`;
 }
 
+// Overlays live in NiiVue's drawing layer: one uint8 label volume on the image grid,
+// uploaded as a single texture. Re-loading NIfTI overlays instead makes NiiVue rebuild
+// every layer (seconds per click without a GPU). The server sends only the ROI box.
+function prepareDrawing() {
+  nv.createEmptyDrawing();
+  // native voxel (i, j, k) -> index in NiiVue's RAS-ordered drawing, as its loadDrawing does
+  const dims = nv.back.hdr.dims;
+  const perm = nv.back.permRAS;
+  const layout = [0, 0, 0];
+  for (let s = 0; s < 3; s++) for (let a = 0; a < 3; a++) if (Math.abs(perm[s]) - 1 === a) layout[a] = s * Math.sign(perm[s]);
+  let stride = 1;
+  const instride = [1, 1, 1];
+  const inflip = [false, false, false];
+  for (let s = 0; s < 3; s++) {
+    for (let a = 0; a < 3; a++) {
+      if (Math.abs(layout[a]) !== s) continue;
+      instride[a] = stride;
+      inflip[a] = layout[a] < 0 || Object.is(layout[a], -0);
+      stride *= dims[a + 1];
+    }
+  }
+  state.rasLut = [0, 1, 2].map((a) => Int32Array.from({ length: dims[a + 1] },
+    (_, c) => (inflip[a] ? dims[a + 1] - 1 - c : c) * instride[a]));
+  state.lutSet = false;
+}
+
+function drawColormap(legend) {
+  const cm = { R: [], G: [], B: [], A: [], I: [], labels: [] };
+  for (const row of legend) {
+    cm.I.push(row.label);
+    cm.R.push(row.rgba[0]); cm.G.push(row.rgba[1]); cm.B.push(row.rgba[2]); cm.A.push(row.rgba[3]);
+    cm.labels.push(row.name);
+  }
+  return cm;
+}
+
+function paintBox(bytes, boxHeader) {
+  const [i0, j0, k0, ni, nj, nk] = boxHeader.split(",").map(Number);
+  const [lx, ly, lz] = state.rasLut;
+  const bitmap = nv.drawBitmap;
+  let n = 0;
+  for (let k = 0; k < nk; k++) {
+    const zk = lz[k0 + k];
+    for (let j = 0; j < nj; j++) {
+      const yj = zk + ly[j0 + j];
+      for (let i = 0; i < ni; i++, n++) bitmap[yj + lx[i0 + i]] = bytes[n];
+    }
+  }
+}
+
 async function refreshOverlays() {
-  for (const v of nv.volumes.slice(1)) nv.removeVolume(v);
   const data = state.session;
-  if (!data || !data.last) { nv.updateGLVolume(); return; }
-  const base = `/api/sessions/${data.id}`;
-  const stamp = `?step=${data.steps}-${Date.now()}`;
-  if ($("showProb").checked) {
-    await nv.addVolumeFromUrl({ url: authed(base + "/prob.nii.gz" + stamp), name: "prob.nii.gz",
-      colormap: "warm", opacity: 0.45, cal_min: 0.5, cal_max: 1.0 });
-  } else {
-    await nv.addVolumeFromUrl({ url: authed(base + "/mask.nii.gz" + stamp), name: "mask.nii.gz",
-      colormap: "red", opacity: 0.45, cal_min: 0.5, cal_max: 1.0 });
+  if (!nv.drawBitmap || !state.rasLut) prepareDrawing();
+  nv.drawBitmap.fill(0);
+  state.overlays = [];
+  if (data && data.last) {
+    const prob = $("showProb").checked;
+    const advice = $("showAdvice").checked;
+    const reply = await fetch(authed(`/api/sessions/${data.id}/overlay?prob=${prob}&advice=${advice}`));
+    if (!reply.ok) throw new Error(`overlay: HTTP ${reply.status}`);
+    const bytes = new Uint8Array(await reply.arrayBuffer());
+    state.phases.overlay = performance.now();
+    if (!state.lutSet) {
+      nv.setDrawColormap(drawColormap(state.legend));
+      nv.setDrawOpacity(0.8);
+      state.lutSet = true;
+    }
+    if (reply.status === 200) paintBox(bytes, reply.headers.get("X-Mecca-Box"));
+    state.overlays = [prob ? "probability" : "mask", "mask outline"].concat(advice ? ["advice"] : []);
   }
-  if ($("showAdvice").checked && data.last.advice.length) {
-    await nv.addVolumeFromUrl({ url: authed(base + "/advice.nii.gz" + stamp), name: "advice.nii.gz",
-      colormap: "green", opacity: 0.35, cal_min: 0.5, cal_max: 5 });
-  }
-  state.overlays = nv.volumes.slice(1).map((v) => v.name);
+  state.phases.paint = performance.now();
+  nv.refreshDrawing(true);
+  nv.gl.finish(); // the overlay is on screen when the GL work is done, not when it is queued
 }
 
 async function run(action, t0) {
@@ -109,11 +166,17 @@ async function run(action, t0) {
   showError(null);
   try {
     const data = await action();
+    state.phases = { request: performance.now() };
     update(data);
     await refreshOverlays();
     if (t0 !== undefined && data.last) {
-      const ms = performance.now() - t0;
+      const end = performance.now();
+      const ms = end - t0;
+      const p = state.phases;
       state.lastLatencyMs = ms;
+      // where the time went: server request, overlay fetch, painting the box, GL upload + draw
+      state.lastPhasesMs = { request: p.request - t0, overlay: (p.overlay || p.request) - p.request,
+        paint: p.paint - (p.overlay || p.request), draw: end - p.paint };
       status(`step ${data.last.step}: click-to-overlay ${ms.toFixed(0)} ms ` +
         `(server step ${data.last.total_ms.toFixed(0)} ms, method ${data.last.method_ms.toFixed(0)} ms), ` +
         `${data.last.mask_voxels} voxels in the mask`);
