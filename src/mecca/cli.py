@@ -237,7 +237,7 @@ def segment(
 @click.option("--allow-remote", is_flag=True, help="Allow a non-loopback --host (needs --token).")
 @click.option(
     "--methods",
-    default="mecca,itermrl,random_walker,graphcut,geos",
+    default="mecca,itermrl,random_walker,graphcut,growcut,geos,region_growing",
     show_default=True,
     help="Methods offered; the first is the default.",
 )

@@ -54,7 +54,9 @@ class ServerSettings:
     max_voxels: int = 512 * 512 * 512
     max_decompressed_bytes: int = 4 << 30
     session_ttl_s: float = 4 * 3600.0
-    methods: tuple[str, ...] = ("mecca", "itermrl", "random_walker", "graphcut", "geos")
+    methods: tuple[str, ...] = (
+        "mecca", "itermrl", "random_walker", "graphcut", "growcut", "geos", "region_growing"
+    )
     extra_hosts: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:

@@ -274,6 +274,16 @@ async function main() {
       status(`Exported ${done.exported} to ${done.folder} in the server's state folder.`);
     } catch (err) { showError(err); }
   });
+  document.addEventListener("keydown", (e) => {
+    // shortcuts, ignored while typing in a field: modes r/f/b/e/l, undo z, redo y, advice a
+    if (e.target.closest("input:not([type=radio]):not([type=checkbox]), select, textarea") || e.ctrlKey || e.metaKey || e.altKey) return;
+    const modes = { r: "roi", f: "foreground", b: "background", e: "edge", l: "look" };
+    const radio = modes[e.key] && document.querySelector(`input[name=mode][value=${modes[e.key]}]`);
+    if (radio) radio.checked = true;
+    else if (e.key === "z" && !$("undo").disabled) $("undo").click();
+    else if (e.key === "y" && !$("redo").disabled) $("redo").click();
+    else if (e.key === "a") { $("showAdvice").checked = !$("showAdvice").checked; refreshOverlays().catch(showError); }
+  });
   await loadInfo();
   state.ready = true;
 }
