@@ -43,6 +43,7 @@ def test_a_tiny_benchmark_writes_the_schema_and_reproduces(phantoms, tmp_path):
     assert 0.0 <= res["per_step"]["dice_mean"][-1] <= 100.0
     assert {"noc85", "noc90", "failures90", "cases"} <= set(res)
     assert len(res["cases"]) == 2
+
     def dice(r):
         cases = r["methods"]["random_walker"]["cases"].values()
         return [s["dice"] for c in cases for s in c["steps"]]
@@ -142,3 +143,11 @@ def test_the_itermrl_protocol_starts_from_a_trained_segmenter(phantoms, tmp_path
     case = next(iter(report["methods"]["random_walker"]["cases"].values()))
     assert all(0 < s["clicks"] <= 5 for s in case["steps"])  # error-centre clicks
     assert report["initial"] == str(run) and 0.0 <= case["initial_dice"] <= 100.0
+    # interaction-quality ablation (IteR-MRL Table 6): same start, random or no clicks
+    for protocol, clicks in (("itermrl_random", 5), ("itermrl_none", 0)):
+        other = run_benchmark(
+            replace(settings, protocol=protocol), tmp_path / protocol, progress=False
+        )
+        other_case = next(iter(other["methods"]["random_walker"]["cases"].values()))
+        assert [s["clicks"] for s in other_case["steps"]] == [clicks, clicks]
+        assert other_case["initial_dice"] == case["initial_dice"]

@@ -19,6 +19,9 @@ Protocols built so far:
   each method's grid (:func:`mecca.methods.supervised.initial_prob_on_grid`); then 5
   fg/bg clicks per step at the centres of the largest errors (``error_centre`` user).
   Non-interactive segmenters (pnet, unet) ignore the initial map.
+* ``itermrl_random``, ``itermrl_none``: the interaction-quality ablation of IteR-MRL
+  Table 6 on the same start: 5 clicks per step at random voxels (labelled by the ground
+  truth), or no clicks at all (steps refine on the initial map alone).
 
 Outputs in ``--out``: ``results.json`` (schema in :func:`summarise`), ``results.csv``
 (one row per method, case and step), ``report.md`` (Dice and ASSD per step in the
@@ -59,6 +62,8 @@ PROTOCOLS: dict[str, dict[str, Any]] = {
     "mecca": {"user": "edge", "options": {"first": 25, "later": 5}},
     "cvpr25": {"user": "distance", "options": {}},
     "itermrl": {"user": "error_centre", "options": {"n": 5}, "initial": True},
+    "itermrl_random": {"user": "random", "options": {"n": 5}, "initial": True},
+    "itermrl_none": {"user": "none", "options": {}, "initial": True},
 }
 
 

@@ -421,7 +421,8 @@ def train(
     default="mecca",
     show_default=True,
     help="mecca (25 + 4 x 5 edge points), cvpr25, itermrl (5 fg/bg clicks per step from "
-    "--initial's segmentation).",
+    "--initial's segmentation); itermrl_random / itermrl_none: the same start with random "
+    "or no clicks (IteR-MRL Table 6).",
 )
 @click.option(
     "--initial",
