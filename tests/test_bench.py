@@ -151,3 +151,26 @@ def test_the_itermrl_protocol_starts_from_a_trained_segmenter(phantoms, tmp_path
         other_case = next(iter(other["methods"]["random_walker"]["cases"].values()))
         assert [s["clicks"] for s in other_case["steps"]] == [clicks, clicks]
         assert other_case["initial_dice"] == case["initial_dice"]
+
+
+def test_the_scribble_protocol_drives_tta_on_a_trained_pnet(phantoms, tmp_path):
+    from mecca.supervised import SupervisedConfig, train_supervised
+
+    cfg = SupervisedConfig(
+        method="pnet", grid=(16, 16, 8), width=4, steps=3, val_every=0, checkpoint_every=0
+    )
+    run = train_supervised(cfg, phantoms, tmp_path / "pnet", progress=False, device="cpu")
+    settings = BenchSettings(
+        data=phantoms,
+        methods=("tta", "random_walker"),
+        split="train",
+        steps=2,
+        protocol="scribble",
+        max_cases=1,
+        weights=(("tta", str(run)),),
+    )
+    report = run_benchmark(settings, tmp_path / "s", progress=False)
+    for name in ("tta", "random_walker"):
+        case = next(iter(report["methods"][name]["cases"].values()))
+        assert all(s["clicks"] > 0 for s in case["steps"])  # stroke voxels as fg/bg clicks
+        assert len(report["methods"][name]["per_step"]["dice_mean"]) == 2

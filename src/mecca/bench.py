@@ -19,6 +19,9 @@ Protocols built so far:
   each method's grid (:func:`mecca.methods.supervised.initial_prob_on_grid`); then 5
   fg/bg clicks per step at the centres of the largest errors (``error_centre`` user).
   Non-interactive segmenters (pnet, unet) ignore the initial map.
+* ``scribble`` (the TTA paper's user, Sambaturu et al. 2021): one stroke per step along
+  the largest error, in one axial slice, given as fg/bg clicks on its voxels
+  (:class:`mecca.interaction.scribbles.ScribbleUser`); clicks count stroke voxels.
 * ``itermrl_random``, ``itermrl_none``: the interaction-quality ablation of IteR-MRL
   Table 6 on the same start: 5 clicks per step at random voxels (labelled by the ground
   truth), or no clicks at all (steps refine on the initial map alone).
@@ -64,6 +67,7 @@ PROTOCOLS: dict[str, dict[str, Any]] = {
     "itermrl": {"user": "error_centre", "options": {"n": 5}, "initial": True},
     "itermrl_random": {"user": "random", "options": {"n": 5}, "initial": True},
     "itermrl_none": {"user": "none", "options": {}, "initial": True},
+    "scribble": {"user": "scribble", "options": {"n": 1}},
 }
 
 

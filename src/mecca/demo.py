@@ -51,8 +51,10 @@ def _dataset_case(
     return f"{data.name}/{cases[0].case_id}", volume.array, mask
 
 
-LEARNED = ("mecca", "itermrl", "pnet", "unet", "intercnn", "deepigeos")
+LEARNED = ("mecca", "itermrl", "pnet", "unet", "intercnn", "deepigeos", "tta")
 """Methods that run a trained model (a bundle; the supervised baselines also a run folder)."""
+BACKBONE = {"tta": "pnet"}
+"""Methods that wrap another method's trained model (whose shipped bundle is the default)."""
 
 
 def build_method(
@@ -60,7 +62,8 @@ def build_method(
 ) -> InteractiveMethod:
     """The named method; learned ones load ``model`` or the shipped bundle for ``dataset``."""
     if method in LEARNED:
-        return methods.get(method, model=model or methods.default_model(method, dataset))
+        default = methods.default_model(BACKBONE.get(method, method), dataset)
+        return methods.get(method, model=model or default)
     if model is not None:
         raise ConfigError(f"method {method!r} takes no --model")
     return methods.get(method)

@@ -485,6 +485,10 @@ USERS: dict[str, type[SimulatedUser]] = {
 
 def make_user(name: str, **options: Any) -> SimulatedUser:
     """The simulated user registered as ``name``, built with ``options``."""
+    if name == "scribble" and name not in USERS:  # scribbles.py imports this module
+        from mecca.interaction.scribbles import ScribbleUser
+
+        USERS[name] = ScribbleUser
     try:
         cls = USERS[name]
     except KeyError:
