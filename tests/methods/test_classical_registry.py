@@ -33,3 +33,13 @@ def test_classical_method_runs_an_edge_user_episode(name):
     dice = record.dice_per_step
     assert len(dice) == 2 and all(0.0 <= d <= 1.0 for d in dice)
     assert dice[-1] > 0.8, dice
+
+
+def test_default_model_prefers_the_dataset_then_phantom_then_any_shipped(monkeypatch):
+    from mecca import bundle, methods
+
+    monkeypatch.setattr(bundle, "shipped_bundles", lambda: ["pnet_hippocampus", "mecca_phantom"])
+    assert methods.default_model("pnet", "hippocampus") == "pnet_hippocampus"
+    assert methods.default_model("pnet", "left_atrium") == "pnet_hippocampus"  # the only one
+    assert methods.default_model("mecca", "left_atrium") == "mecca_phantom"
+    assert methods.default_model("unet") == "unet_phantom"  # none shipped: the loader says so

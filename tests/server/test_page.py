@@ -161,6 +161,21 @@ def test_a_person_opens_draws_clicks_undoes_and_exports(live_server, tmp_path):
         shots.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(shots / "page_after_click.png"))
         assert (shots / "page_after_click.png").stat().st_size > 10_000
+        page.keyboard.press("x")  # scribble background: one drag outside the ball, one step
+        assert page.is_checked("input[value=scribble_bg]")
+        page.mouse.move(cx - 0.25 * side, cy - 0.25 * side)
+        page.mouse.down()
+        page.mouse.move(cx + 0.25 * side, cy - 0.25 * side, steps=12)
+        page.mouse.up()
+        _wait(page, "window.mecca.session.steps === 2 && !window.mecca.busy", timeout=60000)
+        assert page.evaluate("window.mecca.session.pending") == 0
+        saved = json.loads(
+            (state / "sessions" / page.evaluate("window.mecca.sid") / "session.json").read_text()
+        )
+        stroke = saved["store"]["steps"][1]
+        assert len(stroke) >= 5 and {c["kind"] for c in stroke} == {"background"}
+        page.click("#undo")
+        _wait(page, "window.mecca.session.steps === 1 && !window.mecca.busy")
         page.click("#undo")
         _wait(page, "window.mecca.session.steps === 0 && !window.mecca.busy")
         page.click("#redo")

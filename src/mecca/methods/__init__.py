@@ -42,13 +42,16 @@ def get(name: str, **options: Any) -> InteractiveMethod:
 
 def default_model(method: str, dataset: str | None = None) -> str:
     """The shipped bundle a learned method uses: ``<method>_<dataset>`` when shipped, else
-    ``<method>_phantom``."""
+    ``<method>_phantom`` when shipped, else the first shipped ``<method>_*`` bundle (by
+    name), else ``<method>_phantom`` (whose absence the loader reports)."""
     from mecca.bundle import shipped_bundles
 
     shipped = shipped_bundles()
-    if dataset is not None and f"{method}_{dataset}" in shipped:
-        return f"{method}_{dataset}"
-    return f"{method}_phantom"
+    for name in (f"{method}_{dataset}", f"{method}_phantom"):
+        if name in shipped:
+            return name
+    others = [b for b in shipped if b.startswith(f"{method}_")]
+    return others[0] if others else f"{method}_phantom"
 
 
 def _learned(method: str) -> Callable[..., InteractiveMethod]:

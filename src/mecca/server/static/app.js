@@ -220,11 +220,41 @@ async function onCanvasClick(mm, t0) {
   await run(() => api(`/api/sessions/${state.sid}/clicks`, { method: "POST", json: { clicks: [click], step: true } }), t0);
 }
 
+const MAX_STROKE_POINTS = 400;
+
+async function sendStroke(points, t0) {
+  // a scribble: its points (>= 0.5 mm apart) as fg or bg clicks, one refinement step
+  if (!state.sid || !points.length) return;
+  const kind = mode() === "scribble_bg" ? "background" : "foreground";
+  const every = Math.ceil(points.length / MAX_STROKE_POINTS);
+  const clicks = points.filter((_, n) => n % every === 0).map((mm) => ({ kind, xyz_mm: mm }));
+  await run(() => api(`/api/sessions/${state.sid}/clicks`, { method: "POST", json: { clicks, step: true } }), t0);
+}
+
 function wireCanvas() {
   const canvas = $("gl");
   let down = null;
-  canvas.addEventListener("pointerdown", (e) => { down = e.button === 0 ? [e.clientX, e.clientY] : null; });
+  let stroke = null;
+  const addPoint = (e) => {
+    const mm = clickMM(e);
+    const last = stroke[stroke.length - 1];
+    if (mm && (!last || Math.hypot(mm[0] - last[0], mm[1] - last[1], mm[2] - last[2]) >= 0.5)) stroke.push(mm);
+  };
+  canvas.addEventListener("pointerdown", (e) => {
+    down = e.button === 0 ? [e.clientX, e.clientY] : null;
+    stroke = down && mode().startsWith("scribble") ? [] : null;
+    if (stroke) addPoint(e);
+  });
+  canvas.addEventListener("pointermove", (e) => { if (stroke) addPoint(e); });
   canvas.addEventListener("pointerup", (e) => {
+    if (stroke && e.button === 0) {
+      addPoint(e);
+      const points = stroke;
+      stroke = null;
+      down = null;
+      sendStroke(points, performance.now()).catch(showError);
+      return;
+    }
     if (!down || e.button !== 0) return;
     const moved = Math.hypot(e.clientX - down[0], e.clientY - down[1]);
     down = null;
@@ -275,9 +305,10 @@ async function main() {
     } catch (err) { showError(err); }
   });
   document.addEventListener("keydown", (e) => {
-    // shortcuts, ignored while typing in a field: modes r/f/b/e/l, undo z, redo y, advice a
+    // shortcuts, ignored while typing in a field: modes r/f/b/e/s/x/l, undo z, redo y, advice a
     if (e.target.closest("input:not([type=radio]):not([type=checkbox]), select, textarea") || e.ctrlKey || e.metaKey || e.altKey) return;
-    const modes = { r: "roi", f: "foreground", b: "background", e: "edge", l: "look" };
+    const modes = { r: "roi", f: "foreground", b: "background", e: "edge", s: "scribble_fg",
+      x: "scribble_bg", l: "look" };
     const radio = modes[e.key] && document.querySelector(`input[name=mode][value=${modes[e.key]}]`);
     if (radio) radio.checked = true;
     else if (e.key === "z" && !$("undo").disabled) $("undo").click();
