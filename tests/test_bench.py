@@ -174,3 +174,31 @@ def test_the_scribble_protocol_drives_tta_on_a_trained_pnet(phantoms, tmp_path):
         case = next(iter(report["methods"][name]["cases"].values()))
         assert all(s["clicks"] > 0 for s in case["steps"])  # stroke voxels as fg/bg clicks
         assert len(report["methods"][name]["per_step"]["dice_mean"]) == 2
+
+
+def test_partial_trains_from_the_cli_and_runs_in_the_benchmark(phantoms, tmp_path):
+    from click.testing import CliRunner
+
+    from mecca.cli import main
+
+    run = tmp_path / "partial"
+    args = ["train", "--method", "partial", "--data", str(phantoms), "--out", str(run)]
+    settings = ["grid=[16,16,8]", "enc_widths=[4,4]", "dec_width=4", "steps=3", "crops_per_case=1"]
+    for s in settings:
+        args += ["--set", s]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    bench = BenchSettings(
+        data=phantoms,
+        methods=("partial",),
+        split="train",
+        steps=2,
+        protocol="cvpr25",
+        max_cases=2,
+        weights=(("partial", str(run)),),
+    )
+    report = run_benchmark(bench, tmp_path / "b", progress=False)
+    for case in report["methods"]["partial"]["cases"].values():
+        # each step: one accepted proposal + the cvpr25 user's one correction click
+        assert [s["proposals"] for s in case["steps"]] == [1, 1]
+        assert all(s["clicks"] == 2 for s in case["steps"])

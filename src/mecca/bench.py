@@ -22,6 +22,10 @@ Protocols built so far:
 * ``scribble`` (the TTA paper's user, Sambaturu et al. 2021): one stroke per step along
   the largest error, in one axial slice, given as fg/bg clicks on its voxels
   (:class:`mecca.interaction.scribbles.ScribbleUser`); clicks count stroke voxels.
+* Methods that offer proposals (``partial``) get, in every protocol and step, K proposals
+  of which the simulated user accepts the one closest to the ground truth
+  (:func:`mecca.episode.accept_closest`) before the protocol's clicks correct it; an
+  accepted proposal counts as one click (interaction) in ``clicks`` and NoC.
 * ``itermrl_random``, ``itermrl_none``: the interaction-quality ablation of IteR-MRL
   Table 6 on the same start: 5 clicks per step at random voxels (labelled by the ground
   truth), or no clicks at all (steps refine on the initial map alone).
@@ -146,7 +150,8 @@ def run_case(
                 "assd_mm": _finite(float(m["assd_mm"])),
                 "hd95_vox": _finite(float(m["hd95_vox"])),
                 "hd95_mm": _finite(float(m["hd95_mm"])),
-                "clicks": len(s.clicks),
+                "clicks": len(s.clicks) + s.proposals,
+                "proposals": s.proposals,
                 "misunderstanding": s.misunderstanding,
                 "method_seconds": s.method_seconds,
                 "step_seconds": s.total_seconds,

@@ -337,9 +337,10 @@ def export_model(
 @main.command()
 @click.option(
     "--method",
-    type=click.Choice(["mecca", "itermrl", "pnet", "unet", "intercnn", "deepigeos"]),
+    type=click.Choice(["mecca", "itermrl", "pnet", "unet", "intercnn", "deepigeos", "partial"]),
     help="Method (default: the config file's, else mecca); pnet, unet, intercnn and "
-    "deepigeos are the supervised baselines (mecca.supervised).",
+    "deepigeos are the supervised baselines (mecca.supervised); partial is the "
+    "partial-segmentation cVAE (mecca.methods.partial).",
 )
 @click.option("--data", type=click.Path(path_type=Path), required=True, help="MSD-layout folder.")
 @click.option("--target", help="Named target of the dataset (default: its default target).")
@@ -395,6 +396,9 @@ def train(
         values["labeled_fraction"] = labeled_fraction
     if target is not None:
         values["target"] = target
+    if values.get("method", _config_method(config_file)) == "partial":
+        _train_partial(config_file, values, data, out, resume)
+        return
     if values.get("method", _config_method(config_file)) in SUPERVISED:
         if labeled_fraction is not None:
             raise click.BadParameter("only for mecca", param_hint="--labeled-fraction")
@@ -406,6 +410,24 @@ def train(
         return
     cfg = load_config(TrainConfig, config_file, values)
     folder = run_training(cfg, data, out, device=device, resume=resume, progress=not no_progress)
+    click.echo(f"run folder: {folder}")
+
+
+def _train_partial(
+    config_file: Path | None, values: dict[str, object], data: Path, out: Path, resume: bool
+) -> None:
+    from mecca.config import load_config
+    from mecca.methods.partial import PartialConfig
+    from mecca.methods.partial_method import train_partial_on_dataset
+
+    values = dict(values)
+    target = values.pop("target", None)
+    crops = int(str(values.pop("crops_per_case", 4)))
+    target = None if target is None else str(target)
+    cfg = load_config(PartialConfig, config_file, values, drop=("method", "target"))
+    folder = train_partial_on_dataset(
+        cfg, data, out, resume=resume, crops_per_case=crops, target=target
+    )
     click.echo(f"run folder: {folder}")
 
 

@@ -76,9 +76,14 @@ def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
 
 
 def load_config(
-    cls: type[C], path: Path | None = None, overrides: Mapping[str, Any] | None = None
+    cls: type[C],
+    path: Path | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    *,
+    drop: Sequence[str] = (),
 ) -> C:
-    """Config from an optional YAML file, then ``overrides`` on top."""
+    """Config from an optional YAML file, then ``overrides`` on top; keys in ``drop`` (read
+    by the caller, such as a file's ``method``) are left out."""
     values: dict[str, Any] = {}
     if path is not None:
         try:
@@ -91,6 +96,8 @@ def load_config(
             raise ConfigError("a config file must hold a mapping of settings", path=path)
         values.update(loaded)
     values.update(dict(overrides or {}))
+    for key in drop:
+        values.pop(key, None)
     return build_config(cls, values)
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -25,7 +26,7 @@ from mecca.data.roi import (
     resample_box,
 )
 from mecca.interaction.clicks import Click, InteractionKind, edge_click_to_fg_bg
-from mecca.methods.base import InteractiveMethod
+from mecca.methods.base import InteractiveMethod, MethodState
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,8 @@ class StepRecord:
     (MECCA Definition 1), on the network grid."""
     mask: np.ndarray | None = None
     """uint8 mask on the original grid after this step (``run_episode(keep_masks=True)``)."""
+    proposals: int = 0
+    """Proposals accepted in this step (methods with ``propose``/``accept``, e.g. partial)."""
 
 
 @dataclass(frozen=True)
@@ -124,8 +127,14 @@ def run_episode(
     prob = state.prob if state.prob is not None else np.zeros(crop.grid, np.float32)
     initial = metrics.dice(pred.astype(bool), gt)
     records = []
+    proposes = hasattr(method, "propose") and hasattr(method, "accept")
     for t in range(1, steps + 1):
         t0 = time.perf_counter()
+        proposal_seconds = 0.0
+        if proposes:  # the user accepts the proposal closest to the truth, then corrects it
+            state, proposal_seconds = accept_closest(method, state, gt_grid, rng)
+            assert state.prob is not None
+            pred = paste_mask(crop, state.prob)
         clicks = user(pred.astype(bool), gt, step=t, rng=rng, image=image)  # type: ignore[operator]
         usable = adapt_clicks(clicks, method.accepts, gt)
         state, result = method.step(state, clicks_to_grid(crop, usable), rng=rng)
@@ -135,5 +144,22 @@ def run_episode(
         mis = metrics.misunderstanding_rate(prob, result.prob, gt_grid)
         prob = result.prob
         kept = pred.astype(np.uint8) if keep_masks else None
-        records.append(StepRecord(t, tuple(clicks), d, result.seconds, total, mis, kept))
+        seconds = result.seconds + proposal_seconds
+        records.append(
+            StepRecord(t, tuple(clicks), d, seconds, total, mis, kept, proposals=int(proposes))
+        )
     return EpisodeRecord(box, initial, tuple(records), pred.astype(np.uint8))
+
+
+def accept_closest(
+    method: Any, state: MethodState, gt_grid: np.ndarray, rng: np.random.Generator
+) -> tuple[MethodState, float]:
+    """The simulated user of proposal methods: K proposals, accept the one closest to the
+    ground truth on the network grid (:func:`mecca.methods.partial.pick_closest`).
+    Returns the new state and the seconds spent proposing and accepting."""
+    from mecca.methods.partial import pick_closest
+
+    t0 = time.perf_counter()
+    proposals = method.propose(state, rng)
+    state, _ = method.accept(state, proposals[pick_closest(proposals, gt_grid)])
+    return state, time.perf_counter() - t0

@@ -263,7 +263,10 @@ class Predictor:
     def step(self, clicks: Sequence[Click], *, rng: np.random.Generator) -> StepResult:
         """Run one step with ``clicks`` on the network grid; clears the redo stack."""
         state, result = self.method.step(self.state, list(clicks), rng=rng)
-        result = self._with_advice(result, self.n_steps + 1)
+        return self.push(state, self._with_advice(result, self.n_steps + 1))
+
+    def push(self, state: MethodState, result: StepResult) -> StepResult:
+        """Record a step computed by the caller (an accepted proposal); clears redo."""
         self._states.append(state)
         self._results.append(result)
         self._redo.clear()
@@ -442,6 +445,7 @@ class Session:
         self._roi_from_clicks = False
         self._predictor: Predictor | None = None
         self._result: SessionResult | None = None
+        self._proposals: list[Any] = []
         if roi is not None:
             self.set_roi(roi)
 
@@ -608,6 +612,44 @@ class Session:
             self._result.seconds,
             self._result.total_seconds,
         )
+        return self._result
+
+    def propose(self, k: int | None = None) -> list[SessionResult]:
+        """K proposals of a proposal method (``partial``): larger partial segmentations of
+        the current one, each as the result accepting it would give (largest first).
+
+        Raises:
+            InputError: the method makes no proposals, or there is no ROI yet.
+        """
+        t0 = time.perf_counter()
+        propose = getattr(self.method, "propose", None)
+        if propose is None:
+            raise InputError(f"method {self.method.name!r} makes no proposals", hint="use partial")
+        if self._predictor is None:
+            raise InputError("no ROI yet", hint="pass roi= or call set_roi() first")
+        crop = self._predictor.crop
+        self._proposals = list(propose(self._predictor.state, self._rng, k))
+        return [
+            self._to_original(crop, StepResult(p.seg.astype(np.float32)), t0)
+            for p in self._proposals
+        ]
+
+    def accept(self, index: int) -> SessionResult:
+        """Accept proposal ``index`` of the last :meth:`propose` as a step (undo removes it).
+
+        An accepted proposal is a step without clicks in the click history.
+        """
+        t0 = time.perf_counter()
+        proposals = self._proposals
+        if not 0 <= index < len(proposals) or self._predictor is None:
+            raise InputError(f"no proposal {index}", hint="call propose() and pick one of them")
+        if self._store.pending:
+            raise InputError("clicks are queued", hint="run step() or clear_pending() first")
+        state, result = self.method.accept(self._predictor.state, proposals[index])  # type: ignore[attr-defined]
+        self._predictor.push(state, result)
+        self._store.commit()
+        self._proposals = []
+        self._result = self._to_original(self._predictor.crop, result, t0)
         return self._result
 
     def undo(self) -> SessionResult | None:

@@ -100,6 +100,8 @@ def _register_builtins() -> None:
     _FACTORIES.setdefault("itermrl", _learned("itermrl"))
     for name in ("pnet", "unet", "intercnn", "deepigeos"):
         _FACTORIES.setdefault(name, _supervised(name))
+    from mecca.methods.partial_method import partial_factory
     from mecca.methods.tta import tta_factory
 
     _FACTORIES.setdefault("tta", tta_factory)
+    _FACTORIES.setdefault("partial", partial_factory)
