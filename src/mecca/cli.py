@@ -284,8 +284,9 @@ def serve(
     uvicorn.run(create_app(settings), host=host, port=port, access_log=False, log_level="info")
 
 
-def _config_method(path: Path | None) -> str | None:
-    """The ``method`` of a YAML config file, or None (load_config reports a bad file)."""
+def _config_method(path: Path | None, key: str = "method") -> str | None:
+    """The ``method`` (or ``key``) of a YAML config file, or None (load_config reports a
+    bad file)."""
     if path is None:
         return None
     import yaml
@@ -294,8 +295,8 @@ def _config_method(path: Path | None) -> str | None:
         data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError):
         return None
-    method = data.get("method") if isinstance(data, dict) else None
-    return None if method is None else str(method)
+    value = data.get(key) if isinstance(data, dict) else None
+    return None if value is None else str(value)
 
 
 @main.command("export-model")
@@ -422,9 +423,12 @@ def _train_partial(
 
     values = dict(values)
     target = values.pop("target", None)
-    crops = int(str(values.pop("crops_per_case", 4)))
+    crops = int(
+        str(values.pop("crops_per_case", _config_method(config_file, "crops_per_case") or 4))
+    )
     target = None if target is None else str(target)
-    cfg = load_config(PartialConfig, config_file, values, drop=("method", "target"))
+    drop = ("method", "target", "crops_per_case")
+    cfg = load_config(PartialConfig, config_file, values, drop=drop)
     folder = train_partial_on_dataset(
         cfg, data, out, resume=resume, crops_per_case=crops, target=target
     )
