@@ -105,3 +105,6 @@ def _register_builtins() -> None:
 
     _FACTORIES.setdefault("tta", tta_factory)
     _FACTORIES.setdefault("partial", partial_factory)
+    from mecca.methods.medsam_lite import MedSAMLiteMethod
+
+    _FACTORIES.setdefault("medsam_lite", MedSAMLiteMethod)
