@@ -7,7 +7,8 @@ Starts ``mecca serve`` in-process on a free port with the brats2015 folder of
 ``../shared/data`` as its image root (240 x 240 x 155 volumes; else an MR phantom of that
 size), opens the first case in the page (axial view), draws an ROI of 30 % of the view
 around the centre, then clicks ``--clicks`` times inside it (edge points for MECCA,
-foreground otherwise). Each click's time runs from the pointer release to the moment the
+foreground otherwise), ``--think-ms`` after the previous overlay appeared. Each
+click's time runs from the pointer release to the moment the
 new overlays are on screen (``window.mecca.lastLatencyMs``, measured by the page). Prints
 the median and quartiles in ms and the server's own step times.
 """
@@ -48,13 +49,21 @@ def main() -> None:
     parser.add_argument(
         "--overlay", choices=("prob", "mask"), default="prob", help="what the page overlays"
     )
+    parser.add_argument(
+        "--think-ms",
+        type=float,
+        default=0.0,
+        help="pause before each click, as a person looks before clicking (0: back to back)",
+    )
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     import uvicorn
     from playwright.sync_api import sync_playwright
 
     from mecca.server.app import create_app
-    from mecca.server.settings import ServerSettings
+    from mecca.server.settings import ServerSettings, use_server_threads
+
+    threads = use_server_threads()  # as `mecca serve` does
 
     root, name = image_root()
     settings = ServerSettings(
@@ -97,9 +106,12 @@ def main() -> None:
         rng = np.random.default_rng(0)
         for n in range(args.clicks + 1):  # the first click warms up
             dx, dy = rng.uniform(-0.1, 0.1, 2) * side
+            page.wait_for_timeout(args.think_ms)
             page.mouse.click(cx + dx, cy + dy)
             page.wait_for_function(
-                f"window.mecca.session.steps === {n + 1} && !window.mecca.busy", timeout=60000
+                f"window.mecca.session.steps === {n + 1} && !window.mecca.busy",
+                timeout=60000,
+                polling=250,  # the page times itself; polling every frame would load the CPU
             )
             if n:
                 latencies.append(page.evaluate("window.mecca.lastLatencyMs"))
@@ -121,6 +133,8 @@ def main() -> None:
                     "volume": name,
                     "method": args.method,
                     "clicks": args.clicks,
+                    "think_ms": args.think_ms,
+                    "torch_threads": threads,
                     "click_to_overlay_ms": latencies,
                     "server_step_ms": server_ms,
                     "phase_medians_ms": phase_medians,

@@ -243,6 +243,12 @@ def segment(
 )
 @click.option("--max-upload-mb", type=int, default=1024, show_default=True)
 @click.option("--max-voxels", type=int, default=512**3, show_default=True)
+@click.option(
+    "--threads",
+    type=int,
+    help="Torch threads for the methods (default: half the CPU cores, at least 1: the "
+    "viewer in a browser on the same machine needs the rest).",
+)
 def serve(
     host: str,
     port: int,
@@ -253,6 +259,7 @@ def serve(
     methods: str,
     max_upload_mb: int,
     max_voxels: int,
+    threads: int | None,
 ) -> None:
     """Serve the HTTP API and the MONAI Label subset that 3D Slicer uses.
 
@@ -264,8 +271,9 @@ def serve(
     import uvicorn
 
     from mecca.server.app import create_app
-    from mecca.server.settings import ServerSettings
+    from mecca.server.settings import ServerSettings, use_server_threads
 
+    use_server_threads(threads)
     defaults = ServerSettings()
     settings = ServerSettings(
         host=host,

@@ -3,12 +3,30 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from mecca.errors import ConfigError
 
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
+
+
+def use_server_threads(threads: int | None = None) -> int:
+    """Set torch's thread count for a server and return it: ``threads``, else half the CPU
+    cores (at least 1).
+
+    Why: the page's viewer renders on the same CPU when no GPU is there (software WebGL),
+    and torch's OpenMP threads spin while they wait; on 2 cores, 2 torch threads made a
+    MECCA step 3x slower beside Chromium than 1 thread (benchmarks/browser_latency.py).
+    """
+    import torch
+
+    n = max(1, (os.cpu_count() or 2) // 2) if threads is None else int(threads)
+    if n < 1:
+        raise ConfigError(f"threads must be >= 1, got {n}")
+    torch.set_num_threads(n)
+    return n
 
 
 def is_loopback(host: str) -> bool:
