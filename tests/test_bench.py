@@ -18,6 +18,18 @@ def phantoms(tmp_path_factory):
     return write_phantom_dataset(root, count=5, seed=7, shape=(40, 40, 24))
 
 
+@pytest.fixture(scope="module")
+def tiny_pnet(phantoms, tmp_path_factory):
+    """A P-Net trained for 3 steps: an initial segmenter / TTA base network for the tests."""
+    from mecca.supervised import SupervisedConfig, train_supervised
+
+    cfg = SupervisedConfig(
+        method="pnet", grid=(16, 16, 8), width=4, steps=3, val_every=0, checkpoint_every=0
+    )
+    out = tmp_path_factory.mktemp("pnet") / "run"
+    return train_supervised(cfg, phantoms, out, progress=False, device="cpu")
+
+
 def test_a_tiny_benchmark_writes_the_schema_and_reproduces(phantoms, tmp_path):
     settings = BenchSettings(
         data=phantoms,
@@ -123,13 +135,8 @@ def test_refusals(phantoms, tmp_path):
         )
 
 
-def test_the_itermrl_protocol_starts_from_a_trained_segmenter(phantoms, tmp_path):
-    from mecca.supervised import SupervisedConfig, train_supervised
-
-    cfg = SupervisedConfig(
-        method="pnet", grid=(16, 16, 8), width=4, steps=3, val_every=0, checkpoint_every=0
-    )
-    run = train_supervised(cfg, phantoms, tmp_path / "pnet", progress=False, device="cpu")
+def test_the_itermrl_protocol_starts_from_a_trained_segmenter(phantoms, tiny_pnet, tmp_path):
+    run = tiny_pnet
     settings = BenchSettings(
         data=phantoms,
         methods=("random_walker",),
@@ -153,13 +160,8 @@ def test_the_itermrl_protocol_starts_from_a_trained_segmenter(phantoms, tmp_path
         assert other_case["initial_dice"] == case["initial_dice"]
 
 
-def test_the_scribble_protocol_drives_tta_on_a_trained_pnet(phantoms, tmp_path):
-    from mecca.supervised import SupervisedConfig, train_supervised
-
-    cfg = SupervisedConfig(
-        method="pnet", grid=(16, 16, 8), width=4, steps=3, val_every=0, checkpoint_every=0
-    )
-    run = train_supervised(cfg, phantoms, tmp_path / "pnet", progress=False, device="cpu")
+def test_the_scribble_protocol_drives_tta_on_a_trained_pnet(phantoms, tiny_pnet, tmp_path):
+    run = tiny_pnet
     settings = BenchSettings(
         data=phantoms,
         methods=("tta", "random_walker"),
