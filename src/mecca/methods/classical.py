@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 import warnings
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -51,7 +52,7 @@ def seed_labels(
 Extra = dict[str, Any]
 
 
-class SeededMethod:
+class SeededMethod(ABC):
     """The frame every click-seeded classical method shares (subclasses are dataclasses
     with ``seed_radius`` and ``border_background`` fields and a :meth:`from_seeds`).
 
@@ -74,9 +75,10 @@ class SeededMethod:
         prob = np.zeros(crop.grid, np.float32) if init_prob is None else init_prob
         return MethodState(crop=crop, prob=prob.astype(np.float32, copy=False))
 
+    @abstractmethod
     def from_seeds(self, crop: Crop, seeds: np.ndarray, extra: Extra) -> tuple[np.ndarray, Extra]:
-        """Probability (float32, crop grid) from a seed map (1 fg, 2 bg, 0 free)."""
-        raise NotImplementedError
+        """Probability (float32, crop grid) from a seed map (1 fg, 2 bg, 0 free); each
+        method implements it."""
 
     def step(
         self, state: MethodState, new: Sequence[Click], *, rng: np.random.Generator
