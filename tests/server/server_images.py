@@ -1,5 +1,10 @@
 """Helpers of the server tests: images with known geometry under an image root."""
 
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -37,3 +42,30 @@ def write_images(root: Path) -> Path:
         save_mask(gt, Volume(image, affine), root / f"{name}_label.nii.gz")
         assert volume.exists()
     return root
+
+
+@contextmanager
+def served(settings) -> Iterator[str]:
+    """A real uvicorn server of the app in a thread on a free port; yields its URL."""
+    import uvicorn
+
+    from mecca.server.app import create_app
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    config = uvicorn.Config(
+        create_app(settings), host="127.0.0.1", port=port, log_level="warning", access_log=False
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    for _ in range(200):
+        if server.started:
+            break
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)

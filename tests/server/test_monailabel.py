@@ -6,23 +6,18 @@ absent. A real uvicorn server runs in a thread on a free port.
 """
 
 import importlib.util
-import socket
 import sys
-import threading
-import time
 import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
-from server_images import AFFINES, CENTRE, ball, write_images
+from server_images import AFFINES, CENTRE, ball, served, write_images
 
 pytest.importorskip("uvicorn")
 pytest.importorskip("requests")
-import uvicorn  # noqa: E402
 
 from mecca.io import Volume, load, save_volume  # noqa: E402
-from mecca.server.app import create_app  # noqa: E402
 from mecca.server.settings import ServerSettings  # noqa: E402
 
 CLIENT = Path(sys.prefix) / "monailabel/plugins/slicer/MONAILabel/MONAILabelLib/client.py"
@@ -50,22 +45,8 @@ def server_url(tmp_path_factory):
         state_dir=tmp_path_factory.mktemp("state"),
         methods=("random_walker", "mecca"),
     )
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    config = uvicorn.Config(
-        create_app(settings), host="127.0.0.1", port=port, log_level="warning", access_log=False
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    for _ in range(200):
-        if server.started:
-            break
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
+    with served(settings) as url:
+        yield url
 
 
 def test_slicer_client_uploads_clicks_and_gets_a_label_on_the_image_grid(server_url, tmp_path):

@@ -10,9 +10,6 @@ import json
 import os
 import re
 import shutil
-import socket
-import threading
-import time
 from pathlib import Path
 
 import nibabel as nib
@@ -21,6 +18,7 @@ import pytest
 
 pytest.importorskip("fastapi")
 from fastapi.testclient import TestClient  # noqa: E402
+from server_images import served  # noqa: E402
 
 from conftest import sphere  # noqa: E402
 from mecca.io import Volume, save_mask, save_volume  # noqa: E402
@@ -79,27 +77,12 @@ def _centred_ball(root: Path) -> tuple[Path, np.ndarray]:
 @pytest.fixture(scope="module")
 def live_server(tmp_path_factory):
     pytest.importorskip("uvicorn")
-    import uvicorn
-
     root = tmp_path_factory.mktemp("images")
     _, gt = _centred_ball(root)
     state = tmp_path_factory.mktemp("state")
     settings = ServerSettings(roots=(root,), state_dir=state, methods=("random_walker", "geos"))
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    for _ in range(200):
-        if server.started:
-            break
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}", gt, state
-    server.should_exit = True
-    thread.join(timeout=10)
+    with served(settings) as url:
+        yield url, gt, state
 
 
 def _wait(page, condition: str, timeout: int = 30000) -> None:
