@@ -306,6 +306,15 @@ class Predictor:
 # --------------------------------------------------------------------------- session
 
 
+def nearest_voxel(volume: Volume, xyz_mm: Sequence[float]) -> tuple[int, int, int]:
+    """The voxel (i, j, k) nearest a RAS+ position in mm; InputError unless 3 finite numbers."""
+    xyz = np.asarray(xyz_mm, dtype=np.float64)
+    if xyz.shape != (3,) or not np.all(np.isfinite(xyz)):
+        raise InputError(f"a world position must be three finite numbers (mm), got {xyz_mm!r}")
+    i, j, k = (int(v) for v in np.floor(volume.world_to_voxel(xyz) + 0.5))
+    return i, j, k
+
+
 @dataclass(frozen=True)
 class SessionResult:
     """One step's output on the original grid: computed on the ROI box, full size on demand.
@@ -519,10 +528,8 @@ class Session:
 
     def add_click_world(self, kind: InteractionKind | str, xyz_mm: Sequence[float]) -> Click:
         """Queue a click given in RAS+ millimetres, at the nearest voxel; returns it."""
+        ijk = nearest_voxel(self.volume, xyz_mm)
         xyz = np.asarray(xyz_mm, dtype=np.float64)
-        if xyz.shape != (3,) or not np.all(np.isfinite(xyz)):
-            raise InputError(f"a world position must be three finite numbers (mm), got {xyz_mm!r}")
-        ijk = np.floor(self.volume.world_to_voxel(xyz) + 0.5).astype(np.int64)
         try:
             return self.add_click(kind, ijk)
         except InputError as exc:

@@ -52,6 +52,7 @@ from mecca.server.sessions import ServerSession, SessionStore, UnknownSession
 from mecca.server.settings import ServerSettings
 from mecca.server.uploads import check_voxels, safe_filename, unpack_zip
 from mecca.server.viewer_overlay import LEGEND, overlay_labels
+from mecca.session import nearest_voxel
 
 log = logging.getLogger(__name__)
 
@@ -291,18 +292,14 @@ def set_roi(server: ServerDep, sid: str, body: RoiRequest) -> dict[str, Any]:
         return state_of(ss)
 
 
-def voxel_clicks(volume: Volume, clicks: list[ClickIn]) -> list[tuple[Any, tuple[int, ...]]]:
+def voxel_clicks(volume: Volume, clicks: list[ClickIn]) -> list[tuple[Any, tuple[int, int, int]]]:
     """RAS-mm clicks as (kind, nearest voxel) pairs; unknown kinds refused."""
     out = []
     for c in clicks:
         kind = KIND_ALIASES.get(c.kind.lower())
         if kind is None:
             raise InputError(f"unknown click kind {c.kind!r}", hint="foreground, background, edge")
-        xyz = np.asarray(c.xyz_mm, np.float64)
-        if not np.all(np.isfinite(xyz)):
-            raise InputError("click coordinates must be finite numbers (mm)")
-        ijk = np.floor(volume.world_to_voxel(xyz) + 0.5)
-        out.append((kind, tuple(int(v) for v in ijk)))
+        out.append((kind, nearest_voxel(volume, c.xyz_mm)))
     return out
 
 
