@@ -241,6 +241,12 @@ def segment(
     show_default=True,
     help="Methods offered; the first is the default.",
 )
+@click.option(
+    "--weights",
+    multiple=True,
+    metavar="NAME=MODEL",
+    help="Model for a method (run folder or bundle), e.g. partial=runs/partial_hippocampus.",
+)
 @click.option("--max-upload-mb", type=int, default=1024, show_default=True)
 @click.option("--max-voxels", type=int, default=512**3, show_default=True)
 @click.option(
@@ -257,6 +263,7 @@ def serve(
     token: str | None,
     allow_remote: bool,
     methods: str,
+    weights: tuple[str, ...],
     max_upload_mb: int,
     max_voxels: int,
     threads: int | None,
@@ -282,6 +289,7 @@ def serve(
         allow_remote=allow_remote,
         roots=tuple(r.resolve() for r in roots),
         methods=tuple(m.strip() for m in methods.split(",") if m.strip()),
+        weights=name_value_pairs(weights, "--weights"),
         max_upload_bytes=max_upload_mb << 20,
         max_voxels=max_voxels,
         state_dir=defaults.state_dir if state_dir is None else state_dir,
@@ -290,6 +298,17 @@ def serve(
         logging.getLogger(name).setLevel(logging.WARNING)
     click.echo(f"MECCA server on http://{host}:{port} (API docs at /docs)")
     uvicorn.run(create_app(settings), host=host, port=port, access_log=False, log_level="info")
+
+
+def name_value_pairs(items: tuple[str, ...], option: str) -> tuple[tuple[str, str], ...]:
+    """``NAME=VALUE`` option values as pairs; anything else is a usage error."""
+    pairs = []
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name or not value:
+            raise click.BadParameter(f"{item!r} is not NAME=VALUE", param_hint=option)
+        pairs.append((name, value))
+    return tuple(pairs)
 
 
 def _config_method(path: Path | None, key: str = "method") -> str | None:
@@ -503,12 +522,7 @@ def benchmark(
     """
     from mecca.bench import BenchSettings, run_benchmark
 
-    pairs = []
-    for item in weights:
-        name, sep, path = item.partition("=")
-        if not sep:
-            raise click.BadParameter(f"{item!r} is not NAME=BUNDLE", param_hint="--weights")
-        pairs.append((name, path))
+    pairs = name_value_pairs(weights, "--weights")
     settings = BenchSettings(
         data=data,
         methods=tuple(m.strip() for m in methods.split(",") if m.strip()),

@@ -573,6 +573,7 @@ class Session:
             )
         self._store.reset()
         self._result = None
+        self._proposals = []
         self._roi = box
         self._roi_from_clicks = False
         self._predictor = self._make_predictor(box)
@@ -611,6 +612,7 @@ class Session:
             self._roi_from_clicks = True
             logger.info("ROI from the first clicks: %s-%s", self._roi.start, self._roi.stop)
         self._store.commit()
+        self._proposals = []  # made from the state before this step
         self._result = self._to_original(predictor.crop, result, t0)
         logger.info(
             "step %d: %d clicks, method %.3f s, total %.3f s",
@@ -641,18 +643,30 @@ class Session:
             for p in self._proposals
         ]
 
+    @property
+    def proposals(self) -> tuple[Any, ...]:
+        """The proposals of the last :meth:`propose` (empty once one is accepted)."""
+        return tuple(self._proposals)
+
     def accept(self, index: int) -> SessionResult:
         """Accept proposal ``index`` of the last :meth:`propose` as a step (undo removes it).
 
         An accepted proposal is a step without clicks in the click history.
         """
-        t0 = time.perf_counter()
-        proposals = self._proposals
-        if not 0 <= index < len(proposals) or self._predictor is None:
+        if not 0 <= index < len(self._proposals) or self._predictor is None:
             raise InputError(f"no proposal {index}", hint="call propose() and pick one of them")
+        return self.accept_proposal(self._proposals[index])
+
+    def accept_proposal(self, proposal: Any) -> SessionResult:
+        """Accept a given proposal (one saved earlier: a reloaded session replays it)."""
+        t0 = time.perf_counter()
+        if getattr(self.method, "accept", None) is None:
+            raise InputError(f"method {self.method.name!r} makes no proposals", hint="use partial")
+        if self._predictor is None:
+            raise InputError("no ROI yet", hint="pass roi= or call set_roi() first")
         if self._store.pending:
             raise InputError("clicks are queued", hint="run step() or clear_pending() first")
-        state, result = self.method.accept(self._predictor.state, proposals[index])  # type: ignore[attr-defined]
+        state, result = self.method.accept(self._predictor.state, proposal)  # type: ignore[attr-defined]
         self._predictor.push(state, result)
         self._store.commit()
         self._proposals = []
@@ -665,6 +679,7 @@ class Session:
         if self._predictor is None or not self._store.can_undo:
             raise InputError("nothing to undo: no step has been run")
         self._store.undo()
+        self._proposals = []
         result = self._predictor.undo()
         self._result = (
             None if result is None else self._to_original(self._predictor.crop, result, t0)
@@ -677,6 +692,7 @@ class Session:
         if self._predictor is None or not self._store.can_redo:
             raise InputError("nothing to redo", hint="redo is possible right after undo")
         self._store.redo()
+        self._proposals = []
         result = self._predictor.redo()
         self._result = self._to_original(self._predictor.crop, result, t0)
         return self._result

@@ -34,6 +34,29 @@ def ball(seed: int = 0, centre: tuple[int, int, int] = CENTRE) -> tuple[np.ndarr
     return image.astype(np.float32), gt
 
 
+def proposing_partial_run(out: Path) -> Path:
+    """A partial-segmentation model trained for a few steps on balls, its foreground logit
+    then biased up so that every voxel a proposal adds is foreground (a few steps leave it
+    proposing background only, and the tests need masks that clicks alone cannot give)."""
+    import torch
+
+    from mecca.methods.partial import PartialConfig, train_partial
+
+    grid = (16, 16, 8)
+    config = PartialConfig(
+        dims=3, grid=grid, enc_widths=(4, 4), dec_width=8, latent_size=4, latent_grid=2,
+        z_channels=2, batch_size=4, steps=5, log_every=5, checkpoint_every=100,
+    )  # fmt: skip
+    rng = np.random.default_rng(0)
+    labels = [sphere(grid, (8 + int(d), 8, 4), 4) for d in rng.integers(-2, 3, size=8)]
+    images = [(g * 2.0 + rng.normal(0, 0.3, grid)).astype(np.float32) for g in labels]
+    run = train_partial(config, images, labels, out)
+    checkpoint = torch.load(run / "last.pt", weights_only=True)
+    checkpoint["net"]["head.bias"][1] = 30.0  # channels: partialness, segmentation
+    torch.save(checkpoint, run / "last.pt")
+    return run
+
+
 def write_images(root: Path) -> Path:
     """One ball image (and its label) per orientation, as NIfTI under ``root``."""
     for name, affine in AFFINES.items():

@@ -18,7 +18,7 @@ import pytest
 
 pytest.importorskip("fastapi")
 from fastapi.testclient import TestClient  # noqa: E402
-from server_images import served  # noqa: E402
+from server_images import proposing_partial_run, served  # noqa: E402
 
 from conftest import sphere  # noqa: E402
 from mecca.io import Volume, save_mask, save_volume  # noqa: E402
@@ -105,17 +105,7 @@ def test_a_person_opens_draws_clicks_undoes_and_exports(live_server, tmp_path):
     sync_api = _browser()
     url, gt, state = live_server
     with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=CHROMIUM,
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--no-first-run",
-            ],
-        )
+        browser = _launch(p)
         page = browser.new_page(viewport={"width": 1100, "height": 700})
         errors: list[str] = []
         page.on("pageerror", lambda e: errors.append(str(e)))
@@ -174,3 +164,75 @@ def test_a_person_opens_draws_clicks_undoes_and_exports(live_server, tmp_path):
     mask = np.asarray(exported.dataobj) > 0
     dice = 2 * (mask & gt).sum() / (mask.sum() + gt.sum())
     assert dice > 0.85, dice
+
+
+def _launch(p):
+    return p.chromium.launch(
+        executable_path=CHROMIUM,
+        args=[
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-first-run",
+        ],
+    )
+
+
+def test_a_person_picks_one_of_k_proposals_and_accepts_it(tmp_path_factory, tmp_path):
+    pytest.importorskip("uvicorn")
+    sync_api = _browser()
+    root = tmp_path_factory.mktemp("images")
+    _centred_ball(root)
+    state = tmp_path_factory.mktemp("state")
+    run = proposing_partial_run(tmp_path_factory.mktemp("run") / "partial")
+    settings = ServerSettings(
+        roots=(root,),
+        state_dir=state,
+        methods=("partial", "random_walker"),
+        weights=(("partial", str(run)),),
+    )
+    with served(settings) as url, sync_api.sync_playwright() as p:
+        browser = _launch(p)
+        page = browser.new_page(viewport={"width": 1100, "height": 700})
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(url)
+        _wait(page, "window.mecca && window.mecca.ready")
+        page.select_option("#view", "axial")
+        page.click("#files li[data-path='ball.nii.gz']")
+        _wait(page, "window.mecca.loaded === true")
+        assert page.is_visible("#proposalsBox")
+        page.wait_for_timeout(500)
+        box = page.locator("#gl").bounding_box()
+        cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+        side = min(box["width"], box["height"])
+        page.mouse.click(cx - 0.3 * side, cy - 0.3 * side)  # ROI mode is the default
+        page.mouse.click(cx + 0.3 * side, cy + 0.3 * side)
+        _wait(page, "window.mecca.session.roi !== null && !window.mecca.busy")
+        page.keyboard.press("f")
+        page.mouse.click(cx, cy)
+        _wait(page, "window.mecca.session.steps === 1 && !window.mecca.busy", timeout=60000)
+        page.fill("#proposalCount", "3")
+        page.click("#propose")
+        _wait(page, "document.querySelectorAll('#proposals img').length === 3")
+        loaded = "[...document.querySelectorAll('#proposals img')].every((i) => i.naturalWidth)"
+        _wait(page, loaded)
+        page.click("#proposals img[data-index='0']")
+        _wait(page, "window.mecca.picked === 0")
+        assert page.evaluate("window.mecca.overlays") == ["proposal 1"]
+        assert page.evaluate(DRAWN_AT_CROSSHAIR) >= 9  # the clicked centre is in the preview
+        shots = DOCS_SCREENSHOTS if os.environ.get("MECCA_SCREENSHOTS") == "1" else tmp_path
+        shots.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(shots / "page_proposals.png"))
+        page.click("#accept")
+        _wait(page, "window.mecca.session.steps === 2 && !window.mecca.busy")
+        assert page.evaluate("document.querySelectorAll('#proposals img').length") == 0
+        sid = page.evaluate("window.mecca.sid")
+        browser.close()
+    assert not errors, errors
+    folder = state / "sessions" / sid
+    assert (folder / "accepted" / "2.npz").is_file()
+    saved = json.loads((folder / "session.json").read_text())
+    assert saved["store"]["steps"][1] == []  # the accepted proposal: a step without clicks

@@ -13,6 +13,9 @@ Every route under ``/api`` works on server-side sessions (:mod:`mecca.server.ses
 ``PUT  /api/sessions/{id}/roi``       ``{"corners_mm": [[x,y,z],[x,y,z]]}`` (RAS mm)
 ``POST /api/sessions/{id}/clicks``    ``{"clicks": [{"kind", "xyz_mm"}], "step": true}``
 ``POST /api/sessions/{id}/step|undo|redo|reset``
+``POST /api/sessions/{id}/propose``  ``{"k": 5}``: proposals of a proposal method
+``GET  /api/sessions/{id}/proposals/{n}/overlay|thumbnail.png``  a proposal's preview
+``POST /api/sessions/{id}/accept``   ``{"index": n}``: accept proposal n (one step)
 ``PUT  /api/sessions/{id}/method``    ``{"method": name}`` (restarts the session)
 ``GET  /api/sessions/{id}/mask.nii.gz|prob.nii.gz|advice.nii.gz``
 ``GET  /api/sessions/{id}/overlay``   the page's overlay: ROI-box labels + colours
@@ -50,6 +53,7 @@ from mecca.segment import KIND_ALIASES, advice_summary
 from mecca.server.security import BodyLimit, error_reply, internal_error, token_ok
 from mecca.server.sessions import ServerSession, SessionStore, UnknownSession
 from mecca.server.settings import ServerSettings
+from mecca.server.thumbnails import thumbnail_png, thumbnail_slice
 from mecca.server.uploads import check_voxels, safe_filename, unpack_zip
 from mecca.server.viewer_overlay import LEGEND, overlay_labels
 from mecca.session import nearest_voxel
@@ -60,6 +64,7 @@ STATIC = Path(__file__).parent / "static"
 """The page (index.html, app.js) and the vendored NiiVue build (see static/VENDOR.json)."""
 PUBLIC_PATHS = ("/", "/favicon.ico", "/auth/", "/auth/token")
 """Paths served without the token: the page itself and MONAI Label's login."""
+MAX_PROPOSALS = 12
 IMAGE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".mha", ".mhd", ".gipl", ".gipl.gz")
 
 
@@ -81,6 +86,14 @@ class ClickIn(BaseModel):
 class ClicksRequest(BaseModel):
     clicks: list[ClickIn] = Field(max_length=1000)
     step: bool = True
+
+
+class ProposeRequest(BaseModel):
+    k: int = Field(default=5, ge=1, le=MAX_PROPOSALS)
+
+
+class AcceptRequest(BaseModel):
+    index: int = Field(ge=0, le=MAX_PROPOSALS)
 
 
 class MethodRequest(BaseModel):
@@ -107,7 +120,9 @@ class Server:
                 hint=f"choose one of {', '.join(self.settings.methods)}",
             )
         if name not in self._methods:
-            self._methods[name] = methods.get(name)
+            model = dict(self.settings.weights).get(name)
+            options = {} if model is None else {"model": model}
+            self._methods[name] = methods.get(name, **options)
         return self._methods[name]
 
     def open_path(self, root: int, rel: str) -> Path:
@@ -187,7 +202,11 @@ def info(server: ServerDep) -> dict[str, Any]:
         "name": "MECCA",
         "version": __version__,
         "methods": [
-            {"name": n, "accepts": sorted(k.value for k in server.method(n).accepts)}
+            {
+                "name": n,
+                "accepts": sorted(k.value for k in server.method(n).accepts),
+                "proposes": hasattr(server.method(n), "propose"),
+            }
             for n in settings.methods
         ],
         "roots": [{"index": i, "name": p.name} for i, p in enumerate(settings.roots)],
@@ -312,13 +331,80 @@ def add_clicks(server: ServerDep, sid: str, body: ClicksRequest) -> dict[str, An
         session.add_clicks(queued)  # checks every click before queueing any
         if body.step:
             session.step()
+            ss.stepped()
 
     return run_locked(server, ss, act)
 
 
 @api.post("/sessions/{sid}/step")
 def step(server: ServerDep, sid: str) -> dict[str, Any]:
-    return run_locked(server, server.store.get(sid), lambda s: s.step())
+    ss = server.store.get(sid)
+
+    def act(session: Any) -> None:
+        session.step()
+        ss.stepped()
+
+    return run_locked(server, ss, act)
+
+
+@api.post("/sessions/{sid}/propose")
+def propose(server: ServerDep, sid: str, body: ProposeRequest) -> dict[str, Any]:
+    """K proposals of a proposal method (``partial``): each one's added voxels, and the
+    slice (third voxel axis) the thumbnails show (the most foreground over all K)."""
+    ss = server.store.get(sid)
+    with ss.lock:
+        with server.store.model_lock:
+            results = ss.session.propose(body.k)
+        ss.proposal_results = results
+        proposals = ss.session.proposals
+        return {
+            "proposals": [
+                {
+                    "index": n,
+                    "added_foreground": int(p.added_foreground),
+                    "added_background": int(p.added_background),
+                    "mask_voxels": int(r.mask_box.sum()),
+                }
+                for n, (p, r) in enumerate(zip(proposals, results, strict=True))
+            ],
+            "thumbnail_slice": thumbnail_slice([r.prob_box for r in results], results[0].box),
+        }
+
+
+def proposal_result(ss: ServerSession, index: int) -> Any:
+    if not 0 <= index < len(ss.proposal_results):
+        raise InputError(f"no proposal {index}", hint="ask for proposals first (propose)")
+    return ss.proposal_results[index]
+
+
+@api.get("/sessions/{sid}/proposals/{index}/overlay", response_class=Response)
+def proposal_overlay(server: ServerDep, sid: str, index: int) -> Response:
+    """Proposal ``index`` as the page's overlay (the format of ``/overlay``, mask only)."""
+    ss = server.store.get(sid)
+    with ss.lock:
+        result = proposal_result(ss, index)
+        labels = overlay_labels(result.prob_box, None, prob=False, advice=False)
+        box = ",".join(str(v) for v in (*result.box.start, *labels.shape))
+    return box_reply(labels, box)
+
+
+@api.get("/sessions/{sid}/proposals/{index}/thumbnail.png", response_class=Response)
+def proposal_thumbnail(server: ServerDep, sid: str, index: int, k: int | None = None) -> Response:
+    """A small PNG of proposal ``index`` on slice ``k`` (default: the propose reply's)."""
+    ss = server.store.get(sid)
+    with ss.lock:
+        result = proposal_result(ss, index)
+        if k is None:
+            k = thumbnail_slice([r.prob_box for r in ss.proposal_results], result.box)
+        png = thumbnail_png(ss.session.volume.array, result.box, result.prob_box > 0.5, k)
+    return Response(png, media_type="image/png", headers={"Cache-Control": "no-store"})
+
+
+@api.post("/sessions/{sid}/accept")
+def accept(server: ServerDep, sid: str, body: AcceptRequest) -> dict[str, Any]:
+    """Accept proposal ``index`` of the last ``propose``: a step (undo removes it)."""
+    ss = server.store.get(sid)
+    return run_locked(server, ss, lambda s: ss.accept(body.index))
 
 
 @api.post("/sessions/{sid}/undo")
@@ -374,6 +460,11 @@ def overlay(server: ServerDep, sid: str, prob: bool = True, advice: bool = True)
             return Response(status_code=204)
         labels = overlay_labels(result.prob_box, result.advice_box, prob=prob, advice=advice)
         box = ",".join(str(v) for v in (*result.box.start, *labels.shape))
+    return box_reply(labels, box)
+
+
+def box_reply(labels: np.ndarray, box: str) -> Response:
+    """Overlay labels as raw bytes (i fastest) with the ``X-Mecca-Box`` header."""
     return Response(
         labels.tobytes(order="F"),
         media_type="application/octet-stream",

@@ -6,6 +6,8 @@ Each session lives in ``state_dir/sessions/<id>/`` under a server-generated id:
   1), the file the page displays and every voxel index refers to;
 * ``session.json`` -- method, explicit ROI, the click history (steps and queued clicks,
   :class:`mecca.session.InteractionStore`), written atomically after every change;
+* ``accepted/<step>.npz`` -- a proposal the user accepted at that step (the partial
+  method's sampled proposals cannot be replayed from clicks, so the accepted one is kept);
 * ``mask.nii.gz`` -- the current mask, written atomically after every step by one
   background writer thread (gzip of a full-size mask takes ~100 ms: off the click's path).
   ``session.json`` is written before the reply, so a crash before the mask is written
@@ -35,6 +37,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from mecca.data.roi import Box
 from mecca.errors import InputError
@@ -66,6 +70,11 @@ class ServerSession:
     last_used: float = field(default_factory=time.monotonic)
     mask_written: Future[None] | None = None
     """The background write of ``mask.nii.gz`` after the last change."""
+    accepted: dict[int, Any] = field(default_factory=dict)
+    """Accepted proposals by the step (1-based) they made; a later step with the same
+    number (after undo) replaces or removes its entry."""
+    proposal_results: list[Any] = field(default_factory=list)
+    """The last proposals as session results (original grid), for the page's previews."""
 
     @property
     def image_path(self) -> Path:
@@ -75,6 +84,22 @@ class ServerSession:
         """Switch to another method: a fresh session on the same image and ROI."""
         self.session = Session(self.session.volume, self.roi, method=method, rng=0)
         self.method = name
+        self.accepted.clear()
+        self.proposal_results = []
+
+    def stepped(self) -> None:
+        """After a click step: the step's number no longer holds an accepted proposal."""
+        self.accepted.pop(self.session.n_steps, None)
+        self.proposal_results = []
+
+    def accept(self, index: int) -> None:
+        """Accept proposal ``index`` of the last proposals and remember it for replay."""
+        proposal = self.session.proposals[index] if index < len(self.session.proposals) else None
+        self.session.accept(index)  # refuses a bad index with a message
+        number = self.session.n_steps
+        (self.folder / "accepted" / f"{number}.npz").unlink(missing_ok=True)  # an older one
+        self.accepted[number] = proposal
+        self.proposal_results = []
 
     def state(self) -> dict[str, Any]:
         """What ``session.json`` holds."""
@@ -167,6 +192,7 @@ class SessionStore:
 
     def save(self, ss: ServerSession) -> None:
         """Write session.json now and queue the current mask's write, each atomic."""
+        save_accepted(ss.folder / "accepted", ss.accepted)
         text = json.dumps(ss.state())
         atomic_write(ss.folder / "session.json", lambda tmp: tmp.write_text(text, encoding="utf-8"))
         result, volume, path = ss.session.result, ss.session.volume, ss.folder / "mask.nii.gz"
@@ -198,13 +224,63 @@ class SessionStore:
         roi = None if state["roi"] is None else Box(*state["roi"])
         session = Session(load(folder / "image.nii.gz"), roi, method=self._method(method), rng=0)
         store = InteractionStore.from_dict(state["store"])
+        accepted = load_accepted(folder / "accepted")
         with self.model_lock:
-            for clicks in store.steps:
+            for number, clicks in enumerate(store.steps, start=1):
+                if not clicks and number in accepted:
+                    session.accept_proposal(accepted[number])
+                    continue
                 session.add_clicks(clicks)
                 session.step()
         session.add_clicks(store.pending)
-        ss = ServerSession(sid, folder, session, method, roi)
+        ss = ServerSession(sid, folder, session, method, roi, accepted=accepted)
         with self._lock:
             ss = self._sessions.setdefault(sid, ss)
         log.info("session %s reloaded (%d steps replayed)", sid[:6], len(store.steps))
         return ss
+
+
+def save_accepted(folder: Path, accepted: dict[int, Any]) -> None:
+    """``folder/<step>.npz`` for each accepted proposal (atomic); other files removed."""
+    wanted = {f"{n}.npz" for n in accepted}
+    if folder.is_dir():
+        for old in folder.glob("*.npz"):
+            if old.name not in wanted:
+                old.unlink(missing_ok=True)
+    for number, proposal in accepted.items():
+        path = folder / f"{number}.npz"
+        if not path.exists():
+            folder.mkdir(exist_ok=True)
+            _write_proposal(path, proposal)
+
+
+def _write_proposal(path: Path, proposal: Any) -> None:
+    def write(tmp: Path) -> None:
+        with tmp.open("wb") as f:
+            np.savez_compressed(
+                f,
+                mask=np.packbits(np.asarray(proposal.mask, bool)),
+                seg=np.packbits(np.asarray(proposal.seg, bool)),
+                shape=np.asarray(np.shape(proposal.mask), np.int64),
+                added=np.asarray([proposal.added_foreground, proposal.added_background]),
+            )
+
+    atomic_write(path, write)
+
+
+def load_accepted(folder: Path) -> dict[int, Any]:
+    """The proposals :func:`save_accepted` wrote, by step number."""
+    from mecca.methods.partial import Proposal
+
+    out: dict[int, Any] = {}
+    for path in sorted(folder.glob("*.npz")) if folder.is_dir() else []:
+        if not path.stem.isdigit():
+            continue
+        with np.load(path) as f:
+            shape = tuple(int(v) for v in f["shape"])
+            size = int(np.prod(shape))
+            mask = np.unpackbits(f["mask"])[:size].reshape(shape).astype(bool)
+            seg = np.unpackbits(f["seg"])[:size].reshape(shape).astype(bool)
+            fg, bg = (int(v) for v in f["added"])
+        out[int(path.stem)] = Proposal(mask, seg, fg, bg)
+    return out

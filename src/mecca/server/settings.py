@@ -59,6 +59,8 @@ class ServerSettings:
         session_ttl_s: idle seconds before a session is unloaded from memory (its saved
             state stays on disk and is reloaded on the next request).
         methods: methods offered (registry names); the first is the default.
+        weights: (method, model) pairs: the model (run folder, checkpoint or bundle) a
+            method loads instead of its shipped default; ``partial`` needs one.
         extra_hosts: Host header values accepted besides the bound host and loopback names.
     """
 
@@ -75,6 +77,7 @@ class ServerSettings:
     methods: tuple[str, ...] = (
         "mecca", "itermrl", "random_walker", "graphcut", "growcut", "geos", "region_growing"
     )
+    weights: tuple[tuple[str, str], ...] = ()
     extra_hosts: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:

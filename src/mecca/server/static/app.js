@@ -40,6 +40,7 @@ function mode() { return document.querySelector("input[name=mode]:checked").valu
 async function loadInfo() {
   const info = await api("/api/info");
   state.legend = info.overlay_legend;
+  state.proposing = Object.fromEntries(info.methods.map((m) => [m.name, m.proposes]));
   $("method").innerHTML = info.methods
     .map((m) => `<option value="${m.name}">${m.name} (${m.accepts.join(", ")})</option>`)
     .join("");
@@ -81,6 +82,9 @@ function update(data) {
   $("export").disabled = data.steps === 0;
   $("download").hidden = data.steps === 0;
   $("download").href = authed(`/api/sessions/${data.id}/mask.nii.gz`);
+  $("proposalsBox").hidden = !state.proposing[data.method];
+  $("propose").disabled = !data.roi && data.steps === 0;
+  clearProposals();
   const roi = data.roi ? `ROI ${data.roi[0].join(",")} - ${data.roi[1].join(",")}` : "no ROI yet";
   $("info").textContent = `${data.method}: ${data.steps} steps, ${roi}`;
 }
@@ -121,6 +125,13 @@ function drawColormap(legend) {
   return cm;
 }
 
+function ensureColormap() {
+  if (state.lutSet) return;
+  nv.setDrawColormap(drawColormap(state.legend));
+  nv.setDrawOpacity(0.8);
+  state.lutSet = true;
+}
+
 function paintBox(bytes, boxHeader) {
   const [i0, j0, k0, ni, nj, nk] = boxHeader.split(",").map(Number);
   const [lx, ly, lz] = state.rasLut;
@@ -147,11 +158,7 @@ async function refreshOverlays() {
     if (!reply.ok) throw new Error(`overlay: HTTP ${reply.status}`);
     const bytes = new Uint8Array(await reply.arrayBuffer());
     state.phases.overlay = performance.now();
-    if (!state.lutSet) {
-      nv.setDrawColormap(drawColormap(state.legend));
-      nv.setDrawOpacity(0.8);
-      state.lutSet = true;
-    }
+    ensureColormap();
     if (reply.status === 200) paintBox(bytes, reply.headers.get("X-Mecca-Box"));
     state.overlays = [prob ? "probability" : "mask", "mask outline"].concat(advice ? ["advice"] : []);
   }
@@ -186,6 +193,42 @@ async function run(action, t0) {
   } finally {
     state.busy = false;
   }
+}
+
+// Proposal methods (partial): K thumbnails to pick from; a picked one previews in the
+// viewer (its mask in the drawing layer), Accept makes it the next step.
+function clearProposals() {
+  state.proposals = [];
+  state.picked = null;
+  $("proposals").innerHTML = "";
+  $("accept").disabled = true;
+}
+
+async function propose() {
+  const k = Number($("proposalCount").value) || 5;
+  const reply = await api(`/api/sessions/${state.sid}/propose`, { method: "POST", json: { k } });
+  clearProposals();
+  state.proposals = reply.proposals;
+  const stamp = Date.now(); // a new set of proposals is new images
+  $("proposals").innerHTML = reply.proposals.map((p) =>
+    `<figure><img data-index="${p.index}" alt="proposal ${p.index + 1}" src="${authed(
+      `/api/sessions/${state.sid}/proposals/${p.index}/thumbnail.png?k=${reply.thumbnail_slice}&t=${stamp}`)}">` +
+    `<figcaption>+${p.added_foreground} fg, +${p.added_background} bg</figcaption></figure>`).join("");
+  status(`${reply.proposals.length} proposals (slice ${reply.thumbnail_slice}): pick one, then Accept.`);
+}
+
+async function pickProposal(index) {
+  const reply = await fetch(authed(`/api/sessions/${state.sid}/proposals/${index}/overlay`));
+  if (!reply.ok) throw new Error(`proposal overlay: HTTP ${reply.status}`);
+  const bytes = new Uint8Array(await reply.arrayBuffer());
+  ensureColormap();
+  nv.drawBitmap.fill(0);
+  paintBox(bytes, reply.headers.get("X-Mecca-Box"));
+  nv.refreshDrawing(true);
+  state.picked = index;
+  state.overlays = ["proposal " + (index + 1)];
+  for (const img of $("proposals").querySelectorAll("img")) img.classList.toggle("picked", Number(img.dataset.index) === index);
+  $("accept").disabled = false;
 }
 
 function setView() {
@@ -295,6 +338,16 @@ async function main() {
   for (const name of ["undo", "redo", "reset"]) {
     $(name).addEventListener("click", () => run(() => api(`/api/sessions/${state.sid}/${name}`, { method: "POST" })));
   }
+  $("propose").addEventListener("click", () => propose().catch(showError));
+  $("proposals").addEventListener("click", (e) => {
+    const img = e.target.closest("img");
+    if (img) pickProposal(Number(img.dataset.index)).catch(showError);
+  });
+  $("accept").addEventListener("click", () => {
+    if (state.picked === null) return;
+    const index = state.picked;
+    run(() => api(`/api/sessions/${state.sid}/accept`, { method: "POST", json: { index } }));
+  });
   $("view").addEventListener("change", setView);
   $("showAdvice").addEventListener("change", () => refreshOverlays().catch(showError));
   $("showProb").addEventListener("change", () => refreshOverlays().catch(showError));
