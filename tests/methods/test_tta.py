@@ -32,6 +32,7 @@ from mecca.methods.tta import (
     adapt_run,
     adapted_network,
     adapted_parameter_names,
+    border_scribbles,
     box_to_scribbles,
     clicks_to_scribbles,
     grow_scribbles,
@@ -46,7 +47,10 @@ S = 20
 SHAPE = (S, S, S)
 CENTRE = (10, 10, 10)
 NOISE = 0.35
-NO_GROW = TTAConfig(layers=3, iterations=150, grow_threshold=None, click_radius=1)
+TOY_ALPHA = 0.01
+"""The tests' tiny networks have tiny weights: the default pull of 1.0 (tuned on the
+shipped P-Net) would hold them in place, so the mechanics are tested with a weak one."""
+NO_GROW = TTAConfig(alpha=TOY_ALPHA, layers=3, iterations=150, grow_threshold=None, click_radius=1)
 
 
 def _rng(seed: int = 0) -> np.random.Generator:
@@ -244,9 +248,11 @@ def test_tolerance_and_iteration_cap(pnet):
     wrong = np.argwhere(gt & ~pred)[0]
     scribbles[tuple(wrong)] = 1  # ... but one voxel
     share = 1 / (scribbles >= 0).sum()
-    lenient = TTAConfig(layers=3, iterations=5, grow_threshold=None, tolerance=2 * share)
+    lenient = TTAConfig(
+        alpha=TOY_ALPHA, layers=3, iterations=5, grow_threshold=None, tolerance=2 * share
+    )
     assert adapt(pnet, image, scribbles, lenient, rng=_rng()).iterations == 0
-    strict = TTAConfig(layers=3, iterations=2, grow_threshold=None)
+    strict = TTAConfig(alpha=TOY_ALPHA, layers=3, iterations=2, grow_threshold=None)
     assert adapt(pnet, image, scribbles, strict, rng=_rng()).iterations == 2
 
 
@@ -262,7 +268,7 @@ def test_warm_start_from_given_weights(pnet):
 def test_random_voxel_batches_follow_the_rng(pnet):
     image, gt = _dim_case()
     scribbles = _dim_scribbles(gt)
-    cfg = TTAConfig(layers=3, iterations=3, grow_threshold=None, batch_voxels=5)
+    cfg = TTAConfig(alpha=TOY_ALPHA, layers=3, iterations=3, grow_threshold=None, batch_voxels=5)
     a = adapt(pnet, image, scribbles, cfg, rng=_rng(1)).params
     b = adapt(pnet, image, scribbles, cfg, rng=_rng(1)).params
     c = adapt(pnet, image, scribbles, cfg, rng=_rng(2)).params
@@ -288,7 +294,7 @@ def test_three_classes_at_once_inserting_a_missing_label(net3):
     scribbles[0:9, 10, 9] = 0
     scribbles[5, 5, [0, 1, 2, 15, 16, 17]] = 0
     assert (gt[scribbles >= 0] == scribbles[scribbles >= 0]).all()
-    cfg = TTAConfig(layers=2, iterations=150, grow_threshold=None)
+    cfg = TTAConfig(alpha=TOY_ALPHA, layers=2, iterations=150, grow_threshold=None)
     run = adapt_run(net3, image, scribbles, cfg, rng=_rng())
     result, after = run.adaptation, run.logits.argmax(1)[0].numpy()
     assert result.iterations < cfg.iterations
@@ -300,11 +306,11 @@ def test_three_classes_at_once_inserting_a_missing_label(net3):
 def test_torchscript_round_trip(net3, tmp_path):
     path = tmp_path / "net3.pt"
     torch.jit.save(torch.jit.script(copy.deepcopy(net3)), str(path))
-    method = TTAMethod.from_torchscript(path, TTAConfig(layers=2, iterations=20))
+    method = TTAMethod.from_torchscript(path, TTAConfig(alpha=TOY_ALPHA, layers=2, iterations=20))
     image, gt = _bright_sample(_rng(3), 18)
     scribbles = np.full(gt.shape, UNLABELED, np.int16)
     scribbles[tuple(np.argwhere(gt)[0])] = 2
-    cfg = TTAConfig(layers=2, iterations=20, grow_threshold=None)
+    cfg = TTAConfig(alpha=TOY_ALPHA, layers=2, iterations=20, grow_threshold=None)
     eager = adapt(net3, image, scribbles, cfg, rng=_rng())
     scripted = adapt(method.net, image, scribbles, cfg, rng=_rng())
     assert isinstance(method.net, torch.jit.ScriptModule)
@@ -333,9 +339,9 @@ def test_bad_inputs_raise_mecca_errors(pnet, net3):
         with pytest.raises(error, match=message):
             adapt(net, image, scribbles, NO_GROW, rng=_rng())
     with pytest.raises(ConfigError, match="at most 5"):
-        adapt(pnet, image, good, TTAConfig(layers=9), rng=_rng())
+        adapt(pnet, image, good, TTAConfig(alpha=TOY_ALPHA, layers=9), rng=_rng())
     with pytest.raises(ConfigError, match="only 3 layers"):
-        TTAMethod.from_module(net3, TTAConfig(layers=4))
+        TTAMethod.from_module(net3, TTAConfig(alpha=TOY_ALPHA, layers=4))
 
 
 def test_bad_interactions_and_files_raise_mecca_errors(pnet, tmp_path):
@@ -462,9 +468,11 @@ def test_method_start_and_steps_accumulate_scribbles(pnet):
     clicks2 = [Click(FG, (13, 10, 10)), Click(BG, (10, 17, 10))]
     s2, r2 = method.step(s1, clicks2, rng=_rng())
     assert s2.clicks == tuple(clicks1 + clicks2)
-    assert (s2.extra["scribbles"] >= 0).sum() == 4 * 7
-    assert (s1.extra["scribbles"] >= 0).sum() == 2 * 7  # the earlier state is unchanged
-    assert (start.extra["scribbles"] == UNLABELED).all() and start.extra["params"] is None
+    border = border_scribbles(SHAPE)  # the crop's outer layer: background from the start
+    np.testing.assert_array_equal(start.extra["scribbles"], border)
+    assert start.extra["params"] is None
+    assert (s2.extra["scribbles"] >= 0).sum() - (border >= 0).sum() == 4 * 7
+    assert (s1.extra["scribbles"] >= 0).sum() - (border >= 0).sum() == 2 * 7  # s1 unchanged
     assert s2.extra["iterations"] > 0
     for state, result in ((s1, r1), (s2, r2)):
         assert result.prob.dtype == np.float32 and result.seconds > 0
@@ -475,9 +483,29 @@ def test_method_start_and_steps_accumulate_scribbles(pnet):
     assert same is s2 and result.prob is s2.prob
 
 
+def test_the_border_keeps_a_one_label_stroke_from_flipping_the_crop(pnet):
+    """A foreground stroke where the image is dark: the cheapest fit shifts the foreground
+    logit everywhere; the crop border (background: the user's box) holds the outside."""
+    image, _ = _dim_case()
+    clicks = [Click(FG, (4, j, 4)) for j in range(4, 9)]
+    outer = border_scribbles(SHAPE) == 0
+    flipped = {}
+    for border in (False, True):
+        cfg = TTAConfig(
+            alpha=TOY_ALPHA, layers=3, iterations=150, grow_threshold=None, border_background=border
+        )
+        method = TTAMethod.from_module(pnet, cfg, grid=SHAPE)
+        state, result = method.step(method.start(_crop(image)), clicks, rng=_rng())
+        assert (result.prob[state.extra["scribbles"] == 1] > 0.5).all()
+        flipped[border] = (result.prob[outer] > 0.5).mean()
+    assert flipped[False] > 0.3 and flipped[True] < 0.05, flipped
+
+
 def test_cold_start_equals_adapting_all_scribbles_from_the_original(pnet):
     image, gt = _dim_case()
-    cfg = TTAConfig(layers=3, iterations=150, grow_threshold=None, warm_start=False)
+    cfg = TTAConfig(
+        alpha=TOY_ALPHA, layers=3, iterations=150, grow_threshold=None, warm_start=False
+    )
     method = TTAMethod.from_module(pnet, cfg, grid=SHAPE)
     s1, _ = method.step(method.start(_crop(image)), [Click(FG, (7, 10, 10))], rng=_rng())
     s2, r2 = method.step(s1, [Click(BG, (10, 10, 3))], rng=_rng())
@@ -530,7 +558,14 @@ def test_region_growing_inside_the_method_enlarges_the_constraints_and_helps(pne
     plain = TTAMethod.from_module(pnet, NO_GROW, grid=SHAPE)
     start = plain.start(_crop(image))
     _, without = plain.step(start, clicks, rng=_rng())
-    grow = TTAConfig(layers=3, iterations=150, grow_threshold=0.5, grow_radius=3.0, click_radius=1)
+    grow = TTAConfig(
+        alpha=TOY_ALPHA,
+        layers=3,
+        iterations=150,
+        grow_threshold=0.5,
+        grow_radius=3.0,
+        click_radius=1,
+    )
     method = TTAMethod.from_module(pnet, grow, grid=SHAPE)
     state, result = method.step(start, clicks, rng=_rng())
     scribbles, constraints = state.extra["scribbles"], state.extra["constraints"]
@@ -585,7 +620,10 @@ def test_from_supervised_and_the_registry_factory(pnet, tmp_path, monkeypatch):
 
 def test_runs_in_the_project_episode_loop_with_the_scribbling_user(pnet):
     image, gt = _dim_case()
-    strokes = TTAConfig(layers=3, iterations=150, grow_threshold=None)  # one voxel per click
+    # the paper's plain setting (scribbles only, no border), one voxel per click
+    strokes = TTAConfig(
+        alpha=TOY_ALPHA, layers=3, iterations=150, grow_threshold=None, border_background=False
+    )
     method = TTAMethod.from_module(pnet, strokes, grid=SHAPE)
     record = run_episode(
         method,

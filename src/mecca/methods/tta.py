@@ -89,8 +89,13 @@ class TTAConfig:
     found 3-6 best depending on the network."""
     iterations: int = 100
     """``M``: most SGD updates per adaptation (the paper's ablation: 80-140)."""
-    alpha: float = 0.01
-    """Weight of ``sum_t ||W_t - W_t_original||_2`` over the adapted tensors."""
+    alpha: float = 1.0
+    """Weight of ``sum_t ||W_t - W_t_original||_2`` over the adapted tensors. The norm is
+    not squared, so its pull has length ``alpha`` per tensor however close the weights
+    are: a weight moves only where the scribbles pull harder. 1.0 was the best of 0.01 /
+    1 / 3 with the shipped P-Net on the hippocampus val split
+    (``benchmarks/tta_settings.py``, docs/tta.md); 0.01 let one-label strokes shift the
+    whole prediction."""
     lr: float = 0.01
     """SGD learning rate ``eta``."""
     momentum: float = 0.9
@@ -117,6 +122,12 @@ class TTAConfig:
     ball ignores edges (a click next to the boundary would scribble across it), and a
     stroke given as one click per voxel (:class:`~mecca.interaction.scribbles.ScribbleUser`)
     stays as thin as drawn."""
+    border_background: bool = True
+    """The crop's outer voxel layer is background from the start (a constraint of every
+    adaptation), as for the classical methods: the crop is the user's ROI box, and a box
+    says nothing outside it is the object. Without it a first stroke of one label is the
+    only constraint, and the cheapest way to satisfy it is to shift that label's logit
+    everywhere (measured on the hippocampus val split: see docs/tta.md)."""
     foreground_label: int = 1
     """Label of FOREGROUND clicks (BACKGROUND clicks and outside-the-box are label 0)."""
     warm_start: bool = True
@@ -256,6 +267,13 @@ def box_to_scribbles(box: Box | Sequence[int], shape: Sequence[int]) -> np.ndarr
         box = Box((values[0], values[1], values[2]), (values[3], values[4], values[5]))
     out = np.zeros(tuple(int(s) for s in shape), np.int16)
     out[box.clip(out.shape).slices] = UNLABELED
+    return out
+
+
+def border_scribbles(shape: Sequence[int]) -> np.ndarray:
+    """Int16 ``shape`` volume: background (0) on the outer voxel layer, unlabeled inside."""
+    out = np.zeros(tuple(int(s) for s in shape), np.int16)
+    out[1:-1, 1:-1, 1:-1] = UNLABELED
     return out
 
 
@@ -691,8 +709,11 @@ class TTAMethod:
         with torch.inference_mode():
             logits = forward_logits(self.net, image_tensor(crop.image, self.device))
         probs = probabilities(logits)
+        scribbles = np.full(crop.grid, UNLABELED, np.int16)
+        if self.config.border_background:
+            scribbles = merge_scribbles(scribbles, border_scribbles(crop.grid))
         extra = {
-            "scribbles": np.full(crop.grid, UNLABELED, np.int16),
+            "scribbles": scribbles,
             "constraints": np.full(crop.grid, UNLABELED, np.int16),
             "params": None,
             "probs": probs,
