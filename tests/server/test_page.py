@@ -105,13 +105,7 @@ def test_a_person_opens_draws_clicks_undoes_and_exports(live_server, tmp_path):
     sync_api = _browser()
     url, gt, state = live_server
     with sync_api.sync_playwright() as p:
-        browser = _launch(p)
-        page = browser.new_page(viewport={"width": 1100, "height": 700})
-        errors: list[str] = []
-        page.on("pageerror", lambda e: errors.append(str(e)))
-        page.goto(url)
-        _wait(page, "window.mecca && window.mecca.ready")
-        page.select_option("#view", "axial")
+        browser, page, errors = _open_page(p, url)
         page.select_option("#method", "geos")
         page.click("#files li[data-path='ball.nii.gz']")
         _wait(page, "window.mecca.loaded === true", timeout=30000)
@@ -166,8 +160,9 @@ def test_a_person_opens_draws_clicks_undoes_and_exports(live_server, tmp_path):
     assert dice > 0.85, dice
 
 
-def _launch(p):
-    return p.chromium.launch(
+def _open_page(p, url: str):
+    """Headless Chromium on the page, ready, axial view: (browser, page, page errors)."""
+    browser = p.chromium.launch(
         executable_path=CHROMIUM,
         args=[
             "--no-sandbox",
@@ -178,6 +173,13 @@ def _launch(p):
             "--no-first-run",
         ],
     )
+    page = browser.new_page(viewport={"width": 1100, "height": 700})
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(url)
+    _wait(page, "window.mecca && window.mecca.ready")
+    page.select_option("#view", "axial")
+    return browser, page, errors
 
 
 def test_a_person_picks_one_of_k_proposals_and_accepts_it(tmp_path_factory, tmp_path):
@@ -194,13 +196,7 @@ def test_a_person_picks_one_of_k_proposals_and_accepts_it(tmp_path_factory, tmp_
         weights=(("partial", str(run)),),
     )
     with served(settings) as url, sync_api.sync_playwright() as p:
-        browser = _launch(p)
-        page = browser.new_page(viewport={"width": 1100, "height": 700})
-        errors: list[str] = []
-        page.on("pageerror", lambda e: errors.append(str(e)))
-        page.goto(url)
-        _wait(page, "window.mecca && window.mecca.ready")
-        page.select_option("#view", "axial")
+        browser, page, errors = _open_page(p, url)
         page.click("#files li[data-path='ball.nii.gz']")
         _wait(page, "window.mecca.loaded === true")
         assert page.is_visible("#proposalsBox")
