@@ -30,7 +30,7 @@ test-fast: $(STAMP)
 	$(MAKE) test PYTEST_ARGS="-m 'not slow'"
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests
+	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/mypy
 
 # Debian's Chromium for the browser tests (needs root and apt).
