@@ -48,7 +48,7 @@ SHAPE = (S, S, S)
 CENTRE = (10, 10, 10)
 NOISE = 0.35
 TOY_ALPHA = 0.01
-"""The tests' tiny networks have tiny weights: the default pull of 1.0 (tuned on the
+"""The tests' tiny networks have tiny weights: the default pull of 3.0 (tuned on the
 shipped P-Net) would hold them in place, so the mechanics are tested with a weak one."""
 NO_GROW = TTAConfig(alpha=TOY_ALPHA, layers=3, iterations=150, grow_threshold=None, click_radius=1)
 

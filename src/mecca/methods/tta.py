@@ -89,13 +89,13 @@ class TTAConfig:
     found 3-6 best depending on the network."""
     iterations: int = 100
     """``M``: most SGD updates per adaptation (the paper's ablation: 80-140)."""
-    alpha: float = 1.0
+    alpha: float = 3.0
     """Weight of ``sum_t ||W_t - W_t_original||_2`` over the adapted tensors. The norm is
     not squared, so its pull has length ``alpha`` per tensor however close the weights
-    are: a weight moves only where the scribbles pull harder. 1.0 was the best of 0.01 /
+    are: a weight moves only where the scribbles pull harder. 3.0 was the best of 0.01 /
     1 / 3 with the shipped P-Net on the hippocampus val split
     (``benchmarks/tta_settings.py``, docs/tta.md); 0.01 let one-label strokes shift the
-    whole prediction."""
+    whole prediction. The best value depends on the network's weight scale."""
     lr: float = 0.01
     """SGD learning rate ``eta``."""
     momentum: float = 0.9
