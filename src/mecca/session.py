@@ -701,6 +701,7 @@ class Session:
         """Back to no clicks and the start state; an ROI from clicks is forgotten too."""
         self._store.reset()
         self._result = None
+        self._proposals = []
         if self._roi_from_clicks:
             self._roi, self._predictor = None, None
             self._roi_from_clicks = False

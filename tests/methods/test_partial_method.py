@@ -67,8 +67,15 @@ def test_a_session_proposes_accepts_undoes_and_corrects(method):
     assert session.n_steps == 1 and session.history == ((),)
     with pytest.raises(Exception, match="no proposal"):
         session.accept(0)  # proposals are used up by an accept
+    session.propose()
     session.add_click("foreground", (8, 8, 4))
     assert session.step().mask[8, 8, 4] == 1
+    assert session.proposals == ()  # made before the correction: gone with it
     session.undo()
     session.undo()
     assert session.result is None
+    session.propose()
+    session.reset()
+    assert session.proposals == ()
+    with pytest.raises(Exception, match="no proposal"):
+        session.accept(0)
