@@ -72,6 +72,10 @@ def test_every_shipped_bundle_loads_and_steps(name):
     assert (path / "models" / "model.pt").stat().st_size < 5_000_000
     if metadata["method"] in SEGMENTERS:  # supervised baselines load through their own path
         method = load_supervised(name)
+    elif metadata["method"] == "partial":
+        from mecca.methods.partial_method import PartialMethod
+
+        method = PartialMethod.from_run(name)
     else:
         method = load_bundle(name).method()
     image = np.random.default_rng(0).normal(size=(30, 30, 20))

@@ -54,7 +54,8 @@ def sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _read_log(run: Path) -> list[dict[str, Any]]:
+def read_log(run: Path) -> list[dict[str, Any]]:
+    """The records of a run's log.jsonl (none when it has no log)."""
     path = run / "log.jsonl"
     if not path.is_file():
         return []
@@ -64,7 +65,7 @@ def _read_log(run: Path) -> list[dict[str, Any]]:
 def training_summary(run: Path, episode: int) -> dict[str, Any]:
     """Episodes, wall time, hardware and the validation Dice per step of ``episode``, from
     the run's log (hardware from its last ``start`` line; None when the log has none)."""
-    records = [r for r in _read_log(run) if r["episode"] <= episode]
+    records = [r for r in read_log(run) if r["episode"] <= episode]
     # a resumed run repeats the episodes after its last checkpoint: keep the last of each
     train = list({r["episode"]: r for r in records if r["type"] == "train"}.values())
     val = [r for r in records if r["type"] == "val" and r["episode"] == episode]
@@ -266,26 +267,63 @@ def resolve_bundle(name_or_path: str | Path) -> Path:
     )
 
 
-def load_bundle(name_or_path: str | Path) -> Bundle:
-    """Load and check a bundle (SHA-256 of the weights against the metadata)."""
-    path = resolve_bundle(name_or_path)
+def checked_metadata(folder: Path) -> dict[str, Any]:
+    """A bundle's metadata, after checking its weights against the SHA-256 it records."""
     try:
-        meta = json.loads((path / "configs" / "metadata.json").read_text(encoding="utf-8"))
+        meta: dict[str, Any] = json.loads(
+            (folder / "configs" / "metadata.json").read_text(encoding="utf-8")
+        )
     except json.JSONDecodeError as err:
-        raise InputError(f"corrupt metadata.json ({err})", path=path) from err
-    weights = path / "models" / "model.pt"
+        raise InputError(f"corrupt metadata.json ({err})", path=folder) from err
+    weights = folder / "models" / "model.pt"
     if not weights.is_file():
-        raise InputError("bundle has no models/model.pt", path=path)
+        raise InputError("bundle has no models/model.pt", path=folder)
     if sha256(weights) != meta.get("sha256"):
         raise InputError(
             "models/model.pt does not match the SHA-256 in configs/metadata.json",
             path=weights,
             hint="the file is damaged or was replaced; export the bundle again",
         )
+    return meta
+
+
+def model_checkpoint(path: str | Path, what: str) -> Path:
+    """The checkpoint file behind ``path``: a ``.pt`` file, a run folder (``best.pt``, else
+    ``last.pt``), a bundle folder or a shipped bundle's name (bundles: SHA-256 checked).
+    ``what`` names the kind of model in the error message."""
+    path = Path(path)
+    if path.is_file():
+        return path
+    if not path.exists() and (SHIPPED / str(path) / "configs" / "metadata.json").is_file():
+        path = SHIPPED / str(path)
+    if (path / "configs" / "metadata.json").is_file():
+        checked_metadata(path)
+        return path / "models" / "model.pt"
+    for candidate in (path / "best.pt", path / "last.pt"):
+        if candidate.is_file():
+            return candidate
+    raise InputError(
+        f"no {what} here",
+        path=path,
+        hint="give a run folder (best.pt / last.pt), a checkpoint file, a bundle folder or "
+        f"a shipped bundle's name ({', '.join(shipped_bundles()) or 'none shipped'})",
+    )
+
+
+def load_bundle(name_or_path: str | Path) -> Bundle:
+    """Load and check a bundle (SHA-256 of the weights against the metadata)."""
+    path = resolve_bundle(name_or_path)
+    meta = checked_metadata(path)
+    weights = path / "models" / "model.pt"
     if "net_configs" in meta:  # written by mecca.supervised.export_supervised
         raise ConfigError(
             f"bundle {path.name!r} holds a supervised {meta.get('method')} baseline",
             hint=f"use --method {meta.get('method')} (mecca.methods.supervised.load_supervised)",
+        )
+    if meta.get("method") == "partial":  # written by mecca.methods.partial_method
+        raise ConfigError(
+            f"bundle {path.name!r} holds a partial-segmentation model",
+            hint="use --method partial (mecca.methods.partial_method.PartialMethod.from_run)",
         )
     data = load_checkpoint(weights)
     net = ActorCritic(build_config(PNetConfig, meta["net_config"]))

@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from mecca import __version__
-from mecca.errors import MeccaError
+from mecca.errors import InputError, MeccaError
 
 
 class _Group(click.Group):
@@ -332,19 +332,18 @@ def _config_method(path: Path | None, key: str = "method") -> str | None:
 @click.option(
     "--checkpoint",
     type=click.Choice(["best.pt", "last.pt"]),
-    default="best.pt",
-    show_default=True,
+    help="Which checkpoint (default: best.pt when the run has one, else last.pt).",
 )
 @click.option("--name", help="Bundle name (default: the folder name).")
 @click.option("--description", default="", help="One paragraph for the model card.")
 @click.option("--force", is_flag=True, help="Replace an existing bundle.")
 def export_model(
-    run: Path, out: Path, checkpoint: str, name: str | None, description: str, force: bool
+    run: Path, out: Path, checkpoint: str | None, name: str | None, description: str, force: bool
 ) -> None:
     """Turn a training run into a model bundle (MONAI Bundle layout, SHA-256, model card).
 
-    Works for RL runs (mecca, itermrl) and supervised baselines (pnet, unet, intercnn,
-    deepigeos).
+    Works for RL runs (mecca, itermrl), supervised baselines (pnet, unet, intercnn,
+    deepigeos) and partial-segmentation runs (partial).
 
     \b
     Example:
@@ -352,10 +351,18 @@ def export_model(
     """
     from mecca.bundle import export_bundle
     from mecca.checkpoint import load_checkpoint
+    from mecca.methods.partial_method import export_partial
     from mecca.supervised import export_supervised
 
-    supervised = "net_configs" in load_checkpoint(run / checkpoint)
-    export = export_supervised if supervised else export_bundle
+    if checkpoint is None:
+        checkpoint = "best.pt" if (run / "best.pt").is_file() else "last.pt"
+    if not (run / checkpoint).is_file():
+        raise InputError(f"the run has no {checkpoint}", path=run)
+    data = load_checkpoint(run / checkpoint)
+    if data.get("method") == "partial":
+        export = export_partial
+    else:
+        export = export_supervised if "net_configs" in data else export_bundle
     folder = export(
         run, out, checkpoint=checkpoint, name=name, description=description, force=force
     )

@@ -51,10 +51,8 @@ def _dataset_case(
     return f"{data.name}/{cases[0].case_id}", volume.array, mask
 
 
-LEARNED = ("mecca", "itermrl", "pnet", "unet", "intercnn", "deepigeos", "tta")
-"""Methods that run a trained model (a bundle; the supervised baselines also a run folder)."""
-NAMED_MODEL = ("partial",)
-"""Learned methods with no shipped model: the caller names a run folder."""
+LEARNED = ("mecca", "itermrl", "pnet", "unet", "intercnn", "deepigeos", "tta", "partial")
+"""Methods that run a trained model (a bundle, or a run folder)."""
 BACKBONE = {"tta": "pnet"}
 """Methods that wrap another method's trained model (whose shipped bundle is the default)."""
 
@@ -66,8 +64,6 @@ def build_method(
     if method in LEARNED:
         default = methods.default_model(BACKBONE.get(method, method), dataset)
         return methods.get(method, model=model or default)
-    if method in NAMED_MODEL:
-        return methods.get(method, model=model)
     if model is not None:
         raise ConfigError(f"method {method!r} takes no --model")
     return methods.get(method)

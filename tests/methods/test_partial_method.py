@@ -49,9 +49,68 @@ def test_start_propose_accept_and_correct(method):
         )
 
 
-def test_the_factory_needs_a_trained_model():
+def test_the_factory_needs_a_trained_model(tmp_path, monkeypatch):
+    import mecca.bundle
+
+    monkeypatch.setattr(mecca.bundle, "SHIPPED", tmp_path)  # a package with no partial bundle
     with pytest.raises(ConfigError, match="needs a trained model"):
         partial_factory()
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    from mecca.methods.partial import train_partial
+
+    cfg = PartialConfig(
+        dims=3, grid=GRID, enc_widths=(4, 4), dec_width=4, latent_size=4, batch_size=2,
+        steps=2, log_every=1, checkpoint_every=1,
+    )  # fmt: skip
+    images, labels = [], []
+    for i in range(2):
+        gt = sphere(GRID, (8, 8, 4), 3 + i)
+        images.append(gt * 2.0 + np.random.default_rng(i).normal(0, 0.3, GRID))
+        labels.append(gt)
+    return train_partial(cfg, images, labels, tmp_path_factory.mktemp("partial") / "run")
+
+
+def test_export_model_writes_a_partial_bundle_that_proposes_like_the_run(tiny_run, tmp_path):
+    import json
+
+    from click.testing import CliRunner
+
+    from mecca.cli import main
+
+    bundle = tmp_path / "partial_tiny"
+    result = CliRunner().invoke(main, ["export-model", str(tiny_run), "--out", str(bundle)])
+    assert result.exit_code == 0, result.output  # no best.pt: last.pt is taken
+    meta = json.loads((bundle / "configs" / "metadata.json").read_text())
+    assert meta["method"] == "partial" and meta["checkpoint"] == "last.pt"
+    assert meta["training"]["steps"] == 2 and "SHA-256" in (bundle / "docs/README.md").read_text()
+    crop, _ = _crop()
+    from_run, from_bundle = partial_factory(model=str(tiny_run)), partial_factory(model=str(bundle))
+    assert from_bundle.grid == GRID
+    a = from_run.propose(from_run.start(crop), np.random.default_rng(3))
+    b = from_bundle.propose(from_bundle.start(crop), np.random.default_rng(3))
+    from mecca.bundle import load_bundle
+
+    with pytest.raises(ConfigError, match="partial-segmentation model"):
+        load_bundle(bundle)  # the RL loader says which method to use
+    for x, y in zip(a, b, strict=True):
+        np.testing.assert_array_equal(x.mask, y.mask)
+        np.testing.assert_array_equal(x.seg, y.seg)
+
+
+def test_a_damaged_partial_bundle_is_refused(tiny_run, tmp_path):
+    from mecca.errors import InputError
+    from mecca.methods.partial_method import export_partial
+
+    bundle = export_partial(tiny_run, tmp_path / "b")
+    weights = bundle / "models" / "model.pt"
+    weights.write_bytes(weights.read_bytes()[:-10] + b"0123456789")
+    with pytest.raises(InputError, match="SHA-256"):
+        partial_factory(model=str(bundle))
+    with pytest.raises(InputError, match="no partial-segmentation model"):
+        partial_factory(model=str(tmp_path / "nowhere"))
 
 
 def test_a_session_proposes_accepts_undoes_and_corrects(method):

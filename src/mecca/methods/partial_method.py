@@ -28,6 +28,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -69,9 +70,12 @@ class PartialMethod:
     def from_run(
         cls, run: str | Path, *, device: str = "cpu", k: int = 5, click_radius: int = 2
     ) -> PartialMethod:
-        """The model of a ``mecca train --method partial`` run folder (or its last.pt)."""
-        path = Path(run)
-        checkpoint = path / "last.pt" if path.is_dir() else path
+        """The model of a ``mecca train --method partial`` run folder (its last.pt), a
+        checkpoint, a bundle folder written by :func:`export_partial` or a shipped
+        bundle's name."""
+        from mecca.bundle import model_checkpoint
+
+        checkpoint = model_checkpoint(run, "partial-segmentation model")
         proposer = PartialProposer.from_checkpoint(checkpoint, device=device)
         from mecca.checkpoint import load_checkpoint
         from mecca.methods.partial import config_from_checkpoint
@@ -96,9 +100,7 @@ class PartialMethod:
         decided, seg = state.extra["decided"], state.extra["seg"]
         return self.proposer.propose(state.crop.image, decided, seg, k or self.k, rng)
 
-    def accept(
-        self, state: MethodState, proposal: Proposal
-    ) -> tuple[MethodState, StepResult]:
+    def accept(self, state: MethodState, proposal: Proposal) -> tuple[MethodState, StepResult]:
         """Make ``proposal`` the current partial segmentation."""
         t0 = time.perf_counter()
         mask, seg = np.asarray(proposal.mask, bool), np.asarray(proposal.seg, bool) & proposal.mask
@@ -138,13 +140,19 @@ def _ball(shape: Sequence[int], centre: Sequence[int], radius: int) -> np.ndarra
 def partial_factory(
     model: str | None = None, device: str = "cpu", k: int = 5, click_radius: int = 2
 ) -> PartialMethod:
-    """Registry factory: ``model`` is a ``mecca train --method partial`` run folder."""
+    """Registry factory: ``model`` is a run folder, checkpoint or bundle (default: the
+    shipped ``partial_*`` bundle)."""
     if model is None:
-        raise ConfigError(
-            "method partial needs a trained model and none is shipped",
-            hint="train one: mecca train --method partial --data DIR --out RUN, then "
-            "pass model=RUN (benchmark: --weights partial=RUN)",
-        )
+        from mecca.bundle import shipped_bundles
+        from mecca.methods import default_model
+
+        model = default_model("partial")
+        if model not in shipped_bundles():
+            raise ConfigError(
+                "method partial needs a trained model and none is shipped",
+                hint="train one: mecca train --method partial --data DIR --out RUN, then "
+                "pass model=RUN (benchmark: --weights partial=RUN)",
+            )
     return PartialMethod.from_run(model, device=device, k=k, click_radius=click_radius)
 
 
@@ -190,3 +198,95 @@ def train_partial_on_dataset(
         data, config.grid, target=target, crops_per_case=crops_per_case, seed=config.seed
     )
     return train_partial(config, images, labels, out, resume=resume)
+
+
+def export_partial(
+    run: Path,
+    out: Path,
+    *,
+    checkpoint: str = "last.pt",
+    name: str | None = None,
+    description: str = "",
+    force: bool = False,
+) -> Path:
+    """Write a MONAI-Bundle-layout folder (as :func:`mecca.bundle.export_bundle` does for
+    the RL methods) from a partial-segmentation run; :meth:`PartialMethod.from_run` reads
+    it. The run keeps only ``last.pt`` (training has no validation split to pick by)."""
+    from mecca.bundle import write_bundle
+    from mecca.checkpoint import load_checkpoint
+    from mecca.methods.partial import config_from_checkpoint
+
+    run, out = Path(run), Path(out)
+    data = load_checkpoint(run / checkpoint)
+    cfg = config_from_checkpoint(data)
+    summary = _partial_summary(run, int(data["step"]))
+    metadata = {
+        "method": "partial",
+        "train_config": data["config"],
+        "network_data_format": {
+            "inputs": {
+                "image": {
+                    "num_channels": 3,
+                    "spatial_shape": list(cfg.grid),
+                    "channel_def": {
+                        "0": "image (z-scored)",
+                        "1": "x_m decided",
+                        "2": "x_s decided foreground",
+                    },
+                }
+            },
+            "outputs": {
+                "proposal": {
+                    "num_channels": 2,
+                    "spatial_shape": list(cfg.grid),
+                    "channel_def": {"0": "y_m partialness", "1": "y_s foreground"},
+                }
+            },
+        },
+        "training": summary,
+    }
+
+    def card(meta: dict[str, Any]) -> str:
+        return "\n".join(
+            [
+                f"# {meta['name']}",
+                "",
+                description,
+                "",
+                f"- Method: partial (probabilistic partial segmentation, cVAE, {cfg.dims}D), "
+                f"grid {list(cfg.grid)}, decoder width {cfg.dec_width}, latent {cfg.latent_size}",
+                f"- Training: {summary['steps']} steps of {cfg.batch_size} pairs, "
+                f"{summary['train_seconds'] / 3600:.2f} h of steps on {summary['threads']} "
+                f"thread(s), torch {summary['torch']}; last logged loss {summary['last_loss']}",
+                f"- Weights: `models/model.pt`, SHA-256 `{meta['sha256']}`",
+                "",
+            ]
+        )
+
+    payload = {k: data[k] for k in ("method", "config", "net", "step")}
+    return write_bundle(
+        out, payload, metadata, card,
+        name=name, description=description, checkpoint=checkpoint, force=force,
+    )  # fmt: skip
+
+
+def _partial_summary(run: Path, step: int) -> dict[str, Any]:
+    """Steps, summed step time and the machine from a partial run's log.jsonl."""
+    from mecca.bundle import read_log
+
+    records = read_log(run)
+    start = next((r for r in records if r.get("type") == "start"), {})
+    by_step = {int(r["step"]): r for r in records if r.get("type") == "train"}  # a resume
+    train = [by_step[s] for s in sorted(by_step) if s <= step]  # may log a step again
+    seconds, last = 0.0, 0
+    for r in train:  # each record's seconds_per_step covers the steps since the one before
+        seconds += float(r["seconds_per_step"]) * (int(r["step"]) - last)
+        last = int(r["step"])
+    return {
+        "steps": step,
+        "train_seconds": seconds,
+        "threads": start.get("threads"),
+        "torch": start.get("torch"),
+        "machine": start.get("machine"),
+        "last_loss": round(float(train[-1]["loss"]), 4) if train else None,
+    }

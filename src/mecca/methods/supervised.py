@@ -23,7 +23,6 @@ time is kept in ``state.extra["start_seconds"]``.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -211,25 +210,6 @@ def nets_from_payload(data: dict[str, Any]) -> dict[str, nn.Module]:
     return nets
 
 
-def _checkpoint_file(path: Path) -> Path:
-    """The checkpoint to load from a file, a run folder (best.pt, else last.pt) or a bundle."""
-    if path.is_file():
-        return path
-    for candidate in (path / "models" / "model.pt", path / "best.pt", path / "last.pt"):
-        if candidate.is_file():
-            return candidate
-    if not path.exists():
-        from mecca.bundle import SHIPPED
-
-        if (SHIPPED / str(path) / "models" / "model.pt").is_file():
-            return SHIPPED / str(path) / "models" / "model.pt"
-    raise InputError(
-        "no supervised model here",
-        path=path,
-        hint="give a run folder (best.pt / last.pt), a checkpoint file or a bundle folder",
-    )
-
-
 def load_supervised(
     path: str | Path, *, method: str | None = None, device: str | torch.device = "cpu"
 ) -> SupervisedMethod:
@@ -242,10 +222,9 @@ def load_supervised(
         method: when given, the model must be of this method (ConfigError otherwise).
         device: where the networks run.
     """
-    path = Path(path)
-    ckpt = _checkpoint_file(path)
-    if ckpt.name == "model.pt":
-        _check_bundle(ckpt.parent.parent)
+    from mecca.bundle import model_checkpoint
+
+    ckpt = model_checkpoint(path, "supervised model")
     data = load_checkpoint(ckpt)
     if "net_configs" not in data:
         raise InputError(
@@ -255,22 +234,6 @@ def load_supervised(
     if method is not None and kind != method:
         raise ConfigError(f"{path} holds a {kind} model, not {method}", hint=f"use method {kind}")
     return method_from_nets(kind, nets_from_payload(data), data["config"]["grid"], device)
-
-
-def _check_bundle(folder: Path) -> None:
-    """Compare the weights' SHA-256 with the bundle's metadata (when it has one)."""
-    meta_path = folder / "configs" / "metadata.json"
-    if not meta_path.is_file():
-        return
-    from mecca.bundle import sha256
-
-    meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    if sha256(folder / "models" / "model.pt") != meta.get("sha256"):
-        raise InputError(
-            "models/model.pt does not match the SHA-256 in configs/metadata.json",
-            path=folder,
-            hint="the file is damaged or was replaced; export the bundle again",
-        )
 
 
 def initial_prob_on_grid(
