@@ -201,6 +201,6 @@ def test_partial_trains_from_the_cli_and_runs_in_the_benchmark(phantoms, tmp_pat
     )
     report = run_benchmark(bench, tmp_path / "b", progress=False)
     for case in report["methods"]["partial"]["cases"].values():
-        # each step: one accepted proposal + the cvpr25 user's one correction click
-        assert [s["proposals"] for s in case["steps"]] == [1, 1]
-        assert all(s["clicks"] == 2 for s in case["steps"])
+        # each step: at most one accepted proposal + the cvpr25 user's one correction click
+        assert all(s["proposals"] in (0, 1) for s in case["steps"])
+        assert all(s["clicks"] == 1 + s["proposals"] for s in case["steps"])

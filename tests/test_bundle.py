@@ -83,3 +83,24 @@ def test_every_shipped_bundle_loads_and_steps(name):
     state = method.start(crop)
     _, result = method.step(state, [], rng=np.random.default_rng(0))
     assert result.prob.shape == method.grid
+
+
+def test_reward_variants_load_only_itermrl_bundles_trained_with_their_reward(run, tmp_path):
+    from dataclasses import replace
+
+    from mecca import methods
+
+    with pytest.raises(ConfigError, match="no focal_itermrl model is shipped"):
+        methods.get("focal_itermrl")
+    mecca_bundle = export_bundle(run, tmp_path / "mecca_tiny")
+    with pytest.raises(ConfigError, match="trained with reward 'focal'"):
+        methods.get("focal_itermrl", model=str(mecca_bundle))
+    data = mecca_bundle.parent / "ph"
+    write_phantom_dataset(data, count=5, seed=4, shape=(28, 28, 16))
+    focal = replace(TINY, method="itermrl", reward="focal", episodes=1, val_every=1)
+    focal_run = train(focal, data, tmp_path / "focal", device="cpu", progress=False)
+    bundle = export_bundle(focal_run, tmp_path / "focal_itermrl_tiny", checkpoint="last.pt")
+    method = methods.get("focal_itermrl", model=str(bundle))
+    assert method.name == "focal_itermrl" and method.confidence is None
+    with pytest.raises(ConfigError, match="reward 'err'"):
+        methods.get("err_itermrl", model=str(bundle))

@@ -45,3 +45,38 @@ def test_episode_improves_dice_and_is_reproducible():
     assert first.final_mask.shape == gt.shape
     assert first.dice_per_step == runs[1].dice_per_step
     assert first.box == runs[1].box
+
+
+class _FixedProposals:
+    """A proposal method whose only proposal is given: tests the simulated user's choice."""
+
+    def __init__(self, seg):
+        from mecca.methods.partial import Proposal
+
+        mask = np.ones(seg.shape, bool)
+        fg = int(seg.sum())
+        self.proposal = Proposal(mask, seg, added_foreground=fg, added_background=mask.size - fg)
+
+    def propose(self, state, rng):
+        return [self.proposal]
+
+    def accept(self, state, proposal):
+        from dataclasses import replace
+
+        return replace(state, prob=proposal.seg.astype(np.float32)), None
+
+
+def test_the_simulated_user_rejects_a_proposal_that_would_lower_dice():
+    from mecca.episode import accept_closest
+    from mecca.methods.base import MethodState
+
+    grid = (12, 12, 8)
+    gt = sphere(grid, (6, 6, 4), 3)
+    crop = make_crop(gt.astype(np.float32), Box((0, 0, 0), grid), grid=grid)
+    good = MethodState(crop, prob=gt.astype(np.float32) * 0.9)
+    worse = _FixedProposals(sphere(grid, (6, 6, 4), 2))  # a smaller ball: lower Dice
+    state, _, accepted = accept_closest(worse, good, gt, np.random.default_rng(0))
+    assert not accepted and state is good
+    empty = MethodState(crop, prob=np.zeros(grid, np.float32))
+    state, _, accepted = accept_closest(worse, empty, gt, np.random.default_rng(0))
+    assert accepted and (state.prob > 0.5).sum() == worse.proposal.seg.sum()

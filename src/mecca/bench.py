@@ -23,9 +23,10 @@ Protocols built so far:
   the largest error, in one axial slice, given as fg/bg clicks on its voxels
   (:class:`mecca.interaction.scribbles.ScribbleUser`); clicks count stroke voxels.
 * Methods that offer proposals (``partial``) get, in every protocol and step, K proposals
-  of which the simulated user accepts the one closest to the ground truth
-  (:func:`mecca.episode.accept_closest`) before the protocol's clicks correct it; an
-  accepted proposal counts as one click (interaction) in ``clicks`` and NoC.
+  of which the simulated user accepts the one closest to the ground truth, unless it
+  would lower the current mask's Dice (:func:`mecca.episode.accept_closest`), before the
+  protocol's clicks correct it; an accepted proposal counts as one click (interaction) in
+  ``clicks`` and NoC.
 * ``itermrl_random``, ``itermrl_none``: the interaction-quality ablation of IteR-MRL
   Table 6 on the same start: 5 clicks per step at random voxels (labelled by the ground
   truth), or no clicks at all (steps refine on the initial map alone).

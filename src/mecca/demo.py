@@ -51,7 +51,10 @@ def _dataset_case(
     return f"{data.name}/{cases[0].case_id}", volume.array, mask
 
 
-LEARNED = ("mecca", "itermrl", "pnet", "unet", "intercnn", "deepigeos", "tta", "partial")
+LEARNED = (
+    "mecca", "itermrl", "focal_itermrl", "err_itermrl", "pnet", "unet", "intercnn",
+    "deepigeos", "tta", "partial",
+)  # fmt: skip
 """Methods that run a trained model (a bundle, or a run folder)."""
 BACKBONE = {"tta": "pnet"}
 """Methods that wrap another method's trained model (whose shipped bundle is the default)."""

@@ -130,9 +130,9 @@ def run_episode(
     proposes = hasattr(method, "propose") and hasattr(method, "accept")
     for t in range(1, steps + 1):
         t0 = time.perf_counter()
-        proposal_seconds = 0.0
+        proposal_seconds, accepted = 0.0, False
         if proposes:  # the user accepts the proposal closest to the truth, then corrects it
-            state, proposal_seconds = accept_closest(method, state, gt_grid, rng)
+            state, proposal_seconds, accepted = accept_closest(method, state, gt_grid, rng)
             assert state.prob is not None
             pred = paste_mask(crop, state.prob)
         clicks = user(pred.astype(bool), gt, step=t, rng=rng, image=image)  # type: ignore[operator]
@@ -146,20 +146,29 @@ def run_episode(
         kept = pred.astype(np.uint8) if keep_masks else None
         seconds = result.seconds + proposal_seconds
         records.append(
-            StepRecord(t, tuple(clicks), d, seconds, total, mis, kept, proposals=int(proposes))
+            StepRecord(t, tuple(clicks), d, seconds, total, mis, kept, proposals=int(accepted))
         )
     return EpisodeRecord(box, initial, tuple(records), pred.astype(np.uint8))
 
 
 def accept_closest(
     method: Any, state: MethodState, gt_grid: np.ndarray, rng: np.random.Generator
-) -> tuple[MethodState, float]:
-    """The simulated user of proposal methods: K proposals, accept the one closest to the
-    ground truth on the network grid (:func:`mecca.methods.partial.pick_closest`).
-    Returns the new state and the seconds spent proposing and accepting."""
+) -> tuple[MethodState, float, bool]:
+    """The simulated user of proposal methods: K proposals, pick the one closest to the
+    ground truth on the network grid (:func:`mecca.methods.partial.pick_closest`) and
+    accept it unless it would lower the Dice of the current mask (a user rejects a
+    proposal that undoes good work; then no proposal counts for the step).
+    Returns the state, the seconds spent proposing and accepting, and whether one was
+    accepted."""
     from mecca.methods.partial import pick_closest
 
     t0 = time.perf_counter()
     proposals = method.propose(state, rng)
-    state, _ = method.accept(state, proposals[pick_closest(proposals, gt_grid)])
-    return state, time.perf_counter() - t0
+    chosen = proposals[pick_closest(proposals, gt_grid)]
+    current = np.asarray(state.prob) > 0.5 if state.prob is not None else np.zeros_like(gt_grid)
+    accepted = metrics.dice(np.asarray(chosen.seg, bool), gt_grid) >= metrics.dice(
+        current, gt_grid
+    )
+    if accepted:
+        state, _ = method.accept(state, chosen)
+    return state, time.perf_counter() - t0, accepted

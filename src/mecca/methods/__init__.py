@@ -71,6 +71,37 @@ def _learned(method: str) -> Callable[..., InteractiveMethod]:
     return factory
 
 
+REWARD_VARIANTS = {"focal_itermrl": "focal", "err_itermrl": "err"}
+"""IteR-MRL trained with MECCA's focal and error-region reward weightings (MECCA Eqs.
+12-14, the reward comparison of its Fig. 9): the method name and the reward it needs."""
+
+
+def _reward_variant(name: str, reward: str) -> Callable[..., InteractiveMethod]:
+    def factory(model: str | None = None, device: str = "cpu") -> InteractiveMethod:
+        """An IteR-MRL bundle trained with ``reward``: a bundle folder or a shipped name."""
+        from dataclasses import replace
+
+        from mecca.bundle import load_bundle, shipped_bundles
+
+        model = model or default_model(name)
+        if model == default_model(name) and model not in shipped_bundles():
+            raise ConfigError(
+                f"no {name} model is shipped",
+                hint=f"train one: mecca train --config configs/{name}_hippocampus.yaml --data "
+                f"DIR --out RUN, export it (mecca export-model) and pass --weights {name}=BUNDLE",
+            )
+        bundle = load_bundle(model)
+        trained = (bundle.metadata["method"], bundle.metadata["train_config"].get("reward"))
+        if trained != ("itermrl", reward):
+            raise ConfigError(
+                f"{name} needs an itermrl model trained with reward {reward!r}; bundle "
+                f"{bundle.path.name!r} holds {trained[0]} with reward {trained[1]!r}"
+            )
+        return replace(bundle.method(device=device), name=name)
+
+    return factory
+
+
 def _supervised(method: str) -> Callable[..., InteractiveMethod]:
     def factory(model: str | None = None, device: str = "cpu") -> InteractiveMethod:
         """A trained ``method`` baseline: a run folder (best.pt, else last.pt), a checkpoint
@@ -98,6 +129,8 @@ def _register_builtins() -> None:
     _FACTORIES.setdefault("region_growing", RegionGrowingMethod)
     _FACTORIES.setdefault("mecca", _learned("mecca"))
     _FACTORIES.setdefault("itermrl", _learned("itermrl"))
+    for name, reward in REWARD_VARIANTS.items():
+        _FACTORIES.setdefault(name, _reward_variant(name, reward))
     for name in ("pnet", "unet", "intercnn", "deepigeos"):
         _FACTORIES.setdefault(name, _supervised(name))
     from mecca.methods.partial_method import partial_factory
