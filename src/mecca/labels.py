@@ -12,7 +12,7 @@ them, so any method of the registry (one target at a time) segments several labe
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,7 @@ from mecca.data.roi import Box
 from mecca.errors import ConfigError, InputError
 from mecca.io import Volume, save_mask
 from mecca.methods.base import InteractiveMethod
-from mecca.session import Session
+from mecca.session import Session, SessionResult
 
 MAX_LABEL = 65535
 """Label values are stored as uint16."""
@@ -114,17 +114,7 @@ class LabelSession:
     def label_map(self) -> np.ndarray:
         """uint16 (I, J, K) map of every label's current mask (see the module docstring)."""
         shape = np.asarray(self.volume.array).shape
-        out = np.zeros(shape, np.uint16)
-        best = np.full(shape, -np.inf, np.float32)
-        for value, session in self._labels.values():
-            result = session.result
-            if result is None:
-                continue
-            prob = np.asarray(result.prob, np.float32)
-            claim = result.mask.astype(bool) & (prob > best)
-            out[claim] = value
-            best[claim] = prob[claim]
-        return out
+        return merge_labels(shape, [(v, s.result) for v, s in self._labels.values()])
 
     def export(self, path: str | Path, *, force: bool = False) -> Path:
         """Write :meth:`label_map` on the volume's own grid (:func:`mecca.io.save_mask`).
@@ -136,3 +126,21 @@ class LabelSession:
         if not any(session.result is not None for _, session in self._labels.values()):
             raise InputError("nothing to export yet", hint="add a label and run its step()")
         return save_mask(self.label_map(), self.volume, path, force=force)
+
+
+def merge_labels(
+    shape: tuple[int, ...], labelled: Iterable[tuple[int, SessionResult | None]]
+) -> np.ndarray:
+    """uint16 label map of ``(value, result)`` pairs: each result's mask gets its value;
+    a voxel in several masks goes to the highest probability there (ties: the earlier
+    pair); results that are None (no step yet) are skipped."""
+    out = np.zeros(shape, np.uint16)
+    best = np.full(shape, -np.inf, np.float32)
+    for value, result in labelled:
+        if result is None:
+            continue
+        prob = np.asarray(result.prob, np.float32)
+        claim = result.mask.astype(bool) & (prob > best)
+        out[claim] = value
+        best[claim] = prob[claim]
+    return out

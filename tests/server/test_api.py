@@ -223,3 +223,46 @@ def test_token_and_interface_rules(root, tmp_path):
         client.get("/openapi.json", headers={"authorization": f"Bearer {token}"}).status_code == 200
     )
     assert "access-control-allow-origin" not in good.headers
+
+
+def test_sessions_on_one_image_merge_into_one_label_map(root, tmp_path):
+    client = _client(root, tmp_path / "state")
+    affine = AFFINES["lps"]
+    a, b, other = (
+        client.post("/api/sessions", json={"root": 0, "path": p}).json()["id"]
+        for p in ("lps.nii.gz", "lps.nii.gz", "las.nii.gz")
+    )
+    labels = {"labels": [{"session": a, "value": 1}, {"session": b, "value": 7}]}
+    empty = client.post("/api/labelmap", json=labels)
+    assert empty.status_code == 400 and "nothing to export" in empty.json()["error"]
+    fg = {"kind": "fg", "xyz_mm": _ras(affine, CENTRE)}
+    bg = {"kind": "bg", "xyz_mm": _ras(affine, (3, 3, 3))}
+    client.post(f"/api/sessions/{a}/clicks", json={"clicks": [fg, bg]})
+    one = np.asarray(_nifti(client.get(f"/api/sessions/{a}/mask.nii.gz").content).dataobj) > 0
+    merged = client.post("/api/labelmap", json={**labels, "name": "../x/both.nii.gz"})
+    assert merged.status_code == 200, merged.text
+    assert merged.json()["exported"] == "both.nii.gz"
+    written = nib.load(tmp_path / "state" / "exports" / "labelmaps" / "both.nii.gz")
+    np.testing.assert_allclose(written.affine, affine, atol=1e-5)
+    data = np.asarray(written.dataobj)
+    np.testing.assert_array_equal(data == 1, one)  # b has no step yet: only label 1
+    client.post(f"/api/sessions/{b}/clicks", json={"clicks": [fg, bg]})
+    again = client.post("/api/labelmap", json=labels)
+    written = nib.load(tmp_path / "state" / "exports" / "labelmaps" / "labels.nii.gz")
+    data = np.asarray(written.dataobj)
+    assert again.status_code == 200 and set(np.unique(data)) <= {0, 1, 7}
+    np.testing.assert_array_equal(data > 0, one)  # same clicks, same mask: one of the two
+    def pairs(*items):
+        return {"labels": [{"session": sid, "value": v} for sid, v in items]}
+
+    for bad, status, message in [
+        (pairs((a, 1), (other, 2)), 400, "another image"),
+        (pairs((a, 1), (b, 1)), 400, "own value"),
+        (pairs((a, 1), (a, 2)), 400, "own session"),
+        (pairs((a, 0)), 422, None),
+        (pairs(("nope", 1)), 404, None),
+        ({**labels, "name": "labels.exe"}, 400, "must end in"),
+    ]:
+        reply = client.post("/api/labelmap", json=bad)
+        assert reply.status_code == status, (bad, reply.text)
+        assert message is None or message in reply.json()["error"]

@@ -104,6 +104,16 @@ class ExportRequest(BaseModel):
     name: str = Field(default="mask.nii.gz", max_length=200)
 
 
+class LabelIn(BaseModel):
+    session: str = Field(min_length=1, max_length=64)
+    value: int = Field(ge=1, le=65535)
+
+
+class LabelMapRequest(BaseModel):
+    labels: list[LabelIn] = Field(min_length=1, max_length=255)
+    name: str = Field(default="labels.nii.gz", max_length=200)
+
+
 class Server:
     """The app's state: settings, method cache and session store."""
 
@@ -483,18 +493,53 @@ def result_nifti(server: ServerDep, sid: str, what: str) -> FileResponse:
         return FileResponse(path, media_type="application/gzip", filename=f"{what}.nii.gz")
 
 
+def export_name(name: str) -> str:
+    """The file name of an export request: any folder part dropped, a mask format's ending."""
+    name = Path(name.replace("\\", "/")).name
+    if not name.endswith((".nii.gz", ".nii", ".nrrd", ".mha")):
+        raise InputError("export name must end in .nii.gz, .nii, .nrrd or .mha")
+    return name
+
+
 @api.post("/sessions/{sid}/export")
 def export(server: ServerDep, sid: str, body: ExportRequest) -> dict[str, Any]:
     ss = server.store.get(sid)
-    name = Path(body.name.replace("\\", "/")).name
-    if not name.endswith((".nii.gz", ".nii", ".nrrd", ".mha")):
-        raise InputError("export name must end in .nii.gz, .nii, .nrrd or .mha")
+    name = export_name(body.name)
     with ss.lock:
         if ss.session.result is None:
             raise InputError("nothing to export yet: run a step first")
         target = server.settings.state_dir / "exports" / ss.id / name
         save_mask(ss.session.result.mask, ss.session.volume, target, force=True)
     return {"exported": name, "folder": f"exports/{ss.id}"}
+
+
+@api.post("/labelmap")
+def label_map(server: ServerDep, body: LabelMapRequest) -> dict[str, Any]:
+    """Several sessions on one image (one label each) merged into one label map, written
+    to ``exports/labelmaps/<name>``: a voxel in several masks takes the label with the
+    highest probability there (:func:`mecca.labels.merge_labels`)."""
+    from mecca.labels import merge_labels
+
+    name = export_name(body.name)
+    ids, values = [x.session for x in body.labels], [x.value for x in body.labels]
+    if len(set(ids)) != len(ids) or len(set(values)) != len(values):
+        raise InputError("each label needs its own session and its own value")
+    sessions = [server.store.get(sid) for sid in ids]
+    volume = sessions[0].session.volume
+    for ss in sessions[1:]:
+        other = ss.session.volume
+        if other.shape != volume.shape or not np.allclose(other.affine, volume.affine):
+            raise InputError(f"session {ss.id} is on another image than session {ids[0]}")
+    pairs = []
+    for value, ss in zip(values, sessions, strict=True):
+        with ss.lock:
+            pairs.append((value, ss.session.result))
+    if all(result is None for _, result in pairs):
+        raise InputError("nothing to export yet: run a step in one of the sessions first")
+    target = server.settings.state_dir / "exports" / "labelmaps" / name
+    save_mask(merge_labels(volume.shape, pairs), volume, target, force=True)
+    labels = dict(zip(ids, values, strict=True))
+    return {"exported": name, "folder": "exports/labelmaps", "labels": labels}
 
 
 def create_app(settings: ServerSettings) -> FastAPI:
