@@ -148,6 +148,15 @@ def write_bundle(
     return out
 
 
+def card_text(meta: dict[str, Any], description: str, facts: list[str]) -> str:
+    """A first model card: the name, the description, ``facts`` as a list and the weights'
+    SHA-256 (test-split figures are added from the benchmark)."""
+    lines = [f"# {meta['name']}", "", description, ""]
+    lines += [f"- {fact}" for fact in facts]
+    lines += [f"- Weights: `models/model.pt`, SHA-256 `{meta['sha256']}`", ""]
+    return "\n".join(lines)
+
+
 def export_bundle(
     run: Path,
     out: Path,

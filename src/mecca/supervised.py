@@ -567,7 +567,7 @@ def export_supervised(
 ) -> Path:
     """Write a MONAI-Bundle-layout folder (as :func:`mecca.bundle.export_bundle` does for
     the RL methods) from a supervised run's checkpoint; :func:`load_supervised` reads it."""
-    from mecca.bundle import write_bundle
+    from mecca.bundle import card_text, write_bundle
 
     run, out = Path(run), Path(out)
     data = load_checkpoint(run / checkpoint)
@@ -587,19 +587,15 @@ def export_supervised(
     }
 
     def card(meta: dict[str, Any]) -> str:
-        return "\n".join(
+        return card_text(
+            meta,
+            description,
             [
-                f"# {meta['name']}",
-                "",
-                description,
-                "",
-                f"- Method: {config['method']} (supervised baseline), width {config['width']}, "
+                f"Method: {config['method']} (supervised baseline), width {config['width']}, "
                 f"grid {config['grid']}",
-                f"- Training: {summary['steps']} steps of {config['batch_size']} crops, split "
+                f"Training: {summary['steps']} steps of {config['batch_size']} crops, split "
                 f"`{config['train_split']}`; validation Dice {summary['validation_dice']}",
-                f"- Weights: `models/model.pt`, SHA-256 `{meta['sha256']}`",
-                "",
-            ]
+            ],
         )
 
     return write_bundle(

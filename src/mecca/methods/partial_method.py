@@ -212,7 +212,7 @@ def export_partial(
     """Write a MONAI-Bundle-layout folder (as :func:`mecca.bundle.export_bundle` does for
     the RL methods) from a partial-segmentation run; :meth:`PartialMethod.from_run` reads
     it. The run keeps only ``last.pt`` (training has no validation split to pick by)."""
-    from mecca.bundle import write_bundle
+    from mecca.bundle import card_text, write_bundle
     from mecca.checkpoint import load_checkpoint
     from mecca.methods.partial import config_from_checkpoint
 
@@ -247,20 +247,16 @@ def export_partial(
     }
 
     def card(meta: dict[str, Any]) -> str:
-        return "\n".join(
+        return card_text(
+            meta,
+            description,
             [
-                f"# {meta['name']}",
-                "",
-                description,
-                "",
-                f"- Method: partial (probabilistic partial segmentation, cVAE, {cfg.dims}D), "
+                f"Method: partial (probabilistic partial segmentation, cVAE, {cfg.dims}D), "
                 f"grid {list(cfg.grid)}, decoder width {cfg.dec_width}, latent {cfg.latent_size}",
-                f"- Training: {summary['steps']} steps of {cfg.batch_size} pairs, "
+                f"Training: {summary['steps']} steps of {cfg.batch_size} pairs, "
                 f"{summary['train_seconds'] / 3600:.2f} h of steps on {summary['threads']} "
                 f"thread(s), torch {summary['torch']}; last logged loss {summary['last_loss']}",
-                f"- Weights: `models/model.pt`, SHA-256 `{meta['sha256']}`",
-                "",
-            ]
+            ],
         )
 
     payload = {k: data[k] for k in ("method", "config", "net", "step")}
