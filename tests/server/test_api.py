@@ -17,6 +17,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 from mecca.errors import ConfigError  # noqa: E402
 from mecca.server.app import create_app  # noqa: E402
 from mecca.server.settings import ServerSettings  # noqa: E402
+from mecca.server.viewer_overlay import OTHER_OUTLINE  # noqa: E402
 
 METHOD = "random_walker"
 
@@ -252,6 +253,18 @@ def test_sessions_on_one_image_merge_into_one_label_map(root, tmp_path):
     data = np.asarray(written.dataobj)
     assert again.status_code == 200 and set(np.unique(data)) <= {0, 1, 7}
     np.testing.assert_array_equal(data > 0, one)  # same clicks, same mask: one of the two
+    sib = client.post(f"/api/sessions/{a}/sibling", json={"method": "mecca"})
+    assert sib.status_code == 200 and sib.json()["method"] == "mecca"
+    assert sib.json()["steps"] == 0 and sib.json()["roi"] is None  # a label of its own
+    c = sib.json()["id"]
+    assert client.post(f"/api/sessions/{c}/sibling", json={}).json()["method"] == "mecca"
+    outline = client.get(f"/api/sessions/{a}/overlay?outline_only=true")
+    assert outline.status_code == 200 and set(outline.content) == {0, OTHER_OUTLINE}
+    assert client.get(f"/api/sessions/{c}/overlay?outline_only=true").status_code == 204
+    three = {"labels": [*labels["labels"], {"session": c, "value": 2}]}
+    assert client.post("/api/labelmap", json=three).status_code == 200  # c adds nothing yet
+    assert client.post("/api/sessions/nope/sibling", json={}).status_code == 404
+
     def pairs(*items):
         return {"labels": [{"session": sid, "value": v} for sid, v in items]}
 

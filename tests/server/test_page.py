@@ -79,10 +79,22 @@ def live_server(tmp_path_factory):
     pytest.importorskip("uvicorn")
     root = tmp_path_factory.mktemp("images")
     _, gt = _centred_ball(root)
+    _two_balls(root)
     state = tmp_path_factory.mktemp("state")
     settings = ServerSettings(roots=(root,), state_dir=state, methods=("random_walker", "geos"))
     with served(settings) as url:
         yield url, gt, state
+
+
+TWO_BALL_CENTRES = ((13, 24, 12), (34, 24, 12))
+"""Symmetric about the image centre along i: on screen, one left and one right of it."""
+
+
+def _two_balls(root: Path) -> None:
+    balls = [sphere(SHAPE, c, 6) for c in TWO_BALL_CENTRES]
+    noise = np.random.default_rng(1).normal(0, 0.2, SHAPE)
+    image = ((balls[0] | balls[1]) * 2.0 + noise).astype(np.float32)
+    save_volume(Volume(image, LPS_AFFINE), root / "two_balls.nii.gz")
 
 
 def _wait(page, condition: str, timeout: int = 30000) -> None:
@@ -232,3 +244,56 @@ def test_a_person_picks_one_of_k_proposals_and_accepts_it(tmp_path_factory, tmp_
     assert (folder / "accepted" / "2.npz").is_file()
     saved = json.loads((folder / "session.json").read_text())
     assert saved["store"]["steps"][1] == []  # the accepted proposal: a step without clicks
+
+
+def test_a_person_segments_two_labels_and_exports_one_label_map(live_server, tmp_path):
+    sync_api = _browser()
+    url, _, state = live_server
+    with sync_api.sync_playwright() as p:
+        browser, page, errors = _open_page(p, url)
+        page.select_option("#method", "geos")
+        page.click("#files li[data-path='two_balls.nii.gz']")
+        _wait(page, "window.mecca.loaded === true")
+        page.wait_for_timeout(500)
+        box = page.locator("#gl").bounding_box()
+        cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+        side = min(box["width"], box["height"])
+        for n, dx in enumerate((-0.21, 0.21)):  # one ball per label, each with its own ROI
+            if n:
+                page.click("#newLabel")
+                _wait(page, "window.mecca.labels.length === 2 && !window.mecca.busy")
+                assert page.evaluate("window.mecca.session.steps") == 0
+            page.check("input[value=roi]")
+            page.mouse.click(cx - 0.45 * side, cy - 0.45 * side)
+            page.mouse.click(cx + 0.45 * side, cy + 0.45 * side)
+            _wait(page, "window.mecca.session.roi !== null && !window.mecca.busy")
+            page.check("input[value=foreground]")
+            page.mouse.click(cx + dx * side, cy)
+            _wait(page, "window.mecca.session.steps === 1 && !window.mecca.busy", timeout=60000)
+        assert "label 1 outline" in page.evaluate("window.mecca.overlays")
+        assert page.evaluate("document.querySelectorAll('#labels input').length") == 2
+        first = page.evaluate("window.mecca.labels[0].sid")
+        page.check(f"#labels input[value='{first}']")  # back to label 1: its own state
+        _wait(page, f"window.mecca.sid === '{first}' && !window.mecca.busy")
+        assert "label 2 outline" in page.evaluate("window.mecca.overlays")
+        shots = DOCS_SCREENSHOTS if os.environ.get("MECCA_SCREENSHOTS") == "1" else tmp_path
+        shots.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(shots / "page_two_labels.png"))
+        page.fill("#labelMapName", "balls.nii.gz")
+        page.click("#exportLabels")
+        _wait(page, "document.getElementById('status').textContent.startsWith('Exported')")
+        browser.close()
+    assert not errors, errors
+    written = nib.load(state / "exports" / "labelmaps" / "balls.nii.gz")
+    np.testing.assert_allclose(written.affine, LPS_AFFINE, atol=1e-6)
+    data = np.asarray(written.dataobj)
+    balls = [sphere(SHAPE, c, 6) for c in TWO_BALL_CENTRES]
+    # which ball each label got depends on the screen's left-right convention: either way,
+    # each label covers one ball and not the other
+    scores = {
+        (value, b): 2 * ((data == value) & ball).sum() / ((data == value).sum() + ball.sum())
+        for value in (1, 2)
+        for b, ball in enumerate(balls)
+    }
+    best = max(scores[1, 0] + scores[2, 1], scores[1, 1] + scores[2, 0])
+    assert best > 1.6, scores

@@ -7,7 +7,9 @@ from mecca.server.viewer_overlay import (
     ADVICE_OUTLINE,
     LEGEND,
     MASK_OUTLINE,
+    OTHER_OUTLINE,
     PROB_BINS,
+    other_label_outline,
     overlay_labels,
     surface,
 )
@@ -37,4 +39,13 @@ def test_labels_bin_the_probability_and_outline_mask_and_advice():
     mask_only = overlay_labels(p, advice, prob=False, advice=False)
     assert mask_only[0, 0, 0] == 0 and mask_only[1, 1, 1] == 0
     assert set(np.unique(mask_only)) == {0, PROB_BINS, MASK_OUTLINE}
-    assert [row["label"] for row in LEGEND] == list(range(ADVICE_OUTLINE + 1))
+    assert [row["label"] for row in LEGEND] == list(range(OTHER_OUTLINE + 1))
+
+
+def test_another_label_shows_as_its_mask_outline_only():
+    p = np.zeros((15, 15, 15), np.float32)
+    p[sphere(p.shape, (7, 7, 7), 5)] = 0.8
+    p[0, 0, 0] = 0.4  # below 0.5: not in the mask, not drawn
+    labels = other_label_outline(p)
+    assert labels.dtype == np.uint8 and set(np.unique(labels)) == {0, OTHER_OUTLINE}
+    assert labels[7, 7, 2] == OTHER_OUTLINE and labels[7, 7, 7] == 0 and labels[0, 0, 0] == 0

@@ -17,6 +17,12 @@ Every route under ``/api`` works on server-side sessions (:mod:`mecca.server.ses
 ``GET  /api/sessions/{id}/proposals/{n}/overlay|thumbnail.png``  a proposal's preview
 ``POST /api/sessions/{id}/accept``   ``{"index": n}``: accept proposal n (one step)
 ``PUT  /api/sessions/{id}/method``    ``{"method": name}`` (restarts the session)
+``POST /api/sessions/{id}/sibling``   ``{"method": name}``: a new session on the same
+                                      image (another label of one label map)
+``GET  /api/sessions/{id}/overlay?outline_only=true``  only the mask's outline, in the
+                                      legend's "other label" colour (labels not edited)
+``POST /api/labelmap``                ``{"labels": [{"session", "value"}], "name"}``:
+                                      sessions on one image merged into one label map
 ``GET  /api/sessions/{id}/mask.nii.gz|prob.nii.gz|advice.nii.gz``
 ``GET  /api/sessions/{id}/overlay``   the page's overlay: ROI-box labels + colours
 ``POST /api/sessions/{id}/export``    ``{"name": "liver.nii.gz"}``: written under the
@@ -55,7 +61,7 @@ from mecca.server.sessions import ServerSession, SessionStore, UnknownSession
 from mecca.server.settings import ServerSettings
 from mecca.server.thumbnails import thumbnail_png, thumbnail_slice
 from mecca.server.uploads import check_voxels, safe_filename, unpack_zip
-from mecca.server.viewer_overlay import LEGEND, overlay_labels
+from mecca.server.viewer_overlay import LEGEND, other_label_outline, overlay_labels
 from mecca.session import nearest_voxel
 
 log = logging.getLogger(__name__)
@@ -98,6 +104,10 @@ class AcceptRequest(BaseModel):
 
 class MethodRequest(BaseModel):
     method: str
+
+
+class SiblingRequest(BaseModel):
+    method: str | None = None
 
 
 class ExportRequest(BaseModel):
@@ -264,6 +274,14 @@ async def upload(
         volume = server.load_checked(path)
         ss = server.store.create(volume, method or server.settings.methods[0])
     return state_of(ss)
+
+
+@api.post("/sessions/{sid}/sibling")
+def sibling(server: ServerDep, sid: str, body: SiblingRequest) -> dict[str, Any]:
+    """A new session on the image of session ``sid`` (its own ROI, clicks and method):
+    the page's next label; ``/api/labelmap`` merges the labels into one file."""
+    ss = server.store.get(sid)
+    return state_of(server.store.create(ss.session.volume, body.method or ss.method))
 
 
 @api.get("/sessions/{sid}")
@@ -459,16 +477,22 @@ def result_file(ss: ServerSession, what: str) -> Path:
 
 
 @api.get("/sessions/{sid}/overlay", response_class=Response)
-def overlay(server: ServerDep, sid: str, prob: bool = True, advice: bool = True) -> Response:
+def overlay(
+    server: ServerDep, sid: str, prob: bool = True, advice: bool = True, outline_only: bool = False
+) -> Response:
     """The page's overlay: uint8 labels of the ROI box, raw bytes with i running fastest;
     header ``X-Mecca-Box: i0,j0,k0,ni,nj,nk``; colours in ``/api/info``'s
-    ``overlay_legend`` (:mod:`mecca.server.viewer_overlay`). 204 before the first step."""
+    ``overlay_legend`` (:mod:`mecca.server.viewer_overlay`). 204 before the first step.
+    ``outline_only``: the mask's outline alone, as another label than the edited one."""
     ss = server.store.get(sid)
     with ss.lock:
         result = ss.session.result
         if result is None:
             return Response(status_code=204)
-        labels = overlay_labels(result.prob_box, result.advice_box, prob=prob, advice=advice)
+        if outline_only:
+            labels = other_label_outline(result.prob_box)
+        else:
+            labels = overlay_labels(result.prob_box, result.advice_box, prob=prob, advice=advice)
         box = ",".join(str(v) for v in (*result.box.start, *labels.shape))
     return box_reply(labels, box)
 

@@ -11,7 +11,9 @@ Labels (later ones drawn over earlier ones):
   more opaque as p rises); with ``prob=False`` only the mask (p > 0.5), in the top bin;
 * ``MASK_OUTLINE``: the mask's surface (mask voxels with a background 6-neighbour, the
   box's own faces excluded), so the decision boundary shows on every plane;
-* ``ADVICE_OUTLINE``: surfaces of the advice regions (MECCA's least-confident supervoxels).
+* ``ADVICE_OUTLINE``: surfaces of the advice regions (MECCA's least-confident supervoxels);
+* ``OTHER_OUTLINE``: the mask surface of another label on the same image (not the one
+  being edited), drawn under the edited label's overlay.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ PROB_FLOOR = 0.25
 PROB_BINS = 9
 MASK_OUTLINE = PROB_BINS + 1
 ADVICE_OUTLINE = PROB_BINS + 2
+OTHER_OUTLINE = PROB_BINS + 3
 
 
 def _legend() -> list[dict[str, object]]:
@@ -34,6 +37,7 @@ def _legend() -> list[dict[str, object]]:
         rows.append({"label": b + 1, "rgba": rgba, "name": f"p >= {low:.2f}"})
     rows.append({"label": MASK_OUTLINE, "rgba": [255, 255, 0, 255], "name": "mask outline"})
     rows.append({"label": ADVICE_OUTLINE, "rgba": [0, 230, 0, 255], "name": "advice region"})
+    rows.append({"label": OTHER_OUTLINE, "rgba": [0, 170, 255, 255], "name": "other label"})
     return rows
 
 
@@ -71,3 +75,8 @@ def overlay_labels(
         for r in np.unique(regions[regions > 0]):
             labels[surface(regions == r)] = ADVICE_OUTLINE
     return labels.astype(np.uint8)
+
+
+def other_label_outline(prob_box: np.ndarray) -> np.ndarray:
+    """uint8 labels (box shape): ``OTHER_OUTLINE`` on the surface of the mask p > 0.5."""
+    return np.where(surface(np.asarray(prob_box) > 0.5), OTHER_OUTLINE, 0).astype(np.uint8)

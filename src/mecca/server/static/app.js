@@ -7,7 +7,7 @@ const params = new URLSearchParams(location.search);
 if (params.get("token")) sessionStorage.setItem("meccaToken", params.get("token"));
 const token = sessionStorage.getItem("meccaToken");
 const $ = (id) => document.getElementById(id);
-const state = { sid: null, session: null, corner: null, busy: false, overlays: [], phases: {} };
+const state = { sid: null, session: null, corner: null, busy: false, overlays: [], phases: {}, labels: [] };
 window.mecca = state; // read by the browser tests
 
 // window.nv: the viewer, for tests and profiling in the browser console
@@ -61,6 +61,7 @@ async function listFiles(folder) {
 }
 
 async function openSession(data) {
+  state.labels = [{ sid: data.id, value: 1 }];
   state.sid = data.id;
   state.session = data;
   state.corner = null;
@@ -87,6 +88,64 @@ function update(data) {
   clearProposals();
   const roi = data.roi ? `ROI ${data.roi[0].join(",")} - ${data.roi[1].join(",")}` : "no ROI yet";
   $("info").textContent = `${data.method}: ${data.steps} steps, ${roi}`;
+  const label = state.labels.find((l) => l.sid === data.id);
+  if (label) Object.assign(label, { method: data.method, steps: data.steps });
+  renderLabels();
+}
+
+// Several labels on one image: each label is its own server session (own ROI, clicks,
+// method, undo); the edited one shows in full, the others as blue outlines; "Export
+// label map" merges them (POST /api/labelmap: an overlapped voxel goes to the label with
+// the highest probability there). Values are 1, 2, ... in order of creation.
+function renderLabels() {
+  $("labels").innerHTML = state.labels.map((l) =>
+    `<label><input type="radio" name="label" value="${l.sid}"${l.sid === state.sid ? " checked" : ""}> ` +
+    `label ${l.value}: ${l.method || ""}, ${l.steps || 0} steps</label>`).join("");
+  $("newLabel").disabled = !state.sid;
+  $("removeLabel").disabled = state.labels.length < 2;
+  $("exportLabels").disabled = !state.labels.some((l) => l.steps > 0);
+}
+
+async function newLabel() {
+  const data = await api(`/api/sessions/${state.sid}/sibling`, { method: "POST", json: { method: $("method").value } });
+  state.labels.push({ sid: data.id, value: Math.max(...state.labels.map((l) => l.value)) + 1 });
+  state.sid = data.id;
+  state.corner = null;
+  status(`Label ${state.labels[state.labels.length - 1].value}: draw its ROI (2 corners) or click.`);
+  return data;
+}
+
+async function switchLabel(sid) {
+  const data = await api(`/api/sessions/${sid}`);
+  state.sid = sid;
+  state.corner = null;
+  return data;
+}
+
+async function removeLabel() {
+  const gone = state.sid;
+  await api(`/api/sessions/${gone}`, { method: "DELETE" });
+  state.labels = state.labels.filter((l) => l.sid !== gone);
+  return switchLabel(state.labels[0].sid);
+}
+
+async function exportLabels() {
+  const labels = state.labels.map((l) => ({ session: l.sid, value: l.value }));
+  const done = await api("/api/labelmap", { method: "POST", json: { labels, name: $("labelMapName").value } });
+  status(`Exported ${done.exported} (${labels.length} labels) to ${done.folder} in the server's state folder.`);
+}
+
+async function paintOtherLabels() {
+  // the labels not being edited: their mask outlines, over the edited label's probability
+  // colours but not over its mask outline or advice regions
+  const outline = state.legend.find((row) => row.name === "mask outline").label;
+  for (const l of state.labels) {
+    if (l.sid === state.sid || !l.steps) continue;
+    const reply = await fetch(authed(`/api/sessions/${l.sid}/overlay?outline_only=true`));
+    if (reply.status !== 200) continue;
+    paintBox(new Uint8Array(await reply.arrayBuffer()), reply.headers.get("X-Mecca-Box"), outline);
+    state.overlays.push(`label ${l.value} outline`);
+  }
 }
 
 // Overlays live in NiiVue's drawing layer: one uint8 label volume on the image grid,
@@ -132,7 +191,8 @@ function ensureColormap() {
   state.lutSet = true;
 }
 
-function paintBox(bytes, boxHeader) {
+function paintBox(bytes, boxHeader, below = 256) {
+  // the box's non-zero labels, over drawn labels below `below` only
   const [i0, j0, k0, ni, nj, nk] = boxHeader.split(",").map(Number);
   const [lx, ly, lz] = state.rasLut;
   const bitmap = nv.drawBitmap;
@@ -141,7 +201,10 @@ function paintBox(bytes, boxHeader) {
     const zk = lz[k0 + k];
     for (let j = 0; j < nj; j++) {
       const yj = zk + ly[j0 + j];
-      for (let i = 0; i < ni; i++, n++) bitmap[yj + lx[i0 + i]] = bytes[n];
+      for (let i = 0; i < ni; i++, n++) {
+        const at = yj + lx[i0 + i];
+        if (bytes[n] && bitmap[at] < below) bitmap[at] = bytes[n];
+      }
     }
   }
 }
@@ -151,6 +214,7 @@ async function refreshOverlays() {
   if (!nv.drawBitmap || !state.rasLut) prepareDrawing();
   nv.drawBitmap.fill(0);
   state.overlays = [];
+  ensureColormap();
   if (data && data.last) {
     const prob = $("showProb").checked;
     const advice = $("showAdvice").checked;
@@ -158,10 +222,10 @@ async function refreshOverlays() {
     if (!reply.ok) throw new Error(`overlay: HTTP ${reply.status}`);
     const bytes = new Uint8Array(await reply.arrayBuffer());
     state.phases.overlay = performance.now();
-    ensureColormap();
     if (reply.status === 200) paintBox(bytes, reply.headers.get("X-Mecca-Box"));
-    state.overlays = [prob ? "probability" : "mask", "mask outline"].concat(advice ? ["advice"] : []);
+    state.overlays.push(prob ? "probability" : "mask", "mask outline", ...(advice ? ["advice"] : []));
   }
+  await paintOtherLabels();
   state.phases.paint = performance.now();
   nv.refreshDrawing(true);
   nv.gl.finish(); // the overlay is on screen when the GL work is done, not when it is queued
@@ -339,6 +403,10 @@ async function main() {
     $(name).addEventListener("click", () => run(() => api(`/api/sessions/${state.sid}/${name}`, { method: "POST" })));
   }
   $("propose").addEventListener("click", () => propose().catch(showError));
+  $("newLabel").addEventListener("click", () => run(newLabel));
+  $("removeLabel").addEventListener("click", () => run(removeLabel));
+  $("labels").addEventListener("change", (e) => run(() => switchLabel(e.target.value)));
+  $("exportLabels").addEventListener("click", () => exportLabels().catch(showError));
   $("proposals").addEventListener("click", (e) => {
     const img = e.target.closest("img");
     if (img) pickProposal(Number(img.dataset.index)).catch(showError);
