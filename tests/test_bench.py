@@ -101,6 +101,36 @@ def test_parallel_cases_give_the_same_numbers(phantoms, tmp_path):
         run_benchmark(replace(settings, jobs=0), tmp_path / "z", progress=False)
 
 
+def test_resume_keeps_finished_cases_and_runs_only_the_rest(phantoms, tmp_path):
+    settings = BenchSettings(
+        data=phantoms, methods=("random_walker",), split="train", steps=2, protocol="cvpr25"
+    )
+    out = tmp_path / "r"
+    first = run_benchmark(replace(settings, max_cases=2), out, progress=False)
+    saved = out / "cases" / "0001.json"
+    record = json.loads(saved.read_text())
+    record["results"]["random_walker"]["steps"][-1]["dice"] = 12.5  # marks a kept case
+    saved.write_text(json.dumps(record))
+    (out / "montage.png").unlink()
+    with pytest.raises(OverwriteError):
+        run_benchmark(replace(settings, max_cases=3), out, progress=False)
+    grown = run_benchmark(replace(settings, max_cases=3), out, progress=False, resume=True)
+    fresh = run_benchmark(replace(settings, max_cases=3), tmp_path / "f", progress=False)
+
+    def last_dice(report):
+        cases = report["methods"]["random_walker"]["cases"]
+        return [c["steps"][-1]["dice"] for c in cases.values()]
+
+    assert last_dice(grown)[1] == 12.5  # case 1 was read back, not rerun
+    assert last_dice(grown)[0] == last_dice(first)[0]
+    assert last_dice(grown)[2] == last_dice(fresh)[2]  # case 2 ran now
+    assert (out / "montage.png").is_file()  # drawn from the saved montage masks
+    other_seed = run_benchmark(
+        replace(settings, max_cases=3, seed=1), out, progress=False, resume=True
+    )
+    assert last_dice(other_seed)[1] != 12.5  # other settings: nothing is reused
+
+
 def test_the_mecca_protocol_gives_25_then_5_edge_points(phantoms, tmp_path):
     settings = BenchSettings(
         data=phantoms,

@@ -37,6 +37,13 @@ layout of the MECCA paper's Tables 1-2, NoC, misunderstanding rate, seconds per 
 ``dice_vs_clicks.png`` and ``montage.png`` (the split's first case, every method's final
 mask; :mod:`mecca.bench_plots`).
 
+Every finished case is also written to ``--out/cases/NNNN.json`` (and the montage case's
+masks to ``cases/montage.npz``); ``resume=True`` (``--resume``) keeps the cases already
+there whose settings match (data, split, target, protocol, steps, seed, initial, weights;
+every requested method present) and runs only the others, so an interrupted run, or one
+grown with a larger ``--max-cases``, loses no finished case. Resuming assumes the same
+shipped models as the first run.
+
 ``jobs > 1`` runs cases in that many worker processes (spawned, each loading the methods
 once and using ``max(1, cpus // jobs)`` torch threads). The numbers do not depend on it;
 the seconds do (workers share the CPU), so time methods with ``jobs=1``.
@@ -46,6 +53,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import math
 import multiprocessing
 import os
@@ -65,6 +73,8 @@ from mecca.episode import run_episode
 from mecca.errors import ConfigError, OverwriteError
 from mecca.interaction.clicks import make_user
 from mecca.io import atomic_write
+
+log = logging.getLogger(__name__)
 
 PROTOCOLS: dict[str, dict[str, Any]] = {
     "mecca": {"user": "edge", "options": {"first": 25, "later": 5}},
@@ -257,6 +267,56 @@ def _initial_segmenter(settings: BenchSettings) -> Any:
 
 
 CaseOutput = tuple[int, dict[str, dict[str, Any]], dict[str, np.ndarray] | None]
+CASES = "cases"
+"""Subfolder of ``--out`` holding each finished case (what ``resume`` reads)."""
+
+
+def _case_key(settings: BenchSettings) -> dict[str, Any]:
+    """The settings a case's numbers depend on (not the methods list, jobs, max_cases)."""
+    return {
+        "data": str(Path(settings.data).resolve()),
+        "split": settings.split,
+        "target": settings.target,
+        "protocol": settings.protocol,
+        "steps": settings.steps,
+        "seed": settings.seed,
+        "initial": settings.initial,
+        "weights": [list(w) for w in settings.weights],
+    }
+
+
+def _save_case(out: Path, settings: BenchSettings, case_id: str, output: CaseOutput) -> None:
+    index, results, masks = output
+    record = {"key": _case_key(settings), "case_id": case_id, "results": results}
+    text = json.dumps(record, allow_nan=False)
+    atomic_write(out / CASES / f"{index:04d}.json", lambda t: t.write_text(text, "utf-8"))
+    if masks:
+        # numpy's stubs read **masks as its allow_pickle keyword
+        save = np.savez_compressed
+        atomic_write(out / CASES / "montage.npz", lambda t: save(t, **masks))  # type: ignore[arg-type]
+
+
+def _saved_cases(
+    out: Path, settings: BenchSettings, case_ids: list[str]
+) -> tuple[dict[int, dict[str, dict[str, Any]]], dict[str, np.ndarray] | None]:
+    """Finished cases in ``out/cases`` that match ``settings`` (and the montage masks)."""
+    done: dict[int, dict[str, dict[str, Any]]] = {}
+    key = _case_key(settings)
+    for index, case_id in enumerate(case_ids):
+        path = out / CASES / f"{index:04d}.json"
+        if not path.is_file():
+            continue
+        record = json.loads(path.read_text("utf-8"))
+        results = record.get("results", {})
+        if record.get("key") == key and record.get("case_id") == case_id:
+            if all(name in results for name in settings.methods):
+                done[index] = {name: results[name] for name in settings.methods}
+    montage = None
+    path = out / CASES / "montage.npz"
+    if MONTAGE_CASE in done and path.is_file():
+        with np.load(path) as saved:
+            montage = {name: saved[name] for name in settings.methods if name in saved.files}
+    return done, montage
 
 
 def _run_case_index(index: int) -> CaseOutput:
@@ -280,11 +340,13 @@ def _run_case_index(index: int) -> CaseOutput:
     return index, results, masks or None
 
 
-def _case_outputs(settings: BenchSettings, n_cases: int) -> Iterator[CaseOutput]:
-    """Case outputs in completion order: in this process, or in ``settings.jobs`` workers."""
+def _case_outputs(settings: BenchSettings, indices: list[int]) -> Iterator[CaseOutput]:
+    """Outputs of the cases ``indices``: in this process, or in ``settings.jobs`` workers."""
+    if not indices:
+        return
     if settings.jobs <= 1:
         _init_worker(settings)
-        for index in range(n_cases):
+        for index in indices:
             yield _run_case_index(index)
         return
     threads = max(1, (os.cpu_count() or 1) // settings.jobs)
@@ -294,13 +356,19 @@ def _case_outputs(settings: BenchSettings, n_cases: int) -> Iterator[CaseOutput]
         initializer=_init_worker,
         initargs=(settings, threads),
     ) as pool:
-        yield from pool.map(_run_case_index, range(n_cases))
+        yield from pool.map(_run_case_index, indices)
 
 
 def run_benchmark(
-    settings: BenchSettings, out: Path, *, force: bool = False, progress: bool = True
+    settings: BenchSettings,
+    out: Path,
+    *,
+    force: bool = False,
+    progress: bool = True,
+    resume: bool = False,
 ) -> dict[str, Any]:
-    """Run every method on every case of the split; write and return the results."""
+    """Run every method on every case of the split; write and return the results.
+    ``resume``: keep the matching cases already in ``out/cases`` (module docstring)."""
     if settings.protocol not in PROTOCOLS:
         raise ConfigError(
             f"protocol {settings.protocol!r} is not available",
@@ -309,20 +377,25 @@ def run_benchmark(
     if settings.jobs < 1:
         raise ConfigError(f"jobs must be >= 1, got {settings.jobs}")
     out = Path(out)
-    if (out / "results.json").exists() and not force:
-        raise OverwriteError("results already there", path=out, hint="pass --force")
+    if (out / "results.json").exists() and not (force or resume):
+        raise OverwriteError("results already there", path=out, hint="pass --force or --resume")
     ds = open_dataset(settings.data)
     values = ds.resolve_target(settings.target)
     cases = split_cases(ds, settings.split)[: settings.max_cases]
     for name in settings.methods:  # fail early on an unknown name or a missing bundle
         build_method(name, dict(settings.weights).get(name), Path(settings.data).name)
     _initial_segmenter(settings)  # and on a missing initial segmenter
-    by_index: dict[int, dict[str, dict[str, Any]]] = {}
-    montage: dict[str, np.ndarray] | None = None
+    case_ids = [c.case_id for c in cases]
+    by_index, montage = _saved_cases(out, settings, case_ids) if resume else ({}, None)
+    if by_index:
+        log.info("resuming: %d of %d cases already in %s", len(by_index), len(cases), out)
     from tqdm import tqdm
 
-    outputs = _case_outputs(settings, len(cases))
-    for index, results, masks in tqdm(outputs, total=len(cases), disable=not progress, unit="case"):
+    todo = [i for i in range(len(cases)) if i not in by_index]
+    outputs = _case_outputs(settings, todo)
+    for output in tqdm(outputs, total=len(todo), disable=not progress, unit="case"):
+        index, results, masks = output
+        _save_case(out, settings, case_ids[index], output)
         by_index[index] = results
         montage = masks or montage
     report: dict[str, Any] = {
@@ -334,9 +407,7 @@ def run_benchmark(
         "steps": settings.steps,
         "seed": settings.seed,
         "methods": {
-            name: summarise(
-                {cases[i].case_id: by_index[i][name] for i in range(len(cases))}
-            )
+            name: summarise({cases[i].case_id: by_index[i][name] for i in range(len(cases))})
             for name in settings.methods
         },
     }
@@ -345,8 +416,7 @@ def run_benchmark(
         volume, gt = ds.load_case(cases[MONTAGE_CASE], values)
         case_id = cases[MONTAGE_CASE].case_id
         dice = {
-            name: report["methods"][name]["cases"][case_id]["steps"][-1]["dice"]
-            for name in montage
+            name: report["methods"][name]["cases"][case_id]["steps"][-1]["dice"] for name in montage
         }
         bench_plots.plot_montage(
             volume.array, gt, montage, dice, out / "montage.png", title=case_id

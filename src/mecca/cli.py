@@ -500,6 +500,11 @@ def _train_partial(
     "--jobs", type=int, default=1, show_default=True, help="Cases run in parallel processes."
 )
 @click.option("--force", is_flag=True, help="Replace earlier results in --out.")
+@click.option(
+    "--resume",
+    is_flag=True,
+    help="Keep the finished cases in --out/cases (same settings) and run only the rest.",
+)
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
 def benchmark(
     data: Path,
@@ -515,6 +520,7 @@ def benchmark(
     out: Path,
     jobs: int,
     force: bool,
+    resume: bool,
     no_progress: bool,
 ) -> None:
     """Compare methods with one simulated-user protocol: results.json, .csv, report.md, plots.
@@ -543,7 +549,7 @@ def benchmark(
         jobs=jobs,
         initial=initial,
     )
-    run_benchmark(settings, out, force=force, progress=not no_progress)
+    run_benchmark(settings, out, force=force, progress=not no_progress, resume=resume)
     click.echo((out / "report.md").read_text(encoding="utf-8"))
 
 
