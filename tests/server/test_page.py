@@ -113,18 +113,24 @@ def _browser():
     return sync_api
 
 
+def _open_image(page, path: str, method: str | None = None) -> tuple[float, float, float]:
+    """Open ``path`` from the file list (with ``method``): the canvas centre and side."""
+    if method:
+        page.select_option("#method", method)
+    page.click(f"#files li[data-path='{path}']")
+    _wait(page, "window.mecca.loaded === true")
+    page.wait_for_timeout(500)
+    box = page.locator("#gl").bounding_box()
+    side = min(box["width"], box["height"])
+    return box["x"] + box["width"] / 2, box["y"] + box["height"] / 2, side
+
+
 def test_a_person_opens_draws_clicks_undoes_and_exports(live_server, tmp_path):
     sync_api = _browser()
     url, gt, state = live_server
     with sync_api.sync_playwright() as p:
         browser, page, errors = _open_page(p, url)
-        page.select_option("#method", "geos")
-        page.click("#files li[data-path='ball.nii.gz']")
-        _wait(page, "window.mecca.loaded === true", timeout=30000)
-        page.wait_for_timeout(500)
-        box = page.locator("#gl").bounding_box()
-        cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
-        side = min(box["width"], box["height"])
+        cx, cy, side = _open_image(page, "ball.nii.gz", "geos")
         page.check("input[value=roi]")
         page.mouse.click(cx - 0.3 * side, cy - 0.3 * side)
         page.mouse.click(cx + 0.3 * side, cy + 0.3 * side)
@@ -209,13 +215,8 @@ def test_a_person_picks_one_of_k_proposals_and_accepts_it(tmp_path_factory, tmp_
     )
     with served(settings) as url, sync_api.sync_playwright() as p:
         browser, page, errors = _open_page(p, url)
-        page.click("#files li[data-path='ball.nii.gz']")
-        _wait(page, "window.mecca.loaded === true")
+        cx, cy, side = _open_image(page, "ball.nii.gz")
         assert page.is_visible("#proposalsBox")
-        page.wait_for_timeout(500)
-        box = page.locator("#gl").bounding_box()
-        cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
-        side = min(box["width"], box["height"])
         page.mouse.click(cx - 0.3 * side, cy - 0.3 * side)  # ROI mode is the default
         page.mouse.click(cx + 0.3 * side, cy + 0.3 * side)
         _wait(page, "window.mecca.session.roi !== null && !window.mecca.busy")
@@ -251,13 +252,7 @@ def test_a_person_segments_two_labels_and_exports_one_label_map(live_server, tmp
     url, _, state = live_server
     with sync_api.sync_playwright() as p:
         browser, page, errors = _open_page(p, url)
-        page.select_option("#method", "geos")
-        page.click("#files li[data-path='two_balls.nii.gz']")
-        _wait(page, "window.mecca.loaded === true")
-        page.wait_for_timeout(500)
-        box = page.locator("#gl").bounding_box()
-        cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
-        side = min(box["width"], box["height"])
+        cx, cy, side = _open_image(page, "two_balls.nii.gz", "geos")
         for n, dx in enumerate((-0.21, 0.21)):  # one ball per label, each with its own ROI
             if n:
                 page.click("#newLabel")
