@@ -182,3 +182,34 @@ def test_resume_accepts_settings_added_after_the_run_began(phantoms, tmp_path):
     train(replace(TINY, episodes=2, val_every=0), phantoms, run, device="cpu", resume=True,
           progress=False)
     assert load_checkpoint(run / "last.pt")["episode"] == 2
+
+
+def test_update_mode_starts_every_episode_from_the_initial_segmenter(
+    phantoms, tmp_path, monkeypatch
+):
+    import mecca.training as training
+    from mecca.supervised import SupervisedConfig, train_supervised
+
+    pnet = SupervisedConfig(
+        method="pnet", grid=TINY.grid, width=4, steps=2, val_every=0, checkpoint_every=0
+    )
+    pnet_run = train_supervised(pnet, phantoms, tmp_path / "pnet", progress=False, device="cpu")
+    cfg = replace(TINY, method="itermrl", initial=str(pnet_run)).resolved()
+    segmenter = training.load_initial(cfg)
+    images = np.random.default_rng(0).normal(size=(2, *TINY.grid)).astype(np.float32)
+    maps = training.initial_maps(segmenter, images)
+    assert maps.shape == images.shape and maps.dtype == np.float32
+    assert 0.0 <= maps.min() and maps.max() <= 1.0 and maps.std() > 0  # not the flat 0.5
+    starts = []
+    reset = training.VoxelEnv.reset
+
+    def spy(self, images, labels, rng, init_prob=None):
+        starts.append(init_prob)
+        return reset(self, images, labels, rng, init_prob=init_prob)
+
+    monkeypatch.setattr(training.VoxelEnv, "reset", spy)
+    run = train(cfg, phantoms, tmp_path / "run", device="cpu", progress=False)
+    assert len(starts) == TINY.episodes and all(s is not None for s in starts)
+    assert [r["episode"] for r in read_log(run) if r["type"] == "val"] == [2, 4]
+    with pytest.raises(ConfigError, match="grid"):
+        training.load_initial(replace(cfg, grid=(20, 20, 8)))

@@ -37,7 +37,7 @@ from torch.nn.parallel import DistributedDataParallel
 from mecca import __version__
 from mecca.checkpoint import load_checkpoint, restore_rng, rng_state, save_checkpoint
 from mecca.config import build_config, config_to_dict
-from mecca.data.roi import NormaliseConfig, random_margin_box
+from mecca.data.roi import Box, Crop, NormaliseConfig, random_margin_box
 from mecca.episode import run_episode
 from mecca.errors import ConfigError, OverwriteError
 from mecca.interaction.clicks import make_user
@@ -130,6 +130,11 @@ class TrainConfig:
     """Hint encoding; None = ``gaussian`` for MECCA, ``geodesic`` for IteR-MRL."""
     pretrain_episodes: int = 0
     """IteR-MRL0: the first episodes run with no user (no hints)."""
+    initial: str | None = None
+    """IteR-MRL's update mode: every episode (and validation) starts from this supervised
+    segmenter's probability map (a ``pnet`` run folder or shipped bundle name, trained on
+    the same grid) instead of p = 0.5; such a model is meant for the ``itermrl`` benchmark
+    protocol, which starts from the same segmenter."""
     labeled_fraction: float = 1.0
     """Share of the training volumes used with their labels (MECCA Tables 3-4: 0.125,
     0.25, 1/3, 0.5, 1). Below 1, MECCA's Algorithm 1: episodes alternate labeled and
@@ -249,8 +254,11 @@ def train_episode(
     *,
     labeled: bool = True,
     delta: float = 0.85,
+    init_prob: np.ndarray | None = None,
 ) -> EpisodeStats:
     """Play one batched episode and take one optimiser step of each network.
+
+    ``init_prob``: (B, I, J, K) start probability (IteR-MRL update mode); None = 0.5.
 
     ``labeled=False`` (MECCA Algorithm 1, lines 11-18): the labels only drive the simulated
     user (hints); rewards use the simulated labels of each step (Eq. 10), the losses only
@@ -267,7 +275,7 @@ def train_episode(
         eps=cfg.reward_eps,
     )
     models.net.train()
-    state = env.reset(images, labels, rng)
+    state = env.reset(images, labels, rng, init_prob=init_prob)
     y = env.labels_tensor
     logits_t, values_t, actions_t, rewards_t, states_t, dice = [], [], [], [], [], []
     masks_t: list[torch.Tensor] = []
@@ -348,13 +356,48 @@ def agent_method(models: Models, cfg: TrainConfig, device: torch.device) -> RLAg
     )
 
 
+def load_initial(cfg: TrainConfig) -> Any:
+    """The update mode's initial segmenter (``cfg.initial``, loaded), or None."""
+    if cfg.initial is None:
+        return None
+    from mecca.methods.supervised import load_supervised
+
+    segmenter = load_supervised(cfg.initial)
+    if tuple(segmenter.grid) != tuple(cfg.grid):
+        raise ConfigError(
+            f"initial segmenter {cfg.initial!r} works on grid {tuple(segmenter.grid)}, "
+            f"this run on {tuple(cfg.grid)}",
+            hint="train the initial segmenter on the run's grid",
+        )
+    return segmenter
+
+
+def initial_maps(segmenter: Any, images: np.ndarray) -> np.ndarray:
+    """The initial segmenter's probability for each crop of a (B, I, J, K) batch, which is
+    already on the segmenter's grid."""
+    _, i, j, k = images.shape
+    grid = (int(i), int(j), int(k))
+    whole = Box((0, 0, 0), grid)
+    return np.stack(
+        [
+            segmenter.initial_prob(Crop(np.asarray(im, np.float32), whole, grid, grid))
+            for im in images
+        ]
+    ).astype(np.float32)
+
+
 def validate(
-    models: Models, cfg: TrainConfig, cases: list[HeldCase], device: torch.device
+    models: Models,
+    cfg: TrainConfig,
+    cases: list[HeldCase],
+    device: torch.device,
+    initial: Any = None,
 ) -> list[float]:
     """Mean Dice (original grid) after each step on the validation cases, same protocol.
 
     Each case's ROI and clicks come from a generator seeded by the case's position, so
     every validation of a run sees the same boxes and the numbers are comparable.
+    ``initial``: the update mode's segmenter (episodes start from its map).
     """
     method = agent_method(models, cfg, device)
     user = make_user(str(cfg.user))
@@ -362,8 +405,21 @@ def validate(
     for i, case in enumerate(cases):
         rng = np.random.default_rng([cfg.seed, 10_000 + i])
         box = random_margin_box(case.mask, rng)
+        init = None
+        if initial is not None:
+            from mecca.methods.supervised import initial_prob_on_grid
+
+            init = initial_prob_on_grid(initial, case.image, box, cfg.grid)
         record = run_episode(
-            method, case.image, case.mask, user, rng=rng, steps=cfg.steps, box=box, grid=cfg.grid
+            method,
+            case.image,
+            case.mask,
+            user,
+            rng=rng,
+            steps=cfg.steps,
+            box=box,
+            grid=cfg.grid,
+            init_prob=init,
         )
         per_step += np.asarray(record.dice_per_step)
     models.net.train()
@@ -416,6 +472,7 @@ class Trainer:
         self._prepare_folder(resume)
         init_distributed(self.dist, self.device)
         self.models = build_models(self.cfg, self.device, seed=self.cfg.seed)
+        self.initial = load_initial(self.cfg)
         self.rng = np.random.default_rng([self.cfg.seed, self.dist.rank])
         self.gen = torch.Generator().manual_seed(self.cfg.seed * 1000 + self.dist.rank)
         self.episode = 0
@@ -546,6 +603,9 @@ class Trainer:
                         self.gen,
                         labeled=labeled,
                         delta=delta.value(epoch),
+                        init_prob=None
+                        if self.initial is None
+                        else initial_maps(self.initial, batch.images),
                     )
                     self.episode += 1
                     self._after_episode(stats, time.perf_counter() - t0, bar, val)
@@ -577,7 +637,7 @@ class Trainer:
         if cfg.checkpoint_every and self.episode % cfg.checkpoint_every == 0:
             self.save("last.pt")
         if val and cfg.val_every and self.episode % cfg.val_every == 0 and self.dist.is_main:
-            dice = validate(self.models, cfg, val, self.device)
+            dice = validate(self.models, cfg, val, self.device, self.initial)
             self.log.write({"type": "val", "episode": self.episode, "dice_per_step": dice})
             log.info(
                 "episode %d: validation Dice per step %s", self.episode, [round(d, 4) for d in dice]
