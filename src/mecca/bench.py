@@ -291,9 +291,12 @@ def _save_case(out: Path, settings: BenchSettings, case_id: str, output: CaseOut
     text = json.dumps(record, allow_nan=False)
     atomic_write(out / CASES / f"{index:04d}.json", lambda t: t.write_text(text, "utf-8"))
     if masks:
-        # numpy's stubs read **masks as its allow_pickle keyword
-        save = np.savez_compressed
-        atomic_write(out / CASES / "montage.npz", lambda t: save(t, **masks))  # type: ignore[arg-type]
+        names = np.array(list(masks))
+        stacked = np.stack([np.asarray(m, bool) for m in masks.values()])
+        atomic_write(
+            out / CASES / "montage.npz",
+            lambda t: np.savez_compressed(t, names=names, masks=stacked),
+        )
 
 
 def _saved_cases(
@@ -315,7 +318,8 @@ def _saved_cases(
     path = out / CASES / "montage.npz"
     if MONTAGE_CASE in done and path.is_file():
         with np.load(path) as saved:
-            montage = {name: saved[name] for name in settings.methods if name in saved.files}
+            stored = dict(zip(saved["names"].tolist(), saved["masks"], strict=True))
+        montage = {name: stored[name] for name in settings.methods if name in stored}
     return done, montage
 
 
