@@ -316,14 +316,19 @@ def test_deepigeos_can_start_from_a_trained_pnet_and_keeps_it_frozen(phantoms, t
 
 
 def test_export_bundle_loads_to_the_same_method_and_detects_tampering(phantoms, tmp_path):
-    run = train_supervised(replace(TINY, method="intercnn", val_every=0, steps=1), phantoms,
+    run = train_supervised(replace(TINY, method="intercnn", val_every=1, steps=2), phantoms,
                            tmp_path / "run", progress=False, device="cpu")
     bundle = export_supervised(run, tmp_path / "bundle", checkpoint="last.pt")
     meta = json.loads((bundle / "configs" / "metadata.json").read_text())
     assert meta["method"] == "intercnn" and meta["hints"]["encoding"] == "gaussian"
-    assert (bundle / "docs" / "README.md").is_file()
+    record = meta["training"]
+    assert record["steps"] == 2 and [s for s, _ in record["validation_by_step"]] == [1, 2]
+    assert record["hardware"]["device"] == "cpu" and record["sessions"] == 1
+    card = (bundle / "docs" / "README.md").read_text()
+    assert "Hardware: cpu on" in card and "s per step median" in card
+    assert "Validation Dice (%) by training step" in card and "click rounds" in card
     crop = _crop(phantoms, (16, 16, 8))
-    a, b = load_supervised(run), load_supervised(bundle)
+    a, b = load_supervised(run / "last.pt"), load_supervised(bundle)
     np.testing.assert_array_equal(a.initial_prob(crop), b.initial_prob(crop))
     with pytest.raises(ConfigError, match="holds a intercnn model, not pnet"):
         load_supervised(bundle, method="pnet")

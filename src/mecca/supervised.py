@@ -543,17 +543,56 @@ def train_supervised(
 
 
 def _summary(run: Path, step: int) -> dict[str, Any]:
+    """The exported checkpoint's training record, read from the run's ``log.jsonl``."""
     path = run / "log.jsonl"
     lines = path.read_text(encoding="utf-8").splitlines() if path.is_file() else []
     records = [json.loads(line) for line in lines if line]
     train = {r["step"]: r for r in records if r["type"] == "train" and r["step"] <= step}
     val = [r for r in records if r["type"] == "val" and r["step"] == step]
+    starts = [r for r in records if r["type"] == "start"]
+    seconds = [r["seconds"] for r in train.values()]
     return {
         "steps": step,
-        "train_seconds": round(sum(r["seconds"] for r in train.values()), 1),
+        "train_seconds": round(sum(seconds), 1),
+        "seconds_per_step_median": round(float(np.median(seconds)), 3) if seconds else None,
         "validation_dice": val[-1]["dice"] if val else None,
         "validation_dice_per_step": val[-1]["dice_per_step"] if val else None,
+        "validation_by_step": [
+            [int(r["step"]), round(100 * r["dice"], 1)] for r in records if r["type"] == "val"
+        ],
+        "hardware": {k: starts[0].get(k) for k in ("device", "machine", "threads", "torch")}
+        if starts
+        else None,
+        "sessions": len(starts),
     }
+
+
+def _record_facts(summary: dict[str, Any], config: dict[str, Any]) -> list[str]:
+    """Model-card lines of the training record (hardware, wall time, validation curve)."""
+    facts = []
+    hw = summary.get("hardware")
+    if hw:
+        facts.append(
+            f"Hardware: {hw['device']} on {hw['machine']}, {hw['threads']} torch thread(s), "
+            f"torch {hw['torch']}; {summary['sessions']} session(s) (resumed "
+            f"{summary['sessions'] - 1} time(s))"
+        )
+    if summary.get("seconds_per_step_median") is not None:
+        facts.append(
+            f"Wall time of the training steps: {summary['train_seconds'] / 3600:.2f} h for "
+            f"the exported {summary['steps']} steps "
+            f"({summary['seconds_per_step_median']} s per step median)"
+        )
+    curve = summary.get("validation_by_step") or []
+    if curve:
+        rounds = config["val_rounds"] if config["method"] in REFINERS else 0
+        after = f", after {rounds} click rounds" if rounds else ""
+        points = ", ".join(f"{s}: {d}" for s, d in curve)
+        facts.append(
+            f"Validation Dice (%) by training step (first {config['val_cases']} val cases"
+            f"{after}; the whole run): {points}"
+        )
+    return facts
 
 
 def export_supervised(
@@ -595,6 +634,7 @@ def export_supervised(
                 f"grid {config['grid']}",
                 f"Training: {summary['steps']} steps of {config['batch_size']} crops, split "
                 f"`{config['train_split']}`; validation Dice {summary['validation_dice']}",
+                *_record_facts(summary, config),
             ],
         )
 
