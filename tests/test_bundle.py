@@ -64,13 +64,13 @@ def test_unknown_bundle_names_list_the_shipped_ones(tmp_path):
 @pytest.mark.parametrize("name", shipped_bundles())
 def test_every_shipped_bundle_loads_and_steps(name):
     from mecca.data.roi import Box, make_crop
-    from mecca.methods.supervised import SEGMENTERS, load_supervised
+    from mecca.methods.supervised import REFINERS, SEGMENTERS, load_supervised
 
     path = resolve_bundle(name)
     metadata = json.loads((path / "configs" / "metadata.json").read_text())
     assert metadata["sha256"] and (path / "docs" / "README.md").exists()
     assert (path / "models" / "model.pt").stat().st_size < 5_000_000
-    if metadata["method"] in SEGMENTERS:  # supervised baselines load through their own path
+    if metadata["method"] in SEGMENTERS + REFINERS:  # supervised baselines: their own loader
         method = load_supervised(name)
     elif metadata["method"] == "partial":
         from mecca.methods.partial_method import PartialMethod
