@@ -1,8 +1,10 @@
 """The benchmark's figures: Dice against clicks, and an overlay montage of one case.
 
 * ``dice_vs_clicks.png``: one line per method, mean Dice (%) after each step against the
-  mean number of clicks given so far, with a +- 1 std band; the x position of a step is
-  the mean over cases, as the protocol may give fewer clicks where nothing is wrong.
+  mean number of clicks given so far, with a +- 1 std band when there are at most
+  ``BAND_LIMIT`` methods (more bands hide the lines); the x position of a step is the mean
+  over cases, as the protocol may give fewer clicks where nothing is wrong. Colours and
+  markers differ per method (tab20 beyond 10 methods); the legend sits outside the axes.
 * ``montage.png``: one panel per method on the same case and slice (the axial slice
   through the ground truth's centre), zoomed on the target's box: the final mask tinted
   red, the ground truth's outline green (:func:`mecca.overlay.overlay_rgb`).
@@ -44,23 +46,35 @@ def mean_clicks_per_step(result: dict[str, Any]) -> list[float]:
     return [float(x) for x in np.cumsum(counts, axis=1).mean(axis=0)]
 
 
+BAND_LIMIT = 4
+"""Std bands are drawn only for this many methods or fewer."""
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "*", "h")
+"""Markers cycled per method, so lines stay apart where colours are close."""
+
+
 def plot_dice_vs_clicks(report: dict[str, Any], path: Path) -> Path:
     """Write the Dice-vs-clicks figure of a benchmark report (see the module docstring)."""
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6.0, 4.0))
-    for name, result in report["methods"].items():
+    methods = report["methods"]
+    fig, ax = plt.subplots(figsize=(7.5, 4.0))
+    colours = plt.get_cmap("tab20" if len(methods) > 10 else "tab10")
+    bands = len(methods) <= BAND_LIMIT  # many overlapping std bands hide the lines
+    for i, (name, result) in enumerate(methods.items()):
         x = mean_clicks_per_step(result)
         mean = np.array(result["per_step"]["dice_mean"], dtype=np.float64)
         std = np.array(result["per_step"]["dice_std"], dtype=np.float64)
-        (line,) = ax.plot(x, mean, marker="o", label=name)
-        ax.fill_between(x, mean - std, mean + std, color=line.get_color(), alpha=0.15)
+        colour = colours(i % colours.N)
+        ax.plot(x, mean, marker=MARKERS[i % len(MARKERS)], color=colour, label=name)
+        if bands:
+            ax.fill_between(x, mean - std, mean + std, color=colour, alpha=0.15)
     ax.set_xlabel("clicks given (mean over cases)")
-    ax.set_ylabel("Dice (%)")
+    ax.set_ylabel("Dice (%, mean" + (" ± std)" if bands else ")"))
     ax.set_title(
         f"{Path(report['dataset']).name} ({report['split']}), protocol {report['protocol']}"
     )
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small")
+    fig.tight_layout()
     return _save(fig, path)
 
 
