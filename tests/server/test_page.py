@@ -125,19 +125,25 @@ def _open_image(page, path: str, method: str | None = None) -> tuple[float, floa
     return box["x"] + box["width"] / 2, box["y"] + box["height"] / 2, side
 
 
+def _roi_then_foreground_click(page, cx: float, cy: float, side: float, half: float, x: float):
+    """Draw an ROI of half-width ``half * side`` round the canvas centre, then click
+    foreground at (``x``, ``cy``) and wait for the first step."""
+    page.check("input[value=roi]")
+    page.mouse.click(cx - half * side, cy - half * side)
+    page.mouse.click(cx + half * side, cy + half * side)
+    _wait(page, "window.mecca.session.roi !== null && !window.mecca.busy", timeout=20000)
+    page.check("input[value=foreground]")
+    page.mouse.click(x, cy)
+    _wait(page, "window.mecca.session.steps === 1 && !window.mecca.busy", timeout=60000)
+
+
 def test_a_person_opens_draws_clicks_undoes_and_exports(live_server, tmp_path):
     sync_api = _browser()
     url, gt, state = live_server
     with sync_api.sync_playwright() as p:
         browser, page, errors = _open_page(p, url)
         cx, cy, side = _open_image(page, "ball.nii.gz", "geos")
-        page.check("input[value=roi]")
-        page.mouse.click(cx - 0.3 * side, cy - 0.3 * side)
-        page.mouse.click(cx + 0.3 * side, cy + 0.3 * side)
-        _wait(page, "window.mecca.session.roi !== null", timeout=20000)
-        page.check("input[value=foreground]")
-        page.mouse.click(cx, cy)
-        _wait(page, "window.mecca.session.steps === 1 && !window.mecca.busy", timeout=60000)
+        _roi_then_foreground_click(page, cx, cy, side, 0.3, cx)
         assert page.evaluate("window.mecca.overlays.length") >= 1
         assert page.evaluate(RAS_MAPPING_ERRORS) == 0
         assert page.evaluate(DRAWN_AT_CROSSHAIR) >= 5  # the clicked centre: p >= 0.5 or outline
@@ -258,13 +264,7 @@ def test_a_person_segments_two_labels_and_exports_one_label_map(live_server, tmp
                 page.click("#newLabel")
                 _wait(page, "window.mecca.labels.length === 2 && !window.mecca.busy")
                 assert page.evaluate("window.mecca.session.steps") == 0
-            page.check("input[value=roi]")
-            page.mouse.click(cx - 0.45 * side, cy - 0.45 * side)
-            page.mouse.click(cx + 0.45 * side, cy + 0.45 * side)
-            _wait(page, "window.mecca.session.roi !== null && !window.mecca.busy")
-            page.check("input[value=foreground]")
-            page.mouse.click(cx + dx * side, cy)
-            _wait(page, "window.mecca.session.steps === 1 && !window.mecca.busy", timeout=60000)
+            _roi_then_foreground_click(page, cx, cy, side, 0.45, cx + dx * side)
         assert "label 1 outline" in page.evaluate("window.mecca.overlays")
         assert page.evaluate("document.querySelectorAll('#labels input').length") == 2
         first = page.evaluate("window.mecca.labels[0].sid")
