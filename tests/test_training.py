@@ -184,6 +184,26 @@ def test_resume_accepts_settings_added_after_the_run_began(phantoms, tmp_path):
     assert load_checkpoint(run / "last.pt")["episode"] == 2
 
 
+def test_a_resumed_run_may_decay_its_learning_rates(phantoms, tmp_path):
+    run = train(replace(TINY, episodes=1, val_every=0, lr=1e-3, confidence_lr=2e-3), phantoms,
+                tmp_path / "r", device="cpu", progress=False)
+    decayed = replace(TINY, episodes=3, val_every=0, lr=1e-3, confidence_lr=2e-3,
+                      lr_decay_episode=2, lr_decay_factor=0.1)
+    trainer = Trainer(decayed, phantoms, run, device="cpu", resume=True, progress=False)
+    rates = []
+    original = trainer._set_learning_rates
+
+    def record() -> None:
+        original()
+        rates.append((trainer.models.optimiser.param_groups[0]["lr"],
+                      trainer.models.confidence_optimiser.param_groups[0]["lr"]))
+
+    trainer._set_learning_rates = record
+    trainer.run()
+    assert rates == [pytest.approx((1e-3, 2e-3)), pytest.approx((1e-4, 2e-4))]
+    assert load_checkpoint(run / "last.pt")["config"]["lr_decay_episode"] == 2
+
+
 def test_update_mode_starts_every_episode_from_the_initial_segmenter(
     phantoms, tmp_path, monkeypatch
 ):

@@ -70,6 +70,10 @@ log = logging.getLogger(__name__)
 Method = Literal["mecca", "itermrl"]
 
 
+RESUME_MAY_CHANGE = ("episodes", "lr_decay_episode", "lr_decay_factor")
+"""Settings that ``--resume`` may change: a run can be lengthened and its rate decayed."""
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Every setting of a training run (YAML presets in ``configs/``).
@@ -103,6 +107,11 @@ class TrainConfig:
     """Adam learning rate of the actor-critic."""
     confidence_lr: float = 1e-4
     """Adam learning rate of the confidence network."""
+    lr_decay_episode: int | None = None
+    """From this episode on, both learning rates are multiplied by ``lr_decay_factor`` (a
+    step decay: a run trained fast at a high rate settles at a low one; None = never)."""
+    lr_decay_factor: float = 0.1
+    """Multiplier of the learning rates from ``lr_decay_episode`` on."""
     value_coef: float = 0.5
     """Weight of the value loss."""
     entropy_coef: float = 0.01
@@ -498,9 +507,10 @@ class Trainer:
                     hint="pass --resume to continue it, or choose another --out",
                 )
             saved = yaml.safe_load(cfg_path.read_text(encoding="utf-8"))
-            saved.pop("episodes", None)
             mine = config_to_dict(self.cfg)
-            mine.pop("episodes")
+            for key in RESUME_MAY_CHANGE:
+                saved.pop(key, None)
+                mine.pop(key)
             defaults = config_to_dict(TrainConfig())
             for key in set(mine) - set(saved):  # settings added since the run began
                 saved[key] = defaults[key]
@@ -509,7 +519,9 @@ class Trainer:
                 raise ConfigError(
                     f"--resume with a different config (differs in {diff})",
                     path=cfg_path,
-                    hint="resume with the saved config; only 'episodes' may change",
+                    hint="resume with the saved config; only "
+                    + ", ".join(repr(k) for k in RESUME_MAY_CHANGE)
+                    + " may change",
                 )
         self.out.mkdir(parents=True, exist_ok=True)
         text = yaml.safe_dump({**config_to_dict(self.cfg)}, sort_keys=False)
@@ -548,6 +560,18 @@ class Trainer:
         self.best = float(data["best"])
         log.info("resumed %s at episode %d", self.out, self.episode)
 
+    def _set_learning_rates(self) -> None:
+        """Both optimisers at the configured rates, times the decay once it has begun."""
+        cfg, m = self.cfg, self.models
+        decayed = cfg.lr_decay_episode is not None and self.episode >= cfg.lr_decay_episode
+        factor = cfg.lr_decay_factor if decayed else 1.0
+        if decayed and self.episode == cfg.lr_decay_episode:
+            log.info("episode %d: learning rates x %g", self.episode, factor)
+        pairs = [(m.optimiser, cfg.lr), (m.confidence_optimiser, cfg.confidence_lr)]
+        for optimiser, lr in pairs:
+            for group in [] if optimiser is None else optimiser.param_groups:
+                group["lr"] = lr * factor
+
     def save(self, name: str) -> None:
         if self.dist.is_main:
             save_checkpoint(self.out / name, self._payload())
@@ -582,6 +606,7 @@ class Trainer:
             with stop_on_signals(), _progress(cfg.episodes, self.episode, self.progress) as bar:
                 while self.episode < cfg.episodes:
                     t0 = time.perf_counter()
+                    self._set_learning_rates()
                     labeled = not unlabeled or self.episode % 2 == 0
                     batch = sample_crops(
                         train if labeled else unlabeled,
