@@ -131,13 +131,14 @@ def test_resume_keeps_finished_cases_and_runs_only_the_rest(phantoms, tmp_path):
     assert last_dice(other_seed)[1] != 12.5  # other settings: nothing is reused
 
 
-def test_the_mecca_protocol_gives_25_then_5_edge_points(phantoms, tmp_path):
+@pytest.mark.parametrize("protocol", ["mecca", "mecca_guided"])
+def test_the_mecca_protocol_gives_25_then_5_edge_points(phantoms, tmp_path, protocol):
     settings = BenchSettings(
         data=phantoms,
         methods=("random_walker",),
         split="train",
         steps=2,
-        protocol="mecca",
+        protocol=protocol,
         max_cases=1,
     )
     report = run_benchmark(settings, tmp_path / "m", progress=False)

@@ -80,3 +80,49 @@ def test_the_simulated_user_rejects_a_proposal_that_would_lower_dice():
     empty = MethodState(crop, prob=np.zeros(grid, np.float32))
     state, _, accepted = accept_closest(worse, empty, gt, np.random.default_rng(0))
     assert accepted and (state.prob > 0.5).sum() == worse.proposal.seg.sum()
+
+
+class _AdviceInLowerHalf:
+    """Random walker that advises the lower half (i < middle) of its grid after each step."""
+
+    def __init__(self):
+        self.inner = methods.get("random_walker")
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def step(self, state, clicks, rng):
+        from dataclasses import replace
+
+        state, result = self.inner.step(state, clicks, rng=rng)
+        advice = np.zeros(result.prob.shape, np.int32)
+        advice[: result.prob.shape[0] // 2] = 1
+        return state, replace(result, advice=advice)
+
+
+def test_a_guided_user_clicks_only_inside_the_previous_steps_advice():
+    rng = np.random.default_rng(3)
+    gt = sphere((48, 48, 32), (24, 22, 16), 9)
+    image = gt * 2.0 + rng.normal(0, 1.0, gt.shape)  # noisy: errors remain after step 1
+    box = Box((10, 8, 4), (38, 36, 28))
+    record = run_episode(
+        _AdviceInLowerHalf(), image, gt, make_user("edge", first=3, later=5),
+        rng=np.random.default_rng(7), steps=3, box=box, grid=(28, 28, 24), guided=True,
+    )
+    first, *later = record.steps
+    assert any(c.position[0] >= 24 for c in first.clicks)  # no advice before step 1
+    later_clicks = [c for s in later for c in s.clicks]
+    assert later_clicks and all(c.position[0] < 24 for c in later_clicks)
+
+
+def test_guidance_changes_nothing_for_a_method_without_confidence():
+    rng = np.random.default_rng(3)
+    gt = sphere((48, 48, 32), (24, 22, 16), 9)
+    image = gt * 2.0 + rng.normal(0, 1.0, gt.shape)
+    plain, guided = (
+        run_episode(methods.get("random_walker"), image, gt, make_user("edge"),
+                    rng=np.random.default_rng(7), steps=2, guided=g)
+        for g in (False, True)
+    )
+    assert len(plain.steps[1].clicks) == 5
+    assert plain.dice_per_step == guided.dice_per_step

@@ -10,6 +10,10 @@ Protocols built so far:
 * ``mecca`` (MECCA Tables 1-2): p = 0.5 start, 25 edge points at step 1 then 5 per step.
   Methods that take fg/bg clicks get each edge point as a fg/bg pair across the boundary
   (``clicks.edge_click_to_fg_bg``); NoC counts the edge points.
+* ``mecca_guided``: the ``mecca`` protocol with MECCA's interaction guide (the ablation of
+  its Table 5): from step 2 on the user clicks only inside the 5 advice regions of the
+  previous step (:func:`mecca.episode.run_episode`, ``guided``); methods without a
+  confidence map give no advice, so for them it equals ``mecca``.
 * ``cvpr25``: one click per step at the interior-most voxel of the largest error region
   (``distance`` user).
 
@@ -78,6 +82,7 @@ log = logging.getLogger(__name__)
 
 PROTOCOLS: dict[str, dict[str, Any]] = {
     "mecca": {"user": "edge", "options": {"first": 25, "later": 5}},
+    "mecca_guided": {"user": "edge", "options": {"first": 25, "later": 5}, "guided": True},
     "cvpr25": {"user": "distance", "options": {}},
     "itermrl": {"user": "error_centre", "options": {"n": 5}, "initial": True},
     "itermrl_random": {"user": "random", "options": {"n": 5}, "initial": True},
@@ -149,6 +154,7 @@ def run_case(
         grid=grid,
         init_prob=init_prob,
         keep_masks=True,
+        guided=bool(spec.get("guided")),
     )
     steps = []
     for s in record.steps:

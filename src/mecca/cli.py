@@ -480,7 +480,8 @@ def _train_partial(
     "--protocol",
     default="mecca",
     show_default=True,
-    help="mecca (25 + 4 x 5 edge points), cvpr25, itermrl (5 fg/bg clicks per step from "
+    help="mecca (25 + 4 x 5 edge points), mecca_guided (the same, clicks only inside the "
+    "previous step's advice regions: MECCA Table 5), cvpr25, itermrl (5 fg/bg clicks per step from "
     "--initial's segmentation); itermrl_random / itermrl_none: the same start with random "
     "or no clicks (IteR-MRL Table 6).",
 )

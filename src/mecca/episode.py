@@ -26,7 +26,8 @@ from mecca.data.roi import (
     resample_box,
 )
 from mecca.interaction.clicks import Click, InteractionKind, edge_click_to_fg_bg
-from mecca.methods.base import InteractiveMethod, MethodState
+from mecca.interaction.guide import advice_regions, advice_to_original
+from mecca.methods.base import InteractiveMethod, MethodState, StepResult
 
 
 @dataclass(frozen=True)
@@ -104,6 +105,7 @@ def run_episode(
     normalise: NormaliseConfig | None = None,
     init_prob: np.ndarray | None = None,
     keep_masks: bool = False,
+    guided: bool = False,
 ) -> EpisodeRecord:
     """Run ``steps`` rounds of (simulated user clicks -> method step) on one volume.
 
@@ -116,6 +118,10 @@ def run_episode(
         box: the ROI; default the ground-truth box grown by a random 1-11 voxel margin.
         init_prob: initial probability on the network grid (IteR-MRL "update" mode).
         keep_masks: keep every step's mask in its record (the demo's overlays).
+        guided: MECCA's interaction guide (Sec. 3.5, the ablation of its Table 5): from
+            step 2 on, the user clicks only inside the advice regions of the previous step
+            (the method's own, else the least confident supervoxels of its confidence
+            map). Methods without a confidence map give no advice; their user is free.
     """
     gt = np.asarray(gt, dtype=bool)
     if box is None:
@@ -128,6 +134,7 @@ def run_episode(
     initial = metrics.dice(pred.astype(bool), gt)
     records = []
     proposes = hasattr(method, "propose") and hasattr(method, "accept")
+    advice: np.ndarray | None = None
     for t in range(1, steps + 1):
         t0 = time.perf_counter()
         proposal_seconds, accepted = 0.0, False
@@ -135,7 +142,8 @@ def run_episode(
             state, proposal_seconds, accepted = accept_closest(method, state, gt_grid, rng)
             assert state.prob is not None
             pred = paste_mask(crop, state.prob)
-        clicks = user(pred.astype(bool), gt, step=t, rng=rng, image=image)  # type: ignore[operator]
+        where = {} if advice is None else {"advice": advice}
+        clicks = user(pred.astype(bool), gt, step=t, rng=rng, image=image, **where)  # type: ignore[operator]
         usable = adapt_clicks(clicks, method.accepts, gt)
         state, result = method.step(state, clicks_to_grid(crop, usable), rng=rng)
         pred = paste_mask(crop, result.prob)
@@ -143,12 +151,23 @@ def run_episode(
         d = metrics.dice(pred.astype(bool), gt)
         mis = metrics.misunderstanding_rate(prob, result.prob, gt_grid)
         prob = result.prob
+        if guided and t < steps:
+            advice = _advice_on_original(crop, result, t + 1)
         kept = pred.astype(np.uint8) if keep_masks else None
         seconds = result.seconds + proposal_seconds
         records.append(
             StepRecord(t, tuple(clicks), d, seconds, total, mis, kept, proposals=int(accepted))
         )
     return EpisodeRecord(box, initial, tuple(records), pred.astype(np.uint8))
+
+
+def _advice_on_original(crop: Crop, result: StepResult, step: int) -> np.ndarray | None:
+    """The advice regions a user sees before ``step`` (int32 on the original grid), or None
+    for a method without a confidence map."""
+    advice = result.advice
+    if advice is None and result.confidence is not None:
+        advice = advice_regions(crop.image, result.confidence, step=step)
+    return None if advice is None else advice_to_original(crop, advice)
 
 
 def accept_closest(
