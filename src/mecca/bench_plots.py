@@ -24,7 +24,8 @@ from mecca.io import atomic_write
 from mecca.overlay import centre_slice, overlay_rgb
 
 
-def _pyplot() -> Any:
+def pyplot() -> Any:
+    """matplotlib.pyplot on the file-only Agg backend (no display on servers and in CI)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -33,10 +34,11 @@ def _pyplot() -> Any:
     return plt
 
 
-def _save(fig: Any, path: Path) -> Path:
+def save_png(fig: Any, path: Path) -> Path:
+    """Write ``fig`` to ``path`` as a PNG atomically, then close it."""
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=120, bbox_inches="tight")
-    _pyplot().close(fig)
+    pyplot().close(fig)
     return atomic_write(Path(path), lambda tmp: tmp.write_bytes(buffer.getvalue()))
 
 
@@ -54,7 +56,7 @@ MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "*", "h")
 
 def plot_dice_vs_clicks(report: dict[str, Any], path: Path) -> Path:
     """Write the Dice-vs-clicks figure of a benchmark report (see the module docstring)."""
-    plt = _pyplot()
+    plt = pyplot()
     methods = report["methods"]
     fig, ax = plt.subplots(figsize=(7.5, 4.0))
     colours = plt.get_cmap("tab20" if len(methods) > 10 else "tab10")
@@ -75,7 +77,7 @@ def plot_dice_vs_clicks(report: dict[str, Any], path: Path) -> Path:
     ax.grid(alpha=0.3)
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small")
     fig.tight_layout()
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def _zoom_box(gt: np.ndarray, margin: int = 8) -> tuple[slice, slice]:
@@ -107,7 +109,7 @@ def plot_montage(
         path: PNG to write.
         title: figure title (the case).
     """
-    plt = _pyplot()
+    plt = pyplot()
     k = centre_slice(gt)
     rows, cols = _zoom_box(gt)
     n = len(masks)
@@ -120,4 +122,4 @@ def plot_montage(
         ax.set_xticks([])
         ax.set_yticks([])
     fig.suptitle(f"{title} slice k={k}: prediction red, ground truth green", fontsize=9)
-    return _save(fig, path)
+    return save_png(fig, path)

@@ -554,5 +554,30 @@ def benchmark(
     click.echo((out / "report.md").read_text(encoding="utf-8"))
 
 
+@main.command()
+@click.option(
+    "--run", "runs", multiple=True, required=True, metavar="NAME=RUN_DIR",
+    help="A training run to compare (repeat).",
+)
+@click.option("--upto", type=int, help="Keep validation checks up to this episode (step).")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Output folder.")
+def curves(runs: tuple[str, ...], upto: int | None, out: Path) -> None:
+    """Compare training runs by their validation curves (equal-budget ablations).
+
+    Writes curves.json, curves.md (Dice after the last step at the shared checks, and
+    each run's best check) and curves.png.
+
+    \b
+    Example (MECCA Fig. 9, reward weighting at 600 episodes):
+      mecca curves --run itermrl=runs/itermrl_hippocampus --run focal=runs/focal \\
+        --run err=runs/err --upto 600 --out docs/results/hippocampus/rewards
+    """
+    from mecca.run_curves import compare_runs
+
+    pairs = name_value_pairs(runs, "--run")
+    compare_runs({name: Path(path) for name, path in pairs}, out, upto=upto)
+    click.echo((out / "curves.md").read_text(encoding="utf-8"))
+
+
 if __name__ == "__main__":
     main()
