@@ -53,7 +53,10 @@ def test_export_never_overwrites_without_force(run, tmp_path):
     with pytest.raises(OverwriteError, match="--force"):
         export_bundle(run, out, checkpoint="last.pt")
     assert (out / "configs" / "metadata.json").read_text() == before
+    (out / "docs" / "README.md").write_text("an old card naming the old weights")
     export_bundle(run, out, checkpoint="last.pt", force=True)
+    sha = json.loads((out / "configs" / "metadata.json").read_text())["sha256"]
+    assert sha in (out / "docs" / "README.md").read_text()  # the card follows the weights
 
 
 def test_unknown_bundle_names_list_the_shipped_ones(tmp_path):

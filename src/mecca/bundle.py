@@ -125,7 +125,8 @@ def write_bundle(
     """The bundle layout shared by every exported model: ``models/model.pt`` (plain data,
     ``weights_only``-loadable), ``configs/metadata.json`` (``metadata`` plus name, version,
     description, source checkpoint and the weights' SHA-256) and ``docs/README.md``
-    (``card(metadata)``; an existing, hand-edited card is kept)."""
+    (``card(metadata)``; rewritten on every export, so that it never names another
+    checkpoint's SHA-256: notes added by hand, such as test figures, must be added again)."""
     if out.exists() and any(out.iterdir()) and not force:
         raise OverwriteError("bundle folder is not empty", path=out, hint="pass --force")
     weights = out / "models" / "model.pt"
@@ -143,8 +144,7 @@ def write_bundle(
     (out / "configs").mkdir(exist_ok=True)
     _write_text(out / "configs" / "metadata.json", json.dumps(meta, indent=1))
     (out / "docs").mkdir(exist_ok=True)
-    if not (out / "docs" / "README.md").exists():
-        _write_text(out / "docs" / "README.md", card(meta))
+    _write_text(out / "docs" / "README.md", card(meta))
     return out
 
 

@@ -336,7 +336,9 @@ def _config_method(path: Path | None, key: str = "method") -> str | None:
 )
 @click.option("--name", help="Bundle name (default: the folder name).")
 @click.option("--description", default="", help="One paragraph for the model card.")
-@click.option("--force", is_flag=True, help="Replace an existing bundle.")
+@click.option(
+    "--force", is_flag=True, help="Replace an existing bundle (the model card is regenerated)."
+)
 def export_model(
     run: Path, out: Path, checkpoint: str | None, name: str | None, description: str, force: bool
 ) -> None:
