@@ -107,3 +107,10 @@ def test_reward_variants_load_only_itermrl_bundles_trained_with_their_reward(run
     assert method.name == "focal_itermrl" and method.confidence is None
     with pytest.raises(ConfigError, match="reward 'err'"):
         methods.get("err_itermrl", model=str(bundle))
+
+
+@pytest.mark.parametrize("name", shipped_bundles())
+def test_every_shipped_model_card_names_its_weights(name):
+    folder = resolve_bundle(name)
+    sha = json.loads((folder / "configs" / "metadata.json").read_text())["sha256"]
+    assert sha in (folder / "docs" / "README.md").read_text()
