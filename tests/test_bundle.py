@@ -88,13 +88,20 @@ def test_every_shipped_bundle_loads_and_steps(name):
     assert result.prob.shape == method.grid
 
 
-def test_reward_variants_load_only_itermrl_bundles_trained_with_their_reward(run, tmp_path):
+def test_reward_variants_load_only_itermrl_bundles_trained_with_their_reward(
+    run, tmp_path, monkeypatch
+):
     from dataclasses import replace
 
+    from mecca import bundle as bundle_module
     from mecca import methods
 
+    for name in methods.REWARD_VARIANTS:  # the shipped Fig. 9 ablation models
+        assert methods.get(name).name == name
+    monkeypatch.setattr(bundle_module, "shipped_bundles", lambda: ["mecca_phantom"])
     with pytest.raises(ConfigError, match="no focal_itermrl model is shipped"):
         methods.get("focal_itermrl")
+    monkeypatch.undo()
     mecca_bundle = export_bundle(run, tmp_path / "mecca_tiny")
     with pytest.raises(ConfigError, match="trained with reward 'focal'"):
         methods.get("focal_itermrl", model=str(mecca_bundle))
