@@ -98,6 +98,16 @@ def test_resume_with_a_different_config_is_refused(phantoms, tmp_path):
               resume=True, progress=False)
 
 
+def test_validation_may_run_more_steps_than_training(phantoms, tmp_path):
+    cfg = replace(TINY, method="itermrl", steps=1, val_steps=3, episodes=2)
+    run = train(cfg, phantoms, tmp_path / "run", device="cpu", progress=False)
+    records = read_log(run)
+    assert all(len(r["dice_per_step"]) == 1 for r in records if r["type"] == "train")
+    assert [len(r["dice_per_step"]) for r in records if r["type"] == "val"] == [3]
+    with pytest.raises(ConfigError, match="val_steps"):
+        replace(TINY, val_steps=0).resolved()
+
+
 def test_mecca_reward_needs_the_confidence_network():
     with pytest.raises(ConfigError, match="confidence"):
         TrainConfig(reward="mecca", confidence=False).resolved()
