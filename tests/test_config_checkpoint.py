@@ -1,4 +1,5 @@
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -84,3 +85,24 @@ def test_device_and_dist_env(monkeypatch):
     monkeypatch.setenv("RANK", "1")
     info = dist_from_env()
     assert info.distributed and not info.is_main
+
+
+@pytest.mark.parametrize(
+    "path", sorted((Path(__file__).parents[1] / "configs").glob("*.yaml")), ids=lambda p: p.stem
+)
+def test_every_shipped_training_config_loads(path):
+    """The files behind the shipped models' commands stay valid as settings change."""
+    import yaml
+
+    from mecca.methods.partial import PartialConfig
+    from mecca.supervised import METHODS as SUPERVISED
+    from mecca.supervised import SupervisedConfig
+    from mecca.training import TrainConfig
+
+    method = yaml.safe_load(path.read_text())["method"]
+    if method == "partial":
+        load_config(PartialConfig, path, drop=("method", "target", "crops_per_case"))
+    elif method in SUPERVISED:
+        load_config(SupervisedConfig, path)
+    else:
+        assert load_config(TrainConfig, path).resolved().method == method
