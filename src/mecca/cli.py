@@ -104,7 +104,12 @@ def phantom(out: Path, count: int, seed: int, kind: str, force: bool) -> None:
 )
 @click.option("--case", "case_id", help="Case id in --data (default: first of the test split).")
 @click.option("--target", help="Named target of --data (default: the dataset's default).")
-@click.option("--method", default="mecca", show_default=True, help="mecca, itermrl, random_walker.")
+@click.option(
+    "--method",
+    default="mecca",
+    show_default=True,
+    help="Any method of mecca benchmark (mecca, itermrl, pnet, random_walker, ...).",
+)
 @click.option("--model", help="Bundle folder or shipped bundle name (learned methods).")
 @click.option("--user", help="Simulated user (default: edge for mecca, else error_centre).")
 @click.option("--steps", type=int, default=5, show_default=True)
