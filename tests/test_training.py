@@ -12,8 +12,12 @@ import torch
 
 from mecca.checkpoint import load_checkpoint
 from mecca.data.phantoms import write_phantom_dataset
+from mecca.data.roi import NormaliseConfig
 from mecca.errors import ConfigError, OverwriteError
+from mecca.interaction.clicks import make_user
+from mecca.rl.a2c import a2c_loss
 from mecca.training import TrainConfig, Trainer, sample_actions, train
+from mecca.training_data import load_cases, sample_crops
 
 TINY = TrainConfig(
     grid=(16, 16, 8),
@@ -143,6 +147,43 @@ def test_semi_supervised_runs_alternate_labeled_and_masked_unlabeled_batches(pha
     assert all(r["mask_fraction"] < 1.0 for r in lines if not r["labeled"])
     assert all(r["mask_fraction"] == 1.0 for r in lines if r["labeled"])
     assert all(np.isfinite(r["total"]) for r in lines)
+
+
+def test_unlabeled_batches_may_join_after_a_labeled_warm_up(phantoms, tmp_path):
+    cfg = replace(TINY, labeled_fraction=0.5, val_every=0, delta_start=0.6, unlabeled_from=2)
+    run = train(cfg, phantoms, tmp_path / "semi", device="cpu", progress=False)
+    lines = [r for r in read_log(run) if r["type"] == "train"]
+    assert [r["labeled"] for r in lines] == [True, True, True, False]
+    with pytest.raises(ConfigError, match="unlabeled_from"):
+        replace(TINY, unlabeled_from=-1).resolved()
+
+
+def test_unlabeled_rewards_count_only_inside_the_confidence_mask(phantoms, monkeypatch):
+    """Eq. 11: a voxel whose simulated label is not trusted adds nothing to any return."""
+    import mecca.training as training
+
+    seen = {}
+
+    def spy(logits, values, actions, rewards, **kwargs):
+        seen["rewards"], seen["mask"] = rewards, kwargs["mask"]
+        return a2c_loss(logits, values, actions, rewards, **kwargs)
+
+    monkeypatch.setattr(training, "compute_reward", lambda *a: torch.ones(a[1].shape))
+    monkeypatch.setattr(training, "a2c_loss", spy)
+    cfg = replace(TINY, labeled_fraction=0.5, delta_start=0.6).resolved()
+    models = training.build_models(cfg, torch.device("cpu"), seed=0)
+    user = make_user(str(cfg.user))
+    env = training.VoxelEnv(training.hint_encoder(cfg), user, steps=cfg.steps)
+    cases = load_cases(phantoms, "train", None, 1)
+    rng = np.random.default_rng(0)
+    batch = sample_crops(cases, 1, rng, grid=cfg.grid, normalise=NormaliseConfig(), augment=False)
+    gen = torch.Generator().manual_seed(0)
+    training.train_episode(
+        models, env, batch.images, batch.labels, cfg, rng, gen, labeled=False, delta=0.6
+    )
+    mask = seen["mask"].float()
+    assert 0 < mask.sum() < mask.numel()
+    assert torch.equal(seen["rewards"], mask)
 
 
 def test_unlabeled_volumes_need_the_confidence_network():

@@ -149,6 +149,10 @@ class TrainConfig:
     0.25, 1/3, 0.5, 1). Below 1, MECCA's Algorithm 1: episodes alternate labeled and
     unlabeled batches; unlabeled ones learn from simulated labels (Eq. 10) under the
     confidence mask (Eq. 11) and give hints only."""
+    unlabeled_from: int = 0
+    """Episode from which unlabeled batches join (Algorithm 1 alternates from the start:
+    0). Simulated labels are only as good as the confidence network, so a run may train on
+    labeled batches alone first (docs/training.md: from the start, a 25 % run collapsed)."""
     delta_start: float = 0.85
     """Eq. 11 confidence threshold at epoch 0."""
     delta_end: float = 0.99
@@ -180,6 +184,8 @@ class TrainConfig:
             cfg = replace(cfg, confidence=cfg.reward == "mecca")
         if cfg.reward == "mecca" and not cfg.confidence:
             raise ConfigError("reward 'mecca' needs the confidence network (confidence: true)")
+        if cfg.unlabeled_from < 0:
+            raise ConfigError(f"unlabeled_from must be >= 0, got {cfg.unlabeled_from}")
         if cfg.val_steps is not None and cfg.val_steps < 1:
             raise ConfigError(f"val_steps must be >= 1 (or null), got {cfg.val_steps}")
         if not 0.0 < cfg.labeled_fraction <= 1.0:
@@ -277,7 +283,8 @@ def train_episode(
     ``labeled=False`` (MECCA Algorithm 1, lines 11-18): the labels only drive the simulated
     user (hints); rewards use the simulated labels of each step (Eq. 10), the losses only
     the voxels whose confidence passes ``delta`` (Eq. 11), and the confidence network is
-    not trained on the batch.
+    not trained on the batch. Rewards outside that mask count as 0, so that a masked
+    voxel's return holds no reward from an untrusted label of a later step.
     """
     net = models.ddp.get("net", models.net)
     assert cfg.reward is not None, "call TrainConfig.resolved() first"
@@ -308,7 +315,10 @@ def train_episode(
             guess = simulated_labels(action_values(idx, ACTIONS), conf)
             target = guess.labels > 0.5
             masks_t.append(guess.mask_fn(delta))
-        rewards_t.append(compute_reward(reward_cfg, out.p_prev, out.p_next, target, conf))
+        reward = compute_reward(reward_cfg, out.p_prev, out.p_next, target, conf)
+        if masks_t:  # rewards from untrusted simulated labels do not enter any return
+            reward = reward * masks_t[-1]
+        rewards_t.append(reward)
         logits_t.append(logits)
         values_t.append(value)
         actions_t.append(idx)
@@ -613,7 +623,11 @@ class Trainer:
                 while self.episode < cfg.episodes:
                     t0 = time.perf_counter()
                     self._set_learning_rates()
-                    labeled = not unlabeled or self.episode % 2 == 0
+                    labeled = (
+                        not unlabeled
+                        or self.episode < cfg.unlabeled_from
+                        or self.episode % 2 == 0
+                    )
                     batch = sample_crops(
                         train if labeled else unlabeled,
                         cfg.batch_size,

@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# The papers' ablation studies on the shared data (docs/ablations.md), one preset each:
+#
+#   bash benchmarks/ablations.sh rewards|guided|users|labeled|steps [DATA_ROOT]
+#
+# rewards  MECCA Fig. 9: Focal-/Err-IteR-MRL trained 600 episodes, curves beside the MECCA
+#          and IteR-MRL runs (runs/mecca_hippocampus, runs/itermrl_hippocampus), test benchmark
+# guided   MECCA Table 5: the user clicks only inside the advice regions (both datasets)
+# users    IteR-MRL Table 6: error-centre / random / no clicks from the P-Net's map
+# labeled  MECCA Table 3: labeled fraction 12.5 / 25 / 50 % (600 episodes each, hippocampus)
+# steps    IteR-MRL Table 7: T = 1 (600 episodes, validated over 5 steps)
+#
+# Training runs resume where they stopped (--resume); a finished benchmark is not rerun.
+# Everything lands in runs/; one thread per process (OMP_NUM_THREADS=1) on a 2-core CPU.
+set -euo pipefail
+study=${1:?usage: ablations.sh rewards|guided|users|labeled|steps [DATA_ROOT]}
+root=${2:-../shared/data}
+export OMP_NUM_THREADS=1
+hippo="$root/hippocampus"
+
+train() {  # train NAME CONFIG [--set ...]: a 600-episode run in runs/NAME, resumed if there
+  local name=$1 config=$2
+  shift 2
+  local resume=()
+  [ -f "runs/$name/last.pt" ] && resume=(--resume)
+  mecca train --config "$config" --data "$hippo" --out "runs/$name" --set episodes=600 \
+    "$@" "${resume[@]}" --no-progress
+}
+
+bench() {  # bench OUT DATA ARGS...: the test split, 5 steps, seed 0, two worker processes
+  local out=$1 data=$2
+  shift 2
+  [ -f "runs/$out/results.json" ] && return 0
+  mecca benchmark --data "$data" --split test --steps 5 --seed 0 --jobs 2 --no-progress \
+    --out "runs/$out" "$@"
+}
+
+case $study in
+rewards)
+  for variant in focal err; do
+    train "${variant}_itermrl_hippocampus" "configs/${variant}_itermrl_hippocampus.yaml"
+  done
+  mecca curves --run MECCA=runs/mecca_hippocampus --run IteR-MRL=runs/itermrl_hippocampus \
+    --run Focal-IteR-MRL=runs/focal_itermrl_hippocampus \
+    --run Err-IteR-MRL=runs/err_itermrl_hippocampus --upto 600 --out runs/curves_rewards
+  for variant in focal err; do  # the runs' best checkpoints as bundles, for --weights
+    mecca export-model "runs/${variant}_itermrl_hippocampus" --force \
+      --out "runs/${variant}_itermrl_hippocampus_bundle"
+  done
+  bench bench_hippocampus_rewards "$hippo" --protocol mecca \
+    --methods focal_itermrl,err_itermrl,itermrl,mecca \
+    --weights focal_itermrl=runs/focal_itermrl_hippocampus_bundle \
+    --weights err_itermrl=runs/err_itermrl_hippocampus_bundle
+  ;;
+guided)
+  for ds in hippocampus left_atrium; do
+    bench "bench_${ds}_guided" "$root/$ds" --protocol mecca_guided --methods mecca
+  done
+  ;;
+users)
+  for protocol in itermrl itermrl_random itermrl_none; do
+    bench "bench_hippocampus_$protocol" "$hippo" --protocol "$protocol" \
+      --methods itermrl,pnet --initial pnet_hippocampus
+  done
+  ;;
+labeled)
+  for percent in 12.5 25 50; do
+    fraction=$(python -c "print($percent / 100)")
+    train "mecca_hippocampus_lf${percent/./}" configs/mecca_hippocampus.yaml \
+      --set labeled_fraction="$fraction"
+  done
+  mecca curves --run 100%=runs/mecca_hippocampus --run 50%=runs/mecca_hippocampus_lf50 \
+    --run 25%=runs/mecca_hippocampus_lf25 --run 12.5%=runs/mecca_hippocampus_lf125 \
+    --upto 600 --out runs/curves_labeled
+  ;;
+steps)
+  train itermrl_hippocampus_t1 configs/itermrl_hippocampus.yaml --set steps=1 --set val_steps=5
+  mecca curves --run T5=runs/itermrl_hippocampus --run T1=runs/itermrl_hippocampus_t1 \
+    --upto 600 --out runs/curves_steps
+  ;;
+*)
+  echo "unknown study $study: rewards, guided, users, labeled or steps" >&2
+  exit 2
+  ;;
+esac
