@@ -7,7 +7,8 @@
 #          and IteR-MRL runs (runs/mecca_hippocampus, runs/itermrl_hippocampus), test benchmark
 # guided   MECCA Table 5: the user clicks only inside the advice regions (both datasets)
 # users    IteR-MRL Table 6: error-centre / random / no clicks from the P-Net's map
-# labeled  MECCA Table 3: labeled fraction 12.5 / 25 / 50 % (600 episodes each, hippocampus)
+# labeled  MECCA Table 3: labeled fraction 12.5 / 25 / 50 % (600 episodes each, labeled batches
+#          alone for the first 300; hippocampus). These runs collapse: docs/ablations.md
 # steps    IteR-MRL Table 7: T = 1 (600 episodes, validated over 5 steps)
 #
 # Training runs resume where they stopped (--resume); a finished benchmark is not rerun.
@@ -67,7 +68,7 @@ labeled)
   for percent in 12.5 25 50; do
     fraction=$(python -c "print($percent / 100)")
     train "mecca_hippocampus_lf${percent/./}" configs/mecca_hippocampus.yaml \
-      --set labeled_fraction="$fraction"
+      --set labeled_fraction="$fraction" --set unlabeled_from=300
   done
   mecca curves --run 100%=runs/mecca_hippocampus --run 50%=runs/mecca_hippocampus_lf50 \
     --run 25%=runs/mecca_hippocampus_lf25 --run 12.5%=runs/mecca_hippocampus_lf125 \
