@@ -152,7 +152,8 @@ class TrainConfig:
     unlabeled_from: int = 0
     """Episode from which unlabeled batches join (Algorithm 1 alternates from the start:
     0). Simulated labels are only as good as the confidence network, so a run may train on
-    labeled batches alone first (docs/training.md: from the start, a 25 % run collapsed)."""
+    labeled batches alone first (at 25 % labeled on the hippocampus neither way gave a
+    usable model: docs/ablations.md)."""
     delta_start: float = 0.85
     """Eq. 11 confidence threshold at epoch 0."""
     delta_end: float = 0.99
