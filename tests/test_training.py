@@ -165,12 +165,13 @@ def test_unlabeled_rewards_count_only_inside_the_confidence_mask(phantoms, monke
     seen = {}
 
     def spy(logits, values, actions, rewards, **kwargs):
+        seen["args"], seen["kwargs"] = (logits, values, actions, rewards), kwargs
         seen["rewards"], seen["mask"] = rewards, kwargs["mask"]
         return a2c_loss(logits, values, actions, rewards, **kwargs)
 
     monkeypatch.setattr(training, "compute_reward", lambda *a: torch.ones(a[1].shape))
     monkeypatch.setattr(training, "a2c_loss", spy)
-    cfg = replace(TINY, labeled_fraction=0.5, delta_start=0.6).resolved()
+    cfg = replace(TINY, labeled_fraction=0.5, delta_start=0.6, advantage="voxel").resolved()
     models = training.build_models(cfg, torch.device("cpu"), seed=0)
     user = make_user(str(cfg.user))
     env = training.VoxelEnv(training.hint_encoder(cfg), user, steps=cfg.steps)
@@ -183,7 +184,13 @@ def test_unlabeled_rewards_count_only_inside_the_confidence_mask(phantoms, monke
     )
     mask = seen["mask"].float()
     assert 0 < mask.sum() < mask.numel()
-    assert torch.equal(seen["rewards"], mask)
+    # the rewards are the simulated-label rewards; the loss sees only those inside the mask
+    assert torch.equal(seen["rewards"], torch.ones_like(mask))
+    logits, values, actions, rewards = (t.detach() for t in seen["args"])
+    given = a2c_loss(logits, values, actions, rewards, **seen["kwargs"])
+    trusted = a2c_loss(logits, values, actions, rewards * mask, **seen["kwargs"])
+    assert torch.equal(given.total, trusted.total)
+    assert given.mean_return == trusted.mean_return
 
 
 def test_unlabeled_volumes_need_the_confidence_network():

@@ -284,8 +284,8 @@ def train_episode(
     ``labeled=False`` (MECCA Algorithm 1, lines 11-18): the labels only drive the simulated
     user (hints); rewards use the simulated labels of each step (Eq. 10), the losses only
     the voxels whose confidence passes ``delta`` (Eq. 11), and the confidence network is
-    not trained on the batch. Rewards outside that mask count as 0, so that a masked
-    voxel's return holds no reward from an untrusted label of a later step.
+    not trained on the batch. Rewards outside that mask count as 0 (``a2c_loss``), so
+    that a masked voxel's return holds no reward from an untrusted label of a later step.
     """
     net = models.ddp.get("net", models.net)
     assert cfg.reward is not None, "call TrainConfig.resolved() first"
@@ -316,10 +316,7 @@ def train_episode(
             guess = simulated_labels(action_values(idx, ACTIONS), conf)
             target = guess.labels > 0.5
             masks_t.append(guess.mask_fn(delta))
-        reward = compute_reward(reward_cfg, out.p_prev, out.p_next, target, conf)
-        if masks_t:  # rewards from untrusted simulated labels do not enter any return
-            reward = reward * masks_t[-1]
-        rewards_t.append(reward)
+        rewards_t.append(compute_reward(reward_cfg, out.p_prev, out.p_next, target, conf))
         logits_t.append(logits)
         values_t.append(value)
         actions_t.append(idx)

@@ -149,3 +149,22 @@ def test_mask_removes_voxels_from_the_loss(mode, time_mask):
     assert terms.total.item() == pytest.approx(kept.total.item(), rel=1e-5)
     with pytest.raises(InputError, match="mask"):
         a2c_loss(logits, values, actions, rewards, mask=mask[0])
+
+
+@pytest.mark.parametrize("mode", ["mean", "voxel"])
+def test_rewards_outside_the_mask_enter_no_return(mode):
+    """Eq. 11: a (step, voxel) outside the mask adds nothing to any kept voxel's return."""
+    g = torch.Generator().manual_seed(5)
+    T, B = 3, 1
+    logits = torch.randn(T, B, 6, 4, generator=g)
+    values = torch.randn(T, B, 1, 4, generator=g)
+    actions = torch.randint(0, 6, (T, B, 4), generator=g)
+    rewards = torch.randn(T, B, 4, generator=g)
+    mask = torch.ones(T, B, 4, dtype=torch.bool)
+    mask[1:, :, 0] = False  # voxel 0 is trusted at step 0 only
+    noisy = rewards.clone()
+    noisy[~mask] = 100.0
+    a = a2c_loss(logits, values, actions, rewards, advantage_mode=mode, mask=mask, gamma=0.9)
+    b = a2c_loss(logits, values, actions, noisy, advantage_mode=mode, mask=mask, gamma=0.9)
+    assert a.total.item() == pytest.approx(b.total.item(), rel=1e-6)
+    assert a.mean_return == pytest.approx(b.mean_return, rel=1e-6)

@@ -28,9 +28,11 @@ and an entropy bonus (the mean per-voxel policy entropy, in nats) is subtracted:
 An optional voxel mask (MECCA Eq. 11, simulated labels of unlabeled volumes), bool or
 {0, 1}, of shape (B, ...) (the same for every step) or (T, B, ...), selects which
 (step, voxel) terms enter the losses: every mean becomes a masked mean, so masked-out
-voxels get exactly zero gradient. In ``'mean'`` mode the per-volume reward and value means
-are taken over the masked-in voxels as well (a volume-step with none left drops out of the
-value loss).
+voxels get exactly zero gradient. Rewards outside the mask count as 0 in both modes: in
+``'mean'`` mode the per-volume reward and value means are taken over the masked-in voxels
+(a volume-step with none left drops out of the value loss); in ``'voxel'`` mode a voxel's
+return sums only its masked-in rewards, so no reward of an untrusted (step, voxel) enters
+any return.
 """
 
 from __future__ import annotations
@@ -208,7 +210,7 @@ def _voxel_mode(
     gamma: float,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Policy loss, value loss, returns and values, all per voxel (PixelRL)."""
-    returns = discounted_returns(rewards, gamma)
+    returns = discounted_returns(rewards if m is None else rewards * m, gamma)
     adv = returns - v
     value_loss = _masked_mean(adv.pow(2), m)
     policy_loss = _masked_mean(-logp * adv.detach(), m)
