@@ -158,6 +158,18 @@ def test_unlabeled_batches_may_join_after_a_labeled_warm_up(phantoms, tmp_path):
         replace(TINY, unlabeled_from=-1).resolved()
 
 
+def test_a_labeled_warm_up_can_be_branched_with_unlabeled_batches_joining_later(
+    phantoms, tmp_path
+):
+    warm = replace(TINY, labeled_fraction=0.5, val_every=0, delta_start=0.6, unlabeled_from=2,
+                   episodes=2)
+    run = train(warm, phantoms, tmp_path / "semi", device="cpu", progress=False)
+    train(replace(warm, episodes=4, unlabeled_from=100), phantoms, run, device="cpu",
+          resume=True, progress=False)
+    lines = [r for r in read_log(run) if r["type"] == "train"]
+    assert [r["labeled"] for r in lines] == [True, True, True, True]
+
+
 def test_unlabeled_rewards_count_only_inside_the_confidence_mask(phantoms, monkeypatch):
     """Eq. 11: a voxel whose simulated label is not trusted adds nothing to any return."""
     import mecca.training as training

@@ -70,8 +70,9 @@ log = logging.getLogger(__name__)
 Method = Literal["mecca", "itermrl"]
 
 
-RESUME_MAY_CHANGE = ("episodes", "lr_decay_episode", "lr_decay_factor")
-"""Settings that ``--resume`` may change: a run can be lengthened and its rate decayed."""
+RESUME_MAY_CHANGE = ("episodes", "lr_decay_episode", "lr_decay_factor", "unlabeled_from")
+"""Settings that ``--resume`` may change: a run can be lengthened, its rate decayed, and a
+labeled warm-up branched (unlabeled batches joining at another episode, or never)."""
 
 
 @dataclass(frozen=True)
