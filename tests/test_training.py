@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,7 +14,7 @@ import torch
 from mecca.checkpoint import load_checkpoint
 from mecca.data.phantoms import write_phantom_dataset
 from mecca.data.roi import NormaliseConfig
-from mecca.errors import ConfigError, OverwriteError
+from mecca.errors import ConfigError, InputError, OverwriteError
 from mecca.interaction.clicks import make_user
 from mecca.rl.a2c import a2c_loss
 from mecca.training import TrainConfig, Trainer, sample_actions, train
@@ -303,3 +304,46 @@ def test_update_mode_starts_every_episode_from_the_initial_segmenter(
     assert [r["episode"] for r in read_log(run) if r["type"] == "val"] == [2, 4]
     with pytest.raises(ConfigError, match="grid"):
         training.load_initial(replace(cfg, grid=(20, 20, 8)))
+
+
+def test_init_from_starts_a_new_run_from_another_runs_weights(phantoms, tmp_path):
+    first = train(replace(TINY, episodes=2, val_every=0), phantoms, tmp_path / "a", device="cpu",
+                  progress=False)
+    source = load_checkpoint(first / "last.pt")
+    cfg = replace(TINY, episodes=0, val_every=0, init_from=str(first / "last.pt")).resolved()
+    trainer = Trainer(cfg, phantoms, tmp_path / "b", device="cpu", progress=False)
+    for key, module in (("net", trainer.models.net), ("confidence", trainer.models.confidence)):
+        for name, value in module.state_dict().items():
+            assert torch.equal(value, source[key][name]), (key, name)
+    assert trainer.episode == 0
+    fresh = Trainer(replace(cfg, init_from=None), phantoms, tmp_path / "c", device="cpu",
+                    progress=False)
+    assert not torch.equal(next(iter(fresh.models.net.state_dict().values())),
+                           next(iter(trainer.models.net.state_dict().values())))
+
+
+def test_init_from_refuses_a_network_of_another_shape(phantoms, tmp_path):
+    first = train(replace(TINY, episodes=1, val_every=0), phantoms, tmp_path / "a", device="cpu",
+                  progress=False)
+    cfg = replace(TINY, width=6, episodes=1, val_every=0, init_from=str(first))
+    with pytest.raises(ConfigError, match="another shape"):
+        train(cfg, phantoms, tmp_path / "b", device="cpu", progress=False)
+    with pytest.raises(InputError, match="init_from"):
+        train(replace(cfg, init_from=str(tmp_path / "none")), phantoms, tmp_path / "c",
+              device="cpu", progress=False)
+
+
+def test_init_from_takes_a_shipped_bundle_by_name(phantoms, tmp_path):
+    from mecca.bundle import load_bundle
+    from mecca.config import load_config
+
+    root = Path(__file__).resolve().parents[1]
+    cfg = load_config(TrainConfig, root / "configs" / "mecca_phantom.yaml",
+                      {"episodes": 0, "val_every": 0, "init_from": "mecca_phantom"})
+    trainer = Trainer(cfg, phantoms, tmp_path / "ft", device="cpu", progress=False)
+    shipped = load_bundle("mecca_phantom")
+    for mine, theirs in ((trainer.models.net, shipped.net),
+                         (trainer.models.confidence, shipped.confidence)):
+        for (name, value), other in zip(mine.state_dict().items(),
+                                        theirs.state_dict().values(), strict=True):
+            assert torch.equal(value, other), name

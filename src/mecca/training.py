@@ -145,6 +145,11 @@ class TrainConfig:
     segmenter's probability map (a ``pnet`` run folder or shipped bundle name, trained on
     the same grid) instead of p = 0.5; such a model is meant for the ``itermrl`` benchmark
     protocol, which starts from the same segmenter."""
+    init_from: str | None = None
+    """Start from these weights instead of Xavier init: a shipped bundle's name, a bundle
+    folder, a run folder (best.pt, else last.pt) or a ``.pt`` file, with the same network
+    shape. Fine-tunes a shipped model on other data, or continues a run whose folder is
+    gone (the optimisers and the episode count start afresh)."""
     labeled_fraction: float = 1.0
     """Share of the training volumes used with their labels (MECCA Tables 3-4: 0.125,
     0.25, 1/3, 0.5, 1). Below 1, MECCA's Algorithm 1: episodes alternate labeled and
@@ -239,6 +244,34 @@ def build_models(cfg: TrainConfig, device: torch.device, *, seed: int) -> Models
         conf = conf.to(device)
         conf_opt = torch.optim.Adam(conf.parameters(), lr=cfg.confidence_lr)
     return Models(net, torch.optim.Adam(net.parameters(), lr=cfg.lr), conf, conf_opt, {})
+
+
+def load_initial_weights(models: Models, source: str) -> None:
+    """Copy the networks of ``source`` (see ``TrainConfig.init_from``) into ``models``.
+
+    The confidence network is copied too when both sides have one; a source without one
+    leaves the run's freshly initialised. Different network shapes are refused."""
+    from mecca.bundle import model_checkpoint  # the bundle module imports the networks
+
+    path = model_checkpoint(source, "model to start from (init_from)")
+    data = load_checkpoint(path)
+    pairs: list[tuple[str, nn.Module | None]] = [
+        ("net", models.net),
+        ("confidence", models.confidence),
+    ]
+    for key, module in pairs:
+        state = data.get(key)
+        if module is None or state is None:
+            continue
+        try:
+            module.load_state_dict(state)
+        except RuntimeError as err:
+            raise ConfigError(
+                f"init_from: the {key} network of {source!r} has another shape than this run's",
+                path=path,
+                hint="use the width, grid channels and hints the source was trained with",
+            ) from err
+    log.info("initial weights from %s", path)
 
 
 def sample_actions(logits: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
@@ -503,6 +536,8 @@ class Trainer:
         self.best = -1.0
         if resume and (self.out / "last.pt").exists():
             self._restore(load_checkpoint(self.out / "last.pt"))
+        elif self.cfg.init_from is not None:
+            load_initial_weights(self.models, self.cfg.init_from)
         if self.dist.distributed:
             self.models.ddp["net"] = DistributedDataParallel(self.models.net)
             if self.models.confidence is not None:
