@@ -1,20 +1,24 @@
 #!/usr/bin/env bash
 # The papers' ablation studies on the shared data (docs/ablations.md), one preset each:
 #
-#   bash benchmarks/ablations.sh rewards|guided|users|labeled|steps [DATA_ROOT]
+#   bash benchmarks/ablations.sh rewards|absolute|guided|users|labeled|steps [DATA_ROOT]
 #
 # rewards  MECCA Fig. 9: Focal-/Err-IteR-MRL trained 600 episodes, curves beside the MECCA
 #          and IteR-MRL runs (runs/mecca_hippocampus, runs/itermrl_hippocampus), test benchmark
+# absolute IteR-MRL Table 5: the absolute reward (-cross-entropy after the step) instead of
+#          the relative gain, 600 episodes, curves beside runs/itermrl_hippocampus
 # guided   MECCA Table 5: the user clicks only inside the advice regions (both datasets)
 # users    IteR-MRL Table 6: error-centre / random / no clicks from the P-Net's map
-# labeled  MECCA Table 3: labeled fraction 12.5 / 25 / 50 % (600 episodes each, labeled batches
-#          alone for the first 300; hippocampus). These runs collapse: docs/ablations.md
+# labeled  MECCA Table 3: labeled fraction 12.5 / 25 / 50 % on the hippocampus: a 300-episode
+#          warm-up on the labeled volumes (lr 1e-3), then two branches to 600 at lr 1e-4:
+#          "semi" (unlabeled batches join, Algorithm 1) and "labeled" (labeled volumes only,
+#          the control). Results: docs/ablations.md
 # steps    IteR-MRL Table 7: T = 1 (600 episodes, validated over 5 steps)
 #
 # Training runs resume where they stopped (--resume); a finished benchmark is not rerun.
 # Everything lands in runs/; one thread per process (OMP_NUM_THREADS=1) on a 2-core CPU.
 set -euo pipefail
-study=${1:?usage: ablations.sh rewards|guided|users|labeled|steps [DATA_ROOT]}
+study=${1:?usage: ablations.sh rewards|absolute|guided|users|labeled|steps [DATA_ROOT]}
 root=${2:-../shared/data}
 export OMP_NUM_THREADS=1
 hippo="$root/hippocampus"
@@ -53,6 +57,12 @@ rewards)
     --weights focal_itermrl=runs/focal_itermrl_hippocampus_bundle \
     --weights err_itermrl=runs/err_itermrl_hippocampus_bundle
   ;;
+absolute)
+  train itermrl_hippocampus_absolute configs/itermrl_hippocampus.yaml --set reward=absolute
+  runs=(--run absolute=runs/itermrl_hippocampus_absolute)
+  [ -d runs/itermrl_hippocampus ] && runs=(--run relative=runs/itermrl_hippocampus "${runs[@]}")
+  mecca curves "${runs[@]}" --upto 600 --out runs/curves_absolute
+  ;;
 guided)
   for ds in hippocampus left_atrium; do
     bench "bench_${ds}_guided" "$root/$ds" --protocol mecca_guided --methods mecca
@@ -65,14 +75,23 @@ users)
   done
   ;;
 labeled)
+  curves=()
   for percent in 12.5 25 50; do
     fraction=$(python -c "print($percent / 100)")
-    train "mecca_hippocampus_lf${percent/./}" configs/mecca_hippocampus.yaml \
-      --set labeled_fraction="$fraction" --set unlabeled_from=300
+    run="mecca_hippocampus_lf${percent/./}"
+    settings=(--set labeled_fraction="$fraction" --set lr_decay_episode=300)
+    [ -f "runs/${run}_semi/last.pt" ] || {  # the shared warm-up, then a copy per branch
+      train "${run}_warm" configs/mecca_hippocampus.yaml "${settings[@]}" \
+        --set unlabeled_from=300 --set episodes=300
+      cp -rn "runs/${run}_warm" "runs/${run}_semi"
+      cp -rn "runs/${run}_warm" "runs/${run}_labeled"
+    }
+    train "${run}_semi" configs/mecca_hippocampus.yaml "${settings[@]}" --set unlabeled_from=300
+    train "${run}_labeled" configs/mecca_hippocampus.yaml "${settings[@]}" \
+      --set unlabeled_from=1000000
+    curves+=(--run "${percent}%+unlabeled=runs/${run}_semi" --run "${percent}%=runs/${run}_labeled")
   done
-  mecca curves --run 100%=runs/mecca_hippocampus --run 50%=runs/mecca_hippocampus_lf50 \
-    --run 25%=runs/mecca_hippocampus_lf25 --run 12.5%=runs/mecca_hippocampus_lf125 \
-    --upto 600 --out runs/curves_labeled
+  mecca curves "${curves[@]}" --upto 600 --out runs/curves_labeled
   ;;
 steps)
   train itermrl_hippocampus_t1 configs/itermrl_hippocampus.yaml --set steps=1 --set val_steps=5
@@ -80,7 +99,7 @@ steps)
     --upto 600 --out runs/curves_steps
   ;;
 *)
-  echo "unknown study $study: rewards, guided, users, labeled or steps" >&2
+  echo "unknown study $study: rewards, absolute, guided, users, labeled or steps" >&2
   exit 2
   ;;
 esac

@@ -48,6 +48,7 @@ from mecca.nets import (
     ConfidenceConfig,
     ConfidenceNet,
     PNetConfig,
+    action_confidence,
     batch_statistics,
     confidence_loss,
 )
@@ -343,7 +344,8 @@ def train_episode(
         if models.confidence is not None:
             models.confidence.eval()
             with batch_statistics(models.confidence), torch.no_grad():
-                conf = models.confidence(state, action_values(idx, ACTIONS)[:, None])[:, 0]
+                values = action_values(idx, ACTIONS)[:, None]
+                conf = action_confidence(models.confidence, state, values)[:, 0]
         target = y
         if not labeled:
             assert conf is not None, "unlabeled episodes need the confidence network"

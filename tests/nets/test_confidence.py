@@ -13,9 +13,10 @@ from mecca.nets.confidence import (
     ConfidenceConfig,
     ConfidenceNet,
     action_agreement,
+    action_confidence,
     confidence_loss,
 )
-from mecca.nets.pnet import ActorCritic, PNetConfig
+from mecca.nets.pnet import ActorCritic, PNetConfig, batch_statistics
 
 GRID = (8, 8, 6)
 
@@ -173,6 +174,31 @@ def test_confidence_is_learnable() -> None:
         opt.step()
         losses.append(loss.item())
     assert sum(losses[-5:]) / 5 < 0.6 * sum(losses[:5]) / 5
+
+
+def test_action_confidence_normalises_as_training_did() -> None:
+    """Trained on symmetric batches, C must be evaluated on one too: with batch statistics
+    over the taken actions alone it loses their mean direction (it did: simulated labels at
+    chance on the hippocampus)."""
+    torch.manual_seed(0)
+    net = ConfidenceNet(ConfidenceConfig(in_channels=4, width=8, dilations=(1, 2))).train()
+    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
+    for step in range(60):
+        loss = confidence_loss(net, *_episode_sample(step))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    net.eval()
+    right, plain = [], []
+    for seed in range(100, 104):
+        state, a, y = _episode_sample(seed)
+        a = -a.abs()  # an all-negative action map: its mean direction carries the signal
+        g = action_agreement(a, y)
+        with batch_statistics(net), torch.no_grad():
+            right.append(((action_confidence(net, state, a) > 0.5).float() == g).float().mean())
+            plain.append(((net(state, a) > 0.5).float() == g).float().mean())
+    assert torch.stack(right).mean() > 0.8
+    assert torch.stack(right).mean() > torch.stack(plain).mean() + 0.1
 
 
 def test_shared_trunk_variant() -> None:

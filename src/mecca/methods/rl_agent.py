@@ -21,7 +21,7 @@ from mecca.data.roi import Crop
 from mecca.interaction.clicks import Click, InteractionKind
 from mecca.interaction.hints import HintEncoder
 from mecca.methods.base import MethodState, StepResult
-from mecca.nets import ActorCritic, ConfidenceNet, batch_statistics
+from mecca.nets import ActorCritic, ConfidenceNet, action_confidence, batch_statistics
 from mecca.rl.actions import ACTIONS, action_values, apply_actions
 
 
@@ -92,7 +92,8 @@ class RLAgentMethod:
             conf = None
             if self.confidence is not None:
                 values = action_values(idx, self.actions)[:, None]
-                conf = self.confidence(x, values)[0, 0].float().cpu().numpy()
+                c = action_confidence(self.confidence, x, values)
+                conf = c[0, 0].float().cpu().numpy()
         prob_next = p_next[0].float().cpu().numpy()
         step = int(state.extra["step"]) + 1
         seconds = time.perf_counter() - t0

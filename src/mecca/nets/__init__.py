@@ -18,6 +18,7 @@ from mecca.nets.confidence import (
     ConfidenceConfig,
     ConfidenceNet,
     action_agreement,
+    action_confidence,
     confidence_loss,
 )
 from mecca.nets.pnet import (
@@ -38,6 +39,7 @@ __all__ = [
     "action_agreement",
     "batch_statistics",
     "build",
+    "action_confidence",
     "confidence_loss",
     "iter_mrl_config",
     "register",

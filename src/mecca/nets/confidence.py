@@ -126,6 +126,23 @@ class ConfidenceNet(nn.Module):
         return out if logits else torch.sigmoid(out)
 
 
+def action_confidence(
+    net: nn.Module, state: torch.Tensor, action_values: torch.Tensor
+) -> torch.Tensor:
+    """Confidence (B, 1, I, J, K) of the actions taken, normalised as in training.
+
+    :func:`confidence_loss` forwards ``(s, a)`` and ``(s, -a)`` as one batch, so with batch
+    statistics (:func:`mecca.nets.pnet.batch_statistics`, how rollouts and inference run)
+    the action channel is normalised over maps of zero mean. Forwarded alone, ``(s, a)``
+    would have its mean action subtracted, and with it the direction the confidence is
+    about: the simulated labels of a hippocampus run were then right on 50 % of the voxels
+    (chance) instead of 93 %. So the symmetric pair is forwarded here too (twice the work of
+    one pass) and the first half returned.
+    """
+    c = net(torch.cat([state, state]), torch.cat([action_values, -action_values]))
+    return c[: state.shape[0]]
+
+
 def action_agreement(action_values: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
     """Target g of Eq. 7: 1.0 where the action's direction agrees with the label (a > 0 and
     y = 1, or a < 0 and y = 0), else 0.0. A zero action never agrees. Same shape, float32."""
