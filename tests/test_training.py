@@ -206,6 +206,14 @@ def test_unlabeled_rewards_count_only_inside_the_confidence_mask(phantoms, monke
     assert given.mean_return == trusted.mean_return
 
 
+def test_held_simulated_labels_train_end_to_end(phantoms, tmp_path):
+    cfg = replace(TINY, labeled_fraction=0.5, val_every=0, delta_start=0.6,
+                  simulated_labels="episode")
+    run = train(cfg, phantoms, tmp_path / "held", device="cpu", progress=False)
+    lines = [r for r in read_log(run) if r["type"] == "train" and not r["labeled"]]
+    assert lines and all(np.isfinite(r["total"]) and r["mask_fraction"] < 1.0 for r in lines)
+
+
 def test_unlabeled_volumes_need_the_confidence_network():
     with pytest.raises(ConfigError, match="confidence network"):
         TrainConfig(method="itermrl", labeled_fraction=0.5).resolved()

@@ -56,7 +56,7 @@ from mecca.rl.a2c import LossTerms, a2c_loss
 from mecca.rl.actions import ACTIONS, action_values
 from mecca.rl.env import VoxelEnv
 from mecca.rl.rewards import RewardConfig, compute_reward
-from mecca.rl.semisup import DeltaSchedule, labeled_subset, simulated_labels
+from mecca.rl.semisup import DeltaSchedule, HeldLabels, labeled_subset, simulated_labels
 from mecca.runtime import (
     DistInfo,
     dist_from_env,
@@ -71,7 +71,13 @@ log = logging.getLogger(__name__)
 Method = Literal["mecca", "itermrl"]
 
 
-RESUME_MAY_CHANGE = ("episodes", "lr_decay_episode", "lr_decay_factor", "unlabeled_from")
+RESUME_MAY_CHANGE = (
+    "episodes",
+    "lr_decay_episode",
+    "lr_decay_factor",
+    "unlabeled_from",
+    "simulated_labels",
+)
 """Settings that ``--resume`` may change: a run can be lengthened, its rate decayed, and a
 labeled warm-up branched (unlabeled batches joining at another episode, or never)."""
 
@@ -161,6 +167,10 @@ class TrainConfig:
     0). Simulated labels are only as good as the confidence network, so a run may train on
     labeled batches alone first (at 25 % labeled on the hippocampus neither way gave a
     usable model: docs/ablations.md)."""
+    simulated_labels: Literal["step", "episode"] = "step"
+    """``step``: Eq. 10 as printed, each step's labels from that step's actions; ``episode``:
+    a voxel keeps the label of the first step whose confidence passed delta
+    (:class:`mecca.rl.semisup.HeldLabels`), so reversals are not rewarded."""
     delta_start: float = 0.85
     """Eq. 11 confidence threshold at epoch 0."""
     delta_end: float = 0.99
@@ -317,7 +327,8 @@ def train_episode(
     ``init_prob``: (B, I, J, K) start probability (IteR-MRL update mode); None = 0.5.
 
     ``labeled=False`` (MECCA Algorithm 1, lines 11-18): the labels only drive the simulated
-    user (hints); rewards use the simulated labels of each step (Eq. 10), the losses only
+    user (hints); rewards use the simulated labels of each step (Eq. 10; or held, see
+    ``TrainConfig.simulated_labels``), the losses only
     the voxels whose confidence passes ``delta`` (Eq. 11), and the confidence network is
     not trained on the batch. Rewards outside that mask count as 0 (``a2c_loss``), so
     that a masked voxel's return holds no reward from an untrusted label of a later step.
@@ -336,6 +347,7 @@ def train_episode(
     y = env.labels_tensor
     logits_t, values_t, actions_t, rewards_t, states_t, dice = [], [], [], [], [], []
     masks_t: list[torch.Tensor] = []
+    held = HeldLabels() if cfg.simulated_labels == "episode" else None
     for _ in range(cfg.steps):
         logits, value = net(state)
         idx = sample_actions(logits, gen)
@@ -350,8 +362,12 @@ def train_episode(
         if not labeled:
             assert conf is not None, "unlabeled episodes need the confidence network"
             guess = simulated_labels(action_values(idx, ACTIONS), conf)
-            target = guess.labels > 0.5
-            masks_t.append(guess.mask_fn(delta))
+            if held is None:
+                guessed, mask = guess.labels, guess.mask_fn(delta)
+            else:
+                guessed, mask = held.update(guess, delta)
+            target = guessed > 0.5
+            masks_t.append(mask)
         rewards_t.append(compute_reward(reward_cfg, out.p_prev, out.p_next, target, conf))
         logits_t.append(logits)
         values_t.append(value)

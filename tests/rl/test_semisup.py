@@ -9,6 +9,7 @@ import torch
 from mecca.errors import ConfigError, InputError
 from mecca.rl.semisup import (
     DeltaSchedule,
+    HeldLabels,
     alternate,
     confidence_mask,
     labeled_subset,
@@ -28,6 +29,21 @@ def test_simulated_labels_by_hand():
     assert mask_fn(0.95).tolist() == [False] * 6
     with pytest.raises(InputError, match="shape"):
         simulated_labels(a, c[:3])
+
+
+def test_held_labels_keep_the_first_confident_guess_for_the_episode():
+    held = HeldLabels()
+    # step 1: voxels 0, 1 confident (up, down); voxel 2 unsure; voxel 3 unsure
+    labels, mask = held.update(simulated_labels(torch.tensor([0.2, -0.2, 0.1, 0.1]),
+                                                torch.tensor([0.95, 0.95, 0.6, 0.6])), 0.85)
+    assert labels.tolist() == [1.0, 0.0, 0.0, 0.0]
+    assert mask.tolist() == [True, True, False, False]
+    # step 2: voxel 0 reversed confidently (keeps 1), voxel 2 now confident down (label 0),
+    # voxel 3 still unsure
+    labels, mask = held.update(simulated_labels(torch.tensor([-0.4, -0.2, -0.1, 0.1]),
+                                                torch.tensor([0.95, 0.95, 0.9, 0.6])), 0.85)
+    assert labels.tolist() == [1.0, 0.0, 0.0, 0.0]
+    assert mask.tolist() == [True, True, True, False]
 
 
 def test_simulated_labels_volume_shape():

@@ -75,6 +75,32 @@ def simulated_labels(action_values: torch.Tensor, confidence: torch.Tensor) -> S
     return SimulatedLabels(labels, mask_fn)
 
 
+class HeldLabels:
+    """Simulated labels held for the rest of an episode (``simulated_labels: episode``).
+
+    Eq. 10 labels each step anew from that step's action, so a confident reversal (a voxel
+    pushed up, then confidently down) earns the reward of a correct move twice: on the
+    hippocampus such runs drifted. Here a voxel's label is fixed at the first step its
+    confidence passes ``delta`` and trains from then on (mask = labeled so far); voxels that
+    never pass stay masked.
+    """
+
+    def __init__(self) -> None:
+        self.labels: torch.Tensor | None = None
+        self.known: torch.Tensor | None = None
+
+    def update(self, guess: SimulatedLabels, delta: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """Add this step's guess; returns ``(labels, mask)`` to train this step with."""
+        mask = guess.mask_fn(delta)
+        if self.labels is None or self.known is None:
+            self.labels = torch.zeros_like(guess.labels)
+            self.known = torch.zeros_like(mask)
+        new = mask & ~self.known
+        self.labels = torch.where(new, guess.labels, self.labels)
+        self.known = self.known | mask
+        return self.labels, self.known.clone()
+
+
 @dataclass(frozen=True)
 class DeltaSchedule:
     """Confidence threshold of Eq. 11 over training: ``min(start + step * epoch, end)``."""
