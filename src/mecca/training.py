@@ -165,8 +165,7 @@ class TrainConfig:
     unlabeled_from: int = 0
     """Episode from which unlabeled batches join (Algorithm 1 alternates from the start:
     0). Simulated labels are only as good as the confidence network, so a run may train on
-    labeled batches alone first (at 25 % labeled on the hippocampus neither way gave a
-    usable model: docs/ablations.md)."""
+    labeled batches alone first (docs/ablations.md, "Labeled fraction")."""
     simulated_labels: Literal["step", "episode"] = "step"
     """``step``: Eq. 10 as printed, each step's labels from that step's actions; ``episode``:
     a voxel keeps the label of the first step whose confidence passed delta
