@@ -10,9 +10,10 @@
 # guided   MECCA Table 5: the user clicks only inside the advice regions (both datasets)
 # users    IteR-MRL Table 6: error-centre / random / no clicks from the P-Net's map
 # labeled  MECCA Table 3: labeled fraction 12.5 / 25 / 50 % on the hippocampus: a 300-episode
-#          warm-up on the labeled volumes (lr 1e-3), then two branches to 600 at lr 1e-4:
-#          "semi" (unlabeled batches join, Algorithm 1) and "labeled" (labeled volumes only,
-#          the control). Results: docs/ablations.md
+#          warm-up on the labeled volumes (lr 1e-3), then three branches to 600 at lr 1e-4:
+#          "semi" (unlabeled batches join, Algorithm 1, Eq. 10 labels per step), "held"
+#          (the same, labels held per episode) and "labeled" (labeled volumes only, the
+#          control). Results: docs/ablations.md
 # steps    IteR-MRL Table 7: T = 1 (600 episodes, validated over 5 steps)
 #
 # Training runs resume where they stopped (--resume); a finished benchmark is not rerun.
@@ -80,16 +81,18 @@ labeled)
     fraction=$(python -c "print($percent / 100)")
     run="mecca_hippocampus_lf${percent/./}"
     settings=(--set labeled_fraction="$fraction" --set lr_decay_episode=300)
-    [ -f "runs/${run}_semi/last.pt" ] || {  # the shared warm-up, then a copy per branch
+    [ -f "runs/${run}_labeled/last.pt" ] || {  # the shared warm-up, then a copy per branch
       train "${run}_warm" configs/mecca_hippocampus.yaml "${settings[@]}" \
         --set unlabeled_from=300 --set episodes=300
-      cp -rn "runs/${run}_warm" "runs/${run}_semi"
-      cp -rn "runs/${run}_warm" "runs/${run}_labeled"
+      for branch in semi held labeled; do cp -rn "runs/${run}_warm" "runs/${run}_$branch"; done
     }
     train "${run}_semi" configs/mecca_hippocampus.yaml "${settings[@]}" --set unlabeled_from=300
+    train "${run}_held" configs/mecca_hippocampus.yaml "${settings[@]}" --set unlabeled_from=300 \
+      --set simulated_labels=episode
     train "${run}_labeled" configs/mecca_hippocampus.yaml "${settings[@]}" \
       --set unlabeled_from=1000000
-    curves+=(--run "${percent}%+unlabeled=runs/${run}_semi" --run "${percent}%=runs/${run}_labeled")
+    curves+=(--run "${percent}%+unlabeled-per-step=runs/${run}_semi"
+      --run "${percent}%+unlabeled-held=runs/${run}_held" --run "${percent}%=runs/${run}_labeled")
   done
   mecca curves "${curves[@]}" --upto 600 --out runs/curves_labeled
   ;;

@@ -136,7 +136,7 @@ def action_confidence(
     the action channel is normalised over maps of zero mean. Forwarded alone, ``(s, a)``
     would have its mean action subtracted, and with it the direction the confidence is
     about: the simulated labels of a hippocampus run were then right on 50 % of the voxels
-    (chance) instead of 93 %. So the symmetric pair is forwarded here too (twice the work of
+    (chance) instead of 92 %. So the symmetric pair is forwarded here too (twice the work of
     one pass) and the first half returned.
     """
     c = net(torch.cat([state, state]), torch.cat([action_values, -action_values]))
