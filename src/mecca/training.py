@@ -79,7 +79,8 @@ RESUME_MAY_CHANGE = (
     "simulated_labels",
 )
 """Settings that ``--resume`` may change: a run can be lengthened, its rate decayed, and a
-labeled warm-up branched (unlabeled batches joining at another episode, or never)."""
+labeled warm-up branched (unlabeled batches joining at another episode, or never, with
+either kind of simulated labels)."""
 
 
 @dataclass(frozen=True)
@@ -352,15 +353,15 @@ def train_episode(
         idx = sample_actions(logits, gen)
         out = env.step(idx)
         conf = None
+        taken = action_values(idx, ACTIONS)
         if models.confidence is not None:
             models.confidence.eval()
             with batch_statistics(models.confidence), torch.no_grad():
-                values = action_values(idx, ACTIONS)[:, None]
-                conf = action_confidence(models.confidence, state, values)[:, 0]
+                conf = action_confidence(models.confidence, state, taken[:, None])[:, 0]
         target = y
         if not labeled:
             assert conf is not None, "unlabeled episodes need the confidence network"
-            guess = simulated_labels(action_values(idx, ACTIONS), conf)
+            guess = simulated_labels(taken, conf)
             if held is None:
                 guessed, mask = guess.labels, guess.mask_fn(delta)
             else:
