@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The papers' ablation studies on the shared data (docs/ablations.md), one preset each:
 #
-#   bash benchmarks/ablations.sh rewards|absolute|guided|users|labeled|steps [DATA_ROOT]
+#   bash benchmarks/ablations.sh rewards|absolute|guided|users|labeled|uamt|steps [DATA_ROOT]
 #
 # rewards  MECCA Fig. 9: Focal-/Err-IteR-MRL trained 600 episodes, curves beside the MECCA
 #          and IteR-MRL runs (runs/mecca_hippocampus, runs/itermrl_hippocampus), test benchmark
@@ -13,13 +13,17 @@
 #          warm-up on the labeled volumes (lr 1e-3), then three branches to 600 at lr 1e-4:
 #          "semi" (unlabeled batches join, Algorithm 1, Eq. 10 labels per step), "held"
 #          (the same, labels held per episode) and "labeled" (labeled volumes only, the
-#          control). Results: docs/ablations.md
+#          control). Results: docs/ablations.md. BRANCHES="held labeled" runs only those
+#          branches (the per-step "semi" branch collapses: docs/ablations.md)
+# uamt     MECCA Table 3's non-interactive rows: the U-Net on the labeled share only and UA-MT
+#          (U-Net student and teacher, the unlabeled rest too), 1500 steps each, at 12.5 / 25
+#          / 50 % (PERCENTS="25" picks), then both on the test split
 # steps    IteR-MRL Table 7: T = 1 (600 episodes, validated over 5 steps)
 #
 # Training runs resume where they stopped (--resume); a finished benchmark is not rerun.
 # Everything lands in runs/; one thread per process (OMP_NUM_THREADS=1) on a 2-core CPU.
 set -euo pipefail
-study=${1:?usage: ablations.sh rewards|absolute|guided|users|labeled|steps [DATA_ROOT]}
+study=${1:?usage: ablations.sh rewards|absolute|guided|users|labeled|uamt|steps [DATA_ROOT]}
 root=${2:-../shared/data}
 export OMP_NUM_THREADS=1
 hippo="$root/hippocampus"
@@ -81,20 +85,39 @@ labeled)
     fraction=$(python -c "print($percent / 100)")
     run="mecca_hippocampus_lf${percent/./}"
     settings=(--set labeled_fraction="$fraction" --set lr_decay_episode=300)
-    [ -f "runs/${run}_labeled/last.pt" ] || {  # the shared warm-up, then a copy per branch
-      train "${run}_warm" configs/mecca_hippocampus.yaml "${settings[@]}" \
-        --set unlabeled_from=300 --set episodes=300
-      for branch in semi held labeled; do cp -rn "runs/${run}_warm" "runs/${run}_$branch"; done
-    }
-    train "${run}_semi" configs/mecca_hippocampus.yaml "${settings[@]}" --set unlabeled_from=300
-    train "${run}_held" configs/mecca_hippocampus.yaml "${settings[@]}" --set unlabeled_from=300 \
-      --set simulated_labels=episode
-    train "${run}_labeled" configs/mecca_hippocampus.yaml "${settings[@]}" \
-      --set unlabeled_from=1000000
-    curves+=(--run "${percent}%+unlabeled-per-step=runs/${run}_semi"
-      --run "${percent}%+unlabeled-held=runs/${run}_held" --run "${percent}%=runs/${run}_labeled")
+    for branch in ${BRANCHES:-semi held labeled}; do
+      [ -d "runs/${run}_$branch" ] || {  # the shared warm-up, then a copy per branch
+        train "${run}_warm" configs/mecca_hippocampus.yaml "${settings[@]}" \
+          --set unlabeled_from=300 --set episodes=300
+        cp -r "runs/${run}_warm" "runs/${run}_$branch"
+      }
+      case $branch in
+      semi) extra=(--set unlabeled_from=300) label="${percent}%+unlabeled-per-step" ;;
+      held) extra=(--set unlabeled_from=300 --set simulated_labels=episode)
+        label="${percent}%+unlabeled-held" ;;
+      labeled) extra=(--set unlabeled_from=1000000) label="${percent}%" ;;
+      *) echo "unknown branch $branch: semi, held or labeled" >&2 && exit 2 ;;
+      esac
+      train "${run}_$branch" configs/mecca_hippocampus.yaml "${settings[@]}" "${extra[@]}"
+      curves+=(--run "$label=runs/${run}_$branch")
+    done
   done
   mecca curves "${curves[@]}" --upto 600 --out runs/curves_labeled
+  ;;
+uamt)
+  for percent in ${PERCENTS:-12.5 25 50}; do
+    fraction=$(python -c "print($percent / 100)")
+    for method in unet uamt; do
+      run="runs/${method}_hippocampus_lf${percent/./}"
+      resume=()
+      [ -f "$run/last.pt" ] && resume=(--resume)
+      mecca train --config "configs/${method}_hippocampus.yaml" --data "$hippo" --out "$run" \
+        --labeled-fraction "$fraction" "${resume[@]}" --no-progress
+    done
+    bench "bench_hippocampus_uamt_lf${percent/./}" "$hippo" --protocol mecca --methods unet,uamt \
+      --weights "unet=runs/unet_hippocampus_lf${percent/./}" \
+      --weights "uamt=runs/uamt_hippocampus_lf${percent/./}"
+  done
   ;;
 steps)
   train itermrl_hippocampus_t1 configs/itermrl_hippocampus.yaml --set steps=1 --set val_steps=5
@@ -102,7 +125,7 @@ steps)
     --upto 600 --out runs/curves_steps
   ;;
 *)
-  echo "unknown study $study: rewards, absolute, guided, users, labeled or steps" >&2
+  echo "unknown study $study: rewards, absolute, guided, users, labeled, uamt or steps" >&2
   exit 2
   ;;
 esac

@@ -126,9 +126,10 @@ def test_each_method_trains_writes_the_run_and_loads_as_a_method(phantoms, tmp_p
     assert state.clicks == tuple(clicks)
 
 
-@pytest.mark.parametrize("method", ["pnet", "intercnn"])
+@pytest.mark.parametrize("method", ["pnet", "intercnn", "uamt"])
 def test_resume_continues_exactly_where_an_uninterrupted_run_would_be(phantoms, tmp_path, method):
-    cfg = replace(TINY, method=method, val_every=0)
+    fraction = 0.34 if method == "uamt" else 1.0  # uamt: 1 labeled and 2 unlabeled cases
+    cfg = replace(TINY, method=method, val_every=0, labeled_fraction=fraction)
     full = train_supervised(cfg, phantoms, tmp_path / "full", progress=False, device="cpu")
     half = train_supervised(replace(cfg, steps=2), phantoms, tmp_path / "half", progress=False,
                             device="cpu")
@@ -180,6 +181,13 @@ def test_ctrl_c_saves_last_pt(phantoms, tmp_path, monkeypatch):
         ({"lr": 0.0}, "lr must be > 0"),
         ({"user": "nobody"}, "unknown simulated user"),
         ({"initial": "runs/p"}, "DeepIGeoS setting only"),
+        ({"labeled_fraction": 0.0}, "labeled_fraction must lie in"),
+        ({"labeled_fraction": 1.5}, "labeled_fraction must lie in"),
+        ({"method": "uamt"}, "labeled_fraction must be below 1"),
+        ({"backbone": "vnet"}, "backbone='vnet' is not allowed"),
+        ({"ema_decay": 1.0}, "ema_decay must lie in"),
+        ({"noise": -0.1}, "consistency and noise must be >= 0"),
+        ({"uncertainty_passes": 0}, "uncertainty_passes must be an integer >= 1"),
         ({"epochs": 3}, "unknown setting"),
     ],
 )

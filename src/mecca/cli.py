@@ -379,10 +379,12 @@ def export_model(
 @main.command()
 @click.option(
     "--method",
-    type=click.Choice(["mecca", "itermrl", "pnet", "unet", "intercnn", "deepigeos", "partial"]),
-    help="Method (default: the config file's, else mecca); pnet, unet, intercnn and "
-    "deepigeos are the supervised baselines (mecca.supervised); partial is the "
-    "partial-segmentation cVAE (mecca.methods.partial).",
+    type=click.Choice(
+        ["mecca", "itermrl", "pnet", "unet", "uamt", "intercnn", "deepigeos", "partial"]
+    ),
+    help="Method (default: the config file's, else mecca); pnet, unet, uamt (semi-"
+    "supervised mean teacher), intercnn and deepigeos are the supervised baselines "
+    "(mecca.supervised); partial is the partial-segmentation cVAE (mecca.methods.partial).",
 )
 @click.option("--data", type=click.Path(path_type=Path), required=True, help="MSD-layout folder.")
 @click.option("--target", help="Named target of the dataset (default: its default target).")
@@ -390,7 +392,8 @@ def export_model(
 @click.option(
     "--labeled-fraction",
     type=float,
-    help="Share of training volumes used with labels (MECCA semi-supervised; default 1).",
+    help="Share of training volumes used with labels (default 1): MECCA and UA-MT also "
+    "learn from the others; the other methods leave them out.",
 )
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a setting.")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Run folder.")
@@ -412,7 +415,7 @@ def train(
     """Train MECCA, IteR-MRL or a supervised baseline; checkpoints, log and config go to --out.
 
     MECCA and IteR-MRL run data-parallel under torchrun (one process per GPU, or gloo on
-    the CPU); the baselines (pnet, unet, intercnn, deepigeos) train in one process.
+    the CPU); the baselines (pnet, unet, uamt, intercnn, deepigeos) train in one process.
 
     \b
     Examples:
@@ -421,6 +424,7 @@ def train(
       torchrun --nproc-per-node 2 -m mecca.cli train --data phantoms --out runs/ddp
       mecca train --method pnet --data phantoms --set steps=500 --out runs/pnet
       mecca train --method deepigeos --data phantoms --set initial=runs/pnet --out runs/dig
+      mecca train --method uamt --labeled-fraction 0.25 --data phantoms --out runs/uamt
     """
     import logging
 
@@ -442,8 +446,6 @@ def train(
         _train_partial(config_file, values, data, out, resume)
         return
     if values.get("method", _config_method(config_file)) in SUPERVISED:
-        if labeled_fraction is not None:
-            raise click.BadParameter("only for mecca", param_hint="--labeled-fraction")
         sup_cfg = load_config(SupervisedConfig, config_file, values)
         folder = train_supervised(
             sup_cfg, data, out, resume=resume, progress=not no_progress, device=device

@@ -52,7 +52,7 @@ def _dataset_case(
 
 
 LEARNED = (
-    "mecca", "itermrl", "focal_itermrl", "err_itermrl", "pnet", "unet", "intercnn",
+    "mecca", "itermrl", "focal_itermrl", "err_itermrl", "pnet", "unet", "uamt", "intercnn",
     "deepigeos", "tta", "partial",
 )  # fmt: skip
 """Methods that run a trained model (a bundle, or a run folder)."""

@@ -14,6 +14,9 @@ on soft Dice + binary cross-entropy (with logits) of the foreground logit:
   clicks at the centres of the largest errors) clicks on the previous pass's prediction,
   clicks accumulate, and the prediction is fed back detached (no gradient through the
   loop, as with ``torch.no_grad``). The loss is averaged over all passes.
+* ``uamt`` (Yu et al. 2019, :mod:`mecca.uamt`): a P-Net or U-Net student on the labeled
+  crops' loss plus an uncertainty-masked consistency with its mean teacher on as many
+  unlabeled crops per step; the semi-supervised baseline of MECCA's Table 3.
 * ``deepigeos`` (Wang et al. 2019): the P-Net gives the initial segmentation, then
   ``rounds`` passes of the R-Net (a P-Net with 4 input channels) on ``[image, previous
   prediction (binary), fg geodesic map, bg geodesic map]`` with clicks on the previous
@@ -21,6 +24,10 @@ on soft Dice + binary cross-entropy (with logits) of the foreground logit:
   bundle) that P-Net is copied in and frozen (eval mode, the errors R-Net sees are the
   ones it will see); without, the P-Net trains jointly on its own loss and the R-Net on
   its current predictions. The optional CRF of DeepIGeoS is not built.
+
+``labeled_fraction`` below 1 trains on that share of the training cases only (the same
+cases as a MECCA or IteR-MRL run with the same seed and fraction,
+:func:`mecca.rl.semisup.run_split`); UA-MT also draws its unlabeled crops from the rest.
 
 A run folder holds ``config.yaml``, ``log.jsonl`` (a ``start`` line, one ``train`` line per
 step with the loss and the training Dice of each pass, one ``val`` line per validation),
@@ -49,12 +56,12 @@ import torch
 import yaml
 from torch import nn
 
-from mecca import __version__
+from mecca import __version__, uamt
 from mecca.checkpoint import load_checkpoint, restore_rng, rng_state, save_checkpoint
 from mecca.config import config_to_dict
 from mecca.data.roi import NormaliseConfig, random_margin_box
 from mecca.episode import run_episode
-from mecca.errors import ConfigError, OverwriteError
+from mecca.errors import ConfigError, InputError, OverwriteError
 from mecca.interaction.clicks import USERS, SimulatedUser, make_user
 from mecca.interaction.hints import HintEncoder
 from mecca.io import atomic_write
@@ -69,6 +76,7 @@ from mecca.methods.supervised import (
     nets_from_payload,
 )
 from mecca.nets.segnet import SegNetConfig, build_segnet
+from mecca.rl.semisup import run_split
 from mecca.runtime import resolve_device, stop_on_signals
 from mecca.training_data import HeldCase, load_cases, sample_crops
 
@@ -82,8 +90,10 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-SupervisedKind = Literal["pnet", "unet", "intercnn", "deepigeos"]
+SupervisedKind = Literal["pnet", "unet", "uamt", "intercnn", "deepigeos"]
 METHODS: tuple[str, ...] = SEGMENTERS + REFINERS
+SEGMENTER_NETS = ("pnet", "unet")
+"""The networks a segmenter can be (UA-MT's ``backbone``)."""
 
 
 @dataclass(frozen=True)
@@ -92,7 +102,8 @@ class SupervisedConfig:
     :func:`mecca.config.load_config`)."""
 
     method: SupervisedKind = "pnet"
-    """``pnet``, ``unet`` (no hints), ``intercnn`` or ``deepigeos`` (fg/bg clicks)."""
+    """``pnet``, ``unet``, ``uamt`` (no hints), ``intercnn`` or ``deepigeos`` (fg/bg
+    clicks)."""
     target: str | None = None
     """Named target of the dataset (None = its default target)."""
     train_split: str = "train"
@@ -114,6 +125,19 @@ class SupervisedConfig:
     initial prediction), each a refinement pass with a loss."""
     user: str = "error_centre"
     """Simulated user of the click rounds (training and validation)."""
+    labeled_fraction: float = 1.0
+    """Share of the training cases used with their labels (MECCA Table 3); UA-MT uses the
+    others without."""
+    backbone: Literal["pnet", "unet"] = "pnet"
+    """UA-MT only: the student's and teacher's network."""
+    ema_decay: float = 0.99
+    """UA-MT only: the teacher's moving-average decay."""
+    consistency: float = 0.1
+    """UA-MT only: weight of the consistency loss at the end of its ramp-up."""
+    uncertainty_passes: int = 8
+    """UA-MT only: noisy teacher passes that estimate the uncertainty."""
+    noise: float = 0.1
+    """UA-MT only: std of the Gaussian input noise of the teacher (clipped at 2 std)."""
     initial: str | None = None
     """DeepIGeoS only: a trained ``pnet`` run folder or bundle to use (frozen) as the
     initial segmenter; None = train the P-Net jointly."""
@@ -150,6 +174,7 @@ class SupervisedConfig:
             ("rounds", 1),
             ("val_cases", 1),
             ("val_rounds", 1),
+            ("uncertainty_passes", 1),
             ("steps", 0),
             ("checkpoint_every", 0),
             ("val_every", 0),
@@ -159,10 +184,30 @@ class SupervisedConfig:
                 raise ConfigError(f"{name} must be an integer >= {low}, got {value!r}")
         if not self.lr > 0:
             raise ConfigError(f"lr must be > 0, got {self.lr}")
+        self._check_semi_supervised()
         if self.user not in USERS:
             raise ConfigError(f"unknown simulated user {self.user!r}", hint=f"one of {list(USERS)}")
         if self.initial is not None and self.method != "deepigeos":
             raise ConfigError("'initial' (a trained P-Net) is a DeepIGeoS setting only")
+
+    def _check_semi_supervised(self) -> None:
+        """The labeled fraction and UA-MT's settings."""
+        if not 0.0 < self.labeled_fraction <= 1.0:
+            raise ConfigError(
+                f"labeled_fraction must lie in (0, 1], got {self.labeled_fraction}",
+                hint="give 0.125 for 12.5 %",
+            )
+        if self.method == "uamt" and self.labeled_fraction == 1.0:
+            raise ConfigError(
+                "uamt learns from unlabeled cases: labeled_fraction must be below 1",
+                hint="e.g. --labeled-fraction 0.25",
+            )
+        if self.backbone not in SEGMENTER_NETS:
+            raise ConfigError(f"backbone must be one of {SEGMENTER_NETS}, got {self.backbone!r}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ConfigError(f"ema_decay must lie in [0, 1), got {self.ema_decay}")
+        if self.consistency < 0 or self.noise < 0:
+            raise ConfigError("consistency and noise must be >= 0")
 
 
 def seg_loss(logits: torch.Tensor, target: torch.Tensor, eps: float = 1.0) -> torch.Tensor:
@@ -210,6 +255,8 @@ def net_configs(cfg: SupervisedConfig) -> dict[str, SegNetConfig]:
         return {"pnet": SegNetConfig("pnet", 1, w)}
     if cfg.method == "unet":
         return {"unet": SegNetConfig("unet", 1, w)}
+    if cfg.method == "uamt":
+        return {role: SegNetConfig(cfg.backbone, 1, w) for role in ("student", "teacher")}
     if cfg.method == "intercnn":
         return {"intercnn": SegNetConfig("pnet", 4, w)}
     return {"pnet": SegNetConfig("pnet", 1, w), "rnet": SegNetConfig("pnet", 4, w)}
@@ -231,6 +278,9 @@ def build_models(
             assert isinstance(given, SegmenterMethod)
             nets["pnet"] = given.net
             frozen = ("pnet",)
+        if cfg.method == "uamt":  # the mean teacher: no gradient, eval mode, EMA weights
+            nets["teacher"].load_state_dict(nets["student"].state_dict())
+            frozen = ("teacher",)
     for net in nets.values():
         net.to(device)
     for key in frozen:
@@ -329,6 +379,46 @@ def train_step(
             prob = passes.add(refiner(_refiner_batch(images, prob, hints).to(device)))
     models.optimiser.step()
     return float(np.mean(passes.losses)), passes.dice
+
+
+def uamt_step(
+    models: Models,
+    images: np.ndarray,
+    labels: np.ndarray,
+    unlabeled: np.ndarray,
+    cfg: SupervisedConfig,
+    rng: np.random.Generator,
+    device: torch.device,
+    step: int,
+) -> tuple[float, list[float], dict[str, float]]:
+    """One UA-MT step (:mod:`mecca.uamt`) on labeled crops and as many unlabeled ones;
+    (total loss, training Dice of the labeled crops, the consistency terms for the log)."""
+    student, teacher = models.nets["student"], models.nets["teacher"]
+    progress = step / max(1, cfg.steps)
+    x = torch.from_numpy(np.concatenate([images, unlabeled]))[:, None].to(device)
+    y = torch.from_numpy(labels)[:, None].to(device).float()
+    target, entropy = uamt.teacher_targets(
+        teacher, unlabeled, passes=cfg.uncertainty_passes, noise=cfg.noise, rng=rng, device=device
+    )
+    models.optimiser.zero_grad(set_to_none=True)
+    logits = student(x)
+    n = len(images)
+    supervised = seg_loss(logits[:n], y)
+    threshold = uamt.uncertainty_threshold(progress)
+    mse, kept = uamt.uncertain_mse(torch.sigmoid(logits[n:]), target, entropy, threshold)
+    weight = cfg.consistency * uamt.sigmoid_rampup(progress)
+    loss = supervised + weight * mse
+    loss.backward()
+    models.optimiser.step()
+    uamt.ema_update(teacher, student, cfg.ema_decay, step)
+    dice = _dice(torch.sigmoid(logits[:n].detach()), y)
+    stats = {
+        "supervised": float(supervised.item()),
+        "consistency": float(mse.item()),
+        "consistency_weight": weight,
+        "certain_share": kept,
+    }
+    return float(loss.item()), [dice], stats
 
 
 def current_method(models: Models, cfg: SupervisedConfig, device: torch.device) -> SupervisedMethod:
@@ -447,7 +537,14 @@ class SupervisedTrainer:
         from tqdm import tqdm
 
         cfg = self.cfg
-        train = load_cases(self.data, cfg.train_split, cfg.target, cfg.max_cases)
+        cases = load_cases(self.data, cfg.train_split, cfg.target, cfg.max_cases)
+        train, unlabeled = run_split(cases, cfg.labeled_fraction, cfg.seed)
+        if cfg.method == "uamt" and not unlabeled:
+            raise InputError(
+                f"uamt: no unlabeled cases left at labeled_fraction {cfg.labeled_fraction} of "
+                f"{len(cases)} training cases",
+                hint="lower labeled_fraction, or train pnet / unet on all the labels",
+            )
         val = load_cases(self.data, cfg.val_split, cfg.target, cfg.val_cases)
         val = val if cfg.val_every else []
         if cfg.val_every and not val:
@@ -459,6 +556,8 @@ class SupervisedTrainer:
                 "type": "start",
                 "step": self.step,
                 "method": cfg.method,
+                "labeled_cases": len(train),
+                "unlabeled_cases": len(unlabeled) if cfg.method == "uamt" else 0,
                 "device": str(self.device),
                 "threads": torch.get_num_threads(),
                 "torch": torch.__version__,
@@ -479,11 +578,33 @@ class SupervisedTrainer:
                         normalise=normalise,
                         augment=cfg.augment,
                     )
-                    loss, dice = train_step(
-                        self.models, batch.images, batch.labels, cfg, self.rng, user, self.device
-                    )
+                    stats: dict[str, float] = {}
+                    dev = self.device
+                    if cfg.method == "uamt":
+                        plain = sample_crops(
+                            unlabeled,
+                            cfg.batch_size,
+                            self.rng,
+                            grid=cfg.grid,
+                            normalise=normalise,
+                            augment=cfg.augment,
+                        )
+                        loss, dice, stats = uamt_step(
+                            self.models,
+                            batch.images,
+                            batch.labels,
+                            plain.images,
+                            cfg,
+                            self.rng,
+                            dev,
+                            self.step,
+                        )
+                    else:
+                        loss, dice = train_step(
+                            self.models, batch.images, batch.labels, cfg, self.rng, user, dev
+                        )
                     self.step += 1
-                    self._after_step(loss, dice, time.perf_counter() - t0, val)
+                    self._after_step(loss, dice, time.perf_counter() - t0, val, stats)
                     bar.update(1)
                     bar.set_postfix(loss=f"{loss:.4f}", dice=f"{dice[-1]:.3f}")
         except KeyboardInterrupt:
@@ -496,7 +617,12 @@ class SupervisedTrainer:
         return self.out
 
     def _after_step(
-        self, loss: float, dice: list[float], seconds: float, val: list[HeldCase]
+        self,
+        loss: float,
+        dice: list[float],
+        seconds: float,
+        val: list[HeldCase],
+        stats: dict[str, float],
     ) -> None:
         cfg = self.cfg
         self._log(
@@ -506,6 +632,7 @@ class SupervisedTrainer:
                 "loss": loss,
                 "dice_per_pass": [round(d, 4) for d in dice],
                 "seconds": round(seconds, 3),
+                **stats,
             }
         )
         if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
@@ -631,7 +758,7 @@ def export_supervised(
             description,
             [
                 f"Method: {config['method']} (supervised baseline), width {config['width']}, "
-                f"grid {config['grid']}",
+                f"grid {config['grid']}, labeled fraction {config.get('labeled_fraction', 1.0)}",
                 f"Training: {summary['steps']} steps of {config['batch_size']} crops, split "
                 f"`{config['train_split']}`; validation Dice {summary['validation_dice']}",
                 *_record_facts(summary, config),

@@ -56,7 +56,7 @@ from mecca.rl.a2c import LossTerms, a2c_loss
 from mecca.rl.actions import ACTIONS, action_values
 from mecca.rl.env import VoxelEnv
 from mecca.rl.rewards import RewardConfig, compute_reward
-from mecca.rl.semisup import DeltaSchedule, HeldLabels, labeled_subset, simulated_labels
+from mecca.rl.semisup import DeltaSchedule, HeldLabels, run_split, simulated_labels
 from mecca.runtime import (
     DistInfo,
     dist_from_env,
@@ -648,8 +648,7 @@ class Trainer:
         """Train until ``episodes``; returns the run folder."""
         cfg = self.cfg
         cases = load_cases(self.data, cfg.train_split, cfg.target, cfg.max_cases)
-        split_rng = np.random.default_rng([cfg.seed, 7])  # the same split on every resume
-        train, unlabeled = labeled_subset(cases, cfg.labeled_fraction, split_rng)
+        train, unlabeled = run_split(cases, cfg.labeled_fraction, cfg.seed)
         delta = DeltaSchedule(cfg.delta_start, cfg.delta_end, cfg.delta_step)
         val = (
             load_cases(self.data, cfg.val_split, cfg.target, cfg.val_cases) if cfg.val_every else []

@@ -131,7 +131,7 @@ def _register_builtins() -> None:
     _FACTORIES.setdefault("itermrl", _learned("itermrl"))
     for name, reward in REWARD_VARIANTS.items():
         _FACTORIES.setdefault(name, _reward_variant(name, reward))
-    for name in ("pnet", "unet", "intercnn", "deepigeos"):
+    for name in ("pnet", "unet", "uamt", "intercnn", "deepigeos"):
         _FACTORIES.setdefault(name, _supervised(name))
     from mecca.methods.partial_method import partial_factory
     from mecca.methods.tta import tta_factory

@@ -4,7 +4,8 @@ Trained by :mod:`mecca.supervised`; every array is on the crop's network grid, a
 networks run in ``eval()`` mode (batch norm with its running averages: these are
 ordinary supervised networks, unlike the RL agents of :mod:`mecca.methods.rl_agent`).
 
-* :class:`SegmenterMethod` (``pnet``, ``unet``): non-interactive. ``start`` runs the
+* :class:`SegmenterMethod` (``pnet``, ``unet``, ``uamt``: UA-MT's student network):
+  non-interactive. ``start`` runs the
   network once and every ``step`` returns that same prediction, whatever the clicks (it
   accepts fg/bg clicks so that any protocol can drive it). ``init_prob`` is ignored: the
   method's output is its own segmentation. :meth:`SegmenterMethod.initial_prob` is the
@@ -42,7 +43,7 @@ from mecca.methods.base import MethodState, StepResult
 from mecca.nets.segnet import build_segnet
 
 FG_BG = frozenset({InteractionKind.FOREGROUND, InteractionKind.BACKGROUND})
-SEGMENTERS = ("pnet", "unet")
+SEGMENTERS = ("pnet", "unet", "uamt")
 """Non-interactive methods (image in, segmentation out)."""
 REFINERS = ("intercnn", "deepigeos")
 """Interactive methods (image, previous prediction and fg/bg hints in)."""
@@ -73,7 +74,7 @@ class SegmenterMethod:
 
     Attributes:
         net: image (B, 1, I, J, K) -> logits (B, 1, I, J, K).
-        name: ``pnet`` or ``unet``.
+        name: ``pnet``, ``unet`` or ``uamt``.
         grid: the network grid the model was trained on; callers crop to it.
     """
 
@@ -183,13 +184,14 @@ def method_from_nets(
 ) -> SupervisedMethod:
     """The inference method of ``method`` around already built networks.
 
-    ``nets`` keys: ``pnet`` / ``unet`` (segmenters), ``intercnn``, or ``pnet`` + ``rnet``
-    (DeepIGeoS).
+    ``nets`` keys: ``pnet`` / ``unet`` (segmenters), ``student`` (UA-MT, whose ``teacher``
+    is not used at inference), ``intercnn``, or ``pnet`` + ``rnet`` (DeepIGeoS).
     """
     g = (int(grid[0]), int(grid[1]), int(grid[2]))
     dev = torch.device(device)
     if method in SEGMENTERS:
-        return SegmenterMethod(nets[method], name=method, grid=g, device=dev)
+        net = nets["student" if method == "uamt" else method]
+        return SegmenterMethod(net, name=method, grid=g, device=dev)
     if method == "intercnn":
         return RefinerMethod(nets["intercnn"], hint_encoder(method), None, method, g, dev)
     if method == "deepigeos":

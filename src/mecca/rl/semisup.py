@@ -155,6 +155,13 @@ def labeled_subset(
     return labeled, unlabeled
 
 
+def run_split(cases: Sequence[T], fraction: float, seed: int) -> tuple[list[T], list[T]]:
+    """The labeled / unlabeled split of a training run with ``seed``: every method trained
+    with the same seed and fraction (MECCA, IteR-MRL, the supervised baselines, UA-MT) gets
+    the same labeled cases, on every resume."""
+    return labeled_subset(cases, fraction, np.random.default_rng([seed, 7]))
+
+
 def alternate(labeled: Sequence[T], unlabeled: Sequence[T]) -> list[tuple[T, bool]]:
     """One epoch's order of Algorithm 1: labeled, unlabeled, labeled, unlabeled, ...
 
