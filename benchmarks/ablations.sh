@@ -14,7 +14,8 @@
 #          "semi" (unlabeled batches join, Algorithm 1, Eq. 10 labels per step), "held"
 #          (the same, labels held per episode) and "labeled" (labeled volumes only, the
 #          control). Results: docs/ablations.md. BRANCHES="held labeled" runs only those
-#          branches (the per-step "semi" branch collapses: docs/ablations.md)
+#          branches (the per-step "semi" branch collapses: docs/ablations.md), PERCENTS="25"
+#          only that fraction
 # uamt     MECCA Table 3's non-interactive rows: the U-Net on the labeled share only and UA-MT
 #          (U-Net student and teacher, the unlabeled rest too), 1500 steps each, at 12.5 / 25
 #          / 50 % (PERCENTS="25" picks), then both on the test split
@@ -81,7 +82,7 @@ users)
   ;;
 labeled)
   curves=()
-  for percent in 12.5 25 50; do
+  for percent in ${PERCENTS:-12.5 25 50}; do
     fraction=$(python -c "print($percent / 100)")
     run="mecca_hippocampus_lf${percent/./}"
     settings=(--set labeled_fraction="$fraction" --set lr_decay_episode=300)
