@@ -324,6 +324,13 @@ def test_init_from_starts_a_new_run_from_another_runs_weights(phantoms, tmp_path
         for name, value in module.state_dict().items():
             assert torch.equal(value, source[key][name]), (key, name)
     assert trainer.episode == 0
+    from mecca.bundle import export_bundle
+
+    second = train(replace(cfg, episodes=1), phantoms, tmp_path / "b2", device="cpu",
+                   progress=False)
+    bundle = export_bundle(second, tmp_path / "bundle", checkpoint="last.pt")
+    card = (bundle / "docs" / "README.md").read_text()
+    assert f"Started from the weights of `{first / 'last.pt'}`" in card
     fresh = Trainer(replace(cfg, init_from=None), phantoms, tmp_path / "c", device="cpu",
                     progress=False)
     assert not torch.equal(next(iter(fresh.models.net.state_dict().values())),

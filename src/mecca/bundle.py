@@ -206,6 +206,11 @@ def model_card(meta: dict[str, Any]) -> str:
         else "hardware not recorded in the run's log"
     )
     val_text = ", ".join(f"{100 * d:.1f}" for d in val) if val else "not validated"
+    start = (
+        [f"- Started from the weights of `{cfg['init_from']}`; the episodes below are this run's"]
+        if cfg.get("init_from")
+        else []
+    )
     return "\n".join(
         [
             f"# {meta['name']}",
@@ -215,6 +220,7 @@ def model_card(meta: dict[str, Any]) -> str:
             f"- Method: {meta['method']} (user `{cfg['user']}`, hints `{cfg['hints']}`, "
             f"reward `{cfg['reward']}`, advantage `{cfg['advantage']}`)",
             f"- Network: width {meta['net_config']['width']}, grid {cfg['grid']}",
+            *start,
             f"- Training: split `{cfg['train_split']}` of target `{cfg['target'] or 'default'}`, "
             f"{tr['episodes']} episodes of {cfg['batch_size']} crops x {cfg['steps']} steps, "
             f"{tr['train_seconds'] / 3600:.2f} h of episodes; {hardware}",

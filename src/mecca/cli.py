@@ -349,8 +349,8 @@ def export_model(
 ) -> None:
     """Turn a training run into a model bundle (MONAI Bundle layout, SHA-256, model card).
 
-    Works for RL runs (mecca, itermrl), supervised baselines (pnet, unet, intercnn,
-    deepigeos) and partial-segmentation runs (partial).
+    Works for RL runs (mecca, itermrl), supervised baselines (pnet, unet, uamt,
+    intercnn, deepigeos) and partial-segmentation runs (partial).
 
     \b
     Example:
