@@ -48,6 +48,7 @@ import logging
 import platform
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
@@ -565,30 +566,24 @@ class SupervisedTrainer:
                 "mecca": __version__,
             }
         )
+        draw = partial(
+            sample_crops,
+            batch_size=cfg.batch_size,
+            rng=self.rng,
+            grid=cfg.grid,
+            normalise=normalise,
+            augment=cfg.augment,
+        )
         bar = tqdm(total=cfg.steps, initial=self.step, disable=not self.progress, unit="step")
         try:
             with stop_on_signals():
                 while self.step < cfg.steps:
                     t0 = time.perf_counter()
-                    batch = sample_crops(
-                        train,
-                        cfg.batch_size,
-                        self.rng,
-                        grid=cfg.grid,
-                        normalise=normalise,
-                        augment=cfg.augment,
-                    )
+                    batch = draw(train)
                     stats: dict[str, float] = {}
                     dev = self.device
                     if cfg.method == "uamt":
-                        plain = sample_crops(
-                            unlabeled,
-                            cfg.batch_size,
-                            self.rng,
-                            grid=cfg.grid,
-                            normalise=normalise,
-                            augment=cfg.augment,
-                        )
+                        plain = draw(unlabeled)
                         loss, dice, stats = uamt_step(
                             self.models,
                             batch.images,
