@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +27,27 @@ def shared_data() -> Path:
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(1234)
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread() -> Iterator[None]:
+    """One torch thread for a module of tiny nets (the CPU is shared); used through
+    ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def phantoms(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Five MR phantoms in MSD layout: 3 train, 1 val, 1 test (4 would leave val empty)."""
+    from mecca.data.phantoms import write_phantom_dataset
+
+    root = tmp_path_factory.mktemp("data") / "ph"
+    return write_phantom_dataset(root, count=5, seed=0, shape=(32, 32, 20))
 
 
 def sphere(

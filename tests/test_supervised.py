@@ -14,7 +14,6 @@ import mecca.supervised as sup
 from mecca.checkpoint import load_checkpoint
 from mecca.config import build_config, load_config
 from mecca.data.datasets import write_msd_dataset
-from mecca.data.phantoms import write_phantom_dataset
 from mecca.data.roi import Box, make_crop, random_margin_box
 from mecca.errors import ConfigError, InputError, OverwriteError
 from mecca.interaction.clicks import Click, InteractionKind
@@ -44,20 +43,7 @@ TINY = SupervisedConfig(
 FG, BG = InteractionKind.FOREGROUND, InteractionKind.BACKGROUND
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One torch thread: these nets are tiny, and the CPU is shared."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def phantoms(tmp_path_factory):
-    # 5 cases: 3 train, 1 val, 1 test (4 would leave the val split empty)
-    root = tmp_path_factory.mktemp("data") / "ph"
-    return write_phantom_dataset(root, count=5, seed=0, shape=(32, 32, 20))
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def write_balls(root: Path, *, contrast: float, count: int = 6, seed: int = 0) -> Path:

@@ -33,18 +33,7 @@ TINY = SupervisedConfig(
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def phantoms(tmp_path_factory):
-    root = tmp_path_factory.mktemp("data") / "ph"
-    return write_phantom_dataset(root, count=5, seed=0, shape=(32, 32, 20))
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_ramps_rise_from_almost_nothing_to_their_full_value():
