@@ -29,7 +29,8 @@ def test_export_writes_the_bundle_layout_and_loads_back_identically(run, tmp_pat
     assert meta["method"] == "mecca" and meta["training"]["episodes"] == 2
     assert len(meta["training"]["validation_dice_per_step"]) == 2
     assert meta["network_data_format"]["inputs"]["state"]["num_channels"] == 3
-    assert "SHA-256" in (out / "docs" / "README.md").read_text()
+    card = (out / "docs" / "README.md").read_text()
+    assert "SHA-256" in card and "split `val`, 1 case:" in card  # the count validated
     weights = torch.load(out / "models" / "model.pt", weights_only=True)
     bundle = load_bundle(out)
     for key, value in weights["net"].items():

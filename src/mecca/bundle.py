@@ -75,6 +75,7 @@ def training_summary(run: Path, episode: int) -> dict[str, Any]:
         "episodes": episode,
         "train_seconds": round(sum(r["seconds"] for r in train), 1),
         "validation_dice_per_step": val[-1]["dice_per_step"] if val else None,
+        "validation_cases": val[-1].get("cases") if val else None,  # absent in older logs
         "torch": start.get("torch"),
         "machine": start.get("machine"),
         "device": start.get("device"),
@@ -206,8 +207,14 @@ def model_card(meta: dict[str, Any]) -> str:
         else "hardware not recorded in the run's log"
     )
     val_text = ", ".join(f"{100 * d:.1f}" for d in val) if val else "not validated"
+    cases = tr.get("validation_cases")
+    val_which = (
+        f"{cases} case{'s' * (cases != 1)}"
+        if cases
+        else f"first {cfg['val_cases']} cases (or all, if fewer)"
+    )
     start = (
-        [f"- Started from the weights of `{cfg['init_from']}`; the episodes below are this run's"]
+        [f"- Started from the weights of `{cfg['init_from']}`; the episodes below are this run's."]
         if cfg.get("init_from")
         else []
     )
@@ -224,8 +231,7 @@ def model_card(meta: dict[str, Any]) -> str:
             f"- Training: split `{cfg['train_split']}` of target `{cfg['target'] or 'default'}`, "
             f"{tr['episodes']} episodes of {cfg['batch_size']} crops x {cfg['steps']} steps, "
             f"{tr['train_seconds'] / 3600:.2f} h of episodes; {hardware}",
-            f"- Validation Dice (%) per step, split `{cfg['val_split']}`, first "
-            f"{cfg['val_cases']} cases: {val_text}",
+            f"- Validation Dice (%) per step, split `{cfg['val_split']}`, {val_which}: {val_text}",
             f"- Weights: `models/model.pt`, SHA-256 `{meta['sha256']}`",
             "",
         ]

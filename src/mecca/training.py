@@ -734,7 +734,9 @@ class Trainer:
             self.save("last.pt")
         if val and cfg.val_every and self.episode % cfg.val_every == 0 and self.dist.is_main:
             dice = validate(self.models, cfg, val, self.device, self.initial)
-            self.log.write({"type": "val", "episode": self.episode, "dice_per_step": dice})
+            self.log.write(
+                {"type": "val", "episode": self.episode, "cases": len(val), "dice_per_step": dice}
+            )
             log.info(
                 "episode %d: validation Dice per step %s", self.episode, [round(d, 4) for d in dice]
             )
