@@ -89,7 +89,7 @@ def test_every_shipped_bundle_loads_and_steps(name):
     assert result.prob.shape == method.grid
 
 
-def test_reward_variants_load_only_itermrl_bundles_trained_with_their_reward(
+def test_itermrl_variants_load_only_itermrl_bundles_trained_with_their_settings(
     run, tmp_path, monkeypatch
 ):
     from dataclasses import replace
@@ -97,7 +97,9 @@ def test_reward_variants_load_only_itermrl_bundles_trained_with_their_reward(
     from mecca import bundle as bundle_module
     from mecca import methods
 
-    for name in methods.REWARD_VARIANTS:  # the shipped Fig. 9 ablation models
+    shipped = [n for n in methods.ITERMRL_VARIANTS if f"{n}_hippocampus" in shipped_bundles()]
+    assert {"focal_itermrl", "err_itermrl"} <= set(shipped)  # the Fig. 9 ablation models
+    for name in shipped:
         assert methods.get(name).name == name
     monkeypatch.setattr(bundle_module, "shipped_bundles", lambda: ["mecca_phantom"])
     with pytest.raises(ConfigError, match="no focal_itermrl model is shipped"):
@@ -115,6 +117,13 @@ def test_reward_variants_load_only_itermrl_bundles_trained_with_their_reward(
     assert method.name == "focal_itermrl" and method.confidence is None
     with pytest.raises(ConfigError, match="reward 'err'"):
         methods.get("err_itermrl", model=str(bundle))
+    with pytest.raises(ConfigError, match="holds itermrl with reward 'focal', user 'error_centre'"):
+        methods.get("edge_itermrl", model=str(bundle))
+    edge = replace(focal, reward="relative", user="edge", hints="gaussian")
+    edge_run = train(edge, data, tmp_path / "edge", device="cpu", progress=False)
+    bundle = export_bundle(edge_run, tmp_path / "edge_itermrl_tiny", checkpoint="last.pt")
+    method = methods.get("edge_itermrl", model=str(bundle))
+    assert method.name == "edge_itermrl" and method.accepts == frozenset({InteractionKind.EDGE})
 
 
 @pytest.mark.parametrize("name", shipped_bundles())

@@ -71,14 +71,20 @@ def _learned(method: str) -> Callable[..., InteractiveMethod]:
     return factory
 
 
-REWARD_VARIANTS = {"focal_itermrl": "focal", "err_itermrl": "err"}
-"""IteR-MRL trained with MECCA's focal and error-region reward weightings (MECCA Eqs.
-12-14, the reward comparison of its Fig. 9): the method name and the reward it needs."""
+ITERMRL_VARIANTS: dict[str, dict[str, str]] = {
+    "focal_itermrl": {"reward": "focal"},
+    "err_itermrl": {"reward": "err"},
+    "edge_itermrl": {"reward": "relative", "user": "edge"},
+}
+"""IteR-MRL models trained with other settings, each a method of its own: MECCA's focal and
+error-region reward weightings (MECCA Eqs. 12-14, the reward comparison of its Fig. 9), and
+IteR-MRL given MECCA's edge points as Gaussian hint maps (the MECCA paper's Table 1
+comparison, where every method gets the same hints). Name -> the training settings it needs."""
 
 
-def _reward_variant(name: str, reward: str) -> Callable[..., InteractiveMethod]:
+def _itermrl_variant(name: str, needs: dict[str, str]) -> Callable[..., InteractiveMethod]:
     def factory(model: str | None = None, device: str = "cpu") -> InteractiveMethod:
-        """An IteR-MRL bundle trained with ``reward``: a bundle folder or a shipped name."""
+        """An IteR-MRL bundle trained with the settings ``needs``: a folder or a shipped name."""
         from dataclasses import replace
 
         from mecca.bundle import load_bundle, shipped_bundles
@@ -91,11 +97,13 @@ def _reward_variant(name: str, reward: str) -> Callable[..., InteractiveMethod]:
                 f"DIR --out RUN, export it (mecca export-model) and pass --weights {name}=BUNDLE",
             )
         bundle = load_bundle(model)
-        trained = (bundle.metadata["method"], bundle.metadata["train_config"].get("reward"))
-        if trained != ("itermrl", reward):
+        method, trained = bundle.metadata["method"], bundle.metadata["train_config"]
+        if method != "itermrl" or any(trained.get(k) != v for k, v in needs.items()):
+            wanted = ", ".join(f"{k} {v!r}" for k, v in needs.items())
+            held = ", ".join(f"{k} {trained.get(k)!r}" for k in needs)
             raise ConfigError(
-                f"{name} needs an itermrl model trained with reward {reward!r}; bundle "
-                f"{bundle.path.name!r} holds {trained[0]} with reward {trained[1]!r}"
+                f"{name} needs an itermrl model trained with {wanted}; bundle "
+                f"{bundle.path.name!r} holds {method} with {held}"
             )
         return replace(bundle.method(device=device), name=name)
 
@@ -129,8 +137,8 @@ def _register_builtins() -> None:
     _FACTORIES.setdefault("region_growing", RegionGrowingMethod)
     _FACTORIES.setdefault("mecca", _learned("mecca"))
     _FACTORIES.setdefault("itermrl", _learned("itermrl"))
-    for name, reward in REWARD_VARIANTS.items():
-        _FACTORIES.setdefault(name, _reward_variant(name, reward))
+    for name, needs in ITERMRL_VARIANTS.items():
+        _FACTORIES.setdefault(name, _itermrl_variant(name, needs))
     for name in ("pnet", "unet", "uamt", "intercnn", "deepigeos"):
         _FACTORIES.setdefault(name, _supervised(name))
     from mecca.methods.partial_method import partial_factory
