@@ -52,8 +52,8 @@ def _dataset_case(
 
 
 LEARNED = (
-    "mecca", "itermrl", "focal_itermrl", "err_itermrl", "edge_itermrl", "pnet", "unet", "uamt",
-    "intercnn", "deepigeos", "tta", "partial",
+    "mecca", "itermrl", *methods.ITERMRL_VARIANTS, "pnet", "unet", "uamt", "intercnn",
+    "deepigeos", "tta", "partial",
 )  # fmt: skip
 """Methods that run a trained model (a bundle, or a run folder)."""
 BACKBONE = {"tta": "pnet"}
