@@ -98,7 +98,8 @@ def test_itermrl_variants_load_only_itermrl_bundles_trained_with_their_settings(
     from mecca import methods
 
     shipped = [n for n in methods.ITERMRL_VARIANTS if f"{n}_hippocampus" in shipped_bundles()]
-    assert {"focal_itermrl", "err_itermrl"} <= set(shipped)  # the Fig. 9 ablation models
+    # the Fig. 9 ablation models and the same-hints comparison model
+    assert set(shipped) == {"focal_itermrl", "err_itermrl", "edge_itermrl"}
     for name in shipped:
         assert methods.get(name).name == name
     monkeypatch.setattr(bundle_module, "shipped_bundles", lambda: ["mecca_phantom"])
