@@ -235,3 +235,32 @@ def test_partial_trains_from_the_cli_and_runs_in_the_benchmark(phantoms, tmp_pat
         # each step: at most one accepted proposal + the cvpr25 user's one correction click
         assert all(s["proposals"] in (0, 1) for s in case["steps"])
         assert all(s["clicks"] == 1 + s["proposals"] for s in case["steps"])
+
+
+def test_the_published_hippocampus_figures_reproduce_from_the_shipped_agents(shared_data, tmp_path):
+    """The first test cases of docs/results/hippocampus, rerun with the shipped voxel agents,
+    give the per-step Dice the published table was built from (and it rises)."""
+    from pathlib import Path
+
+    published = json.loads(
+        (Path(__file__).parents[1] / "docs/results/hippocampus/results.json").read_text()
+    )
+    methods = ("mecca", "itermrl", "edge_itermrl")
+    settings = BenchSettings(
+        data=shared_data / "hippocampus",
+        methods=methods,
+        split="test",
+        steps=5,
+        protocol="mecca",
+        seed=published["seed"],
+        max_cases=2,
+    )
+    report = run_benchmark(settings, tmp_path / "bench", progress=False)
+    for name in methods:
+        cases = report["methods"][name]["cases"]
+        assert len(cases) == 2
+        for case, result in cases.items():
+            dice = [s["dice"] for s in result["steps"]]
+            expected = [s["dice"] for s in published["methods"][name]["cases"][case]["steps"]]
+            assert dice == pytest.approx(expected, abs=0.05), (name, case)
+            assert dice[-1] > dice[0] and dice[-1] > 80.0, (name, case, dice)
