@@ -237,17 +237,22 @@ def test_partial_trains_from_the_cli_and_runs_in_the_benchmark(phantoms, tmp_pat
         assert all(s["clicks"] == 1 + s["proposals"] for s in case["steps"])
 
 
-def test_the_published_hippocampus_figures_reproduce_from_the_shipped_agents(shared_data, tmp_path):
-    """The first test cases of docs/results/hippocampus, rerun with the shipped voxel agents,
+@pytest.mark.parametrize(
+    ("dataset", "methods"),
+    [("hippocampus", ("mecca", "itermrl", "edge_itermrl")), ("left_atrium", ("mecca", "itermrl"))],
+)
+def test_the_published_figures_reproduce_from_the_shipped_agents(
+    shared_data, tmp_path, dataset, methods
+):
+    """The first test cases of docs/results/DATASET, rerun with the shipped voxel agents,
     give the per-step Dice the published table was built from (and it rises)."""
     from pathlib import Path
 
     published = json.loads(
-        (Path(__file__).parents[1] / "docs/results/hippocampus/results.json").read_text()
+        (Path(__file__).parents[1] / f"docs/results/{dataset}/results.json").read_text()
     )
-    methods = ("mecca", "itermrl", "edge_itermrl")
     settings = BenchSettings(
-        data=shared_data / "hippocampus",
+        data=shared_data / dataset,
         methods=methods,
         split="test",
         steps=5,
