@@ -30,6 +30,20 @@ def _step_rows(output):
     return [line.split() for line in output.splitlines() if line.strip()[:1].isdigit()]
 
 
+def test_demo_gives_each_method_the_user_it_takes():
+    """Edge-point methods (MECCA, IteR-MRL trained with MECCA's user) get the edge user."""
+    from mecca import methods
+    from mecca.demo import default_user
+
+    assert default_user(methods.get("mecca", model="mecca_phantom")) == "edge"
+    assert default_user(methods.get("edge_itermrl")) == "edge"
+    assert default_user(methods.get("itermrl", model="itermrl_hippocampus")) == "error_centre"
+    assert default_user(methods.get("random_walker")) == "error_centre"
+    result = CliRunner().invoke(main, ["demo", "--method", "edge_itermrl", "--steps", "1"])
+    assert result.exit_code == 0, result.output
+    assert "user edge" in result.output and _step_rows(result.output)[-1][1] == "25"
+
+
 def test_demo_prints_a_step_table():
     args = ["demo", "--steps", "2", "--seed", "1", "--method", "random_walker"]
     result = CliRunner().invoke(main, args)

@@ -111,7 +111,11 @@ def phantom(out: Path, count: int, seed: int, kind: str, force: bool) -> None:
     help="Any method of mecca benchmark (mecca, itermrl, pnet, random_walker, ...).",
 )
 @click.option("--model", help="Bundle folder or shipped bundle name (learned methods).")
-@click.option("--user", help="Simulated user (default: edge for mecca, else error_centre).")
+@click.option(
+    "--user",
+    help="Simulated user (default: edge for methods that take only edge points, such as "
+    "mecca and edge_itermrl, else error_centre).",
+)
 @click.option("--steps", type=int, default=5, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option(

@@ -10,7 +10,7 @@ import numpy as np
 from mecca import methods
 from mecca.episode import EpisodeRecord, run_episode
 from mecca.errors import ConfigError
-from mecca.interaction.clicks import make_user
+from mecca.interaction.clicks import InteractionKind, make_user
 from mecca.methods.base import InteractiveMethod
 from mecca.overlay import centre_slice, overlay_rgb, write_png
 
@@ -72,9 +72,15 @@ def build_method(
     return methods.get(method)
 
 
-def default_user(method: str) -> str:
-    """The simulated user of each method's paper: edge points for MECCA, else fg/bg clicks."""
-    return "edge" if method == "mecca" else "error_centre"
+def default_user(method: InteractiveMethod) -> str:
+    """The simulated user a method was built for: edge points for those that take only edge
+    points (MECCA, IteR-MRL trained with MECCA's user), else fg/bg clicks at error centres."""
+    kinds = method.accepts
+    return (
+        "edge"
+        if InteractionKind.EDGE in kinds and InteractionKind.FOREGROUND not in kinds
+        else "error_centre"
+    )
 
 
 def run_demo(
@@ -99,7 +105,7 @@ def run_demo(
     else:
         source, image, gt = _dataset_case(data, case_id, target)
     m = build_method(method, model, None if data is None else Path(data).name)
-    user = user or default_user(method)
+    user = user or default_user(m)
     grid = getattr(m, "grid", (55, 55, 30))
     rng = np.random.default_rng(seed)
     episode = run_episode(
