@@ -10,8 +10,8 @@ import numpy as np
 from mecca import methods
 from mecca.episode import EpisodeRecord, run_episode
 from mecca.errors import ConfigError
-from mecca.interaction.clicks import InteractionKind, make_user
-from mecca.methods.base import InteractiveMethod
+from mecca.interaction.clicks import make_user
+from mecca.methods.base import InteractiveMethod, takes_only_edge_points
 from mecca.overlay import centre_slice, overlay_rgb, write_png
 
 
@@ -75,12 +75,7 @@ def build_method(
 def default_user(method: InteractiveMethod) -> str:
     """The simulated user a method was built for: edge points for those that take only edge
     points (MECCA, IteR-MRL trained with MECCA's user), else fg/bg clicks at error centres."""
-    kinds = method.accepts
-    return (
-        "edge"
-        if InteractionKind.EDGE in kinds and InteractionKind.FOREGROUND not in kinds
-        else "error_centre"
-    )
+    return "edge" if takes_only_edge_points(method.accepts) else "error_centre"
 
 
 def run_demo(

@@ -43,3 +43,13 @@ def test_default_model_prefers_the_dataset_then_phantom_then_any_shipped(monkeyp
     assert methods.default_model("pnet", "left_atrium") == "pnet_hippocampus"  # the only one
     assert methods.default_model("mecca", "left_atrium") == "mecca_phantom"
     assert methods.default_model("unet") == "unet_phantom"  # none shipped: the loader says so
+
+
+def test_takes_only_edge_points_tells_the_edge_point_methods_apart():
+    from mecca.interaction.clicks import InteractionKind as K
+    from mecca.methods.base import takes_only_edge_points
+
+    assert takes_only_edge_points(frozenset({K.EDGE}))
+    assert not takes_only_edge_points(frozenset({K.EDGE, K.FOREGROUND, K.BACKGROUND}))
+    assert not takes_only_edge_points(frozenset({K.FOREGROUND, K.BACKGROUND}))
+    assert not takes_only_edge_points(frozenset())

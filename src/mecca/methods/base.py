@@ -74,3 +74,9 @@ class InteractiveMethod(Protocol):
     ) -> tuple[MethodState, StepResult]:
         """Refine with the clicks ``new`` (on the network grid) added to the history."""
         ...
+
+
+def takes_only_edge_points(accepts: frozenset[InteractionKind]) -> bool:
+    """True for methods built for MECCA's edge-point user (they take EDGE, not FOREGROUND):
+    the demo and the Slicer server then turn a user's points into edge points."""
+    return InteractionKind.EDGE in accepts and InteractionKind.FOREGROUND not in accepts

@@ -41,6 +41,7 @@ from mecca import __version__
 from mecca.errors import InputError
 from mecca.interaction.clicks import Click, InteractionKind
 from mecca.io import file_extension, save_mask
+from mecca.methods.base import takes_only_edge_points
 from mecca.server.security import token_ok
 from mecca.server.sessions import ServerSession
 from mecca.server.uploads import safe_filename
@@ -70,7 +71,7 @@ def requested_clicks(
     """Slicer's cumulative point lists as clicks the method takes (see the docstring)."""
     fg = _points(params, "foreground", shape)
     bg = _points(params, "background", shape)
-    if EDGE in method_accepts and FG not in method_accepts:
+    if takes_only_edge_points(method_accepts):
         return [Click(EDGE, p) for p in fg]
     return [Click(FG, p) for p in fg] + [Click(BG, p) for p in bg]
 
