@@ -207,6 +207,13 @@ def test_the_scribble_protocol_drives_tta_on_a_trained_pnet(phantoms, tiny_pnet,
         case = next(iter(report["methods"][name]["cases"].values()))
         assert all(s["clicks"] > 0 for s in case["steps"])  # stroke voxels as fg/bg clicks
         assert len(report["methods"][name]["per_step"]["dice_mean"]) == 2
+    paired = report["paired"]  # the second method against the first, case by case
+    assert paired["reference"] == "tta" and set(paired["methods"]) == {"random_walker"}
+    final = {n: report["methods"][n]["cases"] for n in ("tta", "random_walker")}
+    gap = [final["random_walker"][c]["steps"][-1]["dice"] - final["tta"][c]["steps"][-1]["dice"]
+           for c in final["tta"]]
+    assert paired["methods"]["random_walker"]["mean"] == pytest.approx(sum(gap) / len(gap))
+    assert "## Paired difference to tta after step 2" in (tmp_path / "s" / "report.md").read_text()
 
 
 def test_partial_trains_from_the_cli_and_runs_in_the_benchmark(phantoms, tmp_path):

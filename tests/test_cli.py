@@ -20,6 +20,7 @@ def test_help_lists_commands_with_examples():
         "segment",
         "benchmark",
         "serve",
+        "compare",
     ):
         assert command in result.output
         sub = CliRunner().invoke(main, [command, "--help"])
@@ -146,3 +147,22 @@ def test_evaluate_bad_input_is_one_line_error(tmp_path):
         ["evaluate", str(tmp_path / "gt.nii.gz"), str(tmp_path / "gt.nii.gz"), "--labels", "7"],
     )
     assert unknown.exit_code == 2 and "7" in unknown.output
+
+
+def test_compare_prints_paired_differences_and_refuses_what_is_not_results(tmp_path):
+    cases = {f"c{i}": i for i in range(4)}
+    report = {
+        "steps": 1,
+        "methods": {
+            name: {"cases": {c: {"steps": [{"dice": 80.0 + i + gap}]} for c, i in cases.items()}}
+            for name, gap in (("mecca", 0.0), ("itermrl", 2.0))
+        },
+    }
+    (tmp_path / "results.json").write_text(json.dumps(report))
+    result = CliRunner().invoke(main, ["compare", str(tmp_path), "--reference", "itermrl"])
+    assert result.exit_code == 0, result.output
+    assert "| mecca | -2.00 | [-2.00, -2.00] | 0 / 4 of 4 |" in result.output
+    missing = CliRunner().invoke(main, ["compare", str(tmp_path / "nowhere")])
+    assert missing.exit_code != 0 and "no benchmark results here" in missing.output
+    unknown = CliRunner().invoke(main, ["compare", str(tmp_path), "--reference", "pnet"])
+    assert unknown.exit_code != 0 and "not in these results" in unknown.output

@@ -35,9 +35,11 @@ Protocols built so far:
   Table 6 on the same start: 5 clicks per step at random voxels (labelled by the ground
   truth), or no clicks at all (steps refine on the initial map alone).
 
-Outputs in ``--out``: ``results.json`` (schema in :func:`summarise`), ``results.csv``
+Outputs in ``--out``: ``results.json`` (schema in :func:`summarise`; ``paired``: every
+method's final-Dice difference to the first one, :mod:`mecca.bench_stats`), ``results.csv``
 (one row per method, case and step), ``report.md`` (Dice and ASSD per step in the
-layout of the MECCA paper's Tables 1-2, NoC, misunderstanding rate, seconds per step),
+layout of the MECCA paper's Tables 1-2, NoC, misunderstanding rate, seconds per step, the
+paired differences to the first method),
 ``dice_vs_clicks.png`` and ``montage.png`` (the split's first case, every method's final
 mask; :mod:`mecca.bench_plots`).
 
@@ -69,7 +71,7 @@ from typing import Any
 
 import numpy as np
 
-from mecca import bench_plots, metrics
+from mecca import bench_plots, bench_stats, metrics
 from mecca.data.datasets import open_dataset
 from mecca.data.roi import random_margin_box
 from mecca.demo import build_method
@@ -421,6 +423,12 @@ def run_benchmark(
             for name in settings.methods
         },
     }
+    reference = settings.methods[0]
+    report["paired"] = {
+        "reference": reference,
+        "step": settings.steps,
+        "methods": bench_stats.paired_against(report, reference),
+    }
     write_results(report, out)
     if montage is not None:
         volume, gt = ds.load_case(cases[MONTAGE_CASE], values)
@@ -507,4 +515,5 @@ def format_report(report: dict[str, Any]) -> str:
             f"{np.median(ps['seconds_median']):.3f} "
             f"({np.median(ps['method_seconds_median']):.3f}) |"
         )
-    return "\n".join(lines) + "\n"
+    lines += ["", *bench_stats.format_paired(report, next(iter(report["methods"])))]
+    return "\n".join(lines).rstrip("\n") + "\n"

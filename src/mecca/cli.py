@@ -592,5 +592,31 @@ def curves(runs: tuple[str, ...], upto: int | None, out: Path) -> None:
     click.echo((out / "curves.md").read_text(encoding="utf-8"))
 
 
+@main.command()
+@click.argument("results", type=click.Path(path_type=Path))
+@click.option("--reference", help="Method the others are compared with (default: the first).")
+def compare(results: Path, reference: str | None) -> None:
+    """Paired final-Dice differences between the methods of one benchmark run.
+
+    RESULTS is a benchmark folder or its results.json. Prints, per method, the mean
+    per-case difference to the reference, a 95 % bootstrap interval and the Wilcoxon p.
+
+    \b
+    Example:
+      mecca compare docs/results/hippocampus --reference mecca
+    """
+    import json
+
+    from mecca.bench_stats import format_paired
+
+    path = results / "results.json" if results.is_dir() else results
+    if not path.is_file():
+        raise InputError(
+            "no benchmark results here", path=path, hint="pass the --out of a mecca benchmark"
+        )
+    report = json.loads(path.read_text(encoding="utf-8"))
+    click.echo("\n".join(format_paired(report, reference or next(iter(report["methods"])))))
+
+
 if __name__ == "__main__":
     main()
