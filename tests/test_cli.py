@@ -166,3 +166,6 @@ def test_compare_prints_paired_differences_and_refuses_what_is_not_results(tmp_p
     assert missing.exit_code != 0 and "no benchmark results here" in missing.output
     unknown = CliRunner().invoke(main, ["compare", str(tmp_path), "--reference", "pnet"])
     assert unknown.exit_code != 0 and "not in these results" in unknown.output
+    (tmp_path / "bad.json").write_text("{not json")
+    bad = CliRunner().invoke(main, ["compare", str(tmp_path / "bad.json")])
+    assert bad.exit_code != 0 and "not a mecca benchmark results.json" in bad.output

@@ -614,8 +614,14 @@ def compare(results: Path, reference: str | None) -> None:
         raise InputError(
             "no benchmark results here", path=path, hint="pass the --out of a mecca benchmark"
         )
-    report = json.loads(path.read_text(encoding="utf-8"))
-    click.echo("\n".join(format_paired(report, reference or next(iter(report["methods"])))))
+    try:
+        report = json.loads(path.read_text(encoding="utf-8"))
+        names = list(report["methods"])
+    except (json.JSONDecodeError, KeyError, TypeError) as err:
+        raise InputError("not a mecca benchmark results.json", path=path) from err
+    if not names:
+        raise InputError("these results hold no methods", path=path)
+    click.echo("\n".join(format_paired(report, reference or names[0])))
 
 
 if __name__ == "__main__":
