@@ -51,3 +51,12 @@ def test_every_method_is_compared_with_the_reference_on_shared_cases():
     with pytest.raises(ConfigError, match="not in these results"):
         paired_against(report, "random_walker")
     assert format_paired(_report({"mecca": [80.0]}), "mecca") == []
+
+
+def test_a_stored_paired_table_is_formatted_not_recomputed():
+    report = _report({"mecca": [80.0, 85.0, 90.0], "itermrl": [81.0, 86.0, 91.0]})
+    stored = paired_against(report, "mecca")
+    report["paired"] = {"reference": "mecca", "step": 1, "methods": stored}
+    stored["itermrl"]["mean"] = 9.0  # marks the stored rows
+    assert "| itermrl | +9.00 |" in format_paired(report, "mecca")[-2]
+    assert "| mecca | -1.00 |" in format_paired(report, "itermrl")[-2]  # other reference

@@ -77,8 +77,13 @@ def paired_against(report: dict[str, Any], reference: str) -> dict[str, dict[str
 
 
 def format_paired(report: dict[str, Any], reference: str) -> list[str]:
-    """Markdown lines: one row per method, its final-Dice difference to ``reference``."""
-    rows = paired_against(report, reference)
+    """Markdown lines: one row per method, its final-Dice difference to ``reference``
+    (the report's stored ``paired`` table when it has that reference, else computed)."""
+    stored = report.get("paired")
+    if stored and stored.get("reference") == reference:
+        rows = stored["methods"]
+    else:
+        rows = paired_against(report, reference)
     if not rows:
         return []
     lines = [

@@ -605,8 +605,6 @@ def compare(results: Path, reference: str | None) -> None:
     Example:
       mecca compare docs/results/hippocampus --reference mecca
     """
-    import json
-
     from mecca.bench_stats import format_paired
 
     path = results / "results.json" if results.is_dir() else results
