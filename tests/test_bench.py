@@ -246,7 +246,11 @@ def test_partial_trains_from_the_cli_and_runs_in_the_benchmark(phantoms, tmp_pat
 
 @pytest.mark.parametrize(
     ("dataset", "results"),
-    [("hippocampus", "hippocampus"), ("left_atrium", "left_atrium/same_hints")],
+    [
+        ("hippocampus", "hippocampus"),
+        ("hippocampus", "hippocampus/user_seeds/seed3"),
+        ("left_atrium", "left_atrium/same_hints"),
+    ],
 )
 def test_the_published_figures_reproduce_from_the_shipped_agents(
     shared_data, tmp_path, dataset, results

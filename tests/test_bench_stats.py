@@ -3,7 +3,13 @@
 import numpy as np
 import pytest
 
-from mecca.bench_stats import format_paired, paired_against, paired_difference
+from mecca.bench_stats import (
+    format_paired,
+    format_pooled,
+    paired_against,
+    paired_difference,
+    pool_seeds,
+)
 from mecca.errors import ConfigError
 
 
@@ -60,3 +66,40 @@ def test_a_stored_paired_table_is_formatted_not_recomputed():
     stored["itermrl"]["mean"] = 9.0  # marks the stored rows
     assert "| itermrl | +9.00 |" in format_paired(report, "mecca")[-2]
     assert "| mecca | -1.00 |" in format_paired(report, "itermrl")[-2]  # other reference
+
+
+def _seed_run(seed: int, finals: dict[str, list[float]], **fields: object) -> dict:
+    return {**_report(finals), "seed": seed, "split": "test", "protocol": "mecca", **fields}
+
+
+def test_runs_with_other_seeds_pool_case_by_case():
+    runs = [
+        _seed_run(0, {"mecca": [80.0, 90.0], "itermrl": [82.0, 90.0], "unet": [70.0, 70.0]}),
+        _seed_run(1, {"mecca": [84.0, 90.0], "itermrl": [82.0, 89.0]}),
+    ]
+    pooled = pool_seeds(runs)
+    assert pooled["seeds"] == [0, 1] and list(pooled["methods"]) == ["mecca", "itermrl"]
+    assert pooled["seed_means"]["mecca"] == [85.0, 87.0]
+    rows = paired_against(pooled, "mecca")  # cases averaged: mecca 82, 90; itermrl 82, 89.5
+    assert rows["itermrl"]["mean"] == pytest.approx(-0.25)
+    assert rows["itermrl"]["better"] == 0 and rows["itermrl"]["worse"] == 1
+    lines = format_pooled(pooled, "mecca")
+    assert "| mecca | 85.00 | 87.00 | 86.00 |  |" in lines
+    assert "| itermrl | 86.00 | 85.50 | 85.75 | +1.00 -1.50 |" in lines
+    assert any("averaged over 2 seeds" in line for line in lines)
+    with pytest.raises(ConfigError, match="not in every run"):
+        format_pooled(pooled, "unet")
+
+
+def test_pooling_refuses_runs_that_are_not_one_benchmark():
+    a = _seed_run(0, {"mecca": [80.0, 90.0]})
+    with pytest.raises(ConfigError, match="two runs or more"):
+        pool_seeds([a])
+    with pytest.raises(ConfigError, match="same seed"):
+        pool_seeds([a, _seed_run(0, {"mecca": [81.0, 90.0]})])
+    with pytest.raises(ConfigError, match="differ in split"):
+        pool_seeds([a, _seed_run(1, {"mecca": [80.0, 90.0]}, split="val")])
+    with pytest.raises(ConfigError, match="share no method"):
+        pool_seeds([a, _seed_run(1, {"itermrl": [80.0, 90.0]})])
+    with pytest.raises(ConfigError, match="other cases"):
+        pool_seeds([a, _seed_run(1, {"mecca": [80.0, 90.0, 70.0]})])

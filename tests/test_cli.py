@@ -169,3 +169,26 @@ def test_compare_prints_paired_differences_and_refuses_what_is_not_results(tmp_p
     (tmp_path / "bad.json").write_text("{not json")
     bad = CliRunner().invoke(main, ["compare", str(tmp_path / "bad.json")])
     assert bad.exit_code != 0 and "not a mecca benchmark results.json" in bad.output
+
+
+def test_compare_pools_runs_of_other_seeds_and_refuses_the_same_seed(tmp_path):
+    for seed, gap in ((0, 1.0), (1, -3.0)):
+        report = {
+            "steps": 1,
+            "seed": seed,
+            "methods": {
+                name: {"cases": {f"c{i}": {"steps": [{"dice": 80.0 + i + d}]} for i in range(4)}}
+                for name, d in (("mecca", 0.0), ("itermrl", gap))
+            },
+        }
+        (tmp_path / f"s{seed}").mkdir()
+        (tmp_path / f"s{seed}" / "results.json").write_text(json.dumps(report))
+    runs = [str(tmp_path / "s0"), str(tmp_path / "s1")]
+    result = CliRunner().invoke(main, ["compare", *runs])
+    assert result.exit_code == 0, result.output
+    assert "| itermrl | 82.50 | 78.50 | 80.50 | +1.00 -3.00 |" in result.output
+    assert "| itermrl | -1.00 | [-1.00, -1.00] | 0 / 4 of 4 |" in result.output
+    same = CliRunner().invoke(main, ["compare", runs[0], runs[0]])
+    assert same.exit_code != 0 and "same seed" in same.output
+    none = CliRunner().invoke(main, ["compare"])
+    assert none.exit_code != 0 and "Missing argument" in none.output

@@ -102,3 +102,78 @@ def format_paired(report: dict[str, Any], reference: str) -> list[str]:
             f"{r['better']} / {r['worse']} of {r['n']} | {p} |"
         )
     return [*lines, ""]
+
+
+SAME_BENCHMARK = ("dataset", "split", "target", "protocol", "initial", "steps")
+"""results.json fields that several runs must share to be pooled over user seeds."""
+
+
+def pool_seeds(reports: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Runs of one benchmark that differ only in ``--seed`` (the simulated user's draws and
+    the random ROI margins) as one report of the methods they all have, whose per-case Dice
+    after the last step is the mean over the runs, plus ``seeds`` and ``seed_means``
+    (method -> mean final Dice of each run, in run order).
+
+    One seed's user is one draw of many possible ones: a gap between methods that changes
+    sign from seed to seed is the user's noise, not the methods'. Averaging each case over
+    seeds before pairing keeps the cases the unit of the paired test (:func:`paired_against`
+    works on the result). ConfigError when fewer than two runs are given, when they differ
+    in anything but the seed, repeat a seed, share no method or hold other cases.
+    """
+    if len(reports) < 2:
+        raise ConfigError(f"pooling over seeds needs two runs or more, got {len(reports)}")
+    first = reports[0]
+    for key in SAME_BENCHMARK:
+        values = {str(r.get(key)) for r in reports}
+        if len(values) > 1:
+            raise ConfigError(f"these runs differ in {key} ({', '.join(sorted(values))})")
+    seeds = [r.get("seed") for r in reports]
+    if len(set(seeds)) < len(seeds):
+        raise ConfigError(f"two runs have the same seed ({seeds}): pool different seeds")
+    names = [m for m in first["methods"] if all(m in r["methods"] for r in reports)]
+    if not names:
+        raise ConfigError("these runs share no method")
+    methods: dict[str, Any] = {}
+    seed_means: dict[str, list[float]] = {}
+    for name in names:
+        finals = [final_dice(r["methods"][name]) for r in reports]
+        if any(set(f) != set(finals[0]) for f in finals):
+            raise ConfigError(f"method {name!r} has other cases in some runs")
+        seed_means[name] = [float(np.mean(list(f.values()))) for f in finals]
+        methods[name] = {
+            "cases": {
+                case: {"steps": [{"dice": float(np.mean([f[case] for f in finals]))}]}
+                for case in finals[0]
+            }
+        }
+    return {"steps": first["steps"], "seeds": seeds, "seed_means": seed_means, "methods": methods}
+
+
+def format_pooled(pooled: dict[str, Any], reference: str) -> list[str]:
+    """Markdown lines for :func:`pool_seeds`: each method's mean final Dice per seed, the
+    mean over seeds and its lead over ``reference`` per seed, then the paired table of the
+    seed-averaged cases."""
+    if reference not in pooled["methods"]:
+        raise ConfigError(
+            f"method {reference!r} is not in every run",
+            hint=f"choose one of {', '.join(pooled['methods'])}",
+        )
+    seeds, means = pooled["seeds"], pooled["seed_means"]
+    lines = [
+        f"## Dice (%) after step {pooled['steps']}, mean over cases, per user seed",
+        "",
+        f"| method | {' | '.join(f'seed {s}' for s in seeds)} | mean | - {reference}, per seed |",
+        f"|---|{'---|' * len(seeds)}---|---|",
+    ]
+    for name, values in means.items():
+        gaps = (
+            " ".join(f"{v - r:+.2f}" for v, r in zip(values, means[reference], strict=True))
+            if name != reference
+            else ""
+        )
+        cells = " | ".join(f"{v:.2f}" for v in values)
+        lines.append(f"| {name} | {cells} | {np.mean(values):.2f} | {gaps} |")
+    paired = format_paired(pooled, reference)
+    if paired:
+        paired[0] += f", each case averaged over {len(seeds)} seeds"
+    return [*lines, "", *paired]

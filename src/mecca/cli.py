@@ -593,20 +593,35 @@ def curves(runs: tuple[str, ...], upto: int | None, out: Path) -> None:
 
 
 @main.command()
-@click.argument("results", type=click.Path(path_type=Path))
+@click.argument("results", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--reference", help="Method the others are compared with (default: the first).")
-def compare(results: Path, reference: str | None) -> None:
-    """Paired final-Dice differences between the methods of one benchmark run.
+def compare(results: tuple[Path, ...], reference: str | None) -> None:
+    """Paired final-Dice differences between the methods of a benchmark run, or of several
+    runs that differ only in --seed.
 
     RESULTS is a benchmark folder or its results.json. Prints, per method, the mean
     per-case difference to the reference, a 95 % bootstrap interval and the Wilcoxon p.
+    Given several runs of one benchmark with other user seeds, it first prints each
+    method's mean Dice per seed, then pairs the cases averaged over the seeds.
 
     \b
-    Example:
+    Examples:
       mecca compare docs/results/hippocampus --reference mecca
+      mecca compare runs/bench_seed0 runs/bench_seed1 runs/bench_seed2 --reference mecca
     """
-    from mecca.bench_stats import format_paired
+    from mecca.bench_stats import format_paired, format_pooled, pool_seeds
 
+    reports = [_benchmark_report(path) for path in results]
+    if len(reports) == 1:
+        report = reports[0]
+        click.echo("\n".join(format_paired(report, reference or next(iter(report["methods"])))))
+        return
+    pooled = pool_seeds(reports)
+    click.echo("\n".join(format_pooled(pooled, reference or next(iter(pooled["methods"])))))
+
+
+def _benchmark_report(results: Path) -> dict:
+    """The results.json of a benchmark folder (or that file); InputError when it is not one."""
     path = results / "results.json" if results.is_dir() else results
     if not path.is_file():
         raise InputError(
@@ -619,7 +634,7 @@ def compare(results: Path, reference: str | None) -> None:
         raise InputError("not a mecca benchmark results.json", path=path) from err
     if not names:
         raise InputError("these results hold no methods", path=path)
-    click.echo("\n".join(format_paired(report, reference or names[0])))
+    return dict(report)
 
 
 if __name__ == "__main__":
