@@ -126,7 +126,8 @@ def main() -> None:
     results["full_size"] = summary(full)
     print(
         f"{source}, model {bundle.path.name}, grid {grid}, {args.threads} threads, "
-        f"{args.repeats} steps, think time {args.think_ms:.0f} ms: median [q1, q3] ms"
+        f"{args.repeats} steps, think time {args.think_ms:.0f} ms, "
+        f"{torch.backends.cpu.get_cpu_capability()}: median [q1, q3] ms"
     )
     for key, r in results.items():
         print(
@@ -144,6 +145,9 @@ def main() -> None:
                     "think_ms": args.think_ms,
                     "torch": torch.__version__,
                     "machine": platform.machine(),
+                    # the vector unit torch's kernels use (AVX2, AVX512, ...): machines of
+                    # one name differ, and the step time with them
+                    "cpu_capability": torch.backends.cpu.get_cpu_capability(),
                     "results": results,
                 },
                 indent=1,
