@@ -238,6 +238,7 @@ def test_partial_trains_from_the_cli_and_runs_in_the_benchmark(phantoms, tmp_pat
         weights=(("partial", str(run)),),
     )
     report = run_benchmark(bench, tmp_path / "b", progress=False)
+    assert report["weights"] == [["partial", str(run)]]  # which model gave the figures
     for case in report["methods"]["partial"]["cases"].values():
         # each step: at most one accepted proposal + the cvpr25 user's one correction click
         assert all(s["proposals"] in (0, 1) for s in case["steps"])

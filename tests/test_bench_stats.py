@@ -99,6 +99,10 @@ def test_pooling_refuses_runs_that_are_not_one_benchmark():
         pool_seeds([a, _seed_run(0, {"mecca": [81.0, 90.0]})])
     with pytest.raises(ConfigError, match="differ in split"):
         pool_seeds([a, _seed_run(1, {"mecca": [80.0, 90.0]}, split="val")])
+    other_model = _seed_run(1, {"mecca": [80.0, 90.0]}, weights=[["mecca", "runs/b"]])
+    with pytest.raises(ConfigError, match="differ in weights"):
+        pool_seeds([a, other_model])
+    assert pool_seeds([a, _seed_run(1, {"mecca": [80.0, 90.0]}, weights=[])])["seeds"] == [0, 1]
     with pytest.raises(ConfigError, match="share no method"):
         pool_seeds([a, _seed_run(1, {"itermrl": [80.0, 90.0]})])
     with pytest.raises(ConfigError, match="other cases"):

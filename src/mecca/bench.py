@@ -35,8 +35,10 @@ Protocols built so far:
   Table 6 on the same start: 5 clicks per step at random voxels (labelled by the ground
   truth), or no clicks at all (steps refine on the initial map alone).
 
-Outputs in ``--out``: ``results.json`` (schema in :func:`summarise`; ``paired``: every
-method's final-Dice difference to the first one, :mod:`mecca.bench_stats`), ``results.csv``
+Outputs in ``--out``: ``results.json`` (the settings, ``weights`` among them: the
+``--weights`` pairs, empty for the shipped models; per method the schema of
+:func:`summarise`; ``paired``: every method's final-Dice difference to the first one,
+:mod:`mecca.bench_stats`), ``results.csv``
 (one row per method, case and step), ``report.md`` (Dice and ASSD per step in the
 layout of the MECCA paper's Tables 1-2, NoC, misunderstanding rate, seconds per step, the
 paired differences to the first method),
@@ -418,6 +420,7 @@ def run_benchmark(
         "target": settings.target,
         "steps": settings.steps,
         "seed": settings.seed,
+        "weights": [list(w) for w in settings.weights],
         "methods": {
             name: summarise({cases[i].case_id: by_index[i][name] for i in range(len(cases))})
             for name in settings.methods

@@ -104,8 +104,9 @@ def format_paired(report: dict[str, Any], reference: str) -> list[str]:
     return [*lines, ""]
 
 
-SAME_BENCHMARK = ("dataset", "split", "target", "protocol", "initial", "steps")
-"""results.json fields that several runs must share to be pooled over user seeds."""
+SAME_BENCHMARK = ("dataset", "split", "target", "protocol", "initial", "steps", "weights")
+"""results.json fields that several runs must share to be pooled over user seeds (results
+written before ``weights`` was recorded count as the shipped models: no weights)."""
 
 
 def pool_seeds(reports: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -124,7 +125,7 @@ def pool_seeds(reports: Sequence[dict[str, Any]]) -> dict[str, Any]:
         raise ConfigError(f"pooling over seeds needs two runs or more, got {len(reports)}")
     first = reports[0]
     for key in SAME_BENCHMARK:
-        values = {str(r.get(key)) for r in reports}
+        values = {str(r.get(key) or None) for r in reports}
         if len(values) > 1:
             raise ConfigError(f"these runs differ in {key} ({', '.join(sorted(values))})")
     seeds = [r.get("seed") for r in reports]
