@@ -124,10 +124,13 @@ def main() -> None:
         "without_advice": summary(time_steps(vol, gt, method, grid, args.repeats, advice=False)),  # type: ignore[arg-type]
     }
     results["full_size"] = summary(full)
+    # the vector unit torch's kernels use (AVX2, AVX512, ...): machines of one name differ,
+    # and the step time with them
+    cpu = torch.backends.cpu.get_cpu_capability()
     print(
         f"{source}, model {bundle.path.name}, grid {grid}, {args.threads} threads, "
         f"{args.repeats} steps, think time {args.think_ms:.0f} ms, "
-        f"{torch.backends.cpu.get_cpu_capability()}: median [q1, q3] ms"
+        f"{cpu}: median [q1, q3] ms"
     )
     for key, r in results.items():
         print(
@@ -145,9 +148,7 @@ def main() -> None:
                     "think_ms": args.think_ms,
                     "torch": torch.__version__,
                     "machine": platform.machine(),
-                    # the vector unit torch's kernels use (AVX2, AVX512, ...): machines of
-                    # one name differ, and the step time with them
-                    "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+                    "cpu_capability": cpu,
                     "results": results,
                 },
                 indent=1,

@@ -6,6 +6,7 @@ import json
 import logging
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -620,7 +621,7 @@ def compare(results: tuple[Path, ...], reference: str | None) -> None:
     click.echo("\n".join(format_pooled(pooled, reference or next(iter(pooled["methods"])))))
 
 
-def _benchmark_report(results: Path) -> dict:
+def _benchmark_report(results: Path) -> dict[str, Any]:
     """The results.json of a benchmark folder (or that file); InputError when it is not one."""
     path = results / "results.json" if results.is_dir() else results
     if not path.is_file():
@@ -634,7 +635,7 @@ def _benchmark_report(results: Path) -> dict:
         raise InputError("not a mecca benchmark results.json", path=path) from err
     if not names:
         raise InputError("these results hold no methods", path=path)
-    return dict(report)
+    return report
 
 
 if __name__ == "__main__":

@@ -112,14 +112,17 @@ def surface_voxels(mask: np.ndarray) -> np.ndarray:
     return m & ~ndimage.binary_erosion(m, structure=structure, border_value=0)
 
 
-def _union_box(a: np.ndarray, b: np.ndarray) -> tuple[slice, ...]:
-    """Bounding box of ``a | b`` (at least one of them non-empty)."""
-    union = a | b
+def bounding_box(mask: np.ndarray, margin: int = 0) -> tuple[slice, ...] | None:
+    """Slices of ``mask``'s bounding box grown by ``margin`` voxels (clipped to the array),
+    or None for an empty mask. Per-axis projections: cheaper than argwhere or
+    ``ndimage.find_objects`` on big volumes."""
     box = []
-    for axis in range(union.ndim):
-        other = tuple(ax for ax in range(union.ndim) if ax != axis)
-        idx = np.flatnonzero(union.any(axis=other))
-        box.append(slice(int(idx[0]), int(idx[-1]) + 1))
+    for axis in range(mask.ndim):
+        other = tuple(ax for ax in range(mask.ndim) if ax != axis)
+        idx = np.flatnonzero(mask.any(axis=other))
+        if idx.size == 0:
+            return None
+        box.append(slice(max(int(idx[0]) - margin, 0), int(idx[-1]) + margin + 1))
     return tuple(box)
 
 
@@ -146,7 +149,8 @@ def surface_distances(
     sp = _spacing(spacing, p.ndim)
     if not p.any() and not g.any():
         return np.zeros(0), np.zeros(0)
-    box = _union_box(p, g)
+    box = bounding_box(p | g)
+    assert box is not None  # one of the masks is non-empty
     sp_, sg = (surface_voxels(np.pad(m[box], 1)) for m in (p, g))
     if not sg.any():
         return np.full(np.count_nonzero(sp_), np.inf), np.zeros(0)

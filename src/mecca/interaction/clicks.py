@@ -40,6 +40,7 @@ import numpy as np
 from scipy import ndimage
 
 from mecca.errors import ConfigError, GeometryError, InputError
+from mecca.metrics import bounding_box
 
 logger = logging.getLogger(__name__)
 
@@ -137,26 +138,13 @@ def edge_candidates(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
     """
     pred, gt = np.asarray(pred, dtype=bool), np.asarray(gt, dtype=bool)
     out = np.zeros(gt.shape, dtype=bool)
-    box = _grown_box(gt, margin=1)
+    box = bounding_box(gt, margin=1)
     if box is None:
         return out
     wrong = pred[box] != gt[box]
     near_wrong = ndimage.binary_dilation(wrong, structure=STRUCTURE_26)
     out[box] = object_surface(gt[box]) & near_wrong
     return out
-
-
-def _grown_box(mask: np.ndarray, margin: int) -> tuple[slice, ...] | None:
-    """Slices of ``mask``'s bounding box grown by ``margin`` voxels (clipped to the array),
-    or None for an empty mask. Per-axis projections: cheaper than argwhere on big volumes."""
-    box = []
-    for axis in range(mask.ndim):
-        others = tuple(a for a in range(mask.ndim) if a != axis)
-        hit = np.flatnonzero(mask.any(axis=others))
-        if hit.size == 0:
-            return None
-        box.append(slice(max(int(hit[0]) - margin, 0), int(hit[-1]) + margin + 1))
-    return tuple(box)
 
 
 def spread_sample(coords: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
