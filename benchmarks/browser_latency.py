@@ -87,12 +87,12 @@ def main() -> None:
         )
         page = browser.new_page(viewport={"width": 1100, "height": 700})
         page.goto(f"http://127.0.0.1:{port}")
-        page.wait_for_function("window.mecca && window.mecca.ready", timeout=30000)
+        page.wait_for_function("() => window.mecca && window.mecca.ready", timeout=30000)
         page.select_option("#view", "axial")
         if args.overlay == "mask":
             page.uncheck("#showProb")
         page.click(f"#files li[data-path='{name}']")
-        page.wait_for_function("window.mecca.loaded === true", timeout=60000)
+        page.wait_for_function("() => window.mecca.loaded === true", timeout=60000)
         page.wait_for_timeout(500)
         box = page.locator("#gl").bounding_box()
         assert box is not None
@@ -101,7 +101,7 @@ def main() -> None:
         page.check("input[value=roi]")
         page.mouse.click(cx - 0.15 * side, cy - 0.15 * side)
         page.mouse.click(cx + 0.15 * side, cy + 0.15 * side)
-        page.wait_for_function("window.mecca.session.roi !== null", timeout=30000)
+        page.wait_for_function("() => window.mecca.session.roi !== null", timeout=30000)
         page.check(f"input[value={kind}]")
         rng = np.random.default_rng(0)
         for n in range(args.clicks + 1):  # the first click warms up
@@ -109,7 +109,9 @@ def main() -> None:
             page.wait_for_timeout(args.think_ms)
             page.mouse.click(cx + dx, cy + dy)
             page.wait_for_function(
-                f"window.mecca.session.steps === {n + 1} && !window.mecca.busy",
+                # a function, not an expression: Playwright polls expressions with eval,
+                # which the page's Content-Security-Policy refuses
+                f"() => window.mecca.session.steps === {n + 1} && !window.mecca.busy",
                 timeout=60000,
                 polling=250,  # the page times itself; polling every frame would load the CPU
             )

@@ -138,7 +138,7 @@ def start_server(root: Path, state: Path, methods: str) -> tuple[subprocess.Pope
 
 def drive(url: str, case: Case, vol: Volume, barrier: threading.Barrier) -> dict:
     """One client: open, ROI, 5 click+step requests, download the mask."""
-    with httpx.Client(base_url=url, timeout=600) as client:
+    with httpx.Client(base_url=url, headers={"X-Mecca-Client": "bench"}, timeout=600) as client:
         sid = client.post("/api/sessions", json={"root": 0, "path": case.rel_path}).json()["id"]
         lo, hi = np.array(case.box.start), np.array(case.box.stop) - 1
         corners = [vol.voxel_to_world(lo).tolist(), vol.voxel_to_world(hi).tolist()]

@@ -435,6 +435,54 @@ def test_4d_itk_channels(tmp_path):
     np.testing.assert_array_equal(load(path, channel=1).array, ramp() + 1000)
 
 
+def test_rgb_nifti_is_read_as_channels(tmp_path):
+    """RGB24/RGBA32 NIfTI (a structured value per voxel) became a 500 in the server."""
+    fields = [("R", "u1"), ("G", "u1"), ("B", "u1"), ("A", "u1")]
+    for n in (3, 4):
+        data = np.zeros((6, 7, 8), dtype=fields[:n])
+        data["G"] = ramp().astype(np.uint8)
+        path = tmp_path / f"rgb{n}.nii.gz"
+        nib.save(nib.Nifti1Image(data, make_affine()), str(path))
+        with pytest.raises(InputError, match=f"{n} channels"):
+            load(path)
+        np.testing.assert_array_equal(load(path, channel=1).array, ramp().astype(np.uint8))
+
+
+@pytest.mark.parametrize("ext", [".nii.gz", ".nrrd"])
+def test_complex_images_refused(tmp_path, ext):
+    """Casting to float32 dropped the imaginary part without a word."""
+    data = (ramp() + 1j * ramp()).astype(np.complex64)
+    path = tmp_path / f"c{ext}"
+    if ext == ".nrrd":
+        sitk.WriteImage(sitk.GetImageFromArray(data.transpose(2, 1, 0)), str(path))
+    else:
+        nib.save(nib.Nifti1Image(data, make_affine()), str(path))
+    with pytest.raises(InputError, match="holds complex values"):
+        load(path)
+
+
+def test_dicom_slice_of_another_size_refused_before_reading(tmp_path, monkeypatch):
+    """A damaged or foreign file sorted first sized the whole volume (the series reader,
+    and the server's voxel limit, take the first file's header): every slice's header is
+    now compared before any pixel data is read."""
+    paths = write_dicom_series(tmp_path / "dcm", dicom_volume(), f"{UID_ROOT}.7")
+    first = sitk.ReadImage(str(paths[0]))
+    other = sitk.Image(40, 30, sitk.sitkInt16)
+    for key in first.GetMetaDataKeys():
+        other.SetMetaData(key, first.GetMetaData(key))
+    writer = sitk.ImageFileWriter()
+    writer.KeepOriginalImageUIDOn()
+    writer.SetFileName(str(paths[0]))
+    writer.Execute(other)
+
+    def no_read(self):
+        raise AssertionError("pixel data read before the slices were compared")
+
+    monkeypatch.setattr(sitk.ImageSeriesReader, "Execute", no_read)
+    with pytest.raises(InputError, match="slices of the series differ.*40 x 30"):
+        load(tmp_path / "dcm")
+
+
 @pytest.mark.parametrize("bad", [np.nan, np.inf])
 def test_non_finite_intensities_refused(tmp_path, bad):
     data = ramp()

@@ -246,6 +246,14 @@ def segment(
 @click.option("--token", envvar="MECCA_TOKEN", help="Require this bearer token (env MECCA_TOKEN).")
 @click.option("--allow-remote", is_flag=True, help="Allow a non-loopback --host (needs --token).")
 @click.option(
+    "--allow-host",
+    "allow_hosts",
+    multiple=True,
+    metavar="NAME",
+    help="A Host name or address clients use to reach this server, accepted besides the "
+    "bound host and loopback names (repeatable); needed with --host 0.0.0.0 or ::.",
+)
+@click.option(
     "--methods",
     default="mecca,itermrl,random_walker,graphcut,growcut,geos,region_growing",
     show_default=True,
@@ -260,6 +268,30 @@ def segment(
 @click.option("--max-upload-mb", type=int, default=1024, show_default=True)
 @click.option("--max-voxels", type=int, default=512**3, show_default=True)
 @click.option(
+    "--max-sessions", type=int, default=200, show_default=True, help="Saved sessions at most."
+)
+@click.option(
+    "--max-loaded-sessions",
+    type=int,
+    default=32,
+    show_default=True,
+    help="Sessions in memory at most (the least recently used is unloaded to disk).",
+)
+@click.option(
+    "--max-memory-mb",
+    type=int,
+    default=4096,
+    show_default=True,
+    help="Memory that sessions and images being opened may hold; beyond it: 503.",
+)
+@click.option(
+    "--step-timeout",
+    type=float,
+    default=60.0,
+    show_default=True,
+    help="Seconds a step may run; a longer one is stopped (503), its session kept as saved.",
+)
+@click.option(
     "--threads",
     type=int,
     help="Torch threads for the methods (default: half the CPU cores, at least 1: the "
@@ -272,10 +304,15 @@ def serve(
     state_dir: Path | None,
     token: str | None,
     allow_remote: bool,
+    allow_hosts: tuple[str, ...],
     methods: str,
     weights: tuple[str, ...],
     max_upload_mb: int,
     max_voxels: int,
+    max_sessions: int,
+    max_loaded_sessions: int,
+    max_memory_mb: int,
+    step_timeout: float,
     threads: int | None,
 ) -> None:
     """Serve the HTTP API and the MONAI Label subset that 3D Slicer uses.
@@ -284,6 +321,8 @@ def serve(
     Example:
       mecca serve --root ../shared/data --port 8000
       (3D Slicer: MONAILabel module, server http://127.0.0.1:8000)
+      mecca serve --host 0.0.0.0 --allow-remote --allow-host 192.168.1.20
+      (MECCA_TOKEN set to a random token, e.g. from: openssl rand -hex 24)
     """
     import uvicorn
 
@@ -297,17 +336,41 @@ def serve(
         port=port,
         token=token,
         allow_remote=allow_remote,
+        extra_hosts=allow_hosts,
         roots=tuple(r.resolve() for r in roots),
         methods=tuple(m.strip() for m in methods.split(",") if m.strip()),
         weights=name_value_pairs(weights, "--weights"),
         max_upload_bytes=max_upload_mb << 20,
         max_voxels=max_voxels,
+        max_sessions=max_sessions,
+        max_loaded_sessions=max_loaded_sessions,
+        max_memory_bytes=max_memory_mb << 20,
+        step_timeout_s=step_timeout,
         state_dir=defaults.state_dir if state_dir is None else state_dir,
     )
     for name in ("mecca.io", "mecca.session"):  # they log file paths: keep them quiet
         logging.getLogger(name).setLevel(logging.WARNING)
-    click.echo(f"MECCA server on http://{host}:{port} (API docs at /docs)")
+    click.echo(f"MECCA server: open {page_url(settings)}  (API schema at /openapi.json)")
     uvicorn.run(create_app(settings), host=host, port=port, access_log=False, log_level="info")
+
+
+def page_url(settings: Any) -> str:
+    """The page's address for the start message: the first ``--allow-host`` when bound to
+    every interface; with a token, in the fragment (``#token=``), which browsers never
+    send to a server, and which the page moves to the tab's storage at once."""
+    import urllib.parse
+
+    from mecca.server.settings import WILDCARD_HOSTS
+
+    host = settings.host
+    if host in WILDCARD_HOSTS and settings.extra_hosts:
+        host = settings.extra_hosts[0]
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"  # an IPv6 address
+    url = f"http://{host}:{settings.port}/"
+    if not settings.token:
+        return url
+    return f"{url}#token={urllib.parse.quote(settings.token, safe='')}"
 
 
 def name_value_pairs(items: tuple[str, ...], option: str) -> tuple[tuple[str, str], ...]:

@@ -39,3 +39,16 @@ class OverwriteError(MeccaError):
 
 class ConfigError(MeccaError):
     """A setting with a value the code cannot use."""
+
+
+class MethodError(MeccaError):
+    """A method that failed on its input or gave an unusable result (NaN): the step is not
+    kept, and the caller's session stays as it was."""
+
+
+class ServerBusy(MeccaError):
+    """The server cannot take this now: full (sessions or memory) or a step ran too long."""
+
+
+class SaveError(MeccaError):
+    """A change that could not be written to disk (full or read-only): it was not kept."""

@@ -22,6 +22,8 @@ Reading and writing policy
   when the qform is set (``qform_code > 0``, a qform cannot be sheared), with a warning and
   ``meta["affine_source"] == "qform"``; with no usable qform it is refused
   (:class:`~mecca.errors.GeometryError`). Other formats with a sheared grid are refused.
+- RGB NIfTI (RGB24/RGBA32) is read as a channel axis (pick one with ``channel=``);
+  complex images are refused rather than losing their imaginary part.
 - Masks are written on exactly the grid of the image they belong to. Writes are atomic:
   a temporary file in the target folder is renamed over the target only when complete.
 """
@@ -29,6 +31,7 @@ Reading and writing policy
 from __future__ import annotations
 
 import logging
+import math
 import os
 import tempfile
 from collections.abc import Callable, Sequence
@@ -39,6 +42,7 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 import SimpleITK as sitk
+from numpy.lib.recfunctions import structured_to_unstructured
 from numpy.typing import ArrayLike, DTypeLike
 
 from mecca.errors import GeometryError, InputError, MeccaError, OverwriteError
@@ -56,6 +60,8 @@ FORMATS: dict[str, str] = {
     ".gipl": "gipl",
     ".gipl.gz": "gipl",
 }
+#: SimpleITK ImageIO that reads each format other than NIfTI.
+ITK_IMAGE_IO = {"nrrd": "NrrdImageIO", "metaimage": "MetaImageIO", "gipl": "GiplImageIO"}
 #: Endings :func:`save_mask` and :func:`save_volume` write: single-file formats only, since
 #: a header/data pair (.mhd/.raw, .nhdr/.raw) cannot be replaced atomically.
 WRITABLE = (".nii", ".nii.gz", ".nrrd", ".mha", ".gipl", ".gipl.gz")
@@ -238,8 +244,20 @@ def _spatial_check(arr: np.ndarray, path: Path | None) -> None:
         )
 
 
+def _check_real(arr: np.ndarray, path: Path | None) -> None:
+    """InputError for complex voxel values: keeping only the real part would silently
+    change the image."""
+    if np.iscomplexobj(arr):
+        raise InputError(
+            f"holds complex values ({arr.dtype}); MECCA reads real-valued images",
+            path=path,
+            hint="save the magnitude (or the real part) as a real-valued image",
+        )
+
+
 def _select_channel(arr: np.ndarray, channel: int | None, path: Path | None) -> np.ndarray:
     """Reduce an (I, J, K[, ..., C]) array to (I, J, K), picking ``channel`` when needed."""
+    _check_real(arr, path)
     _spatial_check(arr, path)
     extra = tuple(int(s) for s in arr.shape[3:] if s != 1)
     arr = arr.reshape(tuple(arr.shape[:3]) + extra)
@@ -337,6 +355,8 @@ def _read_nifti(path: Path) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
             raise InputError("is not a single-file NIfTI image", path=path, hint=_LAYOUT_HINT)
         affine, source = _nifti_affine(img.header, path)
         data = np.asanyarray(img.dataobj)
+        if data.dtype.names:  # RGB24 / RGBA32: one structured value per voxel
+            data = structured_to_unstructured(data)  # -> a channel axis (R, G, B[, A])
     except MeccaError:
         raise
     except Exception as exc:  # nibabel, gzip and zlib raise many kinds
@@ -373,10 +393,19 @@ def _itk_to_arrays(image: sitk.Image, path: Path | None) -> tuple[np.ndarray, np
     return arr, affine
 
 
+def itk_reader(path: Path) -> sitk.ImageFileReader:
+    """A SimpleITK reader of ``path`` bound to the ImageIO its ending names, so the file's
+    content can never pick another reader (a MetaImage header in a ``.gipl``, say)."""
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    reader.SetImageIO(ITK_IMAGE_IO[_format_of(path)])
+    return reader
+
+
 def _read_itk(path: Path, fmt: str) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     """Array (I, J, K[, C]), affine and meta of a file SimpleITK reads."""
     try:
-        image = sitk.ReadImage(str(path))
+        image = itk_reader(path).Execute()
     except Exception as exc:  # SimpleITK raises RuntimeError with ITK's message
         first = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
         raise InputError(
@@ -399,16 +428,63 @@ def _dicom_floats(reader: sitk.ImageFileReader, tag: str, name: str, file: str) 
     return np.array([float(v) for v in reader.GetMetaData(tag).split("\\")], dtype=np.float64)
 
 
+def _slice_layout(reader: sitk.ImageFileReader) -> tuple[tuple[int, ...], int, str]:
+    """(size, components, pixel type) of the slice file a reader has read the header of."""
+    size = tuple(int(n) for n in reader.GetSize())
+    size = size + (1,) * (3 - len(size))
+    pixel = sitk.GetPixelIDValueAsString(reader.GetPixelID())
+    return size, int(reader.GetNumberOfComponents()), pixel
+
+
+def _check_layout(
+    layout: tuple[tuple[int, ...], int, str],
+    first: tuple[tuple[int, ...], int, str],
+    file: str,
+    first_file: str,
+) -> None:
+    """Refuse a slice file unlike the series' first one, or holding several frames (in a
+    series of several files).
+
+    Why: the series reader sizes the whole volume from the first file's header alone, and
+    the upload's voxel limit counts that header times the file count, so one damaged or
+    foreign file would decide how much is allocated. Checked before any pixel data is read.
+    """
+    size = layout[0]
+    if len(size) > 3 or size[2] != 1:
+        raise InputError(
+            f"a file of the series holds {math.prod(size[2:])} frames, not one slice",
+            path=file,
+            hint="a series must be single-frame slices; pass a multi-frame file on its own",
+        )
+    if layout != first:
+
+        def shown(lay: tuple[tuple[int, ...], int, str]) -> str:
+            return f"{lay[0][0]} x {lay[0][1]} voxels of {lay[2]} ({lay[1]} component(s))"
+
+        raise InputError(
+            f"slices of the series differ: {shown(layout)} here, {shown(first)} in the"
+            f" first one ({Path(first_file).name})",
+            path=file,
+            hint="the file may be damaged or from another series; remove it or re-export",
+        )
+
+
 def _slice_geometry(files: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-    """Positions (N, 3) and orientations (N, 6) of the slices of a DICOM series."""
+    """Positions (N, 3) and orientations (N, 6) of the slices of a DICOM series, after
+    checking that every slice file has the first one's size and pixel type."""
     reader = sitk.ImageFileReader()
     positions, orientations = [], []
+    first = None
     for file in files:
         reader.SetFileName(file)
         try:
             reader.ReadImageInformation()
         except RuntimeError as exc:
             raise InputError("cannot be read as DICOM", path=file, hint="re-export it") from exc
+        layout = _slice_layout(reader)
+        first = layout if first is None else first
+        if len(files) > 1:  # one multi-frame file is a volume of its own
+            _check_layout(layout, first, file, files[0])
         positions.append(_dicom_floats(reader, "0020|0032", "Image Position (Patient)", file))
         orientations.append(_dicom_floats(reader, "0020|0037", "Image Orientation (Patient)", file))
     return np.array(positions), np.array(orientations)
@@ -496,8 +572,9 @@ def load_dicom_series(
 ) -> Volume:
     """Read one DICOM series from a folder into a Volume.
 
-    Slices are checked first: one orientation, no sideways shift, evenly spaced along the
-    slice normal (a missing slice shows as a double gap and is refused).
+    Slices are checked first, from their headers: one size and pixel type, one frame
+    each, one orientation, no sideways shift, evenly spaced along the slice normal (a
+    missing slice shows as a double gap and is refused).
 
     Args:
         folder: folder holding the slice files (subfolders are not searched).
@@ -750,6 +827,8 @@ def atomic_write(path: Path, write: Callable[[Path], object]) -> Path:
 
     The temporary name keeps path's ending so libraries pick the right format. On any
     failure (or interruption) the temporary file is removed and ``path`` is untouched.
+    The file is flushed to disk before the rename and the folder after it, so after a
+    power cut or kill ``path`` holds either the old or the new content, whole.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, name = tempfile.mkstemp(
@@ -760,11 +839,22 @@ def atomic_write(path: Path, write: Callable[[Path], object]) -> Path:
     try:
         write(tmp)
         os.chmod(tmp, 0o666 & ~_umask())
+        _fsync(tmp)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    _fsync(path.parent)
     return path
+
+
+def _fsync(path: Path) -> None:
+    """Flush a file's (or a folder's entries') data to the disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _save(array: np.ndarray, like: Volume, path: Path) -> Path:

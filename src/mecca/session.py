@@ -62,7 +62,7 @@ import numpy as np
 from mecca import methods
 from mecca.data.roi import DEFAULT_GRID, Box, Crop, NormaliseConfig, make_crop, prob_to_box
 from mecca.episode import clicks_to_grid
-from mecca.errors import ConfigError, InputError
+from mecca.errors import ConfigError, InputError, MethodError
 from mecca.interaction.clicks import Click, InteractionKind
 from mecca.interaction.guide import (
     SupervoxelCache,
@@ -263,6 +263,11 @@ class Predictor:
     def step(self, clicks: Sequence[Click], *, rng: np.random.Generator) -> StepResult:
         """Run one step with ``clicks`` on the network grid; clears the redo stack."""
         state, result = self.method.step(self.state, list(clicks), rng=rng)
+        if not np.all(np.isfinite(result.prob)):  # a broken result must never become a mask
+            raise MethodError(
+                f"method {self.method.name!r} gave a non-finite probability; the step was not kept",
+                hint="try other clicks, another ROI or another method",
+            )
         return self.push(state, self._with_advice(result, self.n_steps + 1))
 
     def push(self, state: MethodState, result: StepResult) -> StepResult:
@@ -307,11 +312,21 @@ class Predictor:
 
 
 def nearest_voxel(volume: Volume, xyz_mm: Sequence[float]) -> tuple[int, int, int]:
-    """The voxel (i, j, k) nearest a RAS+ position in mm; InputError unless 3 finite numbers."""
+    """The voxel (i, j, k) nearest a RAS+ position in mm; InputError unless 3 finite numbers
+    within the image's own size of it on each axis (further out, as at 1e308 mm, the voxel
+    index overflows; nearer, callers say which voxel is outside)."""
     xyz = np.asarray(xyz_mm, dtype=np.float64)
     if xyz.shape != (3,) or not np.all(np.isfinite(xyz)):
         raise InputError(f"a world position must be three finite numbers (mm), got {xyz_mm!r}")
-    i, j, k = (int(v) for v in np.floor(volume.world_to_voxel(xyz) + 0.5))
+    with np.errstate(over="ignore", invalid="ignore"):
+        ijk = np.floor(volume.world_to_voxel(xyz) + 0.5)
+    shape = np.asarray(volume.shape[:3], dtype=np.float64)
+    if not np.all(np.isfinite(ijk)) or np.any(ijk < -shape) or np.any(ijk >= 2 * shape):
+        raise InputError(
+            f"world position {xyz.tolist()} mm is far outside the volume",
+            hint="click on the image",
+        )
+    i, j, k = (int(v) for v in ijk)
     return i, j, k
 
 

@@ -20,6 +20,11 @@ from mecca.server.settings import ServerSettings  # noqa: E402
 from mecca.server.viewer_overlay import OTHER_OUTLINE  # noqa: E402
 
 METHOD = "random_walker"
+CLIENT = {"X-Mecca-Client": "test"}
+"""The header every API client sends (the server's cross-site guard)."""
+OCTET = {"content-type": "application/octet-stream"}
+"""The content type of an upload (the page sends it; others are refused with 415)."""
+UPLOAD = "/api/sessions/upload?filename="
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +34,7 @@ def root(tmp_path_factory) -> Path:
 
 def _client(root: Path, state: Path, **kw) -> TestClient:
     settings = ServerSettings(roots=(root,), state_dir=state, methods=(METHOD, "mecca"), **kw)
-    return TestClient(create_app(settings), base_url="http://127.0.0.1")
+    return TestClient(create_app(settings), base_url="http://127.0.0.1", headers=CLIENT)
 
 
 def _dice(a: np.ndarray, b: np.ndarray) -> float:
@@ -135,7 +140,9 @@ def test_concurrent_sessions_never_see_each_other(root, tmp_path):
             image, _ = ball(seed=n, centre=centre)
             nib.save(nib.Nifti1Image(image, np.eye(4)), tmp_path / f"u{n}.nii.gz")
             body = (tmp_path / f"u{n}.nii.gz").read_bytes()
-            reply = client.post(f"/api/sessions/upload?filename=u{n}.nii.gz", content=body)
+            reply = client.post(
+                f"/api/sessions/upload?filename=u{n}.nii.gz", content=body, headers=OCTET
+            )
             assert reply.status_code == 200, reply.text
             ids.append(reply.json()["id"])
         return ids
@@ -168,9 +175,9 @@ def test_bad_requests_get_4xx_with_a_message(root, tmp_path):
         (client.post("/api/sessions", json={"root": 0}), 422),
         (client.get("/api/sessions/0123456789abcdef01234567"), 404),
         (client.get("/api/sessions/../../x"), 404),
-        (client.post("/api/sessions/upload?filename=a.exe", content=b"MZ"), 400),
-        (client.post("/api/sessions/upload?filename=a.nii.gz", content=b"x" * 300_000), 413),
-        (client.post("/api/sessions/upload?filename=a.nii.gz", content=b"not nifti"), 400),
+        (client.post(f"{UPLOAD}a.exe", content=b"MZ", headers=OCTET), 400),
+        (client.post(f"{UPLOAD}a.nii.gz", content=b"x" * 300_000, headers=OCTET), 413),
+        (client.post(f"{UPLOAD}a.nii.gz", content=b"not nifti", headers=OCTET), 400),
         (client.get("/api/info", headers={"host": "evil.example"}), 400),
     ]
     for reply, status in checks:
@@ -182,7 +189,7 @@ def test_bad_requests_get_4xx_with_a_message(root, tmp_path):
     bad_zip = io.BytesIO()
     with zipfile.ZipFile(bad_zip, "w") as zf:
         zf.writestr("../escape.dcm", b"x")
-    reply = client.post("/api/sessions/upload?filename=s.zip", content=bad_zip.getvalue())
+    reply = client.post(f"{UPLOAD}s.zip", content=bad_zip.getvalue(), headers=OCTET)
     assert reply.status_code == 400 and "unsafe" in reply.json()["error"]
     ok = _client(root, tmp_path / "s2")
     sid = ok.post("/api/sessions", json={"root": 0, "path": "lps.nii.gz"}).json()["id"]
@@ -213,7 +220,7 @@ def test_token_and_interface_rules(root, tmp_path):
         ServerSettings(host="0.0.0.0")
     with pytest.raises(ConfigError, match="token"):
         ServerSettings(host="0.0.0.0", allow_remote=True, token="short")
-    token = "t" * 24
+    token = "tT3-k9Qz_a7Wc2Xv5bN8yR1m"
     client = _client(root, tmp_path / "state", token=token)
     assert client.get("/api/info").status_code == 401
     assert client.get("/api/info", headers={"authorization": "Bearer wrong"}).status_code == 401
@@ -243,13 +250,14 @@ def test_sessions_on_one_image_merge_into_one_label_map(root, tmp_path):
     merged = client.post("/api/labelmap", json={**labels, "name": "../x/both.nii.gz"})
     assert merged.status_code == 200, merged.text
     assert merged.json()["exported"] == "both.nii.gz"
-    written = nib.load(tmp_path / "state" / "exports" / "labelmaps" / "both.nii.gz")
+    assert merged.json()["folder"] == f"exports/labelmaps/{a}"  # its own namespace
+    written = nib.load(tmp_path / "state" / merged.json()["folder"] / "both.nii.gz")
     np.testing.assert_allclose(written.affine, affine, atol=1e-5)
     data = np.asarray(written.dataobj)
     np.testing.assert_array_equal(data == 1, one)  # b has no step yet: only label 1
     client.post(f"/api/sessions/{b}/clicks", json={"clicks": [fg, bg]})
     again = client.post("/api/labelmap", json=labels)
-    written = nib.load(tmp_path / "state" / "exports" / "labelmaps" / "labels.nii.gz")
+    written = nib.load(tmp_path / "state" / again.json()["folder"] / "labels.nii.gz")
     data = np.asarray(written.dataobj)
     assert again.status_code == 200 and set(np.unique(data)) <= {0, 1, 7}
     np.testing.assert_array_equal(data > 0, one)  # same clicks, same mask: one of the two

@@ -26,6 +26,7 @@ from mecca.server.app import STATIC, create_app  # noqa: E402
 from mecca.server.settings import ServerSettings  # noqa: E402
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+TOKEN = "9f2c4e7a1b8d3f6a0c5e2b7d4a1f8c3e"
 DOCS_SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
 """Where MECCA_SCREENSHOTS=1 saves the page's screenshot (else the test's tmp folder)."""
 SHAPE = (48, 48, 24)
@@ -54,8 +55,9 @@ def test_vendored_niivue_matches_its_recorded_checksum():
 
 def test_page_loads_only_local_scripts(tmp_path):
     client = TestClient(
-        create_app(ServerSettings(state_dir=tmp_path, token="x" * 20)),
+        create_app(ServerSettings(state_dir=tmp_path, token=TOKEN)),
         base_url="http://127.0.0.1",
+        headers={"X-Mecca-Client": "test"},
     )
     page = client.get("/")  # the page itself needs no token; the API does
     assert page.status_code == 200 and "text/html" in page.headers["content-type"]
@@ -98,9 +100,11 @@ def _two_balls(root: Path) -> None:
 
 
 def _wait(page, condition: str, timeout: int = 30000) -> None:
-    """Wait for a JS condition; on timeout fail with what the page says."""
+    """Wait for a JS condition; on timeout fail with what the page says. (Given as a
+    function: Playwright polls an expression string with eval, which the page's CSP
+    refuses.)"""
     try:
-        page.wait_for_function(condition, timeout=timeout)
+        page.wait_for_function(f"() => ({condition})", timeout=timeout)
     except Exception:  # playwright's TimeoutError
         said = page.text_content("#status"), page.text_content("#error")
         pytest.fail(f"page never reached {condition!r}: status/error {said}")
@@ -185,7 +189,8 @@ def test_a_person_opens_draws_clicks_undoes_and_exports(live_server, tmp_path):
 
 
 def _open_page(p, url: str):
-    """Headless Chromium on the page, ready, axial view: (browser, page, page errors)."""
+    """Headless Chromium on the page, ready, axial view: (browser, page, page errors and
+    Content-Security-Policy violations)."""
     browser = p.chromium.launch(
         executable_path=CHROMIUM,
         args=[
@@ -198,12 +203,23 @@ def _open_page(p, url: str):
         ],
     )
     page = browser.new_page(viewport={"width": 1100, "height": 700})
-    errors: list[str] = []
-    page.on("pageerror", lambda e: errors.append(str(e)))
+    errors = _watch(page)
     page.goto(url)
     _wait(page, "window.mecca && window.mecca.ready")
     page.select_option("#view", "axial")
     return browser, page, errors
+
+
+def _watch(page) -> list[str]:
+    """The page's uncaught errors and CSP violations, as they come (Chromium reports a
+    violation on the console: "Refused to ... Content Security Policy")."""
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.on(
+        "console",
+        lambda m: errors.append(m.text) if "Content Security Policy" in m.text else None,
+    )
+    return errors
 
 
 def test_a_person_picks_one_of_k_proposals_and_accepts_it(tmp_path_factory, tmp_path):
@@ -279,7 +295,8 @@ def test_a_person_segments_two_labels_and_exports_one_label_map(live_server, tmp
         _wait(page, "document.getElementById('status').textContent.startsWith('Exported')")
         browser.close()
     assert not errors, errors
-    written = nib.load(state / "exports" / "labelmaps" / "balls.nii.gz")
+    (written_path,) = (state / "exports" / "labelmaps").glob("*/balls.nii.gz")
+    written = nib.load(written_path)
     np.testing.assert_allclose(written.affine, LPS_AFFINE, atol=1e-6)
     data = np.asarray(written.dataobj)
     balls = [sphere(SHAPE, c, 6) for c in TWO_BALL_CENTRES]
@@ -292,3 +309,76 @@ def test_a_person_segments_two_labels_and_exports_one_label_map(live_server, tmp
     }
     best = max(scores[1, 0] + scores[2, 1], scores[1, 1] + scores[2, 0])
     assert best > 1.6, scores
+
+
+EVIL_FILE = "<img src=x onerror=window.pwned=1>.nii.gz"
+EVIL_FOLDER = "<svg onload=window.pwned=2>"
+
+
+def test_names_from_the_server_show_as_text_and_run_nothing(tmp_path_factory):
+    """Stored XSS: file and folder names with HTML in them are shown as text."""
+    pytest.importorskip("uvicorn")
+    sync_api = _browser()
+    root = tmp_path_factory.mktemp("images")
+    ball, _ = _centred_ball(root)
+    shutil.copy(ball, root / EVIL_FILE)
+    (root / EVIL_FOLDER).mkdir()
+    shutil.copy(ball, root / EVIL_FOLDER / "<b>inner<b>.nii.gz")
+    state = tmp_path_factory.mktemp("state")
+    settings = ServerSettings(roots=(root,), state_dir=state, methods=("geos",))
+    with served(settings) as url, sync_api.sync_playwright() as p:
+        browser, page, errors = _open_page(p, url)
+        page.wait_for_timeout(300)  # time for an injected handler to run
+        assert page.evaluate("window.pwned") is None
+        names = page.eval_on_selector_all("#files li", "(items) => items.map((i) => i.textContent)")
+        assert EVIL_FILE in names and any(n.endswith(EVIL_FOLDER) for n in names), names
+        assert page.evaluate("document.querySelectorAll('#side img, #side svg').length") == 0
+        page.get_by_text(EVIL_FOLDER).click()  # into the folder, and back
+        _wait(page, "document.querySelector('#files li').textContent === '..'")
+        assert "<b>inner<b>.nii.gz" in page.text_content("#files")
+        page.get_by_text("..", exact=True).click()
+        _wait(page, "document.querySelectorAll('#files li').length === 4")
+        page.get_by_text(EVIL_FILE).click()  # opens as any image
+        _wait(page, "window.mecca.loaded === true")
+        assert page.evaluate("window.pwned") is None
+        browser.close()
+    assert not errors, errors
+
+
+def test_the_token_stays_out_of_urls_and_images_come_as_blobs(tmp_path):
+    """The token comes in the link's fragment (or a prompt), leaves the address bar at
+    once, and goes only in headers: the image reaches NiiVue and the mask the disk as
+    blob: URLs. The strict CSP holds: no violation while opening, clicking, downloading."""
+    pytest.importorskip("uvicorn")
+    sync_api = _browser()
+    root = tmp_path / "images"
+    root.mkdir()
+    _centred_ball(root)
+    settings = ServerSettings(
+        roots=(root,), state_dir=tmp_path / "state", methods=("geos",), token=TOKEN
+    )
+    with served(settings) as url, sync_api.sync_playwright() as p:
+        browser, page, errors = _open_page(p, f"{url}/#token={TOKEN}")
+        assert "token" not in page.evaluate("location.href")
+        assert page.evaluate("sessionStorage.getItem('meccaToken')") == TOKEN
+        seen: list[str] = []
+        page.on("request", lambda r: seen.append(r.url))
+        cx, cy, side = _open_image(page, "ball.nii.gz")
+        _roi_then_foreground_click(page, cx, cy, side, 0.3, cx)
+        assert page.evaluate("window.mecca.imageUrl").startswith("blob:")
+        assert page.evaluate("nv.volumes.length") == 1
+        with page.expect_download() as download:
+            page.click("#download")
+        saved = tmp_path / "downloaded.nii.gz"
+        download.value.save_as(saved)
+        assert nib.load(saved).shape == SHAPE
+        page.screenshot(path=str(tmp_path / "page_with_token.png"))
+        asked = browser.new_page()  # a new tab without the token: the page asks for it
+        asked_errors = _watch(asked)
+        asked.on("dialog", lambda d: d.accept(TOKEN))
+        asked.goto(url)
+        _wait(asked, "window.mecca && window.mecca.ready")
+        assert asked.evaluate("sessionStorage.getItem('meccaToken')") == TOKEN
+        browser.close()
+    assert not errors and not asked_errors, (errors, asked_errors)
+    assert seen and not [u for u in seen if TOKEN in u], seen

@@ -34,7 +34,9 @@ def _client(root: Path, state: Path, run: Path) -> TestClient:
         methods=("partial", "random_walker"),
         weights=(("partial", str(run)),),
     )
-    return TestClient(create_app(settings), base_url="http://127.0.0.1")
+    return TestClient(
+        create_app(settings), base_url="http://127.0.0.1", headers={"X-Mecca-Client": "test"}
+    )
 
 
 def _ras(ijk) -> list[float]:

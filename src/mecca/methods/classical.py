@@ -108,6 +108,18 @@ def trivial_prob(seeds: np.ndarray) -> np.ndarray | None:
     return None
 
 
+def walker_data(image: np.ndarray, beta: float) -> tuple[np.ndarray, float]:
+    """(data, beta) for ``random_walker`` with finite edge weights on any image.
+
+    scikit-image scales beta by the image's standard deviation, so a flat image (a
+    background ROI) gives 0/0 = NaN weights and a solver that never converges. With no
+    contrast every edge weighs the same, which a non-flat stand-in with beta = 0 gives.
+    """
+    if float(np.std(image)) > 1e-6:
+        return image, beta
+    return np.arange(image.size, dtype=np.float64).reshape(image.shape), 0.0
+
+
 @dataclass
 class RandomWalkerMethod(SeededMethod):
     """Random walker on the crop from fg/bg clicks (scikit-image), probability output.
@@ -131,8 +143,7 @@ class RandomWalkerMethod(SeededMethod):
                 # cg_j stops at a tolerance, so probabilities may overshoot [0, 1] by ~1e-5;
                 # they are clipped below, so scikit-image's warning about it is noise here.
                 warnings.filterwarnings("ignore", "The probability range", UserWarning)
-                full = random_walker(
-                    crop.image, seeds, beta=self.beta, mode="cg_j", return_full_prob=True
-                )
+                data, beta = walker_data(crop.image, self.beta)
+                full = random_walker(data, seeds, beta=beta, mode="cg_j", return_full_prob=True)
             prob = np.clip(full[0], 0.0, 1.0)
         return prob, extra

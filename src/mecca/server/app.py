@@ -1,4 +1,5 @@
-"""The HTTP API (FastAPI; OpenAPI schema at ``/openapi.json``, docs at ``/docs``).
+"""The HTTP API (FastAPI; OpenAPI schema at ``/openapi.json``; no ``/docs`` page: it
+would load scripts from a CDN).
 
 Every route under ``/api`` works on server-side sessions (:mod:`mecca.server.sessions`):
 
@@ -8,6 +9,7 @@ Every route under ``/api`` works on server-side sessions (:mod:`mecca.server.ses
 ``GET  /api/files?root=R&folder=F``   images and folders under root R (names only)
 ``POST /api/sessions``                open ``{"root": R, "path": "rel/path", "method"}``
 ``POST /api/sessions/upload``         raw body = the file; ``?filename=x.nii.gz&method=``
+                                      (application/octet-stream; 415 for other types)
 ``GET  /api/sessions/{id}``           state: shape, affine, ROI, steps, undo/redo
 ``GET  /api/sessions/{id}/image.nii.gz``  the image as the server wrote it
 ``PUT  /api/sessions/{id}/roi``       ``{"corners_mm": [[x,y,z],[x,y,z]]}`` (RAS mm)
@@ -39,28 +41,49 @@ overlays are fetched as NIfTI files on the same grid.
 from __future__ import annotations
 
 import logging
+import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
 import numpy as np
 from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
-from pydantic import BaseModel, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from mecca import __version__, methods
 from mecca.data.roi import Box
 from mecca.errors import InputError, MeccaError
-from mecca.io import Volume, load, save_mask, save_volume
+from mecca.io import Volume, file_extension, load, save_mask, save_volume
 from mecca.methods.base import InteractiveMethod
 from mecca.segment import KIND_ALIASES, advice_summary
-from mecca.server.security import BodyLimit, error_reply, internal_error, token_ok
-from mecca.server.sessions import ServerSession, SessionStore, UnknownSession
+from mecca.server.memory import map_large_arrays
+from mecca.server.security import (
+    BodyLimit,
+    PathFilter,
+    SecurityHeaders,
+    error_reply,
+    install_path_filter,
+    internal_error,
+    refusal,
+    validation_reply,
+)
+from mecca.server.sessions import READ_PEAK, ServerSession, SessionStore, UnknownSession
 from mecca.server.settings import ServerSettings
 from mecca.server.thumbnails import thumbnail_png, thumbnail_slice
-from mecca.server.uploads import check_voxels, safe_filename, unpack_zip
+from mecca.server.uploads import (
+    check_image_file,
+    check_upload_type,
+    check_voxels,
+    safe_filename,
+    save_body,
+    unpack_zip,
+)
 from mecca.server.viewer_overlay import LEGEND, other_label_outline, overlay_labels
 from mecca.session import nearest_voxel
 
@@ -74,54 +97,76 @@ MAX_PROPOSALS = 12
 IMAGE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".mha", ".mhd", ".gipl", ".gipl.gz")
 
 
-class OpenRequest(BaseModel):
+class StrictRequest(BaseModel):
+    """A JSON body read strictly: numbers must be JSON numbers (``true`` or ``"1"`` are
+    refused as coordinates or indices; an integer is a valid float), text must be text."""
+
+    model_config = ConfigDict(strict=True)
+
+
+NAME_CHARS = 64
+"""Longest method or click-kind name taken."""
+
+
+def no_control_characters(name: str) -> str:
+    """``name`` unless it holds control characters (a NUL cannot be in a path)."""
+    if any(ord(c) < 32 or ord(c) == 127 for c in name):
+        raise ValueError("the name holds control characters (such as NUL or a line break)")
+    return name
+
+
+FileName = Annotated[str, Field(max_length=200), AfterValidator(no_control_characters)]
+"""An output file name in a request."""
+
+
+class OpenRequest(StrictRequest):
     root: int = Field(ge=0)
     path: str = Field(min_length=1, max_length=1024)
-    method: str | None = None
+    method: str | None = Field(default=None, max_length=NAME_CHARS)
 
 
-class RoiRequest(BaseModel):
+class RoiRequest(StrictRequest):
     corners_mm: list[list[float]] = Field(min_length=2, max_length=2)
 
 
-class ClickIn(BaseModel):
-    kind: str
+class ClickIn(StrictRequest):
+    kind: str = Field(max_length=NAME_CHARS)
     xyz_mm: list[float] = Field(min_length=3, max_length=3)
 
 
-class ClicksRequest(BaseModel):
+class ClicksRequest(StrictRequest):
     clicks: list[ClickIn] = Field(max_length=1000)
     step: bool = True
 
 
-class ProposeRequest(BaseModel):
+class ProposeRequest(StrictRequest):
     k: int = Field(default=5, ge=1, le=MAX_PROPOSALS)
 
 
-class AcceptRequest(BaseModel):
+class AcceptRequest(StrictRequest):
     index: int = Field(ge=0, le=MAX_PROPOSALS)
 
 
-class MethodRequest(BaseModel):
-    method: str
+class MethodRequest(StrictRequest):
+    method: str = Field(max_length=NAME_CHARS)
 
 
-class SiblingRequest(BaseModel):
-    method: str | None = None
+class SiblingRequest(StrictRequest):
+    method: str | None = Field(default=None, max_length=NAME_CHARS)
 
 
-class ExportRequest(BaseModel):
-    name: str = Field(default="mask.nii.gz", max_length=200)
+class ExportRequest(StrictRequest):
+    name: FileName = "mask.nii.gz"
 
 
-class LabelIn(BaseModel):
+class LabelIn(StrictRequest):
     session: str = Field(min_length=1, max_length=64)
     value: int = Field(ge=1, le=65535)
 
 
-class LabelMapRequest(BaseModel):
+class LabelMapRequest(StrictRequest):
     labels: list[LabelIn] = Field(min_length=1, max_length=255)
-    name: str = Field(default="labels.nii.gz", max_length=200)
+    name: FileName = "labels.nii.gz"
 
 
 class Server:
@@ -130,7 +175,17 @@ class Server:
     def __init__(self, settings: ServerSettings) -> None:
         self.settings = settings
         self._methods: dict[str, InteractiveMethod] = {}
-        self.store = SessionStore(settings.state_dir, self.method, settings.session_ttl_s)
+        map_large_arrays()  # freed images go back to the system (mecca.server.memory)
+        self.store = SessionStore(
+            settings.state_dir,
+            self.method,
+            settings.session_ttl_s,
+            max_sessions=settings.max_sessions,
+            max_loaded=settings.max_loaded_sessions,
+            max_bytes=settings.max_memory_bytes,
+            step_timeout_s=settings.step_timeout_s,
+            workers=settings.step_workers,
+        )
 
     def method(self, name: str) -> InteractiveMethod:
         """A method offered by this server (built once, shared: methods are stateless)."""
@@ -145,19 +200,48 @@ class Server:
             self._methods[name] = methods.get(name, **options)
         return self._methods[name]
 
-    def open_path(self, root: int, rel: str) -> Path:
-        """``rel`` under root number ``root``, refusing anything that leaves the root."""
-        if root >= len(self.settings.roots):
+    def root_dir(self, root: int) -> Path:
+        """The resolved folder of image root number ``root`` (0, 1, ...; negative refused)."""
+        if not 0 <= root < len(self.settings.roots):
             raise InputError(f"there is no image root {root}")
-        base = self.settings.roots[root].resolve()
-        target = (base / rel).resolve()
-        if not target.is_relative_to(base) or not target.exists():
+        return self.settings.roots[root].resolve()
+
+    def open_path(self, root: int, rel: str) -> Path:
+        """``rel`` under root number ``root``, refusing anything that leaves the root and a
+        symbolic link (what it points to is opened by its own path, if at all)."""
+        base = self.root_dir(root)
+        given = base / rel
+        try:
+            target = given.resolve()
+            found = "\x00" not in rel and target.is_relative_to(base) and target.exists()
+        except (OSError, ValueError):  # a name too long, a NUL byte
+            found = False
+        if not found:
             raise InputError("no such image under this root")
+        if given.is_symlink():
+            raise InputError("the path is a symbolic link, which is not followed here")
         return target
 
-    def load_checked(self, path: Path) -> Volume:
-        check_voxels(path, self.settings.max_voxels)
-        return load(path)
+    def open_image(self, path: Path, *, inside: Path, method: str | None) -> ServerSession:
+        """A session on the image at ``path``, after the checks that read headers only: the
+        file (and any data file its header names) is a regular file inside ``inside``
+        (:func:`~mecca.server.uploads.check_image_file`), within the voxel limit, and its
+        array fits the memory bound (reserved before the data is read)."""
+        check_image_file(path, inside=inside)
+        voxels = check_voxels(path, self.settings.max_voxels)
+        with self.store.reserve(READ_PEAK * 4 * voxels):  # float32, as load() gives it
+            volume = load(path)
+            return self.store.create(volume, method or self.settings.methods[0])
+
+    def open_upload(self, path: Path, method: str | None) -> ServerSession:
+        """A session on an uploaded file in its own temporary folder; a ``.zip`` is unpacked
+        beside it first, and only files it unpacked may be read. Blocking: the async
+        upload route runs it in a worker thread."""
+        inside = path.parent
+        if file_extension(path) == ".zip":
+            inside = path.parent / "unpacked"
+            path = unpack_zip(path, inside, max_bytes=self.settings.max_decompressed_bytes)
+        return self.open_image(path, inside=inside, method=method)
 
 
 def state_of(ss: ServerSession) -> dict[str, Any]:
@@ -206,13 +290,10 @@ def get_server(request: Request) -> Server:
 ServerDep = Annotated[Server, Depends(get_server)]
 
 
-def run_locked(server: Server, ss: ServerSession, action: Any) -> dict[str, Any]:
-    """Run ``action(session)`` under the session's lock and the model lock, then save."""
-    with ss.lock:
-        with server.store.model_lock:
-            action(ss.session)
-        server.store.save(ss)
-        return state_of(ss)
+def run_step(server: Server, sid: str, action: Callable[[ServerSession], Any]) -> dict[str, Any]:
+    """Run ``action(server_session)`` with the step deadline, save, answer the state
+    (:meth:`SessionStore.run`: a failure leaves the session at its saved state)."""
+    return server.store.run(sid, action, state_of)
 
 
 @api.get("/info")
@@ -253,26 +334,30 @@ def files(server: ServerDep, root: int = 0, folder: str = "") -> dict[str, Any]:
 
 @api.post("/sessions")
 def open_session(server: ServerDep, body: OpenRequest) -> dict[str, Any]:
-    volume = server.load_checked(server.open_path(body.root, body.path))
-    return state_of(server.store.create(volume, body.method or server.settings.methods[0]))
+    path = server.open_path(body.root, body.path)
+    return state_of(server.open_image(path, inside=server.root_dir(body.root), method=body.method))
 
 
-@api.post("/sessions/upload")
+@api.post("/sessions/upload", response_model=None)
 async def upload(
     server: ServerDep, request: Request, filename: str, method: str | None = None
-) -> dict[str, Any]:
-    """The request body is the file itself (streamed to a temporary folder)."""
+) -> dict[str, Any] | JSONResponse:
+    """The request body is the file itself, sent as ``application/octet-stream`` (or a
+    gzip/zip type; anything else is refused with 415, so no cross-site form can post one).
+    It is streamed to a private temporary folder; checking, unpacking and reading it and
+    making the session run in a worker thread, so other requests are served meanwhile."""
+    refused = check_upload_type(request.headers.get("content-type"))
+    if refused is not None:
+        return JSONResponse({"error": refused}, status_code=415)
     name = safe_filename(filename)
-    with tempfile.TemporaryDirectory(prefix="mecca-upload-") as tmp:
-        path = Path(tmp) / name
-        with path.open("wb") as fh:
-            async for chunk in request.stream():
-                fh.write(chunk)
-        if name.endswith(".zip"):
-            limit = server.settings.max_decompressed_bytes
-            path = unpack_zip(path, Path(tmp) / "dicom", max_bytes=limit)
-        volume = server.load_checked(path)
-        ss = server.store.create(volume, method or server.settings.methods[0])
+    scratch = server.store.scratch
+    tmp = Path(await run_in_threadpool(tempfile.mkdtemp, prefix="upload-", dir=scratch))
+    try:
+        path = tmp / name
+        await save_body(request.stream(), path)
+        ss = await run_in_threadpool(server.open_upload, path, method)
+    finally:
+        await run_in_threadpool(shutil.rmtree, tmp, ignore_errors=True)
     return state_of(ss)
 
 
@@ -330,13 +415,13 @@ def box_from_corners(volume: Volume, corners_mm: list[list[float]]) -> Box:
 
 @api.put("/sessions/{sid}/roi")
 def set_roi(server: ServerDep, sid: str, body: RoiRequest) -> dict[str, Any]:
-    ss = server.store.get(sid)
-    box = box_from_corners(ss.session.volume, body.corners_mm)
-    with ss.lock:
+    box = box_from_corners(server.store.get(sid).session.volume, body.corners_mm)
+
+    def act(ss: ServerSession) -> None:
         ss.session.set_roi(box)
         ss.roi = box
-        server.store.save(ss)
-        return state_of(ss)
+
+    return run_step(server, sid, act)
 
 
 def voxel_clicks(volume: Volume, clicks: list[ClickIn]) -> list[tuple[Any, tuple[int, int, int]]]:
@@ -352,51 +437,53 @@ def voxel_clicks(volume: Volume, clicks: list[ClickIn]) -> list[tuple[Any, tuple
 
 @api.post("/sessions/{sid}/clicks")
 def add_clicks(server: ServerDep, sid: str, body: ClicksRequest) -> dict[str, Any]:
-    ss = server.store.get(sid)
-    queued = voxel_clicks(ss.session.volume, body.clicks)
+    queued = voxel_clicks(server.store.get(sid).session.volume, body.clicks)
 
-    def act(session: Any) -> None:
-        session.add_clicks(queued)  # checks every click before queueing any
+    def act(ss: ServerSession) -> None:
+        ss.session.add_clicks(queued)  # checks every click before queueing any
         if body.step:
-            session.step()
+            ss.session.step()
             ss.stepped()
 
-    return run_locked(server, ss, act)
+    return run_step(server, sid, act)
 
 
 @api.post("/sessions/{sid}/step")
 def step(server: ServerDep, sid: str) -> dict[str, Any]:
-    ss = server.store.get(sid)
 
-    def act(session: Any) -> None:
-        session.step()
+    def act(ss: ServerSession) -> None:
+        ss.session.step()
         ss.stepped()
 
-    return run_locked(server, ss, act)
+    return run_step(server, sid, act)
 
 
 @api.post("/sessions/{sid}/propose")
 def propose(server: ServerDep, sid: str, body: ProposeRequest) -> dict[str, Any]:
     """K proposals of a proposal method (``partial``): each one's added voxels, and the
     slice (third voxel axis) the thumbnails show (the most foreground over all K)."""
-    ss = server.store.get(sid)
-    with ss.lock:
-        with server.store.model_lock:
-            results = ss.session.propose(body.k)
-        ss.proposal_results = results
-        proposals = ss.session.proposals
-        return {
-            "proposals": [
-                {
-                    "index": n,
-                    "added_foreground": int(p.added_foreground),
-                    "added_background": int(p.added_background),
-                    "mask_voxels": int(r.mask_box.sum()),
-                }
-                for n, (p, r) in enumerate(zip(proposals, results, strict=True))
-            ],
-            "thumbnail_slice": thumbnail_slice([r.prob_box for r in results], results[0].box),
-        }
+
+    def act(ss: ServerSession) -> None:
+        ss.proposal_results = ss.session.propose(body.k)
+
+    return server.store.run(sid, act, proposals_reply, save=False)
+
+
+def proposals_reply(ss: ServerSession) -> dict[str, Any]:
+    """The ``propose`` answer for the session's last proposals."""
+    results, proposals = ss.proposal_results, ss.session.proposals
+    return {
+        "proposals": [
+            {
+                "index": n,
+                "added_foreground": int(p.added_foreground),
+                "added_background": int(p.added_background),
+                "mask_voxels": int(r.mask_box.sum()),
+            }
+            for n, (p, r) in enumerate(zip(proposals, results, strict=True))
+        ],
+        "thumbnail_slice": thumbnail_slice([r.prob_box for r in results], results[0].box),
+    }
 
 
 def proposal_result(ss: ServerSession, index: int) -> Any:
@@ -431,33 +518,28 @@ def proposal_thumbnail(server: ServerDep, sid: str, index: int, k: int | None = 
 @api.post("/sessions/{sid}/accept")
 def accept(server: ServerDep, sid: str, body: AcceptRequest) -> dict[str, Any]:
     """Accept proposal ``index`` of the last ``propose``: a step (undo removes it)."""
-    ss = server.store.get(sid)
-    return run_locked(server, ss, lambda s: ss.accept(body.index))
+    return run_step(server, sid, lambda ss: ss.accept(body.index))
 
 
 @api.post("/sessions/{sid}/undo")
 def undo(server: ServerDep, sid: str) -> dict[str, Any]:
-    return run_locked(server, server.store.get(sid), lambda s: s.undo())
+    return run_step(server, sid, lambda ss: ss.session.undo())
 
 
 @api.post("/sessions/{sid}/redo")
 def redo(server: ServerDep, sid: str) -> dict[str, Any]:
-    return run_locked(server, server.store.get(sid), lambda s: s.redo())
+    return run_step(server, sid, lambda ss: ss.session.redo())
 
 
 @api.post("/sessions/{sid}/reset")
 def reset(server: ServerDep, sid: str) -> dict[str, Any]:
-    return run_locked(server, server.store.get(sid), lambda s: s.reset())
+    return run_step(server, sid, lambda ss: ss.session.reset())
 
 
 @api.put("/sessions/{sid}/method")
 def set_method(server: ServerDep, sid: str, body: MethodRequest) -> dict[str, Any]:
-    ss = server.store.get(sid)
     built = server.method(body.method)
-    with ss.lock:
-        ss.use_method(body.method, built)
-        server.store.save(ss)
-        return state_of(ss)
+    return run_step(server, sid, lambda ss: ss.use_method(body.method, built))
 
 
 def result_file(ss: ServerSession, what: str) -> Path:
@@ -540,8 +622,8 @@ def export(server: ServerDep, sid: str, body: ExportRequest) -> dict[str, Any]:
 @api.post("/labelmap")
 def label_map(server: ServerDep, body: LabelMapRequest) -> dict[str, Any]:
     """Several sessions on one image (one label each) merged into one label map, written
-    to ``exports/labelmaps/<name>``: a voxel in several masks takes the label with the
-    highest probability there (:func:`mecca.labels.merge_labels`)."""
+    to ``exports/labelmaps/<first session>/<name>``: a voxel in several masks takes the
+    label with the highest probability there (:func:`mecca.labels.merge_labels`)."""
     from mecca.labels import merge_labels
 
     name = export_name(body.name)
@@ -560,32 +642,43 @@ def label_map(server: ServerDep, body: LabelMapRequest) -> dict[str, Any]:
             pairs.append((value, ss.session.result))
     if all(result is None for _, result in pairs):
         raise InputError("nothing to export yet: run a step in one of the sessions first")
-    target = server.settings.state_dir / "exports" / "labelmaps" / name
+    folder = f"exports/labelmaps/{ids[0]}"  # the first session's: no other user's name clashes
+    target = server.settings.state_dir / folder / name
     save_mask(merge_labels(volume.shape, pairs), volume, target, force=True)
     labels = dict(zip(ids, values, strict=True))
-    return {"exported": name, "folder": "exports/labelmaps", "labels": labels}
+    return {"exported": name, "folder": folder, "labels": labels}
 
 
 def create_app(settings: ServerSettings) -> FastAPI:
-    """The FastAPI application (JSON API and MONAI Label subset) for ``settings``."""
+    """The FastAPI application (JSON API and MONAI Label subset) for ``settings``.
+
+    Guards (:mod:`mecca.server.security`): the token and cross-site rule for every request,
+    security headers on every response, short error replies, server paths out of the logs.
+    No ``/docs`` or ``/redoc`` page (they load scripts from a CDN); ``/openapi.json`` stays.
+    """
     from mecca.server.monailabel import monailabel
 
-    app = FastAPI(title="MECCA", version=__version__, docs_url="/docs", redoc_url=None)
+    app = FastAPI(title="MECCA", version=__version__, docs_url=None, redoc_url=None)
     app.state.server = Server(settings)
+    app.state.path_filter = PathFilter(settings.roots, settings.state_dir)
+    install_path_filter(app.state.path_filter)
 
     @app.middleware("http")
-    async def require_token(request: Request, call_next: Any) -> Response:
-        path = request.url.path
-        if not (path in PUBLIC_PATHS or path.startswith("/static/")) and not token_ok(
-            request, settings.token
-        ):
-            return JSONResponse({"error": "missing or wrong token"}, status_code=401)
+    async def guard(request: Request, call_next: Any) -> Response:
+        refused = refusal(request, settings.token, PUBLIC_PATHS)
+        if refused is not None:
+            return refused
         response: Response = await call_next(request)
         return response
 
     app.add_middleware(TrustedHostMiddleware, allowed_hosts=settings.allowed_hosts())
     app.add_middleware(BodyLimit, max_bytes=settings.max_upload_bytes)
+    app.add_middleware(SecurityHeaders)  # added last: outermost, so on every response
     app.add_exception_handler(MeccaError, lambda r, e: error_reply(e))  # type: ignore[arg-type]
+    app.add_exception_handler(
+        RequestValidationError,
+        lambda r, e: validation_reply(e),  # type: ignore[arg-type]
+    )
     app.add_exception_handler(
         UnknownSession, lambda r, e: JSONResponse({"error": "no such session"}, status_code=404)
     )

@@ -28,6 +28,7 @@ are ignored. Methods that take fg/bg clicks use both lists as they are.
 from __future__ import annotations
 
 import json
+import math
 import secrets
 import shutil
 import tempfile
@@ -42,7 +43,7 @@ from mecca.errors import InputError
 from mecca.interaction.clicks import Click, InteractionKind
 from mecca.io import file_extension, save_mask
 from mecca.methods.base import takes_only_edge_points
-from mecca.server.security import token_ok
+from mecca.server.security import same_secret, shown, token_ok
 from mecca.server.sessions import ServerSession
 from mecca.server.uploads import safe_filename
 
@@ -50,15 +51,31 @@ LABEL = "target"
 FG, BG, EDGE = InteractionKind.FOREGROUND, InteractionKind.BACKGROUND, InteractionKind.EDGE
 
 
+def _index(value: Any) -> int | None:
+    """A JSON number as a voxel index (rounded), or None for anything else: booleans,
+    text, NaN, infinities (``json.loads`` accepts ``NaN`` and ``Infinity``)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    if isinstance(value, float):
+        return int(round(value)) if math.isfinite(value) else None
+    return value
+
+
 def _points(params: dict[str, Any], key: str, shape: tuple[int, ...]) -> list[tuple[int, int, int]]:
+    """Slicer's ``key`` points as voxel indices inside ``shape``; InputError for anything
+    else (not three finite numbers, or outside the image)."""
     raw = params.get(key) or []
     if not isinstance(raw, list):
         raise InputError(f"{key} must be a list of [i, j, k] points")
     out = []
     for p in raw:
-        if not isinstance(p, list) or len(p) != 3 or not all(isinstance(v, int | float) for v in p):
-            raise InputError(f"{key} points must be [i, j, k] voxel indices, got {p!r}")
-        ijk = (int(round(float(p[0]))), int(round(float(p[1]))), int(round(float(p[2]))))
+        values = [_index(v) for v in p] if isinstance(p, list) and len(p) == 3 else []
+        indices = [v for v in values if v is not None]
+        if len(indices) != 3:
+            raise InputError(
+                f"{key} points must be three finite numbers [i, j, k], got {shown(p)}"
+            )
+        ijk = (indices[0], indices[1], indices[2])
         if any(v < 0 or v >= n for v, n in zip(ijk, shape, strict=True)):
             raise InputError(f"{key} point {list(ijk)} is outside the image of shape {shape}")
         out.append(ijk)
@@ -115,7 +132,7 @@ def auth_token(
     request: Request, username: Annotated[str, Form()] = "", password: Annotated[str, Form()] = ""
 ) -> dict[str, Any]:
     token = _server(request).settings.token
-    if not token or not secrets.compare_digest(password, token):
+    if not token or not same_secret(password, token):  # as bytes: any characters
         raise HTTPException(401, "wrong token")
     return {"access_token": token, "token_type": "bearer"}
 
@@ -168,12 +185,13 @@ def create_session(request: Request, files: Annotated[list[UploadFile], File()])
     if len(files) != 1:
         raise InputError("send exactly one image file")
     name = safe_filename(files[0].filename or "")
-    with tempfile.TemporaryDirectory(prefix="mecca-upload-") as tmp:
+    if file_extension(name) == ".zip":
+        raise InputError("send one image file, not a .zip", hint="Slicer sends the volume as NRRD")
+    with tempfile.TemporaryDirectory(prefix="upload-", dir=server.store.scratch) as tmp:
         path = Path(tmp) / name
         with path.open("wb") as fh:
             shutil.copyfileobj(files[0].file, fh)
-        volume = server.load_checked(path)
-        ss = server.store.create(volume, server.settings.methods[0])
+        ss = server.open_upload(path, None)  # the upload's checks: no data file outside tmp
     ENDINGS[ss.id] = file_extension(name)
     return {"session_id": ss.id, "session_info": _session_info(ss)}
 
@@ -216,9 +234,7 @@ def _run(server: Any, ss: ServerSession, model: str, request: dict[str, Any]) ->
         if not wanted:
             raise InputError("add a foreground point first")
         session.add_clicks(new)
-        with server.store.model_lock:
-            session.step()
-    server.store.save(ss)
+        session.step()
 
 
 @monailabel.post("/infer/{model}")
@@ -235,15 +251,20 @@ def infer(
             hint="enable sessions in the MONAILabel module",
         )
     server = _server(request)
-    ss = server.store.get(session_id)
-    with ss.lock:
-        _run(server, ss, model, _parse_params(params))
+    wanted = _parse_params(params)
+    server.method(model)  # an unknown model is refused before the session is touched
+    ending = ENDINGS.get(session_id, ".nii.gz")
+
+    def label_file(ss: ServerSession) -> tuple[Any, bytes]:
         result = ss.session.result
         assert result is not None
-        ending = ENDINGS.get(ss.id, ".nii.gz")
-        label = ss.folder / f"label{ending}"
-        save_mask(result.mask, ss.session.volume, label, force=True)
-        data = label.read_bytes()
+        with tempfile.TemporaryDirectory(prefix="mecca-label-") as tmp:
+            label = save_mask(result.mask, ss.session.volume, Path(tmp) / f"label{ending}")
+            return result, label.read_bytes()
+
+    result, data = server.store.run(
+        session_id, lambda ss: _run(server, ss, model, wanted), label_file
+    )
     reply = {
         "label_names": {LABEL: 1},
         "latencies": {"total": round(result.total_seconds, 4)},

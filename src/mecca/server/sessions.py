@@ -1,55 +1,75 @@
-"""Server-side sessions: isolated, locked, autosaved, reloaded after a restart.
+"""Server-side sessions: isolated, bounded, saved before every answer, rebuilt on reload.
 
 Each session lives in ``state_dir/sessions/<id>/`` under a server-generated id:
 
 * ``image.nii.gz`` -- the volume as the server wrote it (NIfTI with qform = sform, codes
   1), the file the page displays and every voxel index refers to;
-* ``session.json`` -- method, explicit ROI, the click history (steps and queued clicks,
-  :class:`mecca.session.InteractionStore`), written atomically after every change;
+* ``session.json`` -- the manifest, and the truth: method, explicit ROI, the click history
+  (steps and queued clicks, :class:`mecca.session.InteractionStore`), the step count and a
+  generation number; written atomically and flushed to disk (fsync) before a change is
+  answered. A change whose manifest cannot be written is rolled back and answered 507;
 * ``accepted/<step>.npz`` -- a proposal the user accepted at that step (the partial
   method's sampled proposals cannot be replayed from clicks, so the accepted one is kept);
-* ``mask.nii.gz`` -- the current mask, written atomically after every step by one
-  background writer thread (gzip of a full-size mask takes ~100 ms: off the click's path).
-  ``session.json`` is written before the reply, so a crash before the mask is written
-  loses nothing: the reload replays the clicks. Reading the mask waits for its write
-  (:meth:`SessionStore.flush`).
+* ``mask.nii.gz`` -- the current mask, derived from the manifest: written after every
+  change by one background writer thread (gzip of a full-size mask takes ~100 ms: off
+  the click's path), rewritten before any answer when a session is reloaded, and waited
+  for before it is served (:meth:`SessionStore.flush`). So a download always holds the
+  mask of the saved state, also after a crash.
 
-A session reloaded after a restart (or after being unloaded when idle longer than the
-time-to-live) replays its steps: the methods are deterministic given their clicks
-(greedy policies, seeded random choices), so it comes back with the same mask. The redo
-stack does not survive a reload.
+A session reloaded after a restart (or after being unloaded) replays its steps: the
+methods are deterministic given their clicks (greedy policies, seeded random choices), so
+it comes back with the same mask. The redo stack does not survive a reload.
 
-Locks: one per session (its requests run one at a time) and one model lock per device,
-held while a method runs, so concurrent sessions never interleave inside a network.
+Concurrency and bounds (:class:`SessionStore`):
+
+* one lock per session (its requests run one at a time); no lock is shared between
+  sessions while a method runs: methods are stateless, so one loaded network serves all;
+* every step (and every reload's replay) runs on a pool of ``workers`` threads with a
+  deadline: a step past it is abandoned (503) and its session, dropped from memory, comes
+  back at its last saved state on the next request; a method that fails or gives NaN is
+  answered 422 the same way (the step is not kept);
+* at most ``max_loaded`` sessions in memory and ``max_bytes`` of their arrays (plus the
+  images being opened): the least recently used idle session is unloaded to make room,
+  else 503; at most ``max_sessions`` saved sessions.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import secrets
 import shutil
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+import nibabel as nib
 import numpy as np
 
 from mecca.data.roi import Box
-from mecca.errors import InputError
+from mecca.errors import InputError, MeccaError, MethodError, SaveError, ServerBusy
 from mecca.io import Volume, atomic_write, load, save_mask, save_volume
 from mecca.methods.base import InteractiveMethod
+from mecca.server.memory import give_back_free_memory
 from mecca.session import InteractionStore, Session
 
 log = logging.getLogger(__name__)
 
 SESSION_ID = re.compile(r"^[0-9a-f]{24}$")
 STATE_VERSION = 1
+READ_PEAK = 2
+"""Peak memory of reading a NIfTI image, in multiples of its float32 array (the
+decompressed bytes beside the array: 76 MB for a 36 MB BraTS volume, measured with
+tracemalloc); what opening, creating and reloading a session reserve."""
+T = TypeVar("T")
 
 
 class UnknownSession(KeyError):
@@ -75,6 +95,13 @@ class ServerSession:
     number (after undo) replaces or removes its entry."""
     proposal_results: list[Any] = field(default_factory=list)
     """The last proposals as session results (original grid), for the page's previews."""
+    generation: int = 0
+    """Saved changes so far (in the manifest)."""
+    gone: bool = False
+    """Unloaded, dropped or deleted: a request holding this object fetches the session
+    again (:meth:`SessionStore.run`)."""
+    held_bytes: int = 0
+    """Estimated memory of the session's arrays (updated at every save)."""
 
     @property
     def image_path(self) -> Path:
@@ -102,13 +129,31 @@ class ServerSession:
         self.proposal_results = []
 
     def state(self) -> dict[str, Any]:
-        """What ``session.json`` holds."""
+        """What ``session.json`` holds (the generation aside)."""
         return {
             "version": STATE_VERSION,
             "method": self.method,
             "roi": None if self.roi is None else [list(self.roi.start), list(self.roi.stop)],
             "store": self.session.store.to_dict(),
+            "steps": self.session.n_steps,
         }
+
+
+def held_bytes(ss: ServerSession) -> int:
+    """Estimated bytes a loaded session holds: its image, and per kept step the ROI-box
+    arrays of its result (probability, confidence, advice: ~12 bytes a voxel)."""
+    session = ss.session
+    total = int(session.volume.array.nbytes)
+    if session.roi is not None:
+        box = int(np.prod(np.subtract(session.roi.stop, session.roi.start)))
+        total += 12 * box * (session.n_steps + 1)
+    return total
+
+
+def image_bytes(path: Path) -> int:
+    """Bytes the float32 array of the server-written NIfTI at ``path`` will take."""
+    shape = nib.load(str(path)).header.get_data_shape()  # type: ignore[attr-defined]
+    return 4 * int(np.prod(shape))
 
 
 class SessionStore:
@@ -118,39 +163,82 @@ class SessionStore:
         state_dir: folder of the saved sessions.
         method: builds a method from its registry name (cached by the caller).
         ttl_s: idle seconds before a session is unloaded from memory.
+        max_sessions: saved sessions at most.
+        max_loaded: sessions in memory at most.
+        max_bytes: bound on the estimated bytes of loaded sessions plus reservations.
+        step_timeout_s: deadline of one step or one reload's replay.
+        workers: steps run at once.
     """
 
     def __init__(
-        self, state_dir: Path, method: Callable[[str], InteractiveMethod], ttl_s: float
+        self,
+        state_dir: Path,
+        method: Callable[[str], InteractiveMethod],
+        ttl_s: float,
+        *,
+        max_sessions: int = 200,
+        max_loaded: int = 32,
+        max_bytes: int = 4 << 30,
+        step_timeout_s: float = 60.0,
+        workers: int = 4,
     ) -> None:
         self.root = Path(state_dir) / "sessions"
         self.root.mkdir(parents=True, exist_ok=True)
+        self.scratch = Path(state_dir) / "uploads"
+        """Where uploads are unpacked and read (emptied at start: a kill leaves no files)."""
         self._method = method
         self.ttl_s = float(ttl_s)
+        self.max_sessions = int(max_sessions)
+        self.max_loaded = int(max_loaded)
+        self.max_bytes = int(max_bytes)
+        self.step_timeout_s = float(step_timeout_s)
         self._sessions: dict[str, ServerSession] = {}
         self._lock = threading.Lock()
-        self.model_lock = threading.Lock()
-        """Held while a method runs (one device here: the CPU)."""
+        self._reserved = 0
+        self._reloading: dict[str, threading.Lock] = {}
+        self._steps = ThreadPoolExecutor(max_workers=int(workers), thread_name_prefix="mecca-step")
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mecca-mask")
+        self._clean_leftovers()
+
+    def _clean_leftovers(self) -> None:
+        """Remove what a killed server left: half-deleted sessions, temporary files."""
+        shutil.rmtree(self.scratch, ignore_errors=True)
+        self.scratch.mkdir(parents=True, exist_ok=True)
+        for old in self.root.glob(".deleted-*"):
+            shutil.rmtree(old, ignore_errors=True)
+        for tmp in self.root.glob("*/.*"):
+            if tmp.is_file():
+                tmp.unlink(missing_ok=True)
+        for tmp in self.root.glob("*/accepted/.*"):
+            tmp.unlink(missing_ok=True)
 
     # ------------------------------------------------------------------ lifecycle
 
     def create(self, volume: Volume, method: str) -> ServerSession:
         """A new session on ``volume`` (written to the session folder first)."""
         built = self._method(method)
+        saved = sum(1 for p in self.root.iterdir() if SESSION_ID.match(p.name))
+        if saved >= self.max_sessions:
+            raise ServerBusy(
+                f"this server holds its maximum of {self.max_sessions} sessions",
+                hint="delete a session you no longer need, or try later",
+            )
         sid = secrets.token_hex(12)
         folder = self.root / sid
-        folder.mkdir(parents=True)
-        try:
-            plain = replace(volume, meta={}, path=None)  # no source header: qform = sform
-            image = save_volume(plain, folder / "image.nii.gz")
-            ss = ServerSession(sid, folder, Session(load(image), method=built, rng=0), method)
-            self.save(ss)
-        except BaseException:
-            shutil.rmtree(folder, ignore_errors=True)
-            raise
-        with self._lock:
-            self._sessions[sid] = ss
+        with self.reserve(READ_PEAK * int(volume.array.nbytes)):  # writing it, reading it back
+            try:
+                folder.mkdir(parents=True)
+                plain = replace(volume, meta={}, path=None)  # no source header: qform = sform
+                image = save_volume(plain, folder / "image.nii.gz")
+                ss = ServerSession(sid, folder, Session(load(image), method=built, rng=0), method)
+                self.save(ss)
+            except BaseException as exc:
+                shutil.rmtree(folder, ignore_errors=True)
+                if isinstance(exc, OSError):
+                    raise SaveError(f"could not save the new session ({exc.strerror})") from None
+                raise
+            with self._lock:
+                self._sessions[sid] = ss
         log.info("session %s created (%s, %d voxels)", sid[:6], method, volume.array.size)
         return ss
 
@@ -161,18 +249,99 @@ class SessionStore:
         self.expire()
         with self._lock:
             ss = self._sessions.get(sid)
+            reload_lock = self._reloading.setdefault(sid, threading.Lock())
         if ss is None:
-            ss = self._reload(sid)
+            with reload_lock:  # one replay per session, however many requests wait
+                with self._lock:
+                    ss = self._sessions.get(sid)
+                if ss is None:
+                    ss = self._reload(sid)
         ss.last_used = time.monotonic()
         return ss
 
+    def run(
+        self,
+        sid: str,
+        action: Callable[[ServerSession], Any],
+        then: Callable[[ServerSession], T],
+        *,
+        save: bool = True,
+    ) -> T:
+        """Run ``action(session)`` on the step pool within the deadline, save, and return
+        ``then(session)``, all under the session's lock (see the module docstring).
+
+        Raises:
+            ServerBusy: the deadline passed (the session goes back to its saved state).
+            MethodError: the method failed; the step was not kept.
+            SaveError: the change could not be saved; it was rolled back.
+        """
+        while True:
+            ss = self.get(sid)
+            with ss.lock:
+                if ss.gone:
+                    continue  # unloaded or dropped while this request waited: fetch again
+                before = json.dumps(ss.state())
+                future = self._steps.submit(action, ss)
+                try:
+                    future.result(timeout=self.step_timeout_s)
+                except FutureTimeout:
+                    if not future.cancel():  # running: it finishes on a dropped copy
+                        self._drop(ss)
+                    raise ServerBusy(
+                        f"the step took longer than {self.step_timeout_s:g} s and was stopped; "
+                        "the session is back at its last saved state",
+                        hint="try a smaller ROI or another method",
+                    ) from None
+                except InputError:
+                    if json.dumps(ss.state()) != before:
+                        self._drop(ss)
+                    raise
+                except Exception as exc:
+                    self._drop(ss)
+                    if isinstance(exc, MeccaError):
+                        raise
+                    log.warning("session %s: method failed (%s)", sid[:6], type(exc).__name__)
+                    raise MethodError(
+                        f"the method failed on this input ({type(exc).__name__}); "
+                        "the step was not kept",
+                        hint="try other clicks, another ROI or another method",
+                    ) from None
+                if save:
+                    self.save(ss)
+                return then(ss)
+
     def delete(self, sid: str) -> None:
-        """Forget a session and remove its saved state."""
-        ss = self.get(sid)
-        self.flush(ss)
-        with ss.lock, self._lock:
-            self._sessions.pop(sid, None)
-            shutil.rmtree(ss.folder, ignore_errors=True)
+        """Remove a session and everything saved of it, or raise and change nothing."""
+        if not SESSION_ID.match(sid or ""):
+            raise UnknownSession(sid)
+        with self._lock:
+            ss = self._sessions.get(sid)
+            reload_lock = self._reloading.setdefault(sid, threading.Lock())
+        with reload_lock, (ss.lock if ss is not None else nullcontext()):
+            folder, trash = self.root / sid, self.root / f".deleted-{sid}"
+            if ss is not None and ss.mask_written is not None:
+                ss.mask_written.exception()  # wait for the writer; its error does not matter
+            try:
+                os.rename(folder, trash)  # one step: the session is there or it is gone
+            except FileNotFoundError:
+                raise UnknownSession(sid) from None
+            except OSError as exc:
+                raise SaveError(
+                    f"could not delete this session ({exc.strerror}); it is unchanged",
+                    hint="check that the server's state folder is writable",
+                ) from None
+            with self._lock:
+                if ss is not None:
+                    ss.gone = True
+                self._sessions.pop(sid, None)
+                self._reloading.pop(sid, None)
+        shutil.rmtree(trash, ignore_errors=True)
+        give_back_free_memory()
+        if trash.exists():
+            raise SaveError(
+                "the session is closed but some of its files could not be removed",
+                hint="they are removed when the server starts next",
+            )
         log.info("session %s deleted", sid[:6])
 
     def expire(self) -> list[str]:
@@ -180,35 +349,127 @@ class SessionStore:
         now = time.monotonic()
         with self._lock:
             old = [k for k, s in self._sessions.items() if now - s.last_used > self.ttl_s]
-            for k in old:
-                del self._sessions[k]
-        return old
+        return [k for k in old if self._unload(k)]
 
     def loaded(self) -> list[str]:
         with self._lock:
             return list(self._sessions)
 
+    def held(self) -> int:
+        """Estimated bytes of the loaded sessions plus open reservations."""
+        with self._lock:
+            return self._reserved + sum(s.held_bytes for s in self._sessions.values())
+
+    # ------------------------------------------------------------------ memory
+
+    @contextmanager
+    def reserve(self, nbytes: int) -> Iterator[None]:
+        """Hold ``nbytes`` of the memory bound while an image is read or a session built,
+        unloading least recently used idle sessions to make room.
+
+        Raises:
+            ServerBusy: no room even with every idle session unloaded.
+        """
+        nbytes = int(nbytes)
+        while True:
+            with self._lock:
+                sessions = list(self._sessions.values())
+                held = self._reserved + sum(s.held_bytes for s in sessions)
+                if len(sessions) < self.max_loaded and held + nbytes <= self.max_bytes:
+                    self._reserved += nbytes
+                    break
+            oldest_first = sorted(sessions, key=lambda s: s.last_used)
+            if not any(self._unload(s.id) for s in oldest_first):
+                raise ServerBusy(
+                    "the server is full: no memory left for another image right now",
+                    hint="close a session or try again in a minute",
+                )
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._reserved -= nbytes
+
+    def _unload(self, sid: str) -> bool:
+        """Take an idle session out of memory (its saved state stays); False when busy."""
+        with self._lock:
+            ss = self._sessions.get(sid)
+        if ss is None or not ss.lock.acquire(blocking=False):
+            return False
+        try:
+            with self._lock:
+                if self._sessions.get(sid) is not ss:
+                    return False
+                del self._sessions[sid]
+                ss.gone = True
+        finally:
+            ss.lock.release()
+        log.info("session %s unloaded", sid[:6])
+        give_back_free_memory()
+        return True
+
+    def _drop(self, ss: ServerSession) -> None:
+        """Forget the in-memory copy of a session whose state may differ from its saved
+        one; the next request reloads the saved state."""
+        with self._lock:
+            ss.gone = True
+            if self._sessions.get(ss.id) is ss:
+                del self._sessions[ss.id]
+        give_back_free_memory()
+
     # ------------------------------------------------------------------ state
 
     def save(self, ss: ServerSession) -> None:
-        """Write session.json now and queue the current mask's write, each atomic."""
-        save_accepted(ss.folder / "accepted", ss.accepted)
-        text = json.dumps(ss.state())
-        atomic_write(ss.folder / "session.json", lambda tmp: tmp.write_text(text, encoding="utf-8"))
-        result, volume, path = ss.session.result, ss.session.volume, ss.folder / "mask.nii.gz"
+        """Write the manifest (atomic, fsync) and queue the mask's write; on failure roll
+        the session back to its saved state (drop it) and raise :class:`SaveError`."""
+        generation = ss.generation + 1
+        state = {**ss.state(), "generation": generation}
+        try:
+            save_accepted(ss.folder / "accepted", ss.accepted)
+            text = json.dumps(state)
+            atomic_write(
+                ss.folder / "session.json", lambda tmp: tmp.write_text(text, encoding="utf-8")
+            )
+        except OSError as exc:
+            self._drop(ss)
+            raise SaveError(
+                f"could not save this change ({exc.strerror}); it was not kept",
+                hint="the server's disk is full or read-only",
+            ) from None
+        ss.generation = generation
+        ss.held_bytes = held_bytes(ss)
+        ss.mask_written = self._writer.submit(self._write_mask, ss, ss.session.result)
 
-        def write() -> None:
-            if result is not None:
-                save_mask(result.mask, volume, path, force=True)
-            else:
-                path.unlink(missing_ok=True)
-
-        ss.mask_written = self._writer.submit(write)
+    @staticmethod
+    def _write_mask(ss: ServerSession, result: Any) -> None:
+        """Write (or remove) ``mask.nii.gz`` for ``result``; never recreates a folder."""
+        path = ss.folder / "mask.nii.gz"
+        if ss.gone and not ss.folder.is_dir():
+            return
+        if result is not None:
+            save_mask(result.mask, ss.session.volume, path, force=True)
+        else:
+            path.unlink(missing_ok=True)
 
     def flush(self, ss: ServerSession) -> None:
-        """Wait until ``mask.nii.gz`` holds the session's current mask."""
-        if ss.mask_written is not None:
-            ss.mask_written.result()
+        """Wait until ``mask.nii.gz`` holds the session's current mask; a write that
+        failed is done again now.
+
+        Raises:
+            SaveError: the mask cannot be written.
+        """
+        if ss.mask_written is not None and ss.mask_written.exception() is None:
+            return
+        try:
+            self._write_mask(ss, ss.session.result)
+        except OSError as exc:
+            raise SaveError(
+                f"could not write the mask ({exc.strerror})",
+                hint="the server's disk is full or read-only",
+            ) from None
+        done: Future[None] = Future()
+        done.set_result(None)
+        ss.mask_written = done
 
     def _reload(self, sid: str) -> ServerSession:
         folder = self.root / sid
@@ -216,27 +477,45 @@ class SessionStore:
             state = json.loads((folder / "session.json").read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise UnknownSession(sid) from None
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, UnicodeDecodeError):
             raise InputError("this session's saved state is damaged") from None
-        if state.get("version") != STATE_VERSION:
+        if not isinstance(state, dict) or state.get("version") != STATE_VERSION:
             raise InputError("this session was saved by another MECCA version")
+        with self.reserve(READ_PEAK * image_bytes(folder / "image.nii.gz")):
+            future = self._steps.submit(self._replay, sid, folder, state)
+            try:
+                ss = future.result(timeout=self.step_timeout_s)
+            except FutureTimeout:
+                future.cancel()
+                raise ServerBusy(
+                    f"reloading this session took longer than {self.step_timeout_s:g} s",
+                    hint="try again later",
+                ) from None
+            ss.held_bytes = held_bytes(ss)
+            with self._lock:
+                ss = self._sessions.setdefault(sid, ss)
+        log.info("session %s reloaded (%d steps replayed)", sid[:6], ss.session.n_steps)
+        return ss
+
+    def _replay(self, sid: str, folder: Path, state: dict[str, Any]) -> ServerSession:
+        """The session of a manifest, its steps replayed and its mask written."""
         method = str(state["method"])
         roi = None if state["roi"] is None else Box(*state["roi"])
         session = Session(load(folder / "image.nii.gz"), roi, method=self._method(method), rng=0)
         store = InteractionStore.from_dict(state["store"])
+        if state.get("steps", len(store.steps)) != len(store.steps):
+            raise InputError("this session's saved state is damaged (step count)")
         accepted = load_accepted(folder / "accepted")
-        with self.model_lock:
-            for number, clicks in enumerate(store.steps, start=1):
-                if not clicks and number in accepted:
-                    session.accept_proposal(accepted[number])
-                    continue
-                session.add_clicks(clicks)
-                session.step()
+        for number, clicks in enumerate(store.steps, start=1):
+            if not clicks and number in accepted:
+                session.accept_proposal(accepted[number])
+                continue
+            session.add_clicks(clicks)
+            session.step()
         session.add_clicks(store.pending)
         ss = ServerSession(sid, folder, session, method, roi, accepted=accepted)
-        with self._lock:
-            ss = self._sessions.setdefault(sid, ss)
-        log.info("session %s reloaded (%d steps replayed)", sid[:6], len(store.steps))
+        ss.generation = int(state.get("generation", 0))
+        self._write_mask(ss, session.result)  # the mask on disk matches the manifest now
         return ss
 
 

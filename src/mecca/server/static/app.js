@@ -1,11 +1,30 @@
 // MECCA page: NiiVue viewer + the JSON API of `mecca serve` (docs/server.md).
 // Clicks are sent in world (RAS mm) coordinates read from NiiVue's crosshair: NiiVue
 // reorders voxels internally, so only millimetres mean the same thing on both sides.
+// Safety rules: every element built from data gets it as textContent, dataset or a
+// property (never innerHTML: names of files, folders and methods are data); the token never
+// goes into a URL (see takeToken); every request carries X-Mecca-Client (the server's
+// cross-site guard) and the token as an Authorization header; images and downloads are
+// fetched with those headers and handed on as blob: URLs.
 "use strict";
 
-const params = new URLSearchParams(location.search);
-if (params.get("token")) sessionStorage.setItem("meccaToken", params.get("token"));
-const token = sessionStorage.getItem("meccaToken");
+const TOKEN_KEY = "meccaToken";
+
+function takeToken() {
+  // a link may carry the token in its fragment (#token=..., which browsers never send to a
+  // server): keep it in this tab's storage and remove it from the address bar at once
+  const fragment = new URLSearchParams(location.hash.slice(1));
+  const given = fragment.get("token");
+  if (given) {
+    sessionStorage.setItem(TOKEN_KEY, given);
+    fragment.delete("token");
+    const rest = fragment.toString();
+    history.replaceState(null, "", location.pathname + location.search + (rest ? "#" + rest : ""));
+  }
+  return sessionStorage.getItem(TOKEN_KEY);
+}
+
+let token = takeToken();
 const $ = (id) => document.getElementById(id);
 const state = { sid: null, session: null, corner: null, busy: false, overlays: [], phases: {}, labels: [] };
 window.mecca = state; // read by the browser tests
@@ -13,19 +32,51 @@ window.mecca = state; // read by the browser tests
 // window.nv: the viewer, for tests and profiling in the browser console
 const nv = window.nv = new niivue.Niivue({ backColor: [0.07, 0.07, 0.07, 1], show3Dcrosshair: true });
 
-function authed(url) {
-  if (!token) return url;
-  return url + (url.includes("?") ? "&" : "?") + "token=" + encodeURIComponent(token);
+function askToken() {
+  // the server wants a token this tab does not have (or has wrong): ask once per refusal
+  const given = window.prompt("This MECCA server needs its access token:");
+  if (!given) return false;
+  token = given.trim();
+  sessionStorage.setItem(TOKEN_KEY, token);
+  return true;
+}
+
+async function request(path, options = {}) {
+  // fetch with the page's headers; on 401, ask for the token and try once more
+  for (let attempt = 0; ; attempt++) {
+    const headers = Object.assign({ "X-Mecca-Client": "page" }, options.headers || {});
+    if (token) headers["Authorization"] = "Bearer " + token;
+    const reply = await fetch(path, Object.assign({}, options, { headers }));
+    if (reply.status !== 401 || attempt > 0 || !askToken()) return reply;
+  }
+}
+
+async function blobUrl(path) {
+  // a server file fetched with the headers, as a blob: URL (NiiVue, <img>, downloads)
+  const reply = await request(path);
+  if (!reply.ok) throw new Error(`${path.split("?")[0]}: HTTP ${reply.status}`);
+  return URL.createObjectURL(await reply.blob());
+}
+
+async function download(path, name) {
+  // a file saved by the browser without the token in any URL: fetch, then a blob link
+  const url = await blobUrl(path);
+  const link = document.createElement("a");
+  link.href = url;
+  link.download = name;
+  document.body.append(link);
+  link.click();
+  link.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 60000);
 }
 
 async function api(path, options = {}) {
-  const headers = Object.assign({}, options.headers || {});
-  if (token) headers["Authorization"] = "Bearer " + token;
+  options = Object.assign({}, options);
   if (options.json !== undefined) {
-    headers["Content-Type"] = "application/json";
+    options.headers = Object.assign({}, options.headers || {}, { "Content-Type": "application/json" });
     options.body = JSON.stringify(options.json);
   }
-  const reply = await fetch(path, Object.assign({}, options, { headers }));
+  const reply = await request(path, options);
   const text = await reply.text();
   let data = null;
   try { data = text ? JSON.parse(text) : null; } catch (e) { data = { error: text }; }
@@ -41,23 +92,27 @@ async function loadInfo() {
   const info = await api("/api/info");
   state.legend = info.overlay_legend;
   state.proposing = Object.fromEntries(info.methods.map((m) => [m.name, m.proposes]));
-  $("method").innerHTML = info.methods
-    .map((m) => `<option value="${m.name}">${m.name} (${m.accepts.join(", ")})</option>`)
-    .join("");
-  $("root").innerHTML = info.roots
-    .map((r) => `<option value="${r.index}">${r.name}</option>`).join("");
+  $("method").replaceChildren(...info.methods.map((m) =>
+    new Option(`${m.name} (${m.accepts.join(", ")})`, m.name)));
+  $("root").replaceChildren(...info.roots.map((r) => new Option(r.name, String(r.index))));
   if (info.roots.length) await listFiles("");
+}
+
+function fileItem(path, folder, text) {
+  const li = document.createElement("li");
+  li.dataset.path = path;
+  li.dataset.folder = String(folder);
+  li.textContent = text;
+  return li;
 }
 
 async function listFiles(folder) {
   const root = Number($("root").value || 0);
   const listing = await api(`/api/files?root=${root}&folder=${encodeURIComponent(folder)}`);
-  const items = listing.entries.map((e) => {
-    const path = folder ? `${folder}/${e.name}` : e.name;
-    return `<li data-path="${path}" data-folder="${e.folder}">${e.folder ? "&#128193; " : ""}${e.name}</li>`;
-  });
-  if (folder) items.unshift(`<li data-path="${folder.split("/").slice(0, -1).join("/")}" data-folder="true">..</li>`);
-  $("files").innerHTML = items.join("");
+  const items = listing.entries.map((e) =>
+    fileItem(folder ? `${folder}/${e.name}` : e.name, e.folder, (e.folder ? "\u{1F4C1} " : "") + e.name));
+  if (folder) items.unshift(fileItem(folder.split("/").slice(0, -1).join("/"), true, ".."));
+  $("files").replaceChildren(...items);
 }
 
 async function openSession(data) {
@@ -67,7 +122,10 @@ async function openSession(data) {
   state.corner = null;
   state.overlays = [];
   state.loaded = false;
-  await nv.loadVolumes([{ url: authed(`/api/sessions/${data.id}/image.nii.gz`), name: "image.nii.gz" }]);
+  const imageUrl = await blobUrl(`/api/sessions/${data.id}/image.nii.gz`);
+  if (state.imageUrl) URL.revokeObjectURL(state.imageUrl);
+  state.imageUrl = imageUrl;
+  await nv.loadVolumes([{ url: imageUrl, name: "image.nii.gz" }]);
   prepareDrawing();
   setView();
   update(data);
@@ -82,7 +140,6 @@ function update(data) {
   $("reset").disabled = data.steps === 0;
   $("export").disabled = data.steps === 0;
   $("download").hidden = data.steps === 0;
-  $("download").href = authed(`/api/sessions/${data.id}/mask.nii.gz`);
   $("proposalsBox").hidden = !state.proposing[data.method];
   $("propose").disabled = !data.roi && data.steps === 0;
   clearProposals();
@@ -98,9 +155,13 @@ function update(data) {
 // label map" merges them (POST /api/labelmap: an overlapped voxel goes to the label with
 // the highest probability there). Values are 1, 2, ... in order of creation.
 function renderLabels() {
-  $("labels").innerHTML = state.labels.map((l) =>
-    `<label><input type="radio" name="label" value="${l.sid}"${l.sid === state.sid ? " checked" : ""}> ` +
-    `label ${l.value}: ${l.method || ""}, ${l.steps || 0} steps</label>`).join("");
+  $("labels").replaceChildren(...state.labels.map((l) => {
+    const radio = Object.assign(document.createElement("input"),
+      { type: "radio", name: "label", value: l.sid, checked: l.sid === state.sid });
+    const label = document.createElement("label");
+    label.append(radio, ` label ${l.value}: ${l.method || ""}, ${l.steps || 0} steps`);
+    return label;
+  }));
   $("newLabel").disabled = !state.sid;
   $("removeLabel").disabled = state.labels.length < 2;
   $("exportLabels").disabled = !state.labels.some((l) => l.steps > 0);
@@ -141,7 +202,7 @@ async function paintOtherLabels() {
   const outline = state.legend.find((row) => row.name === "mask outline").label;
   for (const l of state.labels) {
     if (l.sid === state.sid || !l.steps) continue;
-    const reply = await fetch(authed(`/api/sessions/${l.sid}/overlay?outline_only=true`));
+    const reply = await request(`/api/sessions/${l.sid}/overlay?outline_only=true`);
     if (reply.status !== 200) continue;
     paintBox(new Uint8Array(await reply.arrayBuffer()), reply.headers.get("X-Mecca-Box"), outline);
     state.overlays.push(`label ${l.value} outline`);
@@ -218,7 +279,7 @@ async function refreshOverlays() {
   if (data && data.last) {
     const prob = $("showProb").checked;
     const advice = $("showAdvice").checked;
-    const reply = await fetch(authed(`/api/sessions/${data.id}/overlay?prob=${prob}&advice=${advice}`));
+    const reply = await request(`/api/sessions/${data.id}/overlay?prob=${prob}&advice=${advice}`);
     if (!reply.ok) throw new Error(`overlay: HTTP ${reply.status}`);
     const bytes = new Uint8Array(await reply.arrayBuffer());
     state.phases.overlay = performance.now();
@@ -262,10 +323,21 @@ async function run(action, t0) {
 // Proposal methods (partial): K thumbnails to pick from; a picked one previews in the
 // viewer (its mask in the drawing layer), Accept makes it the next step.
 function clearProposals() {
+  for (const img of $("proposals").querySelectorAll("img")) URL.revokeObjectURL(img.src);
   state.proposals = [];
   state.picked = null;
-  $("proposals").innerHTML = "";
+  $("proposals").replaceChildren();
   $("accept").disabled = true;
+}
+
+function proposalFigure(p, src) {
+  const img = Object.assign(document.createElement("img"), { src, alt: `proposal ${p.index + 1}` });
+  img.dataset.index = String(p.index);
+  const caption = document.createElement("figcaption");
+  caption.textContent = `+${p.added_foreground} fg, +${p.added_background} bg`;
+  const figure = document.createElement("figure");
+  figure.append(img, caption);
+  return figure;
 }
 
 async function propose() {
@@ -273,16 +345,14 @@ async function propose() {
   const reply = await api(`/api/sessions/${state.sid}/propose`, { method: "POST", json: { k } });
   clearProposals();
   state.proposals = reply.proposals;
-  const stamp = Date.now(); // a new set of proposals is new images
-  $("proposals").innerHTML = reply.proposals.map((p) =>
-    `<figure><img data-index="${p.index}" alt="proposal ${p.index + 1}" src="${authed(
-      `/api/sessions/${state.sid}/proposals/${p.index}/thumbnail.png?k=${reply.thumbnail_slice}&t=${stamp}`)}">` +
-    `<figcaption>+${p.added_foreground} fg, +${p.added_background} bg</figcaption></figure>`).join("");
+  const sources = await Promise.all(reply.proposals.map((p) => blobUrl(
+    `/api/sessions/${state.sid}/proposals/${p.index}/thumbnail.png?k=${reply.thumbnail_slice}`)));
+  $("proposals").replaceChildren(...reply.proposals.map((p, n) => proposalFigure(p, sources[n])));
   status(`${reply.proposals.length} proposals (slice ${reply.thumbnail_slice}): pick one, then Accept.`);
 }
 
 async function pickProposal(index) {
-  const reply = await fetch(authed(`/api/sessions/${state.sid}/proposals/${index}/overlay`));
+  const reply = await request(`/api/sessions/${state.sid}/proposals/${index}/overlay`);
   if (!reply.ok) throw new Error(`proposal overlay: HTTP ${reply.status}`);
   const bytes = new Uint8Array(await reply.arrayBuffer());
   ensureColormap();
@@ -392,7 +462,9 @@ async function main() {
     try {
       status("Uploading...");
       const url = `/api/sessions/upload?filename=${encodeURIComponent(file.name)}&method=${$("method").value}`;
-      await openSession(await api(url, { method: "POST", body: file }));
+      // the server takes uploads only as octet-stream (or gzip/zip), never text/plain
+      const headers = { "Content-Type": "application/octet-stream" };
+      await openSession(await api(url, { method: "POST", body: file, headers }));
     } catch (err) { showError(err); }
   });
   $("method").addEventListener("change", async () => {
@@ -419,6 +491,8 @@ async function main() {
   $("view").addEventListener("change", setView);
   $("showAdvice").addEventListener("change", () => refreshOverlays().catch(showError));
   $("showProb").addEventListener("change", () => refreshOverlays().catch(showError));
+  $("download").addEventListener("click", () =>
+    download(`/api/sessions/${state.sid}/mask.nii.gz`, "mask.nii.gz").catch(showError));
   $("export").addEventListener("click", async () => {
     try {
       const done = await api(`/api/sessions/${state.sid}/export`, { method: "POST", json: { name: $("exportName").value } });
