@@ -73,9 +73,11 @@ class Slow(RandomWalkerMethod):
     """The random walker after a pause (a step that runs past the deadline)."""
 
     pause_s: float = 3.0
+    release: threading.Event | None = None
+    """Set to end the pause early."""
 
     def from_seeds(self, crop, seeds, extra):
-        time.sleep(self.pause_s)
+        (self.release or threading.Event()).wait(self.pause_s)
         return super().from_seeds(crop, seeds, extra)
 
 
@@ -103,26 +105,36 @@ def test_random_walker_on_a_flat_roi_finishes_with_a_finite_mask(root, tmp_path)
 
 
 def test_a_step_past_its_deadline_blocks_no_other_session_and_loses_nothing(root, tmp_path):
-    client = _client(root, tmp_path / "state", step_timeout_s=1.0)
+    client = _client(root, tmp_path / "state", step_timeout_s=5.0)
     server = client.app.state.server
-    server._methods["geos"] = Slow(pause_s=4.0)  # the sessions of "geos" get the slow one
-    slow, fast = _open(client, "ball0.nii.gz", "geos"), _open(client, "ball1.nii.gz")
-    assert _click(client, fast).status_code == 200
-    started, replies = time.monotonic(), {}
-    worker = threading.Thread(target=lambda: replies.update(slow=_click(client, slow)))
-    worker.start()
-    time.sleep(0.2)
-    other = _click(client, fast)  # another session, while the slow step runs
-    other_s = time.monotonic() - started
-    worker.join()
-    assert other.status_code == 200 and other_s < 3.0, (other.status_code, other_s)
-    assert replies["slow"].status_code == 503
-    assert "longer than 1 s" in replies["slow"].json()["error"]
-    server._methods["geos"] = Slow(pause_s=0.0)  # what the reload below builds on
-    state = client.get(f"/api/sessions/{slow}").json()  # back at its saved state
-    assert state["steps"] == 0 and state["pending"] == 0
-    again = _click(client, slow)
-    assert again.status_code == 200, again.text
+    release = threading.Event()
+    server._methods["geos"] = Slow(pause_s=120.0, release=release)  # until released
+    try:
+        slow, fast = _open(client, "ball0.nii.gz", "geos"), _open(client, "ball1.nii.gz")
+        assert _click(client, fast).status_code == 200
+        done: dict[str, float] = {}
+        replies = {}
+
+        def slow_click() -> None:
+            replies["slow"] = _click(client, slow)
+            done["slow"] = time.monotonic()
+
+        worker = threading.Thread(target=slow_click)
+        worker.start()
+        time.sleep(0.2)
+        other = _click(client, fast)  # another session, while the slow step runs
+        done["other"] = time.monotonic()
+        worker.join()
+        assert other.status_code == 200 and done["other"] < done["slow"]
+        assert replies["slow"].status_code == 503
+        assert "longer than 5 s" in replies["slow"].json()["error"]
+        server._methods["geos"] = Slow(pause_s=0.0)  # what the reload below builds on
+        state = client.get(f"/api/sessions/{slow}").json()  # back at its saved state
+        assert state["steps"] == 0 and state["pending"] == 0
+        again = _click(client, slow)
+        assert again.status_code == 200, again.text
+    finally:
+        release.set()  # the abandoned step ends (it works on a dropped copy)
 
 
 def test_a_method_giving_nan_answers_422_and_keeps_the_session(root, tmp_path):
