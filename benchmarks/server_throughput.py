@@ -42,7 +42,7 @@ import nibabel as nib
 import numpy as np
 
 from mecca.data.roi import Box
-from mecca.interaction.clicks import EdgeUser
+from mecca.interaction.users import EdgeUser
 from mecca.io import Volume, load, save_volume
 from mecca.session import Session
 

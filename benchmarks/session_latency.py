@@ -31,10 +31,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mecca.bundle import load_bundle
 from mecca.data.roi import Box
-from mecca.interaction.clicks import EdgeUser
+from mecca.interaction.users import EdgeUser
 from mecca.io import Volume
+from mecca.methods.agents.bundle import load_bundle
 from mecca.session import Session
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "brats2015"

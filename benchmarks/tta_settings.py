@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mecca.bench import BenchSettings, run_case
+from mecca.bench.runner import BenchSettings, run_case
 from mecca.data.datasets import open_dataset
 from mecca.methods.tta import TTAConfig, TTAMethod
 

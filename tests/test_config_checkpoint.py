@@ -60,7 +60,9 @@ def test_checkpoint_round_trip_resumes_rng_exactly(tmp_path):
     rng = np.random.default_rng(3)
     rng.random(5)
     path = save_checkpoint(
-        tmp_path / "ck.pt", {"config": {"lr": 1.0}, "rng": rng_state(rng), "w": torch.ones(2)}
+        tmp_path / "ck.pt",
+        {"config": {"lr": 1.0}, "rng": rng_state(rng), "w": torch.ones(2)},
+        method="pnet",
     )
     data = load_checkpoint(path)
     assert data["mecca_version"] and torch.equal(data["w"], torch.ones(2))
@@ -94,10 +96,10 @@ def test_every_shipped_training_config_loads(path):
     """The files behind the shipped models' commands stay valid as settings change."""
     import yaml
 
-    from mecca.methods.partial import PartialConfig
-    from mecca.supervised import METHODS as SUPERVISED
-    from mecca.supervised import SupervisedConfig
-    from mecca.training import TrainConfig
+    from mecca.methods.agents.config import TrainConfig
+    from mecca.methods.partial.model import PartialConfig
+    from mecca.methods.supervised.config import METHODS as SUPERVISED
+    from mecca.methods.supervised.config import SupervisedConfig
 
     method = yaml.safe_load(path.read_text())["method"]
     if method == "partial":

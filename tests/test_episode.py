@@ -4,7 +4,8 @@ from conftest import sphere
 from mecca import methods
 from mecca.data.roi import Box, make_crop
 from mecca.episode import adapt_clicks, clicks_to_grid, run_episode
-from mecca.interaction.clicks import Click, InteractionKind, make_user
+from mecca.interaction.clicks import Click, InteractionKind
+from mecca.interaction.users import make_user
 
 
 def test_clicks_to_grid_maps_through_crop():
@@ -51,7 +52,7 @@ class _FixedProposals:
     """A proposal method whose only proposal is given: tests the simulated user's choice."""
 
     def __init__(self, seg):
-        from mecca.methods.partial import Proposal
+        from mecca.methods.base import Proposal
 
         mask = np.ones(seg.shape, bool)
         fg = int(seg.sum())

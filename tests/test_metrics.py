@@ -320,3 +320,155 @@ def test_agrees_with_monai_on_real_cases(shared_data: Path) -> None:
     print("\nmax |ours - MONAI| on real test cases (eroded once, shifted 1-2 voxels):")
     for name, diffs in overall.items():
         print(f"  {name:22s} " + "  ".join(f"{k}={v:.2e}" for k, v in diffs.items()))
+
+
+# --- CVPR 2025 protocol: NSD on surfels, the Dice > 0.2 rule, AUC over the click steps ----
+
+
+def test_cell_areas_are_the_marching_cubes_areas() -> None:
+    """Hand values: a corner cut sqrt(3)/8, a flat half cell 1 (s1*s2 in mm^2), complement
+    cells the same as their complement, 8 corner cuts round a single voxel."""
+    areas = metrics._cell_areas((1.0, 1.0, 1.0))
+    assert areas[0] == areas[255] == 0.0
+    assert areas[1] == pytest.approx(math.sqrt(3) / 8)  # one corner voxel in
+    assert areas[0b1111] == pytest.approx(1.0)  # the a = 0 face in: a flat square
+    assert areas[0b11] == pytest.approx(math.sqrt(2) / 2)  # one edge in: a tilted rectangle
+    assert all(areas[c] == pytest.approx(areas[255 - c]) for c in range(256))
+    s = (3.0, 0.5, 2.0)
+    aniso = metrics._cell_areas(s)
+    assert aniso[0b1111] == pytest.approx(s[1] * s[2])
+    assert aniso[1] == pytest.approx(math.hypot(s[1] * s[2], s[0] * s[2], s[0] * s[1]) / 8)
+
+
+def test_surface_dice_hand_cases() -> None:
+    """Two single voxels one apart along i: the 8 surfels of each sit at the voxel's
+    corners, 4 of them shared with the other voxel (distance 0) and 4 one step of i away,
+    all of the same area; so NSD = 1/2 when that step is beyond the tolerance, 1 within."""
+    a = np.zeros((5, 4, 4), bool)
+    b = np.zeros_like(a)
+    a[1, 1, 1] = b[2, 1, 1] = True
+    assert metrics.surface_dice(a, b, (3.0, 1.0, 1.0), 2.0) == pytest.approx(0.5)
+    assert metrics.surface_dice(a, b, (2.0, 1.0, 1.0), 2.0) == pytest.approx(1.0)  # <= tol
+    assert metrics.surface_dice(a, b, (2.0, 1.0, 1.0), 1.999) == pytest.approx(0.5)
+    assert metrics.surface_dice(a, b, None, 0.0) == pytest.approx(0.5)
+    # surface voxels would give 0 (the two voxels are 3 mm apart): not the organisers' NSD
+    assert metrics.surface_dice(a, a, (3.0, 1.0, 1.0), 0.0) == 1.0
+    far = np.zeros((5, 4, 40), bool)
+    far[1, 1, 1] = True
+    assert metrics.surface_dice(far, np.roll(far, 30, axis=2), (1.0, 1.0, 1.0), 2.0) == 0.0
+
+
+def test_surface_dice_empty_conventions_and_bad_input() -> None:
+    empty, one = np.zeros((4, 4, 4), bool), np.zeros((4, 4, 4), bool)
+    one[1, 1, 1] = True
+    assert metrics.surface_dice(empty, empty, (1, 1, 1)) == 1.0
+    assert metrics.surface_dice(one, empty, (1, 1, 1)) == 0.0
+    assert metrics.surface_dice(empty, one, (1, 1, 1)) == 0.0
+    with pytest.raises(ValueError, match="3D"):
+        metrics.surface_dice(one[0], one[0], (1, 1))
+    with pytest.raises(ValueError, match="tolerance"):
+        metrics.surface_dice(one, one, (1, 1, 1), -1.0)
+    with pytest.raises(ValueError, match="spacing"):
+        metrics.surface_dice(one, one, (1, 1))
+
+
+def monai_nsd(pred: np.ndarray, gt: np.ndarray, spacing, subvoxels: bool) -> float:
+    from monai.metrics import compute_surface_dice
+
+    yp = torch.from_numpy(pred[None, None].astype(np.float32))
+    yt = torch.from_numpy(gt[None, None].astype(np.float32))
+    nsd = compute_surface_dice(
+        yp, yt, [2.0], include_background=True, spacing=list(spacing), use_subvoxels=subvoxels
+    )
+    return float(nsd)
+
+
+def nsd_pairs(rng: np.random.Generator) -> list[tuple[np.ndarray, np.ndarray, tuple]]:
+    """Random blob pairs (independent, or one dilated 1-2 voxels) with anisotropic spacing."""
+    out = []
+    for t in range(8):
+        gt = blob(rng, (30, 26, 18))
+        pred = ndimage.binary_dilation(gt, iterations=1 + t % 2) if t % 2 else blob(rng, gt.shape)
+        out.append((pred, gt, tuple(float(s) for s in rng.uniform(0.4, 3.0, 3))))
+    return out
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")
+def test_nsd_agrees_with_monai_subvoxels_and_differs_from_its_voxel_default(
+    rng: np.random.Generator,
+) -> None:
+    sub = vox = 0.0
+    for pred, gt, spacing in nsd_pairs(rng):
+        ours = metrics.surface_dice(pred, gt, spacing, 2.0)
+        sub = max(sub, abs(ours - monai_nsd(pred, gt, spacing, True)))
+        vox = max(vox, abs(ours - monai_nsd(pred, gt, spacing, False)))
+    print(f"\nNSD@2mm max |ours - MONAI subvoxels| = {sub:.2e}, |ours - MONAI voxels| = {vox:.3f}")
+    assert sub < 1e-5  # MONAI works in float32
+    assert vox > 0.01  # surface voxels are another definition
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_nsd_equals_deepminds_surface_distance(rng: np.random.Generator) -> None:
+    """DeepMind's package is the organisers' SurfaceDice.py (same lookup table and steps)."""
+    sd = pytest.importorskip("surface_distance")
+    worst = 0.0
+    for pred, gt, spacing in nsd_pairs(rng):
+        ours = metrics.surface_dice(pred, gt, spacing, 2.0)
+        distances = sd.compute_surface_distances(gt, pred, spacing)
+        ref = sd.compute_surface_dice_at_tolerance(distances, 2.0)
+        worst = max(worst, abs(ours - float(ref)))
+    print(f"\nNSD@2mm max |ours - surface-distance| = {worst:.2e}")
+    assert worst < 1e-12
+
+
+def test_nsd_cvpr25_applies_the_dice_rule_on_the_label_mean() -> None:
+    gt = np.zeros((20, 20, 20), np.uint8)
+    gt[2:8, 2:8, 2:8] = 1
+    gt[12:18, 12:18, 12:18] = 2
+    spacing = (1.0, 1.0, 2.0)
+    assert metrics.dsc_nsd_cvpr25(gt, gt, spacing) == (1.0, 1.0)
+    pred = np.where(gt == 2, 2, 0)  # label 1 missed: mean Dice 0.5 > 0.2, NSD (0 + 1) / 2
+    assert metrics.dsc_nsd_cvpr25(pred, gt, spacing) == pytest.approx((0.5, 0.5))
+    low = np.zeros_like(gt)
+    low[2:8, 2:8, 2:3] = 1  # Dice 2 * 36 / (36 + 216) = 0.286 on label 1, 0 on label 2
+    dsc, nsd = metrics.dsc_nsd_cvpr25(low, gt, spacing)
+    assert dsc == pytest.approx(2 * 36 / 252 / 2) and dsc < 0.2 and nsd == 0.0
+    assert metrics.surface_dice(low == 1, gt == 1, spacing) > 0  # what the rule zeroed
+    one = gt == 1
+    assert metrics.nsd_cvpr25(one, one, spacing) == 1.0  # a bool mask is one label
+    assert metrics.nsd_cvpr25(one, one, spacing, min_dice=1.0) == 0.0  # "> min_dice"
+    empty = np.zeros_like(one)
+    assert metrics.dsc_nsd_cvpr25(empty, empty, spacing) == (1.0, 1.0)
+    assert metrics.dsc_nsd_cvpr25(one, empty, spacing) == (0.0, 0.0)
+
+
+def test_auc_trapezoid_and_cvpr25_scores_match_the_organisers_integration() -> None:
+    from scipy.integrate import cumulative_trapezoid
+
+    dsc = [0.5, 0.6, 0.7, 0.8, 0.9, 1.0]  # box step, then 5 clicks
+    nsd = [0.1, 0.0, 0.4, 0.4, 0.8, 0.9]
+    assert metrics.auc_trapezoid(dsc[1:]) == pytest.approx(3.2)
+    assert metrics.auc_trapezoid([0.7]) == 0.0
+    assert metrics.auc_trapezoid([1.0] * 5) == 4.0  # the maximum over 5 click steps
+    scores = metrics.cvpr25_scores(dsc, nsd)
+    for key, curve in (("DSC_AUC", dsc), ("NSD_AUC", nsd)):
+        theirs = cumulative_trapezoid(np.array(curve[-5:]), np.arange(5))[-1]
+        assert scores[key] == pytest.approx(theirs)
+    assert scores["DSC_Final"] == 1.0 and scores["NSD_Final"] == 0.9
+    with pytest.raises(ValueError, match="NSD values"):
+        metrics.cvpr25_scores(dsc, nsd[:3])
+    with pytest.raises(ValueError, match="empty"):
+        metrics.auc_trapezoid([])
+
+
+@pytest.mark.shared_data
+@pytest.mark.filterwarnings("ignore::FutureWarning")
+def test_nsd_agrees_with_monai_subvoxels_on_real_cases(shared_data: Path) -> None:
+    """Hippocampus test cases (labels 1+2, header spacing), eroded once and shifted."""
+    worst = 0.0
+    for spacing, pairs in real_pairs(shared_data, "hippocampus", 5, [1, 2]):
+        for pred, gt in pairs:
+            ours = metrics.surface_dice(pred, gt, spacing, 2.0)
+            worst = max(worst, abs(ours - monai_nsd(pred, gt, spacing, True)))
+    print(f"\nreal hippocampus NSD@2mm max |ours - MONAI subvoxels| = {worst:.2e}")
+    assert worst < 1e-5

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from mecca._version import __version__
 from mecca.errors import MeccaError
 
-__version__ = "0.1.0"
 __all__ = ["MeccaError", "Session", "Volume", "__version__", "load"]
 
 if TYPE_CHECKING:

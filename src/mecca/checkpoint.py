@@ -1,10 +1,12 @@
 """Self-describing checkpoints: weights, optimisers, RNG and schedule state, config.
 
 A checkpoint holds everything needed to resume a run exactly where it stopped (model and
-optimiser states, the numpy generator's state, torch's RNG state, the episode counter)
-and everything needed to use the model without the run folder (the fully resolved
-config and the package version). Files are written atomically (temp file + rename), so
-a run stopped mid-write keeps its previous checkpoint.
+optimiser states, the numpy generator's state, torch's RNG state, the step counter)
+and everything needed to use the model without the run folder (the method it belongs to,
+the fully resolved config and the package version), so that no reader has to guess a
+checkpoint's kind from its keys (nnU-Net v2 stores its trainer's name the same way).
+Files are written atomically (temp file + rename), so a run stopped mid-write keeps its
+previous checkpoint.
 """
 
 from __future__ import annotations
@@ -15,15 +17,25 @@ from typing import Any
 import numpy as np
 import torch
 
-from mecca import __version__
+from mecca._version import __version__
 from mecca.errors import InputError
 from mecca.io import atomic_write
 
 
-def save_checkpoint(path: Path, payload: dict[str, Any]) -> Path:
-    """Write ``payload`` (plus the package version) to ``path`` atomically."""
-    data = {**payload, "mecca_version": __version__}
+def save_checkpoint(path: Path, payload: dict[str, Any], *, method: str) -> Path:
+    """Write ``payload`` (plus the registry name of its ``method`` and the package version)
+    to ``path`` atomically."""
+    data = {**payload, "method": method, "mecca_version": __version__}
     return atomic_write(Path(path), lambda tmp: torch.save(data, tmp))
+
+
+def checkpoint_method(data: dict[str, Any]) -> str:
+    """The method a checkpoint belongs to: its ``method``; a checkpoint written before
+    every checkpoint named its method carries it in its config (RL and supervised runs)."""
+    method = data.get("method") or data["config"].get("method")
+    if not method:
+        raise InputError("the checkpoint names no method", hint="export it with this version")
+    return str(method)
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:

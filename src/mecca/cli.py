@@ -1,17 +1,25 @@
-"""The ``mecca`` command line: thin wrappers over library functions, imports kept lazy."""
+"""The ``mecca`` command line: thin wrappers over library functions.
+
+Each command imports what it needs inside its function: most of the package loads torch
+(seconds), which ``mecca --help`` and the light commands must not wait for.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from mecca import __version__
-from mecca.errors import InputError, MeccaError
+from mecca._version import __version__
+from mecca.errors import ConfigError, InputError, MeccaError
+
+if TYPE_CHECKING:
+    from mecca.server.settings import ServerSettings
 
 
 class _Group(click.Group):
@@ -64,7 +72,7 @@ def evaluate(
     Example:
       mecca evaluate pred.nii.gz labelsTr/case_001.nii.gz --labels 1,2 --json
     """
-    from mecca.evaluation import evaluate_files
+    from mecca.bench.evaluate import evaluate_files
 
     result = evaluate_files(
         pred, gt, labels=_parse_labels(labels), pred_labels=_parse_labels(pred_labels)
@@ -205,9 +213,9 @@ def segment(
       mecca segment phantoms/imagesTr/phantom_000.nii.gz \\
         --clicks examples/clicks_phantom.json --out mask.nii.gz --advice advice.json
     """
-    from mecca.demo import build_method
-    from mecca.segment import parse_roi, read_clicks
-    from mecca.segment import segment as run_segment
+    from mecca import methods
+    from mecca.session.clicks_file import parse_roi, read_clicks
+    from mecca.session.clicks_file import segment as run_segment
 
     if roi is not None and roi_from_clicks:
         raise click.UsageError("give --roi or --roi-from-clicks, not both")
@@ -216,7 +224,7 @@ def segment(
         read_clicks(clicks_path),
         out,
         roi=None if roi is None else parse_roi(roi),
-        method=build_method(method, model),
+        method=methods.build(method, model),
         steps=steps,
         prob_out=prob_out,
         advice_out=advice_out,
@@ -255,9 +263,8 @@ def segment(
 )
 @click.option(
     "--methods",
-    default="mecca,itermrl,random_walker,graphcut,growcut,geos,region_growing",
-    show_default=True,
-    help="Methods offered; the first is the default.",
+    help="Methods offered, comma-separated; the first is the default (default: the "
+    "registry's served methods: mecca, itermrl and the classical ones).",
 )
 @click.option(
     "--weights",
@@ -305,7 +312,7 @@ def serve(
     token: str | None,
     allow_remote: bool,
     allow_hosts: tuple[str, ...],
-    methods: str,
+    methods: str | None,
     weights: tuple[str, ...],
     max_upload_mb: int,
     max_voxels: int,
@@ -338,7 +345,7 @@ def serve(
         allow_remote=allow_remote,
         extra_hosts=allow_hosts,
         roots=tuple(r.resolve() for r in roots),
-        methods=tuple(m.strip() for m in methods.split(",") if m.strip()),
+        methods=defaults.methods if methods is None else _names(methods),
         weights=name_value_pairs(weights, "--weights"),
         max_upload_bytes=max_upload_mb << 20,
         max_voxels=max_voxels,
@@ -354,7 +361,7 @@ def serve(
     uvicorn.run(create_app(settings), host=host, port=port, access_log=False, log_level="info")
 
 
-def page_url(settings: Any) -> str:
+def page_url(settings: ServerSettings) -> str:
     """The page's address for the start message: the first ``--allow-host`` when bound to
     every interface; with a token, in the fragment (``#token=``), which browsers never
     send to a server, and which the page moves to the tab's storage at once."""
@@ -384,19 +391,27 @@ def name_value_pairs(items: tuple[str, ...], option: str) -> tuple[tuple[str, st
     return tuple(pairs)
 
 
-def _config_method(path: Path | None, key: str = "method") -> str | None:
-    """The ``method`` (or ``key``) of a YAML config file, or None (load_config reports a
-    bad file)."""
-    if path is None:
-        return None
-    import yaml
+def _names(text: str) -> tuple[str, ...]:
+    """Comma-separated names as a tuple (blanks dropped)."""
+    return tuple(m.strip() for m in text.split(",") if m.strip())
 
-    try:
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError):
-        return None
-    value = data.get(key) if isinstance(data, dict) else None
-    return None if value is None else str(value)
+
+class _TrainableMethods(click.Choice):
+    """The methods ``mecca train`` trains (:func:`mecca.methods.trainable`), read from the
+    registry when the option is parsed or its help shown, not when the CLI is imported."""
+
+    def __init__(self) -> None:
+        super().__init__(())
+
+    @property  # type: ignore[override]
+    def choices(self) -> Sequence[str]:
+        from mecca import methods  # the registry loads torch: only for `mecca train`
+
+        return tuple(methods.trainable())
+
+    @choices.setter
+    def choices(self, value: Sequence[str]) -> None:
+        """Ignored: the choices are the registry's."""
 
 
 @main.command("export-model")
@@ -417,28 +432,25 @@ def export_model(
 ) -> None:
     """Turn a training run into a model bundle (MONAI Bundle layout, SHA-256, model card).
 
-    Works for RL runs (mecca, itermrl), supervised baselines (pnet, unet, uamt,
-    intercnn, deepigeos) and partial-segmentation runs (partial).
+    Works for the run of any method with an export in the registry: RL runs (mecca,
+    itermrl), supervised baselines (pnet, unet, uamt, intercnn, deepigeos) and
+    partial-segmentation runs (partial); the checkpoint names its method.
 
     \b
     Example:
       mecca export-model runs/hippo --out src/mecca/models/mecca_hippocampus
     """
-    from mecca.bundle import export_bundle
-    from mecca.checkpoint import load_checkpoint
-    from mecca.methods.partial_method import export_partial
-    from mecca.supervised import export_supervised
+    from mecca import methods
+    from mecca.checkpoint import checkpoint_method, load_checkpoint
 
     if checkpoint is None:
         checkpoint = "best.pt" if (run / "best.pt").is_file() else "last.pt"
     if not (run / checkpoint).is_file():
         raise InputError(f"the run has no {checkpoint}", path=run)
-    data = load_checkpoint(run / checkpoint)
-    if data.get("method") == "partial":
-        export = export_partial
-    else:
-        export = export_supervised if "net_configs" in data else export_bundle
-    folder = export(
+    spec = methods.spec(checkpoint_method(load_checkpoint(run / checkpoint)))
+    if spec.export is None:
+        raise ConfigError(f"method {spec.name!r} has no bundle export", path=run)
+    folder = spec.export(
         run, out, checkpoint=checkpoint, name=name, description=description, force=force
     )
     click.echo(f"bundle: {folder}")
@@ -447,12 +459,11 @@ def export_model(
 @main.command()
 @click.option(
     "--method",
-    type=click.Choice(
-        ["mecca", "itermrl", "pnet", "unet", "uamt", "intercnn", "deepigeos", "partial"]
-    ),
+    type=_TrainableMethods(),
     help="Method (default: the config file's, else mecca); pnet, unet, uamt (semi-"
     "supervised mean teacher), intercnn and deepigeos are the supervised baselines "
-    "(mecca.supervised); partial is the partial-segmentation cVAE (mecca.methods.partial).",
+    "(mecca.methods.supervised); partial is the partial-segmentation cVAE "
+    "(mecca.methods.partial).",
 )
 @click.option("--data", type=click.Path(path_type=Path), required=True, help="MSD-layout folder.")
 @click.option("--target", help="Named target of the dataset (default: its default target).")
@@ -494,13 +505,8 @@ def train(
       mecca train --method deepigeos --data phantoms --set initial=runs/pnet --out runs/dig
       mecca train --method uamt --labeled-fraction 0.25 --data phantoms --out runs/uamt
     """
-    import logging
-
-    from mecca.config import load_config, parse_overrides
-    from mecca.supervised import METHODS as SUPERVISED
-    from mecca.supervised import SupervisedConfig, train_supervised
-    from mecca.training import TrainConfig
-    from mecca.training import train as run_training
+    from mecca import methods
+    from mecca.config import parse_overrides, read_settings
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     values = parse_overrides(overrides)
@@ -510,40 +516,23 @@ def train(
         values["labeled_fraction"] = labeled_fraction
     if target is not None:
         values["target"] = target
-    if values.get("method", _config_method(config_file)) == "partial":
-        _train_partial(config_file, values, data, out, resume)
-        return
-    if values.get("method", _config_method(config_file)) in SUPERVISED:
-        sup_cfg = load_config(SupervisedConfig, config_file, values)
-        folder = train_supervised(
-            sup_cfg, data, out, resume=resume, progress=not no_progress, device=device
+    name = str(values.get("method") or read_settings(config_file).get("method") or "mecca")
+    spec = methods.spec(name)
+    if spec.train is None:
+        raise ConfigError(
+            f"method {name!r} is not trained with mecca train",
+            hint=f"trainable: {', '.join(methods.trainable())}",
         )
-        click.echo(f"run folder: {folder}")
-        return
-    cfg = load_config(TrainConfig, config_file, values)
-    folder = run_training(cfg, data, out, device=device, resume=resume, progress=not no_progress)
-    click.echo(f"run folder: {folder}")
-
-
-def _train_partial(
-    config_file: Path | None, values: dict[str, object], data: Path, out: Path, resume: bool
-) -> None:
-    from mecca.config import load_config
-    from mecca.methods.partial import PartialConfig
-    from mecca.methods.partial_method import train_partial_on_dataset
-
-    values = dict(values)
-    target = values.pop("target", None)
-    crops = int(
-        str(values.pop("crops_per_case", _config_method(config_file, "crops_per_case") or 4))
+    request = methods.TrainRequest(
+        data=data,
+        out=out,
+        config_file=config_file,
+        values=values,
+        resume=resume,
+        progress=not no_progress,
+        device=device,
     )
-    target = None if target is None else str(target)
-    drop = ("method", "target", "crops_per_case")
-    cfg = load_config(PartialConfig, config_file, values, drop=drop)
-    folder = train_partial_on_dataset(
-        cfg, data, out, resume=resume, crops_per_case=crops, target=target
-    )
-    click.echo(f"run folder: {folder}")
+    click.echo(f"run folder: {spec.train(request)}")
 
 
 @main.command()
@@ -611,12 +600,12 @@ def benchmark(
         --weights deepigeos=runs/dig --weights intercnn=runs/icnn \\
         --protocol itermrl --initial runs/pnet --out results/itermrl
     """
-    from mecca.bench import BenchSettings, run_benchmark
+    from mecca.bench.runner import BenchSettings, run_benchmark
 
     pairs = name_value_pairs(weights, "--weights")
     settings = BenchSettings(
         data=data,
-        methods=tuple(m.strip() for m in methods.split(",") if m.strip()),
+        methods=_names(methods),
         split=split,
         target=target,
         protocol=protocol,
@@ -633,7 +622,11 @@ def benchmark(
 
 @main.command()
 @click.option(
-    "--run", "runs", multiple=True, required=True, metavar="NAME=RUN_DIR",
+    "--run",
+    "runs",
+    multiple=True,
+    required=True,
+    metavar="NAME=RUN_DIR",
     help="A training run to compare (repeat).",
 )
 @click.option("--upto", type=int, help="Keep validation checks up to this episode (step).")
@@ -649,7 +642,7 @@ def curves(runs: tuple[str, ...], upto: int | None, out: Path) -> None:
       mecca curves --run itermrl=runs/itermrl_hippocampus --run focal=runs/focal \\
         --run err=runs/err --upto 600 --out docs/results/hippocampus/rewards
     """
-    from mecca.run_curves import compare_runs
+    from mecca.bench.curves import compare_runs
 
     pairs = name_value_pairs(runs, "--run")
     compare_runs({name: Path(path) for name, path in pairs}, out, upto=upto)
@@ -673,7 +666,7 @@ def compare(results: tuple[Path, ...], reference: str | None) -> None:
       mecca compare docs/results/hippocampus --reference mecca
       mecca compare runs/bench_seed0 runs/bench_seed1 runs/bench_seed2 --reference mecca
     """
-    from mecca.bench_stats import format_paired, format_pooled, pool_seeds
+    from mecca.bench.stats import format_paired, format_pooled, pool_seeds
 
     reports = [_benchmark_report(path) for path in results]
     if len(reports) == 1:

@@ -75,6 +75,22 @@ def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
     return out
 
 
+def read_settings(path: Path | None) -> dict[str, Any]:
+    """The settings in a YAML config file ({} for None); ConfigError for a file that is
+    missing, not YAML or not a mapping."""
+    if path is None:
+        return {}
+    try:
+        loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    except FileNotFoundError:
+        raise ConfigError("config file not found", path=path) from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"not valid YAML: {err}", path=path) from None
+    if not isinstance(loaded, dict):
+        raise ConfigError("a config file must hold a mapping of settings", path=path)
+    return dict(loaded)
+
+
 def load_config(
     cls: type[C],
     path: Path | None = None,
@@ -84,17 +100,7 @@ def load_config(
 ) -> C:
     """Config from an optional YAML file, then ``overrides`` on top; keys in ``drop`` (read
     by the caller, such as a file's ``method``) are left out."""
-    values: dict[str, Any] = {}
-    if path is not None:
-        try:
-            loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-        except FileNotFoundError:
-            raise ConfigError("config file not found", path=path) from None
-        except yaml.YAMLError as err:
-            raise ConfigError(f"not valid YAML: {err}", path=path) from None
-        if not isinstance(loaded, dict):
-            raise ConfigError("a config file must hold a mapping of settings", path=path)
-        values.update(loaded)
+    values = read_settings(path)
     values.update(dict(overrides or {}))
     for key in drop:
         values.pop(key, None)

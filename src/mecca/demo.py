@@ -8,11 +8,13 @@ from pathlib import Path
 import numpy as np
 
 from mecca import methods
+from mecca.bench.overlay import centre_slice, overlay_rgb, write_png
+from mecca.data.datasets import open_dataset
+from mecca.data.phantoms import make_phantom
 from mecca.episode import EpisodeRecord, run_episode
-from mecca.errors import ConfigError
-from mecca.interaction.clicks import make_user
-from mecca.methods.base import InteractiveMethod, takes_only_edge_points
-from mecca.overlay import centre_slice, overlay_rgb, write_png
+from mecca.errors import DatasetError
+from mecca.interaction.users import make_user
+from mecca.interface import InteractiveMethod, grid_of, takes_only_edge_points
 
 
 @dataclass(frozen=True)
@@ -27,8 +29,6 @@ class DemoReport:
 
 
 def _phantom_case(seed: int) -> tuple[str, np.ndarray, np.ndarray]:
-    from mecca.data.phantoms import make_phantom
-
     ph = make_phantom(rng=np.random.default_rng(seed), kind="mr")
     return f"MR phantom (seed {seed})", ph.image, ph.label == 1
 
@@ -36,40 +36,15 @@ def _phantom_case(seed: int) -> tuple[str, np.ndarray, np.ndarray]:
 def _dataset_case(
     data: Path, case_id: str | None, target: str | None
 ) -> tuple[str, np.ndarray, np.ndarray]:
-    from mecca.data.datasets import open_dataset
-
     ds = open_dataset(data)
     cases = ds.cases("test") if case_id is None and "test" in ds.splits else ds.cases()
     if case_id is not None:
         cases = [c for c in cases if c.case_id == case_id] or cases
         if cases[0].case_id != case_id:
-            from mecca.errors import DatasetError
-
             raise DatasetError(f"no case {case_id!r}", path=data)
     values = ds.resolve_target(target)
     volume, mask = ds.load_case(cases[0], values)
     return f"{data.name}/{cases[0].case_id}", volume.array, mask
-
-
-LEARNED = (
-    "mecca", "itermrl", *methods.ITERMRL_VARIANTS, "pnet", "unet", "uamt", "intercnn",
-    "deepigeos", "tta", "partial",
-)  # fmt: skip
-"""Methods that run a trained model (a bundle, or a run folder)."""
-BACKBONE = {"tta": "pnet"}
-"""Methods that wrap another method's trained model (whose shipped bundle is the default)."""
-
-
-def build_method(
-    method: str, model: str | None = None, dataset: str | None = None
-) -> InteractiveMethod:
-    """The named method; learned ones load ``model`` or the shipped bundle for ``dataset``."""
-    if method in LEARNED:
-        default = methods.default_model(BACKBONE.get(method, method), dataset)
-        return methods.get(method, model=model or default)
-    if model is not None:
-        raise ConfigError(f"method {method!r} takes no --model")
-    return methods.get(method)
 
 
 def default_user(method: InteractiveMethod) -> str:
@@ -99,9 +74,9 @@ def run_demo(
         source, image, gt = _phantom_case(seed)
     else:
         source, image, gt = _dataset_case(data, case_id, target)
-    m = build_method(method, model, None if data is None else Path(data).name)
+    m = methods.build(method, model, None if data is None else Path(data).name)
     user = user or default_user(m)
-    grid = getattr(m, "grid", (55, 55, 30))
+    grid = grid_of(m)
     rng = np.random.default_rng(seed)
     episode = run_episode(
         m,

@@ -11,23 +11,33 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
 from mecca import metrics
 from mecca.data.roi import (
+    DEFAULT_GRID,
     Box,
     Crop,
     NormaliseConfig,
     make_crop,
     paste_mask,
     random_margin_box,
+    resample,
     resample_box,
 )
+from mecca.errors import InputError
 from mecca.interaction.clicks import Click, InteractionKind, edge_click_to_fg_bg
 from mecca.interaction.guide import advice_regions, advice_to_original
-from mecca.methods.base import InteractiveMethod, MethodState, StepResult
+from mecca.interaction.users import SimulatedUser
+from mecca.interface import (
+    InteractiveMethod,
+    MethodState,
+    Proposal,
+    ProposalMethod,
+    Segmenter,
+    StepResult,
+)
 
 
 @dataclass(frozen=True)
@@ -45,7 +55,7 @@ class StepRecord:
     mask: np.ndarray | None = None
     """uint8 mask on the original grid after this step (``run_episode(keep_masks=True)``)."""
     proposals: int = 0
-    """Proposals accepted in this step (methods with ``propose``/``accept``, e.g. partial)."""
+    """Proposals accepted in this step (a :class:`~mecca.interface.ProposalMethod`)."""
 
 
 @dataclass(frozen=True)
@@ -96,12 +106,12 @@ def run_episode(
     method: InteractiveMethod,
     image: np.ndarray,
     gt: np.ndarray,
-    user: object,
+    user: SimulatedUser,
     *,
     rng: np.random.Generator,
     steps: int = 5,
     box: Box | None = None,
-    grid: tuple[int, int, int] = (55, 55, 30),
+    grid: tuple[int, int, int] = DEFAULT_GRID,
     normalise: NormaliseConfig | None = None,
     init_prob: np.ndarray | None = None,
     keep_masks: bool = False,
@@ -113,7 +123,7 @@ def run_episode(
         method: any ``InteractiveMethod``.
         image: float (I, J, K) intensities on the original grid.
         gt: bool (I, J, K) ground-truth mask on the same grid.
-        user: a simulated user from ``mecca.interaction.clicks``.
+        user: a simulated user (:mod:`mecca.interaction.users`).
         rng: the episode's random generator (ROI margin, clicks, method).
         box: the ROI; default the ground-truth box grown by a random 1-11 voxel margin.
         init_prob: initial probability on the network grid (IteR-MRL "update" mode).
@@ -133,17 +143,16 @@ def run_episode(
     prob = state.prob if state.prob is not None else np.zeros(crop.grid, np.float32)
     initial = metrics.dice(pred.astype(bool), gt)
     records = []
-    proposes = hasattr(method, "propose") and hasattr(method, "accept")
     advice: np.ndarray | None = None
     for t in range(1, steps + 1):
         t0 = time.perf_counter()
         proposal_seconds, accepted = 0.0, False
-        if proposes:  # the user accepts the proposal closest to the truth, then corrects it
+        if isinstance(method, ProposalMethod):  # accept the closest proposal, then correct it
             state, proposal_seconds, accepted = accept_closest(method, state, gt_grid, rng)
             assert state.prob is not None
             pred = paste_mask(crop, state.prob)
         where = {} if advice is None else {"advice": advice}
-        clicks = user(pred.astype(bool), gt, step=t, rng=rng, image=image, **where)  # type: ignore[operator]
+        clicks = user(pred.astype(bool), gt, step=t, rng=rng, image=image, **where)
         usable = adapt_clicks(clicks, method.accepts, gt)
         state, result = method.step(state, clicks_to_grid(crop, usable), rng=rng)
         pred = paste_mask(crop, result.prob)
@@ -170,24 +179,67 @@ def _advice_on_original(crop: Crop, result: StepResult, step: int) -> np.ndarray
     return None if advice is None else advice_to_original(crop, advice)
 
 
+def proposal_dice(proposal: Proposal, truth: np.ndarray) -> float:
+    """Dice of the proposal's foreground against the ground truth restricted to its mask:
+    ``2 |seg ∧ T ∧ mask| / (|seg| + |T ∧ mask|)``, 1.0 when both are empty.
+
+    It asks "is what this proposal decides right?", so a correct small proposal and a
+    correct large one both score 1 (see :func:`pick_closest` for the tie-break).
+    """
+    gt = np.asarray(truth)
+    if gt.dtype != bool and not np.isin(gt, (0, 1)).all():
+        raise InputError("truth must be binary (0/1 or bool)", hint="select one label first")
+    gt = gt.astype(bool)
+    if gt.shape != proposal.mask.shape:
+        raise InputError(f"truth has shape {gt.shape}, the proposal {proposal.mask.shape}")
+    inside = gt & proposal.mask
+    denom = int(proposal.seg.sum()) + int(inside.sum())
+    return 1.0 if denom == 0 else 2.0 * int((proposal.seg & inside).sum()) / denom
+
+
+def pick_closest(proposals: Sequence[Proposal], truth: np.ndarray) -> int:
+    """Index of the proposal a simulated user accepts: highest :func:`proposal_dice`; ties
+    go to the proposal that decides more voxels (more progress), then to the earlier one."""
+    if len(proposals) == 0:
+        raise InputError("no proposals to choose from", hint="call propose with k >= 1")
+    scores = [(proposal_dice(p, truth), int(p.mask.sum())) for p in proposals]
+    return max(range(len(proposals)), key=lambda i: (scores[i], -i))
+
+
 def accept_closest(
-    method: Any, state: MethodState, gt_grid: np.ndarray, rng: np.random.Generator
+    method: ProposalMethod, state: MethodState, gt_grid: np.ndarray, rng: np.random.Generator
 ) -> tuple[MethodState, float, bool]:
     """The simulated user of proposal methods: K proposals, pick the one closest to the
-    ground truth on the network grid (:func:`mecca.methods.partial.pick_closest`) and
-    accept it unless it would lower the Dice of the current mask (a user rejects a
-    proposal that undoes good work; then no proposal counts for the step).
-    Returns the state, the seconds spent proposing and accepting, and whether one was
-    accepted."""
-    from mecca.methods.partial import pick_closest
-
+    ground truth on the network grid (:func:`pick_closest`) and accept it unless it would
+    lower the Dice of the current mask (a user rejects a proposal that undoes good work;
+    then no proposal counts for the step). Returns the state, the seconds spent proposing
+    and accepting, and whether one was accepted."""
     t0 = time.perf_counter()
     proposals = method.propose(state, rng)
     chosen = proposals[pick_closest(proposals, gt_grid)]
     current = np.asarray(state.prob) > 0.5 if state.prob is not None else np.zeros_like(gt_grid)
-    accepted = metrics.dice(np.asarray(chosen.seg, bool), gt_grid) >= metrics.dice(
-        current, gt_grid
-    )
+    accepted = metrics.dice(np.asarray(chosen.seg, bool), gt_grid) >= metrics.dice(current, gt_grid)
     if accepted:
         state, _ = method.accept(state, chosen)
     return state, time.perf_counter() - t0, accepted
+
+
+def initial_prob_on_grid(
+    segmenter: Segmenter,
+    image: np.ndarray,
+    box: Box,
+    grid: Sequence[int],
+    normalise: NormaliseConfig | None = None,
+) -> np.ndarray:
+    """The initial segmenter's probability for ``box`` of ``image``, on ``grid``.
+
+    For the IteR-MRL protocol (``run_episode(init_prob=...)``): the segmenter sees the box
+    on its own training grid; the map is resampled (trilinearly) to the grid of the method
+    it initialises when the two differ. Float32, values in [0, 1].
+    """
+    crop = make_crop(image, box, segmenter.grid, normalise=normalise or NormaliseConfig())
+    prob = segmenter.initial_prob(crop)
+    target = (int(grid[0]), int(grid[1]), int(grid[2]))
+    if prob.shape != target:
+        prob = np.clip(resample(prob, target), 0.0, 1.0)
+    return prob.astype(np.float32, copy=False)

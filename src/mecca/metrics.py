@@ -43,6 +43,30 @@ Interaction curves
     ``stability`` returns (share of transitions where Dice fell, mean size of those falls;
     0.0 when none fell).
 
+CVPR 2025 interactive-3D protocol (``surface_dice``, ``nsd_cvpr25``, ``auc_trapezoid``)
+    Scores as the organisers of the CVPR 2025 challenge "Foundation Models for Interactive
+    3D Biomedical Image Segmentation" compute them (their ``CVPR25_iter_eval.py`` and
+    ``SurfaceDice.py``, which is DeepMind's surface-distance code). The **normalised surface
+    Dice** (NSD) works on *surfels*, not on surface voxels: the surface is cut into the
+    cells of the grid of voxel corners (each cell a 2x2x2 block of voxels, the volume
+    padded with background); a cell whose 8 voxels are neither all in nor all out of the
+    mask is a surfel, weighted by the area in mm^2 of the marching-cubes surface inside it
+    (classic Lorensen-Cline cases: a cell with more than 4 voxels in gets the area of its
+    complement). The distance of a surfel is the Euclidean distance (mm, via ``spacing``)
+    from its centre to the nearest surfel centre of the other mask, and
+    ``NSD = (area of pred surfels within tolerance of gt + area of gt surfels within
+    tolerance of pred) / (total area of both)``, "within" meaning ``<= tolerance_mm``
+    (2 mm in the challenge). MONAI's ``compute_surface_dice`` gives the same number with
+    ``use_subvoxels=True``; its default counts surface voxels instead, each with weight 1,
+    which can differ by several points. Both masks empty -> 1.0, one empty -> 0.0.
+    ``nsd_cvpr25`` adds the organisers' rule: the NSD of a step is computed only when its
+    Dice is > 0.2, else it is 0.0. For a label map, the Dice and the NSD are the means over
+    the non-zero labels present in gt, and the rule tests the mean Dice. A case has 6 steps
+    (the box prediction, then one per click for 5 clicks); ``DSC_AUC`` / ``NSD_AUC`` are
+    the trapezoid rule with unit spacing over the **last 5** steps only (the click steps:
+    the organisers leave the box step out as the box is optional), so they lie in [0, 4];
+    ``DSC_Final`` / ``NSD_Final`` are the last step's values (``cvpr25_scores``).
+
 Interactive misunderstanding (Definition 1 of the MECCA paper)
     A voxel is misunderstood in a step when its probability moved against its label:
     ``p_next - p_prev > tol`` on background (gt = 0) or ``< -tol`` on foreground
@@ -54,7 +78,9 @@ Interactive misunderstanding (Definition 1 of the MECCA paper)
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
+from functools import lru_cache
 
 import numpy as np
 from scipy import ndimage
@@ -63,15 +89,20 @@ Spacing = Sequence[float] | np.ndarray
 
 __all__ = [
     "assd",
+    "auc_trapezoid",
     "clicks_to_reach",
+    "cvpr25_scores",
     "dice",
     "dice_auc",
+    "dsc_nsd_cvpr25",
     "evaluate",
     "hd95",
     "misunderstanding_rate",
     "noc",
+    "nsd_cvpr25",
     "per_step_improvement",
     "stability",
+    "surface_dice",
     "surface_distances",
     "surface_voxels",
 ]
@@ -314,3 +345,165 @@ def misunderstanding_rate(
     against = np.where(g, delta < -tol, delta > tol)
     denom = np.count_nonzero(np.abs(delta) > tol) if among_moved else g.size
     return float(np.count_nonzero(against) / denom) if denom else 0.0
+
+
+# --------------------------------------------------------------------------- CVPR 2025 protocol
+
+NSD_TOLERANCE_MM = 2.0
+"""The CVPR 2025 challenge's NSD tolerance in mm."""
+NSD_MIN_DICE = 0.2
+"""The challenge computes a step's NSD only when its Dice is above this (else NSD = 0)."""
+CVPR25_CLICKS = 5
+"""Click steps of a challenge case (after the box step); the AUCs integrate over these."""
+
+
+def _cell_corners(code: int) -> np.ndarray:
+    """The 2x2x2 corner voxels of a cell as bool, bit ``4a + 2b + c`` of ``code`` = (a, b, c)."""
+    bits = [(code >> (4 * a + 2 * b + c)) & 1 for a in (0, 1) for b in (0, 1) for c in (0, 1)]
+    return np.array(bits, dtype=bool).reshape(2, 2, 2)
+
+
+@lru_cache(maxsize=1)
+def _cell_area_vectors() -> tuple[np.ndarray, ...]:
+    """For each of the 256 cell codes, the area vectors (rows: normal x area, unit voxels)
+    of the classic marching-cubes triangles inside the cell; a cell with more than 4
+    corners in the mask is triangulated as its complement (the same surface)."""
+    from skimage.measure import marching_cubes  # scikit-image is a dependency; import is slow
+
+    vectors = []
+    for code in range(256):
+        corners = _cell_corners(code)
+        if corners.sum() > 4:
+            corners = ~corners
+        if not corners.any():
+            vectors.append(np.zeros((0, 3)))
+            continue
+        verts, faces, _, _ = marching_cubes(corners.astype(np.float64), 0.5, method="lorensen")
+        tri = np.asarray(verts, dtype=np.float64)[faces]
+        vectors.append(0.5 * np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]))
+    return tuple(vectors)
+
+
+@lru_cache(maxsize=64)
+def _cell_areas(spacing: tuple[float, float, float]) -> np.ndarray:
+    """Surface area (mm^2 with ``spacing`` in mm) inside a cell, indexed by cell code."""
+    s0, s1, s2 = spacing
+    scale = np.array([s1 * s2, s0 * s2, s0 * s1])  # how area vectors scale under diag(spacing)
+    areas = [float(np.linalg.norm(v * scale, axis=1).sum()) for v in _cell_area_vectors()]
+    out = np.array(areas)
+    out.flags.writeable = False
+    return out
+
+
+def _cell_codes(mask: np.ndarray) -> np.ndarray:
+    """Code of every cell of the corner grid of ``mask`` (shape - 1 per axis)."""
+    m = mask.astype(np.uint8)
+    n0, n1, n2 = (n - 1 for n in m.shape)
+    codes = np.zeros((n0, n1, n2), np.uint8)
+    for a in (0, 1):
+        for b in (0, 1):
+            for c in (0, 1):
+                codes |= m[a : a + n0, b : b + n1, c : c + n2] << (4 * a + 2 * b + c)
+    return codes
+
+
+def surface_dice(
+    pred: np.ndarray,
+    gt: np.ndarray,
+    spacing: Spacing | None,
+    tolerance_mm: float = NSD_TOLERANCE_MM,
+) -> float:
+    """Normalised surface Dice of two 3D masks at ``tolerance_mm``, on area-weighted
+    surfels (definition: module docstring; equal to DeepMind's surface-distance
+    ``compute_surface_dice_at_tolerance`` and MONAI's ``compute_surface_dice`` with
+    ``use_subvoxels=True``). ``spacing`` in mm along (i, j, k); None = 1 voxel. Both masks
+    empty -> 1.0, one empty -> 0.0."""
+    p, g = _pair(pred, gt)
+    if p.ndim != 3:
+        raise ValueError(f"surface_dice takes 3D masks, got {p.ndim}D")
+    sp = _spacing(spacing, 3) or (1.0, 1.0, 1.0)
+    tol = float(tolerance_mm)
+    if not (math.isfinite(tol) and tol >= 0):
+        raise ValueError(f"tolerance_mm must be finite and >= 0, got {tolerance_mm!r}")
+    if not p.any() and not g.any():
+        return 1.0
+    if not p.any() or not g.any():
+        return 0.0
+    box = bounding_box(p | g)
+    assert box is not None
+    codes_p, codes_g = (_cell_codes(np.pad(m[box], 1)) for m in (p, g))
+    on_p, on_g = ((c != 0) & (c != 255) for c in (codes_p, codes_g))
+    areas = _cell_areas(sp)  # type: ignore[arg-type]
+    area_p, area_g = areas[codes_p[on_p]], areas[codes_g[on_g]]
+    d_pg, d_gp = _directed(on_p, on_g, sp), _directed(on_g, on_p, sp)
+    near = area_p[d_pg <= tol].sum() + area_g[d_gp <= tol].sum()
+    return float(near / (area_p.sum() + area_g.sum()))
+
+
+def dsc_nsd_cvpr25(
+    pred: np.ndarray,
+    gt: np.ndarray,
+    spacing: Spacing | None,
+    tolerance_mm: float = NSD_TOLERANCE_MM,
+    min_dice: float = NSD_MIN_DICE,
+) -> tuple[float, float]:
+    """(DSC, NSD) of one step as the CVPR 2025 organisers score it.
+
+    ``pred`` and ``gt`` are masks or integer label maps of the same shape; the labels are
+    the non-zero values present in ``gt`` (a bool mask is one label). DSC is the mean Dice
+    over them; NSD is the mean :func:`surface_dice` over them when that DSC is
+    > ``min_dice``, else 0.0. A ``gt`` without any label (never scored in the challenge)
+    gives (1.0, 1.0) for an empty ``pred`` and (0.0, 0.0) otherwise.
+    """
+    p, g = np.asarray(pred), np.asarray(gt)
+    if p.shape != g.shape:
+        raise ValueError(f"pred and gt shapes differ: {p.shape} vs {g.shape}")
+    labels = [label for label in np.unique(g) if label != 0]
+    if not labels:
+        return (1.0, 1.0) if not p.any() else (0.0, 0.0)
+    dsc = float(np.mean([dice(p == label, g == label) for label in labels]))
+    if not dsc > min_dice:
+        return dsc, 0.0
+    nsd = np.mean([surface_dice(p == label, g == label, spacing, tolerance_mm) for label in labels])
+    return dsc, float(nsd)
+
+
+def nsd_cvpr25(
+    pred: np.ndarray,
+    gt: np.ndarray,
+    spacing: Spacing | None,
+    tolerance_mm: float = NSD_TOLERANCE_MM,
+    min_dice: float = NSD_MIN_DICE,
+) -> float:
+    """NSD of one step with the organisers' rule: :func:`surface_dice` (mean over the
+    labels of ``gt``) when the Dice is > ``min_dice``, else 0.0 (see :func:`dsc_nsd_cvpr25`)."""
+    return dsc_nsd_cvpr25(pred, gt, spacing, tolerance_mm, min_dice)[1]
+
+
+def auc_trapezoid(values: Sequence[float]) -> float:
+    """Area under ``values`` by the trapezoid rule with unit spacing (0.0 for one value):
+    ``sum((v[t] + v[t + 1]) / 2)``; n values in [0, 1] give at most n - 1."""
+    v = _curve(values)
+    return float(((v[1:] + v[:-1]) / 2.0).sum())
+
+
+def cvpr25_scores(
+    dsc_per_step: Sequence[float],
+    nsd_per_step: Sequence[float],
+    n_clicks: int = CVPR25_CLICKS,
+) -> dict[str, float]:
+    """A case's challenge scores from its per-step DSC and NSD (the box step, then one per
+    click): ``DSC_AUC`` and ``NSD_AUC`` are :func:`auc_trapezoid` of the last ``n_clicks``
+    steps (the box step left out, as the organisers do), ``DSC_Final`` and ``NSD_Final``
+    the last step's values."""
+    d, n = _curve(dsc_per_step), _curve(nsd_per_step)
+    if d.shape != n.shape:
+        raise ValueError(f"{d.size} DSC values but {n.size} NSD values")
+    if n_clicks < 1:
+        raise ValueError(f"n_clicks must be >= 1, got {n_clicks}")
+    return {
+        "DSC_AUC": auc_trapezoid(d[-n_clicks:].tolist()),
+        "NSD_AUC": auc_trapezoid(n[-n_clicks:].tolist()),
+        "DSC_Final": float(d[-1]),
+        "NSD_Final": float(n[-1]),
+    }

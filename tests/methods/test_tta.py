@@ -22,7 +22,7 @@ from mecca.data.roi import Box, NormaliseConfig, make_crop
 from mecca.episode import run_episode
 from mecca.errors import ConfigError, GeometryError, InputError, MeccaError
 from mecca.interaction.clicks import Click, InteractionKind
-from mecca.interaction.scribbles import ScribbleUser
+from mecca.interaction.users import ScribbleUser
 from mecca.methods.base import InteractiveMethod
 from mecca.methods.tta import (
     UNLABELED,
@@ -593,7 +593,7 @@ def _save_supervised(path, net: nn.Module, method: str = "pnet"):
         "net_configs": {key: net.config.to_dict()},
         "nets": {key: net.state_dict()},
     }
-    return save_checkpoint(path, payload)
+    return save_checkpoint(path, payload, method=method)
 
 
 def test_from_supervised_and_the_registry_factory(pnet, tmp_path, monkeypatch):

@@ -10,10 +10,10 @@ from torch import nn
 
 from mecca.errors import ConfigError
 from mecca.nets import NETWORKS, build, register
+from mecca.nets.blocks import DilatedConv3d
 from mecca.nets.pnet import (
     DEFAULT_ACTIONS,
     ActorCritic,
-    DilatedConv3d,
     PNetConfig,
     iter_mrl_config,
 )

@@ -8,8 +8,9 @@ import torch
 
 from conftest import sphere
 from mecca.errors import InputError
-from mecca.interaction.clicks import EdgeUser, ErrorCentreUser, InteractionKind, NoUser
+from mecca.interaction.clicks import InteractionKind
 from mecca.interaction.hints import HintEncoder
+from mecca.interaction.users import EdgeUser, ErrorCentreUser, NoUser
 from mecca.rl.env import VoxelEnv
 
 SHAPE = (16, 16, 10)

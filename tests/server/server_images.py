@@ -40,7 +40,8 @@ def proposing_partial_run(out: Path) -> Path:
     proposing background only, and the tests need masks that clicks alone cannot give)."""
     import torch
 
-    from mecca.methods.partial import PartialConfig, train_partial
+    from mecca.methods.partial.model import PartialConfig
+    from mecca.methods.partial.train import train_partial
 
     grid = (16, 16, 8)
     config = PartialConfig(

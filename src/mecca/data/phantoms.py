@@ -36,7 +36,9 @@ from typing import Literal
 import numpy as np
 import torch
 
+from mecca.data.datasets import write_msd_dataset
 from mecca.errors import ConfigError
+from mecca.io import Volume
 
 log = logging.getLogger(__name__)
 
@@ -403,9 +405,6 @@ def write_phantom_dataset(
     Case ``i`` is ``make_phantom(rng=default_rng([seed, i]))``, so one phantom can be
     regenerated alone. Target ``lesion`` = label 1 (default); ``distractor`` = label 2.
     """
-    from mecca.data.datasets import write_msd_dataset
-    from mecca.io import Volume
-
     if count < 1:
         raise ConfigError(f"--n must be at least 1, got {count}")
     cases = []

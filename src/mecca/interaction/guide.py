@@ -4,7 +4,7 @@ The crop on the network grid is split into SLIC supervoxels (scikit-image), the 
 per-voxel action confidence is averaged in each supervoxel, and the ``n_regions``
 supervoxels with the LOWEST mean confidence become the advice regions shown to the user
 (label 1 = least confident). The simulated user of the ablation (Table 5) clicks only
-inside them (see :mod:`mecca.interaction.clicks`).
+inside them (see :mod:`mecca.interaction.users`).
 
 SLIC settings and what they mean in scikit-image 0.26
 -----------------------------------------------------

@@ -1,4 +1,5 @@
-"""Simulated scribbling users: one stroke through each of the largest error regions.
+"""Scribble strokes for simulated scribbling users: one stroke through each of the largest
+error regions (the user itself is :class:`mecca.interaction.users.ScribbleUser`).
 
 For scribble-based correction (test-time adaptation, Sambaturu et al. 2021, SPEC Sec. 5):
 the annotators of that paper drew scribbles on the slices where a correction was needed.
@@ -37,20 +38,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import ClassVar
 
 import numpy as np
 from scipy import ndimage
 from skimage.morphology import skeletonize
 
 from mecca.errors import ConfigError, GeometryError
-from mecca.interaction.clicks import (
-    STRUCTURE_26,
-    Click,
-    InteractionKind,
-    SimulatedUser,
-    component_centres,
-)
+from mecca.interaction.clicks import STRUCTURE_26, component_centres
 
 logger = logging.getLogger(__name__)
 
@@ -259,54 +253,3 @@ def strokes_to_scribbles(strokes: Sequence[Stroke], shape: Sequence[int]) -> np.
     for stroke in strokes:
         out[tuple(stroke.points.T)] = stroke.label
     return out
-
-
-@dataclass(frozen=True)
-class ScribbleUser(SimulatedUser):
-    """Binary scribbling user: ``n`` strokes per step, given as one click per voxel.
-
-    FOREGROUND clicks along strokes through missed object voxels, BACKGROUND clicks along
-    strokes through false positives, so any fg/bg method (test-time adaptation, the
-    classical seeded methods) can take them through ``step``; see :func:`error_strokes`.
-    Multi-class strokes: call :func:`error_strokes` on label maps.
-    """
-
-    n: int = 1
-    """Strokes per step (largest error components first)."""
-    axis: int | None = 2
-    """Strokes lie in a slice across this axis (None: 3D lines)."""
-    max_offset: int = 2
-    """Largest random offset of a stroke's anchor from the deepest error voxel, per axis."""
-    max_length: float | None = None
-    """Longest stroke in voxels (None: across the whole error component)."""
-    name: ClassVar[str] = "scribble"
-
-    def __post_init__(self) -> None:
-        if self.n < 0 or self.max_offset < 0:
-            raise ConfigError(f"n and max_offset must be >= 0, got {self.n}, {self.max_offset}")
-
-    def _clicks(
-        self,
-        pred: np.ndarray,
-        gt: np.ndarray,
-        *,
-        step: int,
-        rng: np.random.Generator,
-        allowed: np.ndarray | None,
-    ) -> list[Click]:
-        strokes = error_strokes(
-            pred,
-            gt,
-            rng=rng,
-            n=self.n,
-            axis=self.axis,
-            max_offset=self.max_offset,
-            max_length=self.max_length,
-            allowed=allowed,
-        )
-        fg, bg = InteractionKind.FOREGROUND, InteractionKind.BACKGROUND
-        return [
-            Click(fg if s.label else bg, (int(p[0]), int(p[1]), int(p[2])))
-            for s in strokes
-            for p in s.points
-        ]

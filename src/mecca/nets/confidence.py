@@ -27,15 +27,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from mecca.errors import ConfigError
-from mecca.nets.pnet import (
-    Norm,
-    PNetConfig,
-    as_layout,
-    check_input,
-    conv_stack,
-    set_layout,
-    xavier_init,
-)
+from mecca.nets.blocks import Norm, as_layout, check_input, conv_stack, set_layout, xavier_init
+from mecca.nets.pnet import PNetConfig
 
 
 @dataclass(frozen=True)

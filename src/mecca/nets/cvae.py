@@ -31,7 +31,7 @@ input partial segmentation is preserved ... and y^_s only where y^_m"):
 ``y^_s = x_m x_s + (1 - x_m) y^_m sigmoid(l_s)`` (equal to x_s inside x_m, and <= y^_m
 everywhere, so ``y^_s`` reads as P(decided and foreground)). See :func:`enforce`.
 
-Convolutions use :class:`~mecca.nets.pnet.DilatedConv3d` in 3D (oneDNN's kernel for small
+Convolutions use :class:`~mecca.nets.blocks.DilatedConv3d` in 3D (oneDNN's kernel for small
 CPU batches) and ``nn.Conv2d`` in 2D (measured on this CPU: no slow path in 2D). Weights
 use Xavier/Glorot uniform init with zero biases.
 """
@@ -48,7 +48,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mecca.errors import ConfigError
-from mecca.nets.pnet import DilatedConv3d
+from mecca.nets.blocks import DilatedConv3d, xavier_init
 
 #: Input channels of the decoder's condition x: image, partialness mask, partial segmentation.
 X_CHANNELS = 3
@@ -112,16 +112,6 @@ def _fit(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     for have, want in zip(reversed(x.shape[2:]), reversed(list(size)), strict=True):
         pad += [0, int(want) - int(have)]
     return F.pad(x, pad) if any(pad) else x
-
-
-def xavier_init(module: nn.Module) -> None:
-    """Xavier/Glorot uniform weights and zero biases for every conv and linear layer."""
-    kinds = (nn.Conv2d, nn.Conv3d, nn.ConvTranspose2d, nn.ConvTranspose3d, nn.Linear)
-    for m in module.modules():
-        if isinstance(m, kinds):
-            nn.init.xavier_uniform_(m.weight)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
 
 
 def enforce(

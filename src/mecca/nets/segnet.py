@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mecca.errors import ConfigError
-from mecca.nets.pnet import Norm, as_layout, check_input, conv_stack, set_layout, xavier_init
+from mecca.nets.blocks import Norm, as_layout, check_input, conv_stack, set_layout, xavier_init
 
 
 @dataclass(frozen=True)

@@ -90,7 +90,7 @@ class VoxelEnv:
 
     Args:
         encoder: turns the clicks so far into hint channels.
-        user: a simulated user (:mod:`mecca.interaction.clicks`); None = nobody clicks.
+        user: a simulated user (:mod:`mecca.interaction.users`); None = nobody clicks.
         actions: the action set (index = action id).
         steps: episode length T (both papers: 5).
         device: where the state and probability tensors live (a torch device; resolve

@@ -56,13 +56,14 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
-from mecca import __version__, methods
+from mecca import methods
+from mecca._version import __version__
 from mecca.data.roi import Box
 from mecca.errors import InputError, MeccaError
+from mecca.interface import InteractiveMethod, ProposalMethod
 from mecca.io import Volume, file_extension, load, save_mask, save_volume
-from mecca.methods.base import InteractiveMethod
-from mecca.segment import KIND_ALIASES, advice_summary
 from mecca.server.memory import map_large_arrays
+from mecca.server.monailabel import monailabel
 from mecca.server.security import (
     BodyLimit,
     PathFilter,
@@ -85,7 +86,9 @@ from mecca.server.uploads import (
     unpack_zip,
 )
 from mecca.server.viewer_overlay import LEGEND, other_label_outline, overlay_labels
-from mecca.session import nearest_voxel
+from mecca.session.clicks_file import KIND_ALIASES, advice_summary
+from mecca.session.labels import merge_labels
+from mecca.session.session import nearest_voxel
 
 log = logging.getLogger(__name__)
 
@@ -306,7 +309,7 @@ def info(server: ServerDep) -> dict[str, Any]:
             {
                 "name": n,
                 "accepts": sorted(k.value for k in server.method(n).accepts),
-                "proposes": hasattr(server.method(n), "propose"),
+                "proposes": isinstance(server.method(n), ProposalMethod),
             }
             for n in settings.methods
         ],
@@ -623,9 +626,7 @@ def export(server: ServerDep, sid: str, body: ExportRequest) -> dict[str, Any]:
 def label_map(server: ServerDep, body: LabelMapRequest) -> dict[str, Any]:
     """Several sessions on one image (one label each) merged into one label map, written
     to ``exports/labelmaps/<first session>/<name>``: a voxel in several masks takes the
-    label with the highest probability there (:func:`mecca.labels.merge_labels`)."""
-    from mecca.labels import merge_labels
-
+    label with the highest probability there (:func:`mecca.session.labels.merge_labels`)."""
     name = export_name(body.name)
     ids, values = [x.session for x in body.labels], [x.value for x in body.labels]
     if len(set(ids)) != len(ids) or len(set(values)) != len(values):
@@ -656,8 +657,6 @@ def create_app(settings: ServerSettings) -> FastAPI:
     security headers on every response, short error replies, server paths out of the logs.
     No ``/docs`` or ``/redoc`` page (they load scripts from a CDN); ``/openapi.json`` stays.
     """
-    from mecca.server.monailabel import monailabel
-
     app = FastAPI(title="MECCA", version=__version__, docs_url=None, redoc_url=None)
     app.state.server = Server(settings)
     app.state.path_filter = PathFilter(settings.roots, settings.state_dir)

@@ -38,11 +38,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, File, Form, HTTPException, Request, UploadFile
 from fastapi.responses import JSONResponse, Response
 
-from mecca import __version__
+from mecca._version import __version__
 from mecca.errors import InputError
 from mecca.interaction.clicks import Click, InteractionKind
+from mecca.interface import takes_only_edge_points
 from mecca.io import file_extension, save_mask
-from mecca.methods.base import takes_only_edge_points
 from mecca.server.security import same_secret, shown, token_ok
 from mecca.server.sessions import ServerSession
 from mecca.server.uploads import safe_filename

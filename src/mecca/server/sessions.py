@@ -56,10 +56,11 @@ import numpy as np
 
 from mecca.data.roi import Box
 from mecca.errors import InputError, MeccaError, MethodError, SaveError, ServerBusy
+from mecca.interface import InteractiveMethod, Proposal
 from mecca.io import Volume, atomic_write, load, save_mask, save_volume
-from mecca.methods.base import InteractiveMethod
 from mecca.server.memory import give_back_free_memory
-from mecca.session import InteractionStore, Session
+from mecca.session.session import Session, SessionResult
+from mecca.session.store import InteractionStore
 
 log = logging.getLogger(__name__)
 
@@ -90,10 +91,10 @@ class ServerSession:
     last_used: float = field(default_factory=time.monotonic)
     mask_written: Future[None] | None = None
     """The background write of ``mask.nii.gz`` after the last change."""
-    accepted: dict[int, Any] = field(default_factory=dict)
+    accepted: dict[int, Proposal] = field(default_factory=dict)
     """Accepted proposals by the step (1-based) they made; a later step with the same
     number (after undo) replaces or removes its entry."""
-    proposal_results: list[Any] = field(default_factory=list)
+    proposal_results: list[SessionResult] = field(default_factory=list)
     """The last proposals as session results (original grid), for the page's previews."""
     generation: int = 0
     """Saved changes so far (in the manifest)."""
@@ -121,8 +122,9 @@ class ServerSession:
 
     def accept(self, index: int) -> None:
         """Accept proposal ``index`` of the last proposals and remember it for replay."""
-        proposal = self.session.proposals[index] if index < len(self.session.proposals) else None
+        proposals = self.session.proposals
         self.session.accept(index)  # refuses a bad index with a message
+        proposal = proposals[index]
         number = self.session.n_steps
         (self.folder / "accepted" / f"{number}.npz").unlink(missing_ok=True)  # an older one
         self.accepted[number] = proposal
@@ -519,7 +521,7 @@ class SessionStore:
         return ss
 
 
-def save_accepted(folder: Path, accepted: dict[int, Any]) -> None:
+def save_accepted(folder: Path, accepted: dict[int, Proposal]) -> None:
     """``folder/<step>.npz`` for each accepted proposal (atomic); other files removed."""
     wanted = {f"{n}.npz" for n in accepted}
     if folder.is_dir():
@@ -533,7 +535,7 @@ def save_accepted(folder: Path, accepted: dict[int, Any]) -> None:
             _write_proposal(path, proposal)
 
 
-def _write_proposal(path: Path, proposal: Any) -> None:
+def _write_proposal(path: Path, proposal: Proposal) -> None:
     def write(tmp: Path) -> None:
         with tmp.open("wb") as f:
             np.savez_compressed(
@@ -547,11 +549,9 @@ def _write_proposal(path: Path, proposal: Any) -> None:
     atomic_write(path, write)
 
 
-def load_accepted(folder: Path) -> dict[int, Any]:
+def load_accepted(folder: Path) -> dict[int, Proposal]:
     """The proposals :func:`save_accepted` wrote, by step number."""
-    from mecca.methods.partial import Proposal
-
-    out: dict[int, Any] = {}
+    out: dict[int, Proposal] = {}
     for path in sorted(folder.glob("*.npz")) if folder.is_dir() else []:
         if not path.stem.isdigit():
             continue

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mecca.errors import ConfigError
+from mecca.methods import served
 
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
 WILDCARD_HOSTS = ("0.0.0.0", "::", "[::]")
@@ -111,7 +112,8 @@ class ServerSettings:
         step_timeout_s: longest a step (or a reload's replay) may run; a longer one is
             abandoned with 503 and its session goes back to its last saved state.
         step_workers: steps run at once (each on its own thread, no lock between sessions).
-        methods: methods offered (registry names); the first is the default.
+        methods: methods offered (registry names); the first is the default (by default
+            the registry's served ones, :func:`mecca.methods.served`).
         weights: (method, model) pairs: the model (run folder, checkpoint or bundle) a
             method loads instead of its shipped default; ``partial`` needs one.
         extra_hosts: Host header values accepted besides the bound host and loopback names
@@ -133,9 +135,7 @@ class ServerSettings:
     max_memory_bytes: int = 4 << 30
     step_timeout_s: float = 60.0
     step_workers: int = 4
-    methods: tuple[str, ...] = (
-        "mecca", "itermrl", "random_walker", "graphcut", "growcut", "geos", "region_growing"
-    )
+    methods: tuple[str, ...] = field(default_factory=served)
     weights: tuple[tuple[str, str], ...] = ()
     extra_hosts: tuple[str, ...] = ()
 

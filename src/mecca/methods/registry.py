@@ -1,0 +1,93 @@
+"""The registry of interactive methods: one :class:`~mecca.methods.spec.MethodSpec` per
+name, found through one explicit dict (no scanning).
+
+The built-in families register here, in this order (the server offers its ``served``
+methods in it, the first as the default); a user's own method is one ``register`` call
+away from the session, the app, the benchmark and ``mecca train``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from mecca import bundle
+from mecca.errors import ConfigError
+from mecca.interface import InteractiveMethod
+from mecca.methods import agents, classical, medsam_lite, partial, supervised, tta
+from mecca.methods.spec import MethodSpec
+
+_SPECS: dict[str, MethodSpec] = {}
+
+
+def register(
+    name_or_spec: str | MethodSpec, factory: Callable[..., InteractiveMethod] | None = None
+) -> None:
+    """Register a method: a :class:`MethodSpec`, or a name and its factory (a method that
+    needs no trained model, ``factory(**options)``)."""
+    if isinstance(name_or_spec, MethodSpec):
+        spec_ = name_or_spec
+    elif factory is not None:
+        spec_ = MethodSpec(name_or_spec, factory)
+    else:
+        raise ConfigError(f"register {name_or_spec!r}: give its factory, or a MethodSpec")
+    _SPECS[spec_.name] = spec_
+
+
+def spec(name: str) -> MethodSpec:
+    """The spec of the method called ``name``; unknown names list the valid ones."""
+    try:
+        return _SPECS[name]
+    except KeyError:
+        raise ConfigError(
+            f"unknown method {name!r}", hint=f"choose one of: {', '.join(available())}"
+        ) from None
+
+
+def specs() -> list[MethodSpec]:
+    """Every registered spec, in the order of registration."""
+    return list(_SPECS.values())
+
+
+def available() -> list[str]:
+    """Names of the registered methods, sorted."""
+    return sorted(_SPECS)
+
+
+def trainable() -> list[str]:
+    """Names of the methods ``mecca train`` trains, in the order of registration."""
+    return [s.name for s in _SPECS.values() if s.train is not None]
+
+
+def served() -> tuple[str, ...]:
+    """The methods ``mecca serve`` offers by default, the first being the default one."""
+    return tuple(s.name for s in _SPECS.values() if s.served)
+
+
+def get(name: str, **options: Any) -> InteractiveMethod:
+    """Build the method called ``name`` with its options; unknown names list the valid ones."""
+    return spec(name).factory(**options)
+
+
+def default_model(method: str, dataset: str | None = None) -> str:
+    """The shipped bundle a learned method loads for ``dataset`` (its backbone's, for a
+    method wrapping another's model; rule: :func:`mecca.bundle.default_bundle`)."""
+    name = _SPECS[method].model_of if method in _SPECS else method
+    return bundle.default_bundle(name, dataset)
+
+
+def build(name: str, model: str | None = None, dataset: str | None = None) -> InteractiveMethod:
+    """The method as the commands build it: a learned one loads ``model`` (a bundle or a
+    run folder), else the shipped bundle for ``dataset``; the others take no model."""
+    s = spec(name)
+    if s.learned:
+        return s.factory(model=model or default_model(name, dataset))
+    if model is not None:
+        raise ConfigError(f"method {name!r} takes no --model")
+    return s.factory()
+
+
+for _family in (agents.SPECS, classical.SPECS, supervised.SPECS, tta.SPECS, partial.SPECS):
+    for _spec in _family:
+        register(_spec)
+register("medsam_lite", medsam_lite.MedSAMLiteMethod)

@@ -1,0 +1,523 @@
+"""The user-facing interactive session: clicks, undo/redo, advice regions, export.
+
+Three small parts (docs/design.md), each usable on its own:
+
+* :class:`InteractionStore` -- the click history, pure JSON-serialisable data: the steps
+  run so far (each a tuple of clicks on the ORIGINAL grid), the clicks queued for the
+  next step, and a redo stack.
+* :class:`Predictor` -- one :class:`~mecca.interface.InteractiveMethod` on one
+  :class:`~mecca.data.roi.Crop`: the method states (index 0 = start) and step results on
+  the network grid, with undo/redo. Undo drops the last state; redo restores the very
+  state and result that undo removed (kept on a redo stack), so redo is exact even for a
+  method that draws random numbers.
+* :class:`Session` -- joins them for one :class:`~mecca.io.Volume`: validates clicks,
+  maps them to the network grid, runs the predictor and maps its output back to the
+  original grid (probability, mask, confidence, advice regions), exports the mask.
+
+Choices, written down once
+--------------------------
+* **Coordinates**: clicks are voxel ``(i, j, k)`` triples of the volume's array
+  (:mod:`mecca.io`); :meth:`Session.add_click_world` takes RAS+ millimetres and rounds to
+  the nearest voxel (``floor(x + 0.5)``).
+* **ROI**: given, or set later with :meth:`Session.set_roi`; when there is none, the first
+  step's clicks define it: their bounding box grown by ``roi_margin_mm`` (20 mm, converted
+  per axis with the voxel spacing and rounded up, so at least one voxel) and clipped to
+  the volume. A derived ROI stays until :meth:`Session.reset` (which forgets it) or
+  :meth:`Session.set_roi`. Once an ROI exists, clicks outside it are refused: the method
+  only sees the crop, and a click outside it would be silently moved to the crop's edge.
+* **Steps without new clicks are allowed**: the method refines its own output (a learned
+  iterative method such as MECCA improves; a click-only method such as the random walker
+  returns the same mask). The very first step needs an ROI or at least one click.
+* **Refused clicks change nothing**: :meth:`Session.add_clicks` validates every click
+  before queueing any, and errors are :class:`~mecca.errors.InputError` saying what to do.
+* **Undo/redo** act on whole steps. Queued clicks that have not been run are not part of
+  any step and stay queued (:meth:`Session.clear_pending` drops them); running a new step
+  clears the redo stack.
+* **Advice**: when the method returns a confidence map and no advice of its own, the
+  predictor computes advice regions with :func:`mecca.interaction.guide.advice_regions`
+  (once per step, kept for undo/redo). The SLIC supervoxels they need depend only on the
+  crop and the step number, so the predictor computes the next step's in the background
+  right after a step (and the first step's when the crop is made, for a method with
+  ``gives_confidence``), while the user places clicks.
+* **Results live on the ROI box**: a step maps its output to the box on the original
+  grid; the full-size arrays (:attr:`SessionResult.prob` etc.) are built on first access,
+  as a 240 x 240 x 155 copy is most of a step's mapping cost and a viewer needs the box.
+* **Memory**: only the latest result is kept; undo/redo rebuild it from the stored
+  network-grid result (resampling only, no method call).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mecca import methods
+from mecca.data.roi import Box, Crop, NormaliseConfig, make_crop, prob_to_box
+from mecca.episode import clicks_to_grid
+from mecca.errors import ConfigError, InputError
+from mecca.interaction.clicks import Click, InteractionKind
+from mecca.interaction.guide import advice_to_box
+from mecca.interface import InteractiveMethod, Proposal, ProposalMethod, StepResult, grid_of
+from mecca.io import Volume, save_mask
+from mecca.session.predictor import Predictor
+from mecca.session.store import InteractionStore
+
+logger = logging.getLogger(__name__)
+
+ROI_MARGIN_MM = 20.0
+"""Default margin (mm, each side) around the first clicks when no ROI is given."""
+
+ClickLike = Click | tuple[InteractionKind | str, Sequence[int] | np.ndarray]
+"""A Click, or a ``(kind, (i, j, k))`` pair."""
+
+
+def nearest_voxel(volume: Volume, xyz_mm: Sequence[float]) -> tuple[int, int, int]:
+    """The voxel (i, j, k) nearest a RAS+ position in mm; InputError unless 3 finite numbers
+    within the image's own size of it on each axis (further out, as at 1e308 mm, the voxel
+    index overflows; nearer, callers say which voxel is outside)."""
+    xyz = np.asarray(xyz_mm, dtype=np.float64)
+    if xyz.shape != (3,) or not np.all(np.isfinite(xyz)):
+        raise InputError(f"a world position must be three finite numbers (mm), got {xyz_mm!r}")
+    with np.errstate(over="ignore", invalid="ignore"):
+        ijk = np.floor(volume.world_to_voxel(xyz) + 0.5)
+    shape = np.asarray(volume.shape[:3], dtype=np.float64)
+    if not np.all(np.isfinite(ijk)) or np.any(ijk < -shape) or np.any(ijk >= 2 * shape):
+        raise InputError(
+            f"world position {xyz.tolist()} mm is far outside the volume",
+            hint="click on the image",
+        )
+    i, j, k = (int(v) for v in ijk)
+    return i, j, k
+
+
+@dataclass(frozen=True)
+class SessionResult:
+    """One step's output on the original grid: computed on the ROI box, full size on demand.
+
+    Attributes:
+        prob_box: float32 (box shape) foreground probability inside the ROI, trilinearly
+            resampled from the network grid.
+        confidence_box: float32 (box shape) action confidence, or None when the method
+            has none.
+        advice_box: int32 (box shape) advice regions (0 = none, 1 = least confident), or
+            None.
+        seconds: the method's own time for this step (when it was computed).
+        total_seconds: wall time of the session call that returned this result (for a
+            step: click mapping, method, advice and mapping to the box; for undo/redo:
+            only the mapping, as no method runs).
+        step: steps run so far (1 = after the first step).
+        box: the ROI on the original grid.
+        shape: the volume's (I, J, K).
+
+    The full-size (I, J, K) arrays :attr:`prob`, :attr:`mask`, :attr:`confidence` and
+    :attr:`advice` (0 outside the box) are built on first access and then kept.
+    """
+
+    prob_box: np.ndarray
+    confidence_box: np.ndarray | None
+    advice_box: np.ndarray | None
+    seconds: float
+    total_seconds: float
+    step: int
+    box: Box
+    shape: tuple[int, int, int]
+
+    @cached_property
+    def mask_box(self) -> np.ndarray:
+        """uint8 (box shape): ``prob_box > 0.5`` (SPEC's final mask)."""
+        return (self.prob_box > 0.5).astype(np.uint8)
+
+    def _full(self, part: np.ndarray, dtype: type) -> np.ndarray:
+        out: np.ndarray = np.zeros(self.shape, dtype=dtype)
+        out[self.box.slices] = part
+        return out
+
+    @cached_property
+    def prob(self) -> np.ndarray:
+        """float32 (I, J, K) probability, 0 outside the box."""
+        return self._full(self.prob_box, np.float32)
+
+    @cached_property
+    def mask(self) -> np.ndarray:
+        """uint8 (I, J, K) mask, ``prob > 0.5``."""
+        return self._full(self.mask_box, np.uint8)
+
+    @cached_property
+    def confidence(self) -> np.ndarray | None:
+        """float32 (I, J, K) confidence (0 outside the box), or None."""
+        box = self.confidence_box
+        return None if box is None else self._full(box, np.float32)
+
+    @cached_property
+    def advice(self) -> np.ndarray | None:
+        """int32 (I, J, K) advice labels (0 outside the box), or None."""
+        box = self.advice_box
+        return None if box is None else self._full(box, np.int32)
+
+
+def _resolve_method(method: str | InteractiveMethod) -> InteractiveMethod:
+    if isinstance(method, str):
+        return methods.get(method)
+    if not isinstance(method, InteractiveMethod):
+        raise ConfigError(
+            f"{method!r} is not an interactive method",
+            hint="pass a registered name (mecca.methods.available()) or an InteractiveMethod",
+        )
+    return method
+
+
+def _as_click(item: Any) -> Click:
+    if isinstance(item, Click):
+        return item
+    try:
+        kind, position = item
+    except (TypeError, ValueError):
+        raise InputError(
+            f"not a click: {item!r}", hint="pass a Click or a (kind, (i, j, k)) pair"
+        ) from None
+    return Click(kind, position)
+
+
+class Session:
+    """An interactive segmentation session on one volume.
+
+    Queue clicks with :meth:`add_click` / :meth:`add_clicks` / :meth:`add_click_world`,
+    run :meth:`step`, look at :attr:`result`, :meth:`undo` / :meth:`redo` /
+    :meth:`reset`, and :meth:`export_mask`. See the module docstring for the choices.
+
+    Args:
+        volume: the image; its array is (I, J, K), clicks are voxel (i, j, k) indices.
+        roi: the box to segment in, on the original grid; None derives it from the first
+            step's clicks.
+        method: a registered method name or an ``InteractiveMethod`` (default ``"mecca"``:
+            the shipped MECCA model, see :func:`mecca.methods.default_model`).
+        grid: network grid (i, j, k) the crop is resampled to; None takes the method's own
+            ``grid`` (a learned model's training grid) or else 55 x 55 x 30.
+        normalise: crop intensity normalisation (default per-crop z-score).
+        rng: generator or seed for the method's random choices.
+        roi_margin_mm: margin around the first clicks when ``roi`` is None, mm per side.
+        advice: compute advice regions when the method gives a confidence map.
+    """
+
+    def __init__(
+        self,
+        volume: Volume,
+        roi: Box | None = None,
+        method: str | InteractiveMethod = "mecca",
+        *,
+        grid: Sequence[int] | None = None,
+        normalise: NormaliseConfig | None = None,
+        rng: np.random.Generator | int | None = None,
+        roi_margin_mm: float = ROI_MARGIN_MM,
+        advice: bool = True,
+    ) -> None:
+        if np.asarray(volume.array).ndim != 3:
+            raise InputError(f"the volume must be 3D (I, J, K), got shape {volume.array.shape}")
+        if roi_margin_mm < 0:
+            raise ConfigError(f"roi_margin_mm must be >= 0, got {roi_margin_mm}")
+        self.volume = volume
+        self.method = _resolve_method(method)
+        if grid is None:
+            grid = grid_of(self.method)
+        self.grid = tuple(int(g) for g in grid)
+        self.normalise = normalise or NormaliseConfig()
+        self.roi_margin_mm = float(roi_margin_mm)
+        self.advice = bool(advice)
+        self._rng = np.random.default_rng(rng)
+        self._store = InteractionStore()
+        self._roi: Box | None = None
+        self._roi_from_clicks = False
+        self._predictor: Predictor | None = None
+        self._result: SessionResult | None = None
+        self._proposals: list[Proposal] = []
+        if roi is not None:
+            self.set_roi(roi)
+
+    # ---------------------------------------------------------------- read-only views
+
+    @property
+    def roi(self) -> Box | None:
+        """The ROI on the original grid, or None until the first step defines it."""
+        return self._roi
+
+    @property
+    def store(self) -> InteractionStore:
+        """The click history (read it; change it through the session's methods)."""
+        return self._store
+
+    @property
+    def predictor(self) -> Predictor | None:
+        """The method on the current crop, or None while there is no ROI."""
+        return self._predictor
+
+    @property
+    def result(self) -> SessionResult | None:
+        """The current result on the original grid, or None before the first step."""
+        return self._result
+
+    @property
+    def history(self) -> tuple[tuple[Click, ...], ...]:
+        """Clicks of each step run so far (original grid), oldest first."""
+        return self._store.steps
+
+    @property
+    def pending(self) -> tuple[Click, ...]:
+        """Clicks queued for the next step."""
+        return self._store.pending
+
+    @property
+    def n_steps(self) -> int:
+        """Steps run so far (and not undone)."""
+        return len(self._store.steps)
+
+    @property
+    def can_undo(self) -> bool:
+        """Whether :meth:`undo` has a step to undo."""
+        return self._store.can_undo
+
+    @property
+    def can_redo(self) -> bool:
+        """Whether :meth:`redo` has an undone step to put back."""
+        return self._store.can_redo
+
+    # ---------------------------------------------------------------- clicks
+
+    def add_click(
+        self, kind: InteractionKind | str, position_ijk: Sequence[int] | np.ndarray
+    ) -> Click:
+        """Queue one click at voxel (i, j, k) for the next step; returns it."""
+        return self.add_clicks([(kind, position_ijk)])[0]
+
+    def add_clicks(self, clicks: Iterable[ClickLike]) -> tuple[Click, ...]:
+        """Queue several clicks; all are checked first, so a refused one queues none.
+
+        Raises:
+            InputError: a click outside the volume or the ROI, or of a kind the method
+                does not take (the message names the kinds it takes).
+        """
+        parsed = tuple(_as_click(c) for c in clicks)
+        for click in parsed:
+            self._check_click(click)
+        self._store.queue(parsed)
+        return parsed
+
+    def add_click_world(self, kind: InteractionKind | str, xyz_mm: Sequence[float]) -> Click:
+        """Queue a click given in RAS+ millimetres, at the nearest voxel; returns it."""
+        ijk = nearest_voxel(self.volume, xyz_mm)
+        xyz = np.asarray(xyz_mm, dtype=np.float64)
+        try:
+            return self.add_click(kind, ijk)
+        except InputError as exc:
+            raise InputError(f"world position {xyz.tolist()} mm: {exc}") from None
+
+    def clear_pending(self) -> None:
+        """Drop the clicks queued for the next step."""
+        self._store.clear_pending()
+
+    def _check_click(self, click: Click) -> None:
+        if click.kind not in self.method.accepts:
+            takes = ", ".join(sorted(k.value for k in self.method.accepts))
+            hint = f"this method takes: {takes}"
+            if click.kind is InteractionKind.EDGE:
+                hint += "; give a foreground and a background click on either side of the edge"
+            raise InputError(
+                f"method {self.method.name!r} cannot take {click.kind.value} clicks", hint=hint
+            )
+        pos = np.asarray(click.position)
+        if np.any(pos < 0) or np.any(pos >= np.asarray(self.volume.shape)):
+            raise InputError(
+                f"click {click.position} is outside the volume of shape {self.volume.shape}",
+                hint="voxel indices (i, j, k) run from 0 to shape - 1",
+            )
+        if self._roi is not None and not self._roi.contains(pos)[0]:
+            raise InputError(
+                f"click {click.position} is outside the ROI {self._roi.start}-{self._roi.stop}",
+                hint="click inside the ROI, or set_roi() a larger box (this resets the session)",
+            )
+
+    # ---------------------------------------------------------------- ROI
+
+    def set_roi(self, box: Box) -> None:
+        """Use ``box`` (original grid, inside the volume) as the ROI; resets the session."""
+        if not isinstance(box, Box):
+            raise InputError(f"the ROI must be a Box, got {box!r}")
+        if box.clip(self.volume.shape) != box:
+            raise InputError(
+                f"ROI {box.start}-{box.stop} exceeds the volume of shape {self.volume.shape}",
+                hint="use box.clip(volume.shape)",
+            )
+        self._store.reset()
+        self._result = None
+        self._proposals = []
+        self._roi = box
+        self._roi_from_clicks = False
+        self._predictor = self._make_predictor(box)
+
+    def _make_predictor(self, box: Box) -> Predictor:
+        crop = make_crop(self.volume.array, box, self.grid, normalise=self.normalise)
+        return Predictor(self.method, crop, guide=self.advice)
+
+    def _roi_around(self, clicks: Sequence[Click]) -> Box:
+        """The first clicks' bounding box plus ``roi_margin_mm``, clipped to the volume."""
+        margin = [math.ceil(self.roi_margin_mm / s) for s in self.volume.spacing]
+        points = [c.position for c in clicks]
+        return Box.around_points(points, margin, self.volume.shape)
+
+    def _current_predictor(self) -> Predictor:
+        """The predictor, or a new one on an ROI around the queued clicks (not stored)."""
+        if self._predictor is not None:
+            return self._predictor
+        if not self._store.pending:
+            raise InputError(
+                "no ROI and no clicks: nothing to segment",
+                hint="add a click on the object, or pass roi= / call set_roi()",
+            )
+        return self._make_predictor(self._roi_around(self._store.pending))
+
+    # ---------------------------------------------------------------- steps
+
+    def step(self) -> SessionResult:
+        """Run the method with the queued clicks (none is allowed once there is an ROI)."""
+        t0 = time.perf_counter()
+        predictor = self._current_predictor()
+        clicks = self._store.pending
+        result = predictor.step(clicks_to_grid(predictor.crop, clicks), rng=self._rng)
+        if self._predictor is None:  # the first clicks defined the ROI
+            self._predictor, self._roi = predictor, predictor.crop.box
+            self._roi_from_clicks = True
+            logger.info("ROI from the first clicks: %s-%s", self._roi.start, self._roi.stop)
+        self._store.commit()
+        self._proposals = []  # made from the state before this step
+        self._result = self._to_original(predictor.crop, result, t0)
+        logger.info(
+            "step %d: %d clicks, method %.3f s, total %.3f s",
+            self._result.step,
+            len(clicks),
+            self._result.seconds,
+            self._result.total_seconds,
+        )
+        return self._result
+
+    def propose(self, k: int | None = None) -> list[SessionResult]:
+        """K proposals of a proposal method (``partial``): larger partial segmentations of
+        the current one, each as the result accepting it would give (largest first).
+
+        Raises:
+            InputError: the method makes no proposals, or there is no ROI yet.
+        """
+        t0 = time.perf_counter()
+        method = self._proposal_method()
+        if self._predictor is None:
+            raise InputError("no ROI yet", hint="pass roi= or call set_roi() first")
+        crop = self._predictor.crop
+        self._proposals = list(method.propose(self._predictor.state, self._rng, k))
+        return [
+            self._to_original(crop, StepResult(p.seg.astype(np.float32)), t0)
+            for p in self._proposals
+        ]
+
+    def _proposal_method(self) -> ProposalMethod:
+        """The method, when it makes proposals; InputError otherwise."""
+        if not isinstance(self.method, ProposalMethod):
+            raise InputError(f"method {self.method.name!r} makes no proposals", hint="use partial")
+        return self.method
+
+    @property
+    def proposals(self) -> tuple[Proposal, ...]:
+        """The proposals of the last :meth:`propose` (empty once one is accepted)."""
+        return tuple(self._proposals)
+
+    def accept(self, index: int) -> SessionResult:
+        """Accept proposal ``index`` of the last :meth:`propose` as a step (undo removes it).
+
+        An accepted proposal is a step without clicks in the click history.
+        """
+        if not 0 <= index < len(self._proposals) or self._predictor is None:
+            raise InputError(f"no proposal {index}", hint="call propose() and pick one of them")
+        return self.accept_proposal(self._proposals[index])
+
+    def accept_proposal(self, proposal: Proposal) -> SessionResult:
+        """Accept a given proposal (one saved earlier: a reloaded session replays it)."""
+        t0 = time.perf_counter()
+        method = self._proposal_method()
+        if self._predictor is None:
+            raise InputError("no ROI yet", hint="pass roi= or call set_roi() first")
+        if self._store.pending:
+            raise InputError("clicks are queued", hint="run step() or clear_pending() first")
+        state, result = method.accept(self._predictor.state, proposal)
+        self._predictor.push(state, result)
+        self._store.commit()
+        self._proposals = []
+        self._result = self._to_original(self._predictor.crop, result, t0)
+        return self._result
+
+    def undo(self) -> SessionResult | None:
+        """Undo the last step; returns the result now current (None back at the start)."""
+        t0 = time.perf_counter()
+        if self._predictor is None or not self._store.can_undo:
+            raise InputError("nothing to undo: no step has been run")
+        self._store.undo()
+        self._proposals = []
+        result = self._predictor.undo()
+        self._result = (
+            None if result is None else self._to_original(self._predictor.crop, result, t0)
+        )
+        return self._result
+
+    def redo(self) -> SessionResult:
+        """Redo the last undone step exactly as it was (no method call)."""
+        t0 = time.perf_counter()
+        if self._predictor is None or not self._store.can_redo:
+            raise InputError("nothing to redo", hint="redo is possible right after undo")
+        self._store.redo()
+        self._proposals = []
+        result = self._predictor.redo()
+        self._result = self._to_original(self._predictor.crop, result, t0)
+        return self._result
+
+    def reset(self) -> None:
+        """Back to no clicks and the start state; an ROI from clicks is forgotten too."""
+        self._store.reset()
+        self._result = None
+        self._proposals = []
+        if self._roi_from_clicks:
+            self._roi, self._predictor = None, None
+            self._roi_from_clicks = False
+        elif self._predictor is not None:
+            self._predictor.reset()
+
+    def _to_original(self, crop: Crop, result: StepResult, t0: float) -> SessionResult:
+        confidence = result.confidence
+        return SessionResult(
+            prob_box=prob_to_box(crop, result.prob),
+            confidence_box=None if confidence is None else prob_to_box(crop, confidence),
+            advice_box=None if result.advice is None else advice_to_box(crop, result.advice),
+            seconds=float(result.seconds),
+            total_seconds=time.perf_counter() - t0,
+            step=self.n_steps,
+            box=crop.box,
+            shape=crop.source_shape,
+        )
+
+    # ---------------------------------------------------------------- export
+
+    def export_mask(self, path: str | Path, *, force: bool = False) -> Path:
+        """Write the current mask on the volume's own grid (see :func:`mecca.io.save_mask`).
+
+        Raises:
+            InputError: no step has been run yet. OverwriteError: ``path`` exists and
+                ``force`` is False.
+        """
+        if self._result is None:
+            raise InputError("nothing to export yet", hint="run step() first")
+        written = save_mask(self._result.mask, self.volume, path, force=force)
+        logger.info("mask written to %s", written)
+        return written
