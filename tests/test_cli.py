@@ -54,14 +54,22 @@ def test_demo_prints_a_step_table():
     assert 0.0 <= float(rows[-1][2]) <= 100.0
 
 
-def test_default_demo_runs_the_shipped_mecca_phantom_model():
+def test_default_demo_runs_the_shipped_generalist_and_says_so():
     result = CliRunner().invoke(main, ["demo"])
     assert result.exit_code == 0, result.output
-    assert "method mecca" in result.output and "user edge" in result.output
+    assert "method generalist  model generalist  user error_centre" in result.output
     rows = _step_rows(result.output)
     assert len(rows) == 6
+    # The shipped generalist (an early checkpoint) on the default phantom: 66 % when shipped.
+    assert float(rows[-1][2]) > 50.0
+
+
+def test_demo_with_a_named_model_runs_that_model():
+    result = CliRunner().invoke(main, ["demo", "--method", "mecca"])
+    assert result.exit_code == 0, result.output
+    assert "method mecca  model mecca_phantom  user edge" in result.output
     # The shipped phantom model segments the default phantom well (90.4 % when shipped).
-    assert float(rows[-1][2]) > 85.0
+    assert float(_step_rows(result.output)[-1][2]) > 85.0
 
 
 def test_train_export_demo_end_to_end(tmp_path):
@@ -192,3 +200,10 @@ def test_compare_pools_runs_of_other_seeds_and_refuses_the_same_seed(tmp_path):
     assert same.exit_code != 0 and "same seed" in same.output
     none = CliRunner().invoke(main, ["compare"])
     assert none.exit_code != 0 and "Missing argument" in none.output
+
+
+def test_demo_on_a_dataset_folder_runs_the_generalist(phantoms):
+    result = CliRunner().invoke(main, ["demo", "--data", str(phantoms), "--steps", "2"])
+    assert result.exit_code == 0, result.output
+    assert "method generalist  model generalist  user error_centre" in result.output
+    assert len(_step_rows(result.output)) == 3

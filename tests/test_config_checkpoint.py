@@ -104,6 +104,12 @@ def test_every_shipped_training_config_loads(path):
     method = yaml.safe_load(path.read_text())["method"]
     if method == "partial":
         load_config(PartialConfig, path, drop=("method", "target", "crops_per_case"))
+    elif method == "generalist":
+        from mecca import methods
+
+        config = methods.spec(method).config
+        assert config is not None
+        load_config(config, path, drop=("method",))
     elif method in SUPERVISED:
         load_config(SupervisedConfig, path)
     else:

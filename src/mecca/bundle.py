@@ -104,9 +104,11 @@ def shipped_bundles() -> list[str]:
 def default_bundle(method: str, dataset: str | None = None) -> str:
     """The shipped bundle a learned method loads by default: ``<method>_<dataset>`` when
     shipped, else ``<method>_phantom`` when shipped, else the first shipped ``<method>_*``
-    bundle (by name), else ``<method>_phantom`` (whose absence the loader reports)."""
+    bundle (by name), else ``<method>_phantom`` (whose absence the loader reports). A
+    method trained for any dataset ships one bundle named ``<method>`` (the generalist),
+    taken after ``<method>_<dataset>``."""
     shipped = shipped_bundles()
-    for name in (f"{method}_{dataset}", f"{method}_phantom"):
+    for name in (f"{method}_{dataset}", method, f"{method}_phantom"):
         if name in shipped:
             return name
     others = [b for b in shipped if b.startswith(f"{method}_")]

@@ -31,8 +31,9 @@ def save_checkpoint(path: Path, payload: dict[str, Any], *, method: str) -> Path
 
 def checkpoint_method(data: dict[str, Any]) -> str:
     """The method a checkpoint belongs to: its ``method``; a checkpoint written before
-    every checkpoint named its method carries it in its config (RL and supervised runs)."""
-    method = data.get("method") or data["config"].get("method")
+    every checkpoint named its method carries it in its config (RL and supervised runs),
+    or names it as its ``kind`` (the generalist's first runs)."""
+    method = data.get("method") or data["config"].get("method") or data.get("kind")
     if not method:
         raise InputError("the checkpoint names no method", hint="export it with this version")
     return str(method)

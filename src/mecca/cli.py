@@ -46,6 +46,27 @@ def main() -> None:
     """
 
 
+DEFAULT_METHOD = "generalist"
+"""What `mecca segment` and `mecca demo` run when neither --method nor a bundle says."""
+
+
+def _method_of(method: str | None, model: str | None) -> str:
+    """--method, else the method a --model bundle names, else :data:`DEFAULT_METHOD`."""
+    if method is not None:
+        return method
+    if model is not None:
+        from mecca.bundle import resolve_bundle
+
+        try:
+            meta = json.loads(
+                (resolve_bundle(model) / "configs" / "metadata.json").read_text("utf-8")
+            )
+        except (ConfigError, OSError, ValueError):
+            return DEFAULT_METHOD
+        return str(meta.get("method") or DEFAULT_METHOD)
+    return DEFAULT_METHOD
+
+
 def _parse_labels(text: str | None) -> tuple[int, ...] | None:
     if text is None:
         return None
@@ -115,9 +136,8 @@ def phantom(out: Path, count: int, seed: int, kind: str, force: bool) -> None:
 @click.option("--target", help="Named target of --data (default: the dataset's default).")
 @click.option(
     "--method",
-    default="mecca",
-    show_default=True,
-    help="Any method of mecca benchmark (mecca, itermrl, pnet, random_walker, ...).",
+    help="Any method of mecca benchmark (default: the method a --model bundle names, else "
+    "generalist, which takes any target; mecca, itermrl, pnet, random_walker, ...).",
 )
 @click.option("--model", help="Bundle folder or shipped bundle name (learned methods).")
 @click.option(
@@ -134,7 +154,7 @@ def demo(
     data: Path | None,
     case_id: str | None,
     target: str | None,
-    method: str,
+    method: str | None,
     model: str | None,
     user: str | None,
     steps: int,
@@ -143,8 +163,10 @@ def demo(
 ) -> None:
     """Segment one volume with a simulated user and print Dice after every step.
 
+    The default method is the generalist (any target, the shipped `generalist` bundle).
     Learned methods use the shipped model for the dataset (mecca_hippocampus for a folder
-    named hippocampus), else the phantom model; --model picks another bundle.
+    named hippocampus), else their dataset-wide or phantom model; --model picks another
+    bundle. The first line names the method and the model that ran.
 
     \b
     Examples:
@@ -158,7 +180,7 @@ def demo(
         data=data,
         case_id=case_id,
         target=target,
-        method=method,
+        method=_method_of(method, model),
         model=model,
         user=user,
         steps=steps,
@@ -185,24 +207,37 @@ def demo(
     is_flag=True,
     help="ROI = the first step's clicks + 20 mm (the default without --roi).",
 )
-@click.option("--method", default="mecca", show_default=True, help="Registered method name.")
+@click.option(
+    "--method",
+    help="Registered method name (default: the method a --model bundle names, else "
+    "generalist: any target, foreground/background clicks).",
+)
 @click.option("--model", help="Bundle name or folder for a learned method.")
 @click.option("--steps", type=int, help="Steps to run (default: one per step in the file).")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Mask to write.")
 @click.option("--prob", "prob_out", type=click.Path(path_type=Path), help="Probability map.")
 @click.option("--advice", "advice_out", type=click.Path(path_type=Path), help="Advice JSON.")
+@click.option(
+    "--grow-roi",
+    type=click.IntRange(0, 10),
+    default=0,
+    show_default=True,
+    help="Times a step may grow the ROI by half its size on the sides the mask reaches "
+    "(the clicks are replayed on the grown ROI).",
+)
 @click.option("--force", is_flag=True, help="Replace existing outputs.")
 def segment(
     image: Path,
     clicks_path: Path,
     roi: str | None,
     roi_from_clicks: bool,
-    method: str,
+    method: str | None,
     model: str | None,
     steps: int | None,
     out: Path,
     prob_out: Path | None,
     advice_out: Path | None,
+    grow_roi: int,
     force: bool,
 ) -> None:
     """Segment IMAGE from a file of clicks; the mask is written on IMAGE's own grid.
@@ -211,6 +246,8 @@ def segment(
     Example:
       mecca phantom --out phantoms --n 1 --seed 0
       mecca segment phantoms/imagesTr/phantom_000.nii.gz \\
+        --clicks examples/clicks_phantom_fg_bg.json --out mask.nii.gz
+      mecca segment phantoms/imagesTr/phantom_000.nii.gz --method mecca \\
         --clicks examples/clicks_phantom.json --out mask.nii.gz --advice advice.json
     """
     from mecca import methods
@@ -219,6 +256,7 @@ def segment(
 
     if roi is not None and roi_from_clicks:
         raise click.UsageError("give --roi or --roi-from-clicks, not both")
+    method = _method_of(method, model)
     result = run_segment(
         image,
         read_clicks(clicks_path),
@@ -229,11 +267,27 @@ def segment(
         prob_out=prob_out,
         advice_out=advice_out,
         force=force,
+        grow_roi=grow_roi,
     )
+    ran = methods.model_for(method, model)
+    click.echo(f"method {method}" + ("" if ran is None else f", model {ran}"))
     click.echo(
         f"{result.step} steps, {int(result.mask_box.sum())} voxels in the mask, "
         f"last step {1000 * result.total_seconds:.0f} ms; wrote {out}"
     )
+    if grow_roi:
+        box = result.box
+        click.echo(f"ROI {box.start} -> {box.stop}")
+    if result.honoured_before is not None:
+        click.echo(
+            f"clicks: {100 * result.honoured_before:.0f} % of {result.labelled_clicks} "
+            "foreground/background clicks honoured by the method itself; the mask honours "
+            + (
+                "all of them"
+                if not result.unhonoured
+                else f"all but {len(result.unhonoured)} outside the ROI"
+            )
+        )
 
 
 @main.command()
@@ -264,7 +318,7 @@ def segment(
 @click.option(
     "--methods",
     help="Methods offered, comma-separated; the first is the default (default: the "
-    "registry's served methods: mecca, itermrl and the classical ones).",
+    "registry's served methods: generalist, mecca, itermrl and the classical ones).",
 )
 @click.option(
     "--weights",
@@ -547,7 +601,8 @@ def train(
     default="mecca",
     show_default=True,
     help="mecca (25 + 4 x 5 edge points), mecca_guided (the same, clicks only inside the "
-    "previous step's advice regions: MECCA Table 5), cvpr25, itermrl (5 fg/bg clicks per step from "
+    "previous step's advice regions: MECCA Table 5), cvpr25 (the CVPR 2025 challenge's box "
+    "then 5 clicks, as its organisers run it), itermrl (5 fg/bg clicks per step from "
     "--initial's segmentation); itermrl_random / itermrl_none: the same start with random "
     "or no clicks (IteR-MRL Table 6).",
 )
@@ -573,6 +628,9 @@ def train(
     help="Keep the finished cases in --out/cases (same settings) and run only the rest.",
 )
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
+@click.option(
+    "--no-box", is_flag=True, help="cvpr25: no box step (clicks only), as for some structures."
+)
 def benchmark(
     data: Path,
     split: str,
@@ -589,6 +647,7 @@ def benchmark(
     force: bool,
     resume: bool,
     no_progress: bool,
+    no_box: bool,
 ) -> None:
     """Compare methods with one simulated-user protocol: results.json, .csv, report.md, plots.
 
@@ -615,6 +674,7 @@ def benchmark(
         weights=tuple(pairs),
         jobs=jobs,
         initial=initial,
+        box=not no_box,
     )
     run_benchmark(settings, out, force=force, progress=not no_progress, resume=resume)
     click.echo((out / "report.md").read_text(encoding="utf-8"))
@@ -692,6 +752,54 @@ def _benchmark_report(results: Path) -> dict[str, Any]:
     if not names:
         raise InputError("these results hold no methods", path=path)
     return report
+
+
+@main.command("predict-npz")
+@click.argument("input_dir", type=click.Path(path_type=Path, exists=True, file_okay=False))
+@click.argument("output_dir", type=click.Path(path_type=Path, file_okay=False))
+@click.option("--method", "method_name", help="Any method (default: the server's default).")
+@click.option("--model", metavar="BUNDLE", help="Another bundle or run for a learned method.")
+def predict_npz(
+    input_dir: Path, output_dir: Path, method_name: str | None, model: str | None
+) -> None:
+    """The CVPR 2025 challenge's container step: segs for every case .npz of INPUT_DIR.
+
+    Reads imgs, spacing, boxes, clicks and clicks_order (docs/cvpr25.md) and writes
+    OUTPUT_DIR/<case>.npz with segs, as a team's predict.sh does in the organisers'
+    CVPR25_iter_eval.py; replace its docker run with this command.
+
+    \b
+    Example:
+      mecca predict-npz inputs outputs --method itermrl
+    """
+    from mecca import methods
+    from mecca.bench import cvpr25
+    from mecca.bench.challenge_npz import predict_dir
+    from mecca.methods import registry
+
+    name = method_name or registry.served()[0]
+    method = methods.build(name, model)
+    cvpr25.check_method(name, method)
+    for path in predict_dir(method, input_dir, output_dir):
+        click.echo(str(path))
+
+
+@main.command("export-npz")
+@click.argument("data_dir", type=click.Path(path_type=Path, exists=True, file_okay=False))
+@click.argument("out_dir", type=click.Path(path_type=Path, file_okay=False))
+@click.option("--split", default="test", show_default=True, help="A split name, or all.")
+@click.option("--target", help="Only this named target, as label 1 (default: every label).")
+def export_npz(data_dir: Path, out_dir: Path, split: str, target: str | None) -> None:
+    """Write an MSD-layout split as CVPR 2025 challenge cases: OUT_DIR/imgs and OUT_DIR/gts.
+
+    \b
+    Example:
+      mecca export-npz ../shared/data/hippocampus challenge --split test
+    """
+    from mecca.bench.challenge_npz import export_split
+
+    ids = export_split(data_dir, out_dir, split, target)
+    click.echo(f"{len(ids)} cases written to {out_dir}/imgs and {out_dir}/gts")
 
 
 if __name__ == "__main__":

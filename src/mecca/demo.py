@@ -26,6 +26,8 @@ class DemoReport:
     user: str
     shape: tuple[int, int, int]
     episode: EpisodeRecord
+    model: str | None = None
+    """The model that ran (a learned method's bundle), None for the others."""
 
 
 def _phantom_case(seed: int) -> tuple[str, np.ndarray, np.ndarray]:
@@ -58,7 +60,7 @@ def run_demo(
     data: Path | None = None,
     case_id: str | None = None,
     target: str | None = None,
-    method: str = "mecca",
+    method: str = "generalist",
     model: str | None = None,
     user: str | None = None,
     steps: int = 5,
@@ -74,7 +76,8 @@ def run_demo(
         source, image, gt = _phantom_case(seed)
     else:
         source, image, gt = _dataset_case(data, case_id, target)
-    m = methods.build(method, model, None if data is None else Path(data).name)
+    dataset = None if data is None else Path(data).name
+    m = methods.build(method, model, dataset)
     user = user or default_user(m)
     grid = grid_of(m)
     rng = np.random.default_rng(seed)
@@ -96,13 +99,16 @@ def run_demo(
                 Path(overlays) / f"step_{s.step}.png", overlay_rgb(image, s.mask, gt, k, s.clicks)
             )
     shape = tuple(int(s) for s in image.shape)
-    return DemoReport(source, method, user, shape, episode)  # type: ignore[arg-type]
+    ran = methods.model_for(method, model, dataset)
+    return DemoReport(source, method, user, shape, episode, ran)  # type: ignore[arg-type]
 
 
 def format_table(report: DemoReport) -> str:
     """Plain-text per-step table: clicks so far, Dice (%), seconds of the step."""
     lines = [
-        f"{report.source}  shape {report.shape}  method {report.method}  user {report.user}",
+        f"{report.source}  shape {report.shape}  method {report.method}"
+        + ("" if report.model is None else f"  model {report.model}")
+        + f"  user {report.user}",
         f"ROI {report.episode.box.start} -> {report.episode.box.stop}",
         f"{'step':>4}  {'clicks':>6}  {'Dice %':>7}  {'method s':>8}  {'step s':>7}",
         f"{0:>4}  {0:>6}  {100 * report.episode.initial_dice:>7.2f}",

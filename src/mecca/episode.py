@@ -29,6 +29,7 @@ from mecca.data.roi import (
 from mecca.errors import InputError
 from mecca.interaction.clicks import Click, InteractionKind, edge_click_to_fg_bg
 from mecca.interaction.guide import advice_regions, advice_to_original
+from mecca.interaction.honour import honoured_clicks
 from mecca.interaction.users import SimulatedUser
 from mecca.interface import (
     InteractiveMethod,
@@ -56,6 +57,10 @@ class StepRecord:
     """uint8 mask on the original grid after this step (``run_episode(keep_masks=True)``)."""
     proposals: int = 0
     """Proposals accepted in this step (a :class:`~mecca.interface.ProposalMethod`)."""
+    honoured: tuple[int, int] = (0, 0)
+    """(honoured, labelled): of the foreground/background clicks the method was given so far
+    (original grid), how many have their label in the method's own mask after this step
+    (:func:`mecca.interaction.honour.honoured_clicks`; edge points carry no label)."""
 
 
 @dataclass(frozen=True)
@@ -144,6 +149,7 @@ def run_episode(
     initial = metrics.dice(pred.astype(bool), gt)
     records = []
     advice: np.ndarray | None = None
+    given: list[Click] = []
     for t in range(1, steps + 1):
         t0 = time.perf_counter()
         proposal_seconds, accepted = 0.0, False
@@ -157,6 +163,8 @@ def run_episode(
         state, result = method.step(state, clicks_to_grid(crop, usable), rng=rng)
         pred = paste_mask(crop, result.prob)
         total = time.perf_counter() - t0
+        given.extend(usable)
+        honoured = honoured_clicks(pred, given)
         d = metrics.dice(pred.astype(bool), gt)
         mis = metrics.misunderstanding_rate(prob, result.prob, gt_grid)
         prob = result.prob
@@ -165,7 +173,17 @@ def run_episode(
         kept = pred.astype(np.uint8) if keep_masks else None
         seconds = result.seconds + proposal_seconds
         records.append(
-            StepRecord(t, tuple(clicks), d, seconds, total, mis, kept, proposals=int(accepted))
+            StepRecord(
+                t,
+                tuple(clicks),
+                d,
+                seconds,
+                total,
+                mis,
+                kept,
+                proposals=int(accepted),
+                honoured=honoured,
+            )
         )
     return EpisodeRecord(box, initial, tuple(records), pred.astype(np.uint8))
 

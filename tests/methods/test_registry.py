@@ -31,7 +31,8 @@ def test_the_registry_names_every_method_once_with_its_spec():
     specs = {s.name: s for s in methods.specs()}
     assert sorted(specs) == methods.available()
     assert methods.served() == (
-        "mecca", "itermrl", "random_walker", "graphcut", "growcut", "geos", "region_growing"
+        "generalist", "mecca", "itermrl", "random_walker", "graphcut", "growcut", "geos",
+        "region_growing",
     )
     assert methods.trainable() == [
         "mecca", "itermrl", "pnet", "unet", "uamt", "intercnn", "deepigeos", "partial"

@@ -130,9 +130,11 @@ def test_cli_runs_the_example_clicks_file_with_the_shipped_model(tmp_path):
     root = write_phantom_dataset(tmp_path / "phantoms", count=1, seed=0)
     image = root / "imagesTr" / "phantom_000.nii.gz"
     args = ["segment", str(image), "--clicks", str(EXAMPLE), "--roi", "34,40,13,52,58,29",
+            "--method", "mecca",
             "--out", str(tmp_path / "mask.nii.gz"), "--advice", str(tmp_path / "adv.json")]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
+    assert "method mecca, model mecca_phantom" in result.output
     assert "2 steps" in result.output
     mask = load(tmp_path / "mask.nii.gz", dtype=None)
     source = load(image)
@@ -144,3 +146,22 @@ def test_cli_runs_the_example_clicks_file_with_the_shipped_model(tmp_path):
     assert 1 <= len(regions) <= 5 and regions[0]["rank"] == 1
     both = CliRunner().invoke(main, [*args, "--roi-from-clicks", "--force"])
     assert both.exit_code != 0 and "not both" in both.output
+
+
+def test_cli_segment_runs_the_generalist_by_default_and_says_so(tmp_path):
+    root = write_phantom_dataset(tmp_path / "phantoms", count=1, seed=0)
+    image = root / "imagesTr" / "phantom_000.nii.gz"
+    example = EXAMPLE.with_name("clicks_phantom_fg_bg.json")
+    args = ["segment", str(image), "--clicks", str(example), "--roi", "34,40,12,56,64,30",
+            "--out", str(tmp_path / "mask.nii.gz")]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert "method generalist, model generalist" in result.output
+    assert "honoured by the method itself; the mask honours all of them" in result.output
+    assert "2 steps" in result.output
+    mask = load(tmp_path / "mask.nii.gz", dtype=None)
+    gt = np.asarray(nib.load(root / "labelsTr" / "phantom_000.nii.gz").dataobj) > 0
+    assert _dice(mask.array, gt) > 0.3
+    # a bundle given without --method runs the method the bundle names
+    named = CliRunner().invoke(main, [*args, "--model", "mecca_phantom", "--force"])
+    assert named.exit_code != 0 and "cannot take" in named.output  # mecca takes edge points

@@ -45,4 +45,6 @@ def evaluate_files(
     gt = binary_mask(np.rint(gt_vol.array).astype(np.int64), labels, path=gt_path)
     pred = binary_mask(np.asarray(pred_vol.array).astype(np.int64), pred_labels, path=pred_path)
     scores = metrics.evaluate(pred, gt, spacing=gt_vol.spacing)
+    # the CVPR 2025 challenge's DSC and NSD@2mm (surfels; NSD 0 where DSC <= 0.2)
+    scores["dsc_cvpr25"], scores["nsd_cvpr25"] = metrics.dsc_nsd_cvpr25(pred, gt, gt_vol.spacing)
     return {k: (None if isinstance(v, float) and math.isinf(v) else v) for k, v in scores.items()}

@@ -9,7 +9,7 @@ from typing import Any
 PROTOCOLS: dict[str, dict[str, Any]] = {
     "mecca": {"user": "edge", "options": {"first": 25, "later": 5}},
     "mecca_guided": {"user": "edge", "options": {"first": 25, "later": 5}, "guided": True},
-    "cvpr25": {"user": "distance", "options": {}},
+    "cvpr25": {"user": "distance", "options": {}, "cvpr25": True},
     "itermrl": {"user": "error_centre", "options": {"n": 5}, "initial": True},
     "itermrl_random": {"user": "random", "options": {"n": 5}, "initial": True},
     "itermrl_none": {"user": "none", "options": {}, "initial": True},
@@ -36,6 +36,8 @@ class BenchSettings:
     initial: str | None = None
     """Initial segmenter (run folder or bundle of a supervised baseline) of protocols that
     start from one (``itermrl``)."""
+    box: bool = True
+    """``cvpr25``: start with the organisers' box (False: no box, clicks only)."""
 
 
 MONTAGE_CASE = 0

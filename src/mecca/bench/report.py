@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from mecca import metrics
-from mecca.bench import plots, stats
+from mecca.bench import cvpr25, plots, stats
 from mecca.io import atomic_write
 
 
@@ -61,6 +61,12 @@ def summarise(cases: dict[str, dict[str, Any]]) -> dict[str, Any]:
     out["dice_fell_share"] = float(np.mean([f[0] for f in falls]))
     out["dice_fall_mean"] = float(np.mean([f[1] for f in falls]))
     out["dice_auc"] = float(np.mean([metrics.dice_auc(c[1:]) for c in curves])) * 100
+    honoured = [s.get("honoured_clicks") for c in per_case for s in c["steps"]]
+    kept = [h for h in honoured if h is not None]
+    # the method's own output (before a session honours the clicks); None: no fg/bg clicks
+    out["honoured_clicks"] = float(np.mean(kept)) if kept else None
+    if all("cvpr25" in c for c in per_case):  # the organisers' protocol: their scores too
+        out["cvpr25"] = cvpr25.summarise(per_case)
     out["cases"] = cases
     return out
 
@@ -126,8 +132,8 @@ def format_report(report: dict[str, Any]) -> str:
         "## Clicks, stability and speed",
         "",
         "| method | cases | NoC@85 (fail) | NoC@90 (fail) | Dice AUC | Dice fell | "
-        "median s/step (model) |",
-        "|---|---|---|---|---|---|---|",
+        "median s/step (model) | honoured clicks % |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for name, res in report["methods"].items():
         ps = res["per_step"]
@@ -136,7 +142,16 @@ def format_report(report: dict[str, Any]) -> str:
             f"{res['noc90']:.1f} ({res['failures90']}) | {res['dice_auc']:.2f} | "
             f"{100 * res['dice_fell_share']:.0f} % | "
             f"{np.median(ps['seconds_median']):.3f} "
-            f"({np.median(ps['method_seconds_median']):.3f}) |"
+            f"({np.median(ps['method_seconds_median']):.3f}) | "
+            + ("n/a" if res.get("honoured_clicks") is None else f"{res['honoured_clicks']:.1f}")
+            + " |"
         )
+    lines += [
+        "",
+        "honoured clicks %: of the foreground/background clicks given so far, the share "
+        "whose voxel has its label in the method's own mask, over all steps and cases "
+        "(before a session honours them; n/a: edge points only).",
+    ]
+    lines += ["", *cvpr25.format_section(report)]
     lines += ["", *stats.format_paired(report, next(iter(report["methods"])))]
     return "\n".join(lines).rstrip("\n") + "\n"

@@ -14,8 +14,16 @@ Protocols built so far:
   its Table 5): from step 2 on the user clicks only inside the 5 advice regions of the
   previous step (:func:`mecca.episode.run_episode`, ``guided``); methods without a
   confidence map give no advice, so for them it equals ``mecca``.
-* ``cvpr25``: one click per step at the interior-most voxel of the largest error region
-  (``distance`` user).
+* ``cvpr25``: the CVPR 2025 challenge's protocol as the organisers run it
+  (:mod:`mecca.bench.cvpr25`): the middle-slice box and a box-only prediction, then one
+  click per step at their EDT maximum of the largest error component; DSC, NSD@2mm and
+  their AUCs (``cvpr25`` in each case and method summary). ``box=False`` (``--no-box``)
+  starts without the box, as they do for some structures. ``steps`` is the number of
+  click steps (the challenge's 5 by default). Proposal methods get no proposals (the
+  challenge has none).
+* Methods that take only edge points (mecca, edge_itermrl) are refused by every protocol
+  whose user gives only fg/bg clicks (``cvpr25``, ``itermrl``, ``itermrl_random``,
+  ``scribble``: :data:`FG_BG_USERS`), rather than scored for clicks they never got.
 
 * ``itermrl`` (IteR-MRL Tables 2-3): every method starts from the probability map of an
   initial segmenter (``initial``: a trained ``pnet`` run or bundle, or any supervised
@@ -73,7 +81,7 @@ import torch
 from tqdm import tqdm
 
 from mecca import methods, metrics
-from mecca.bench import plots, stats
+from mecca.bench import cvpr25, plots, stats
 from mecca.bench.protocols import MONTAGE_CASE, PROTOCOLS, BenchSettings
 from mecca.bench.report import finite_or_none, summarise, write_results
 from mecca.data.datasets import Dataset, open_dataset
@@ -102,8 +110,19 @@ def run_case(
     """One method on one case: per-step metrics, clicks and timings (and, with
     ``keep_mask``, the final mask). ``initial``: the protocol's initial segmenter."""
     spec = PROTOCOLS[settings.protocol]
-    user = make_user(spec["user"], **spec["options"])
     rng = np.random.default_rng([settings.seed, index])
+    if spec.get("cvpr25"):  # the organisers' own loop (mecca.bench.cvpr25)
+        return cvpr25.run_case(
+            method,
+            image,
+            gt,
+            spacing,
+            rng=rng,
+            use_box=settings.box,
+            clicks=settings.steps,
+            keep_mask=keep_mask,
+        )
+    user = make_user(spec["user"], **spec["options"])
     box = random_margin_box(gt, rng)
     grid = grid_of(method)
     init_prob = None if initial is None else initial_prob_on_grid(initial, image, box, grid)
@@ -136,6 +155,9 @@ def run_case(
                 "misunderstanding": s.misunderstanding,
                 "method_seconds": s.method_seconds,
                 "step_seconds": s.total_seconds,
+                "honoured_clicks": (
+                    100.0 * s.honoured[0] / s.honoured[1] if s.honoured[1] else None
+                ),
             }
         )
     result = {
@@ -187,6 +209,10 @@ def _initial_segmenter(settings: BenchSettings) -> Segmenter | None:
     return load_supervised(settings.initial)
 
 
+FG_BG_USERS = frozenset({"error_centre", "random", "scribble", "distance"})
+"""Simulated users whose clicks are FOREGROUND/BACKGROUND only: their protocols refuse
+methods that take only edge points (they would be scored for clicks they never got)."""
+
 CaseOutput = tuple[int, dict[str, dict[str, Any]], dict[str, np.ndarray] | None]
 CASES = "cases"
 """Subfolder of ``--out`` holding each finished case (what ``resume`` reads)."""
@@ -203,6 +229,7 @@ def _case_key(settings: BenchSettings) -> dict[str, Any]:
         "seed": settings.seed,
         "initial": settings.initial,
         "weights": [list(w) for w in settings.weights],
+        "box": settings.box,
     }
 
 
@@ -308,7 +335,10 @@ def run_benchmark(
     values = ds.resolve_target(settings.target)
     cases = split_cases(ds, settings.split)[: settings.max_cases]
     for name in settings.methods:  # fail early on an unknown name or a missing bundle
-        methods.build(name, dict(settings.weights).get(name), Path(settings.data).name)
+        built = methods.build(name, dict(settings.weights).get(name), Path(settings.data).name)
+        if PROTOCOLS[settings.protocol]["user"] in FG_BG_USERS:
+            # and on a method that cannot take the protocol's clicks
+            cvpr25.check_method(name, built, settings.protocol)
     _initial_segmenter(settings)  # and on a missing initial segmenter
     case_ids = [c.case_id for c in cases]
     by_index, montage = _saved_cases(out, settings, case_ids) if resume else ({}, None)

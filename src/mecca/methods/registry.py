@@ -2,8 +2,9 @@
 name, found through one explicit dict (no scanning).
 
 The built-in families register here, in this order (the server offers its ``served``
-methods in it, the first as the default); a user's own method is one ``register`` call
-away from the session, the app, the benchmark and ``mecca train``.
+methods in it, the first as the default: the generalist, which takes any target); a
+user's own method is one ``register`` call away from the session, the app, the benchmark
+and ``mecca train``.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from typing import Any
 from mecca import bundle
 from mecca.errors import ConfigError
 from mecca.interface import InteractiveMethod
-from mecca.methods import agents, classical, medsam_lite, partial, supervised, tta
+from mecca.methods import agents, classical, generalist, medsam_lite, partial, supervised, tta
+from mecca.methods.refine import generalist_mecca_factory
 from mecca.methods.spec import MethodSpec
 
 _SPECS: dict[str, MethodSpec] = {}
@@ -76,6 +78,15 @@ def default_model(method: str, dataset: str | None = None) -> str:
     return bundle.default_bundle(name, dataset)
 
 
+def model_for(name: str, model: str | None = None, dataset: str | None = None) -> str | None:
+    """The model :func:`build` loads for these arguments (what the tools tell the user ran):
+    ``model`` when given, else the shipped default of a learned method; None for a method
+    without a trained model."""
+    if not spec(name).learned:
+        return None
+    return str(model) if model is not None else default_model(name, dataset)
+
+
 def build(name: str, model: str | None = None, dataset: str | None = None) -> InteractiveMethod:
     """The method as the commands build it: a learned one loads ``model`` (a bundle or a
     run folder), else the shipped bundle for ``dataset``; the others take no model."""
@@ -87,7 +98,15 @@ def build(name: str, model: str | None = None, dataset: str | None = None) -> In
     return s.factory()
 
 
-for _family in (agents.SPECS, classical.SPECS, supervised.SPECS, tta.SPECS, partial.SPECS):
+for _family in (
+    generalist.SPECS,
+    agents.SPECS,
+    classical.SPECS,
+    supervised.SPECS,
+    tta.SPECS,
+    partial.SPECS,
+):
     for _spec in _family:
         register(_spec)
 register("medsam_lite", medsam_lite.MedSAMLiteMethod)
+register(MethodSpec("generalist_mecca", generalist_mecca_factory, learned=True, backbone="mecca"))

@@ -203,6 +203,14 @@ class Server:
             self._methods[name] = methods.get(name, **options)
         return self._methods[name]
 
+    def model_name(self, name: str) -> str | None:
+        """The model method ``name`` runs here (``--weights``, else its shipped default;
+        None for a method without a trained model)."""
+        method = self.method(name)
+        return getattr(method, "model", None) or methods.model_for(
+            name, dict(self.settings.weights).get(name)
+        )
+
     def root_dir(self, root: int) -> Path:
         """The resolved folder of image root number ``root`` (0, 1, ...; negative refused)."""
         if not 0 <= root < len(self.settings.roots):
@@ -255,6 +263,7 @@ def state_of(ss: ServerSession) -> dict[str, Any]:
     return {
         "id": ss.id,
         "method": ss.method,
+        "model": getattr(s.method, "model", None) or None,
         "accepts": sorted(k.value for k in s.method.accepts),
         "shape": list(vol.shape),
         "spacing": [float(x) for x in vol.spacing],
@@ -278,6 +287,8 @@ def step_summary(ss: ServerSession) -> dict[str, Any]:
         "mask_voxels": int(result.mask_box.sum()),
         "box": [list(result.box.start), list(result.box.stop)],
         "advice": advice_summary(result, ss.session.volume),
+        "clicks_honoured_before": result.honoured_before,
+        "clicks_not_honoured": [c.to_dict() for c in result.unhonoured],
     }
 
 
@@ -308,6 +319,7 @@ def info(server: ServerDep) -> dict[str, Any]:
         "methods": [
             {
                 "name": n,
+                "model": server.model_name(n),
                 "accepts": sorted(k.value for k in server.method(n).accepts),
                 "proposes": isinstance(server.method(n), ProposalMethod),
             }

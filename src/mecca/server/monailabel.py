@@ -72,9 +72,7 @@ def _points(params: dict[str, Any], key: str, shape: tuple[int, ...]) -> list[tu
         values = [_index(v) for v in p] if isinstance(p, list) and len(p) == 3 else []
         indices = [v for v in values if v is not None]
         if len(indices) != 3:
-            raise InputError(
-                f"{key} points must be three finite numbers [i, j, k], got {shown(p)}"
-            )
+            raise InputError(f"{key} points must be three finite numbers [i, j, k], got {shown(p)}")
         ijk = (indices[0], indices[1], indices[2])
         if any(v < 0 or v >= n for v, n in zip(ijk, shape, strict=True)):
             raise InputError(f"{key} point {list(ijk)} is outside the image of shape {shape}")
@@ -154,7 +152,12 @@ def info(request: Request) -> dict[str, Any]:
                 "type": "deepgrow",
                 "labels": [LABEL],
                 "dimension": 3,
-                "description": f"MECCA interactive method {name!r}",
+                "description": f"MECCA interactive method {name!r}"
+                + (
+                    ""
+                    if server.model_name(name) is None
+                    else f", model {server.model_name(name)!r}"
+                ),
             }
     return {
         "name": "MECCA",

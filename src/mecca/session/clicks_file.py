@@ -175,8 +175,10 @@ def segment(
     prob_out: str | Path | None = None,
     advice_out: str | Path | None = None,
     force: bool = False,
+    grow_roi: int = 0,
 ) -> SessionResult:
     """Run the clicks through a :class:`~mecca.session.Session`; write the outputs.
+    ``grow_roi``: how many times a step may grow the ROI (:class:`Session`).
 
     Every output path is checked before any work, and every click before the first step,
     so a bad input fails fast and writes nothing.
@@ -191,7 +193,7 @@ def segment(
     if n_steps < 1:
         raise InputError(f"--steps must be >= 1, got {n_steps}")
     volume = load(image)
-    session = Session(volume, roi, method=method, rng=0)
+    session = Session(volume, roi, method=method, rng=0, grow_roi=grow_roi)
     per_step = [_grid_clicks(session, step, clicks.space) for step in clicks.steps]
     result: SessionResult | None = None
     for t in range(n_steps):

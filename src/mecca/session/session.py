@@ -65,6 +65,7 @@ from mecca.episode import clicks_to_grid
 from mecca.errors import ConfigError, InputError
 from mecca.interaction.clicks import Click, InteractionKind
 from mecca.interaction.guide import advice_to_box
+from mecca.interaction.honour import honour_clicks, honoured_clicks
 from mecca.interface import InteractiveMethod, Proposal, ProposalMethod, StepResult, grid_of
 from mecca.io import Volume, save_mask
 from mecca.session.predictor import Predictor
@@ -116,6 +117,17 @@ class SessionResult:
         step: steps run so far (1 = after the first step).
         box: the ROI on the original grid.
         shape: the volume's (I, J, K).
+        honoured_before: share (0-1) of the foreground/background clicks so far (inside
+            the box) whose voxel had their label in the method's own mask, before the
+            session honoured them (:func:`mecca.interaction.honour.honour_clicks`); None
+            without such clicks.
+        labelled_clicks: how many foreground/background clicks that share is of.
+        unhonoured: the foreground/background clicks the result could not honour (outside
+            the ROI box).
+
+    ``prob_box`` honours every click: each foreground (background) click's voxel, and its
+    neighbours within 1 voxel of like intensity, have probability 1 (0), whatever the
+    method gave.
 
     The full-size (I, J, K) arrays :attr:`prob`, :attr:`mask`, :attr:`confidence` and
     :attr:`advice` (0 outside the box) are built on first access and then kept.
@@ -129,6 +141,9 @@ class SessionResult:
     step: int
     box: Box
     shape: tuple[int, int, int]
+    honoured_before: float | None = None
+    labelled_clicks: int = 0
+    unhonoured: tuple[Click, ...] = ()
 
     @cached_property
     def mask_box(self) -> np.ndarray:
@@ -205,6 +220,12 @@ class Session:
         rng: generator or seed for the method's random choices.
         roi_margin_mm: margin around the first clicks when ``roi`` is None, mm per side.
         advice: compute advice regions when the method gives a confidence map.
+        grow_roi: how many times a step may grow the ROI (0: never). When the mask
+            touches a side of the ROI that is not the image's edge, the ROI grows by half
+            its size on each such side (clipped to the image) and the click history is
+            replayed on the new crop (same network grid, so memory stays that of one crop
+            plus the ROI box); repeated up to ``grow_roi`` times per step. Not for
+            proposal methods (their accepted proposals are not clicks to replay).
     """
 
     def __init__(
@@ -218,6 +239,7 @@ class Session:
         rng: np.random.Generator | int | None = None,
         roi_margin_mm: float = ROI_MARGIN_MM,
         advice: bool = True,
+        grow_roi: int = 0,
     ) -> None:
         if np.asarray(volume.array).ndim != 3:
             raise InputError(f"the volume must be 3D (I, J, K), got shape {volume.array.shape}")
@@ -231,6 +253,9 @@ class Session:
         self.normalise = normalise or NormaliseConfig()
         self.roi_margin_mm = float(roi_margin_mm)
         self.advice = bool(advice)
+        if grow_roi < 0:
+            raise ConfigError(f"grow_roi must be >= 0, got {grow_roi}")
+        self.grow_roi = int(grow_roi)
         self._rng = np.random.default_rng(rng)
         self._store = InteractionStore()
         self._roi: Box | None = None
@@ -396,6 +421,16 @@ class Session:
             logger.info("ROI from the first clicks: %s-%s", self._roi.start, self._roi.stop)
         self._store.commit()
         self._proposals = []  # made from the state before this step
+        if not isinstance(self.method, ProposalMethod):
+            for _ in range(self.grow_roi):
+                grown = self._grown_roi(predictor.crop, result)
+                if grown is None:
+                    break
+                logger.info("the mask reaches the ROI: grown to %s-%s", grown.start, grown.stop)
+                predictor = self._replay(grown)
+                assert predictor.result is not None
+                result = predictor.result
+                self._predictor, self._roi = predictor, grown
         self._result = self._to_original(predictor.crop, result, t0)
         logger.info(
             "step %d: %d clicks, method %.3f s, total %.3f s",
@@ -405,6 +440,29 @@ class Session:
             self._result.total_seconds,
         )
         return self._result
+
+    def _grown_roi(self, crop: Crop, result: StepResult) -> Box | None:
+        """The ROI grown by half its size on each side the mask touches (not the image's
+        edge), clipped to the volume; None when the mask touches no such side."""
+        mask = prob_to_box(crop, result.prob) > 0.5
+        box, shape = crop.box, self.volume.shape
+        start, stop = list(box.start), list(box.stop)
+        for axis in range(3):
+            grow = max(1, math.ceil(0.5 * box.shape[axis]))
+            if start[axis] > 0 and np.take(mask, 0, axis=axis).any():
+                start[axis] = max(0, start[axis] - grow)
+            if stop[axis] < shape[axis] and np.take(mask, -1, axis=axis).any():
+                stop[axis] = min(shape[axis], stop[axis] + grow)
+        if (tuple(start), tuple(stop)) == (tuple(box.start), tuple(box.stop)):
+            return None
+        return Box((start[0], start[1], start[2]), (stop[0], stop[1], stop[2]))
+
+    def _replay(self, box: Box) -> Predictor:
+        """A predictor on ``box`` that has run every step of the click history."""
+        predictor = self._make_predictor(box)
+        for clicks in self._store.steps:
+            predictor.step(clicks_to_grid(predictor.crop, clicks), rng=self._rng)
+        return predictor
 
     def propose(self, k: int | None = None) -> list[SessionResult]:
         """K proposals of a proposal method (``partial``): larger partial segmentations of
@@ -496,8 +554,15 @@ class Session:
 
     def _to_original(self, crop: Crop, result: StepResult, t0: float) -> SessionResult:
         confidence = result.confidence
+        prob_box = prob_to_box(crop, result.prob)
+        clicks = [c for step in self._store.steps for c in step]
+        honoured, labelled = honoured_clicks(prob_box > 0.5, clicks, crop.box.start)
+        image_box = np.asarray(self.volume.array[crop.box.slices])
+        prob_box, unhonoured = honour_clicks(prob_box, image_box, clicks, offset=crop.box.start)
+        if unhonoured:
+            logger.warning("%d clicks outside the ROI box are not honoured", len(unhonoured))
         return SessionResult(
-            prob_box=prob_to_box(crop, result.prob),
+            prob_box=prob_box,
             confidence_box=None if confidence is None else prob_to_box(crop, confidence),
             advice_box=None if result.advice is None else advice_to_box(crop, result.advice),
             seconds=float(result.seconds),
@@ -505,6 +570,9 @@ class Session:
             step=self.n_steps,
             box=crop.box,
             shape=crop.source_shape,
+            honoured_before=honoured / labelled if labelled else None,
+            labelled_clicks=labelled,
+            unhonoured=unhonoured,
         )
 
     # ---------------------------------------------------------------- export

@@ -1,0 +1,176 @@
+"""The generalist behind ``InteractiveMethod``: one click-conditioned network, any target.
+
+Each step runs the network once on ``[image, previous probability, foreground map,
+background map, box map]`` (:mod:`.prompts`) over the crop's grid and returns its
+probability. The state keeps the accumulated click maps, the box map and the last
+probability; nothing is mutated, so undo is "keep the old state".
+
+How prompts arrive (all on the network grid, as a session or :mod:`mecca.episode` maps
+them):
+
+* FOREGROUND / BACKGROUND clicks: a point each; a scribble is the set of its voxels.
+* BOX: two BOX clicks at opposite corners of the box, in one step
+  (:func:`.prompts.box_prompt` makes them and the ROI to crop from a box on the original
+  grid: the box plus a quarter of its size per side). A new pair replaces the box.
+* With ``roi_as_box=True`` the crop itself counts as the box from the first step (the
+  benchmark's ROI, a ground-truth box plus 1-11 voxels, is such a box), unless BOX
+  clicks say otherwise.
+* EDGE points are not taken: callers turn them into the foreground/background pair across
+  the boundary (:func:`mecca.interaction.clicks.edge_click_to_fg_bg`), as for every
+  method without edge points.
+
+``start`` gives probability 0.5 everywhere (an empty mask) or ``init_prob``; the network's
+previous-probability channel starts at 0 (nothing predicted yet) or at ``init_prob``. A
+step without new clicks keeps the last result (the network is not re-run on its own
+output); the first step needs a click or a box. Steps are deterministic: the network runs
+in inference mode and ``rng`` is not used.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from mecca.data.roi import Crop
+from mecca.errors import InputError
+from mecca.interaction.clicks import Click, InteractionKind
+from mecca.methods.base import MethodState, StepResult
+from mecca.methods.generalist.net import GeneralistNet
+from mecca.methods.generalist.prompts import (
+    add_points,
+    box_map,
+    network_input,
+    normalise_image,
+    split_clicks,
+)
+
+ACCEPTS = frozenset({InteractionKind.FOREGROUND, InteractionKind.BACKGROUND, InteractionKind.BOX})
+
+
+@dataclass
+class GeneralistMethod:
+    """The generalist as an :class:`~mecca.methods.base.InteractiveMethod`.
+
+    Attributes:
+        net: the trained :class:`~.net.GeneralistNet`.
+        grid: the network grid it was trained on; sessions crop to it.
+        roi_as_box: treat the whole crop as the box when no BOX clicks were given.
+        name: ``generalist``.
+        device: where the network runs.
+        model: the model it runs (a bundle's folder name, else the path it was loaded
+            from), which the tools name to the user.
+    """
+
+    net: GeneralistNet
+    grid: tuple[int, int, int] = (48, 48, 32)
+    roi_as_box: bool = False
+    name: str = "generalist"
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    model: str = ""
+
+    def __post_init__(self) -> None:
+        self.net.eval().to(self.device)
+
+    @property
+    def accepts(self) -> frozenset[InteractionKind]:
+        """Foreground, background and box clicks (module docstring)."""
+        return ACCEPTS
+
+    @classmethod
+    def load(
+        cls, path: str | Path, *, device: str | torch.device = "cpu", roi_as_box: bool = False
+    ) -> GeneralistMethod:
+        """Load from a bundle folder, a run folder (best.pt, else last.pt) or a checkpoint."""
+        from mecca.methods.generalist.bundle import load_weights
+
+        net, grid = load_weights(path)
+        folder = Path(path)
+        label = folder.name if (folder / "configs" / "metadata.json").is_file() else str(path)
+        return cls(net, grid, roi_as_box, device=torch.device(device), model=label)
+
+    def start(self, crop: Crop, *, init_prob: np.ndarray | None = None) -> MethodState:
+        """Begin on a crop: normalised image, empty click maps, box map per ``roi_as_box``."""
+        if crop.grid != self.grid:
+            raise InputError(
+                f"the crop grid {crop.grid} differs from the model's grid {self.grid}",
+                hint="crop with the method's grid (Session does when grid is not given)",
+            )
+        zeros = np.zeros(crop.grid, np.float32)
+        if init_prob is None:
+            prob, prev = np.full(crop.grid, 0.5, np.float32), zeros
+        else:
+            prob = np.asarray(init_prob, np.float32)
+            if prob.shape != crop.grid:
+                raise InputError(f"init_prob {prob.shape} is not on the crop grid {crop.grid}")
+            prev = prob
+        box = np.ones(crop.grid, np.float32) if self.roi_as_box else zeros
+        extra = {
+            "image": normalise_image(crop.image),
+            "prev": prev,
+            "fg": zeros,
+            "bg": zeros,
+            "box": box,
+            "prompted": self.roi_as_box,
+            "ran": False,
+        }
+        return MethodState(crop, prob=prob, extra=extra)
+
+    def step(
+        self, state: MethodState, new: Sequence[Click], *, rng: np.random.Generator
+    ) -> tuple[MethodState, StepResult]:
+        """Add the new clicks to the maps and run the network (module docstring)."""
+        assert state.prob is not None
+        fg_clicks, bg_clicks, box_clicks = split_clicks(new)
+        ex = state.extra
+        if not new and (ex["ran"] or not ex["prompted"]):
+            return state, StepResult(state.prob)
+        t0 = time.perf_counter()
+        fg, bg, box = ex["fg"], ex["bg"], ex["box"]
+        if fg_clicks:
+            fg = fg.copy()
+            add_points(fg, [c.position for c in fg_clicks])
+        if bg_clicks:
+            bg = bg.copy()
+            add_points(bg, [c.position for c in bg_clicks])
+        if box_clicks:
+            box = box_map(state.crop.grid, box_clicks[0].position, box_clicks[1].position)
+        prob = self.predict(network_input(ex["image"], ex["prev"], fg, bg, box))
+        extra = {**ex, "prev": prob, "fg": fg, "bg": bg, "box": box, "prompted": True, "ran": True}
+        new_state = MethodState(state.crop, state.clicks + tuple(new), prob, extra)
+        return new_state, StepResult(prob, seconds=time.perf_counter() - t0)
+
+    def predict(self, channels: np.ndarray) -> np.ndarray:
+        """Float32 probability (I, J, K) for the (5, I, J, K) input channels."""
+        x = torch.from_numpy(np.ascontiguousarray(channels))[None].to(self.device)
+        with torch.inference_mode():
+            logits = self.net(x)
+        return torch.sigmoid(logits)[0, 0].float().cpu().numpy()
+
+
+def generalist_factory(
+    model: str | Path | None = None, device: str = "cpu", roi_as_box: bool = False
+) -> GeneralistMethod:
+    """The registry's factory: the generalist from a shipped bundle's name (``generalist``),
+    a bundle folder, a run folder or a checkpoint file."""
+    from mecca.bundle import resolve_bundle
+
+    path = Path(model if model is not None else "generalist")
+    if not path.exists():
+        path = resolve_bundle(str(path))
+    return GeneralistMethod.load(path, device=device, roi_as_box=roi_as_box)
+
+
+def describe(method: GeneralistMethod) -> dict[str, Any]:
+    """A short description for logs and model cards."""
+    return {
+        "name": method.name,
+        "grid": list(method.grid),
+        "roi_as_box": method.roi_as_box,
+        "accepts": sorted(k.value for k in method.accepts),
+    }

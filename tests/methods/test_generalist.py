@@ -1,0 +1,283 @@
+"""The generalist as an interactive method, its training data, trainer and bundle."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import sphere
+from mecca.data.roi import Box, make_crop, resample_box
+from mecca.errors import InputError, OverwriteError
+from mecca.interaction.clicks import Click, InteractionKind
+from mecca.methods.base import InteractiveMethod
+from mecca.methods.generalist import GeneralistMethod, box_prompt
+from mecca.methods.generalist.bundle import export_bundle, load_weights
+from mecca.methods.generalist.data import (
+    HeldOut,
+    Sampler,
+    SamplerConfig,
+    build_cache,
+    resample_crop,
+)
+from mecca.methods.generalist.net import GeneralistNet, GeneralistNetConfig
+from mecca.methods.generalist.train import (
+    GeneralistConfig,
+    _loop,
+    _setup,
+    _Stop,
+    dice_bce,
+    learning_rate,
+    train,
+)
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+FG, BG, BOX = InteractionKind.FOREGROUND, InteractionKind.BACKGROUND, InteractionKind.BOX
+GRID = (16, 16, 8)
+TINY = GeneralistNetConfig(widths=(8, 16), blocks=(1, 1), fine=4)
+
+
+@pytest.fixture(scope="module")
+def method() -> GeneralistMethod:
+    torch.manual_seed(0)
+    return GeneralistMethod(GeneralistNet(TINY), GRID)
+
+
+def _crop():
+    gt = sphere(GRID, (8, 8, 4), 4)
+    image = (gt * 2.0 + np.random.default_rng(0).normal(0, 0.3, GRID)).astype(np.float32)
+    return make_crop(image, Box((0, 0, 0), GRID), grid=GRID)
+
+
+# ----------------------------------------------------------------------------- method
+
+
+def test_it_is_an_interactive_method_taking_points_and_boxes(method):
+    assert isinstance(method, InteractiveMethod)
+    assert method.accepts == frozenset({FG, BG, BOX}) and method.name == "generalist"
+
+
+def test_steps_give_a_probability_and_keep_old_states(method):
+    crop = _crop()
+    rng = np.random.default_rng(0)
+    state = method.start(crop)
+    assert np.all(state.prob == 0.5)
+    same, res = method.step(state, [], rng=rng)  # nothing to go on: the start state
+    assert same is state and np.all(res.prob == 0.5)
+    box = [Click(BOX, (3, 3, 1)), Click(BOX, (12, 12, 6))]
+    s1, r1 = method.step(state, box, rng=rng)
+    assert r1.prob.shape == GRID and r1.prob.dtype == np.float32
+    assert 0.0 <= r1.prob.min() and r1.prob.max() <= 1.0 and r1.seconds > 0
+    assert s1.extra["box"].sum() == 10 * 10 * 6 and state.extra["box"].sum() == 0
+    s2, r2 = method.step(s1, [Click(FG, (8, 8, 4)), Click(BG, (0, 0, 0))], rng=rng)
+    assert s2.clicks == (*box, Click(FG, (8, 8, 4)), Click(BG, (0, 0, 0)))
+    assert s2.extra["fg"][8, 8, 4] == 1.0 and s1.extra["fg"].max() == 0.0
+    np.testing.assert_array_equal(s2.extra["prev"], r2.prob)
+    s3, r3 = method.step(s2, [], rng=rng)  # no new clicks: the result stays
+    assert s3 is s2 and r3.prob is s2.prob
+
+
+def test_steps_are_deterministic(method):
+    crop = _crop()
+    clicks = [Click(FG, (8, 8, 4))]
+    a = method.step(method.start(crop), clicks, rng=np.random.default_rng(0))[1].prob
+    b = method.step(method.start(crop), clicks, rng=np.random.default_rng(99))[1].prob
+    np.testing.assert_array_equal(a, b)
+
+
+def test_roi_as_box_and_init_prob(method):
+    crop = _crop()
+    roi_method = GeneralistMethod(method.net, GRID, roi_as_box=True)
+    state = roi_method.start(crop)
+    assert state.extra["box"].min() == 1.0
+    s1, r1 = roi_method.step(state, [], rng=np.random.default_rng(0))  # the crop is the box
+    assert s1 is not state and r1.prob.shape == GRID
+    assert roi_method.step(s1, [], rng=np.random.default_rng(0))[0] is s1
+    init = np.zeros(GRID, np.float32)
+    assert method.start(crop, init_prob=init).prob is not None
+    with pytest.raises(InputError, match="init_prob"):
+        method.start(crop, init_prob=np.zeros((4, 4, 4), np.float32))
+    with pytest.raises(InputError, match="grid"):
+        method.start(make_crop(crop.image, Box((0, 0, 0), GRID), grid=(8, 8, 8)))
+
+
+def test_a_session_drives_it_with_a_box_prompt(method):
+    from mecca.io import Volume
+    from mecca.session import Session
+
+    rng = np.random.default_rng(0)
+    gt = sphere((40, 40, 20), (20, 18, 10), 6)
+    vol = Volume((gt * 100 + rng.normal(0, 10, gt.shape)).astype(np.float32), np.eye(4))
+    roi, corners = box_prompt(Box.from_mask(gt), vol.shape)
+    session = Session(vol, roi, method)
+    assert session.grid == GRID
+    session.add_clicks([*corners, Click(FG, (20, 18, 10))])
+    result = session.step()
+    assert result.mask.shape == vol.shape and result.prob_box.shape == roi.shape
+    with pytest.raises(InputError, match="cannot take edge"):
+        session.add_click(InteractionKind.EDGE, (20, 18, 10))
+
+
+# ----------------------------------------------------------------------------- data
+
+
+@pytest.fixture(scope="module")
+def cache(phantoms: Path, tmp_path_factory) -> Path:
+    top = tmp_path_factory.mktemp("cache")
+    return build_cache([phantoms], top, held_out=HeldOut(("*:distractor",)), synthetic=3)
+
+
+def test_cache_keeps_trained_targets_only(cache):
+    index = json.loads(cache.read_text())
+    names = {d["name"]: d for d in index["datasets"]}
+    assert set(names) == {"ph", "synthetic"}
+    assert len(names["ph"]["cases"]) == 3  # the train split
+    assert all(set(c["targets"]) == {"lesion"} for c in names["ph"]["cases"])
+    assert HeldOut(("chaos_mr", "a:b")).target("chaos_mr", "liver")
+    assert HeldOut(("a:b",)).target("a", "b") and not HeldOut(("a:b",)).target("a", "c")
+
+
+def test_sampler_draws_prompted_crops(cache):
+    sampler = Sampler(cache, SamplerConfig(grid=GRID))
+    rng = np.random.default_rng(0)
+    modes = set()
+    for _ in range(30):
+        s = sampler.sample(rng)
+        modes.add(s.mode)
+        for a in (s.image, s.target, s.prev, s.fg, s.bg, s.box):
+            assert a.shape == GRID and a.dtype == np.float32 and np.isfinite(a).all()
+        assert 0 <= s.target.min() and s.target.max() <= 1 and (s.target > 0.5).sum() >= 3
+        if s.mode == "roi_box":
+            assert s.box.min() == 1.0
+        elif s.mode == "points":
+            assert max(s.fg.max(), s.bg.max()) == 1.0 and s.box.max() == 0.0
+        else:
+            assert s.box.max() == 1.0 and s.box.min() == 0.0
+    assert modes == {"box", "roi_box", "points"}
+
+
+def test_unrotated_crops_resample_like_make_crop():
+    rng = np.random.default_rng(0)
+    image = rng.normal(size=(30, 26, 14)).astype(np.float32)
+    label = sphere((30, 26, 14), (15, 12, 7), 5).astype(np.uint8)
+    c0, c1 = np.array([3, 2, 1]), np.array([27, 25, 13])
+    img, lab = resample_crop(image, label, c0, c1, GRID, values=[1])
+    box = Box(tuple(c0), tuple(c1))
+    np.testing.assert_allclose(img, resample_box(image, box, GRID), atol=1e-5)
+    np.testing.assert_allclose(lab, resample_box(label.astype(np.float32), box, GRID), atol=1e-5)
+    rot_img, rot_lab = resample_crop(image, label, c0, c1, GRID, 10.0, values=[1])
+    assert rot_img.shape == GRID and 0 <= rot_lab.min() and rot_lab.max() <= 1
+
+
+# ----------------------------------------------------------------------------- training
+
+
+def test_loss_and_schedule():
+    target = torch.zeros(2, 1, 4, 4, 4)
+    target[:, :, 1:3, 1:3, 1:3] = 1
+    good, _ = dice_bce(20 * (2 * target - 1), target)
+    bad, parts = dice_bce(-20 * (2 * target - 1), target)
+    assert float(good) < 0.01 < 1.5 < float(bad) and parts["dice_loss"] > 0.9
+    cfg = GeneralistConfig(iterations=100, warmup=10, lr=1e-3, min_lr=1e-5)
+    assert learning_rate(cfg, 0) == pytest.approx(1e-4)
+    assert learning_rate(cfg, 10) == pytest.approx(1e-3)
+    assert learning_rate(cfg, 100) == pytest.approx(1e-5)
+
+
+def _tiny_config(phantoms: Path, cache_dir: Path, **kw) -> GeneralistConfig:
+    values = dict(
+        datasets=(str(phantoms),),
+        held_out=("*:distractor",),
+        val_cases=1,
+        val_steps=2,
+        grid=GRID,
+        widths=(8, 16),
+        blocks=(1, 1),
+        fine=4,
+        synthetic_volumes=2,
+        batch_size=2,
+        iterations=4,
+        warmup=1,
+        checkpoint_every=2,
+        val_every=2,
+        log_every=2,
+        cache_dir=str(cache_dir),
+    )
+    values.update(kw)
+    return GeneralistConfig(**values)
+
+
+def test_training_logs_validates_checkpoints_and_resumes(phantoms, tmp_path):
+    cfg = _tiny_config(phantoms, tmp_path / "cache")
+    out = train(cfg, tmp_path / "run")
+    records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    kinds = [r["type"] for r in records]
+    assert kinds == ["start", "train", "val", "train", "val"]
+    val = records[2]
+    assert set(val["groups"]) == {"ph", "unseen:ph"}
+    assert len(val["groups"]["ph"]["dice_per_step"]) == 3  # the box, then 2 clicks
+    assert (out / "last.pt").is_file() and (out / "best.pt").is_file()
+    train(_tiny_config(phantoms, tmp_path / "cache", iterations=6), out)  # resumes at 4
+    records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    starts = [r for r in records if r["type"] == "start"]
+    assert [s["iteration"] for s in starts] == [0, 4]
+    assert records[-1] == {**records[-1], "type": "val", "iteration": 6}
+    size = (out / "log.jsonl").stat().st_size
+    train(_tiny_config(phantoms, tmp_path / "cache", iterations=6), out)  # complete: nothing
+    assert (out / "log.jsonl").stat().st_size == size
+
+
+def test_a_stop_request_checkpoints_without_training(phantoms, tmp_path, cache):
+    cfg = _tiny_config(phantoms, tmp_path / "cache")
+    out = tmp_path / "stopped"
+    out.mkdir()
+    net, opt, st = _setup(cfg, out, False, torch.device("cpu"))
+    stop = _Stop()
+    stop(15, None)
+    _loop(
+        cfg, net, opt, st, Sampler(cache, cfg.sampler_config()), [], out, torch.device("cpu"), stop
+    )
+    assert (out / "last.pt").is_file() and st.iteration == 0
+
+
+def test_bundle_round_trip(phantoms, tmp_path):
+    run = train(_tiny_config(phantoms, tmp_path / "cache", iterations=2), tmp_path / "run")
+    bundle = export_bundle(run, tmp_path / "bundle", checkpoint="best.pt")
+    meta = json.loads((bundle / "configs" / "metadata.json").read_text())
+    assert meta["held_out"] == ["*:distractor"] and meta["grid"] == list(GRID)
+    assert "Held out" in (bundle / "docs" / "README.md").read_text()
+    with pytest.raises(OverwriteError):
+        export_bundle(run, bundle)
+    crop = _crop()
+    clicks = [Click(FG, (8, 8, 4))]
+    probs = []
+    for path in (bundle, run, run / "best.pt"):
+        m = GeneralistMethod.load(path)
+        assert m.grid == GRID
+        probs.append(m.step(m.start(crop), clicks, rng=np.random.default_rng(0))[1].prob)
+    np.testing.assert_allclose(probs[0], probs[1], atol=5e-3)  # float16 weights
+    np.testing.assert_array_equal(probs[1], probs[2])
+    weights = bundle / "models" / "model.pt"
+    weights.write_bytes(weights.read_bytes() + b"0")
+    with pytest.raises(InputError, match="SHA-256"):
+        load_weights(bundle)
+
+
+def test_command_lines(phantoms, tmp_path):
+    import yaml
+
+    from mecca.methods.generalist import bundle as bundle_cli
+    from mecca.methods.generalist import train as train_cli
+
+    cfg = _tiny_config(phantoms, tmp_path / "cache", iterations=2)
+    path = tmp_path / "g.yaml"
+    values = {k: list(v) if isinstance(v, tuple) else v for k, v in cfg.__dict__.items()}
+    path.write_text(yaml.safe_dump(values))
+    run = tmp_path / "run"
+    args = ["--config", str(path), "--out", str(run)]
+    assert train_cli.main([*args, "--resume"]) == 2  # nothing to resume yet
+    assert train_cli.main([*args, "--set", "iterations=2"]) == 0
+    assert (run / "best.pt").is_file()
+    assert bundle_cli.main([str(run), str(tmp_path / "b")]) == 0
+    assert bundle_cli.main([str(run), str(tmp_path / "b")]) == 2  # not empty, no --force
