@@ -54,13 +54,26 @@ def test_demo_prints_a_step_table():
     assert 0.0 <= float(rows[-1][2]) <= 100.0
 
 
-def test_default_demo_runs_the_shipped_generalist_and_says_so():
+def test_default_demo_runs_the_default_method_and_says_so():
+    from mecca.cli import DEFAULT_METHOD
+    from mecca.methods.registry import DEFAULT_METHOD as REGISTRY_DEFAULT
+
+    assert DEFAULT_METHOD == REGISTRY_DEFAULT == "growcut"
     result = CliRunner().invoke(main, ["demo"])
+    assert result.exit_code == 0, result.output
+    assert "method growcut  user error_centre" in result.output
+    rows = _step_rows(result.output)
+    assert len(rows) == 6
+    assert float(rows[-1][2]) > 65.0  # GrowCut on the default phantom: 72.7 %
+
+
+def test_demo_runs_the_shipped_generalist_and_says_so():
+    result = CliRunner().invoke(main, ["demo", "--method", "generalist"])
     assert result.exit_code == 0, result.output
     assert "method generalist  model generalist  user error_centre" in result.output
     rows = _step_rows(result.output)
     assert len(rows) == 6
-    # The shipped generalist (an early checkpoint) on the default phantom: 66 % when shipped.
+    # The shipped generalist (iteration 3000) on the default phantom: 81 % when shipped.
     assert float(rows[-1][2]) > 50.0
 
 
@@ -202,8 +215,13 @@ def test_compare_pools_runs_of_other_seeds_and_refuses_the_same_seed(tmp_path):
     assert none.exit_code != 0 and "Missing argument" in none.output
 
 
-def test_demo_on_a_dataset_folder_runs_the_generalist(phantoms):
+def test_demo_on_a_dataset_folder_runs_the_default_or_the_generalist(phantoms):
     result = CliRunner().invoke(main, ["demo", "--data", str(phantoms), "--steps", "2"])
+    assert result.exit_code == 0, result.output
+    assert "method growcut  user error_centre" in result.output
+    assert len(_step_rows(result.output)) == 3
+    args = ["demo", "--data", str(phantoms), "--steps", "2", "--method", "generalist"]
+    result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     assert "method generalist  model generalist  user error_centre" in result.output
     assert len(_step_rows(result.output)) == 3

@@ -60,7 +60,7 @@ def run_demo(
     data: Path | None = None,
     case_id: str | None = None,
     target: str | None = None,
-    method: str = "generalist",
+    method: str = methods.registry.DEFAULT_METHOD,
     model: str | None = None,
     user: str | None = None,
     steps: int = 5,

@@ -18,20 +18,24 @@ from mecca.server.settings import ServerSettings  # noqa: E402
 CLIENT = {"X-Mecca-Client": "test"}
 
 
-def test_default_server_offers_the_generalist_first_and_names_its_model(tmp_path):
+def test_default_server_offers_the_default_first_and_names_the_generalist_model(tmp_path):
     root = write_images(tmp_path / "images")
     settings = ServerSettings(roots=(root,), state_dir=tmp_path / "state")
-    assert settings.methods[0] == "generalist"
+    assert settings.methods[:2] == ("growcut", "generalist")  # the registry's default first
     client = TestClient(create_app(settings), base_url="http://127.0.0.1", headers=CLIENT)
     info = client.get("/api/info").json()
-    first = info["methods"][0]
-    assert first["name"] == "generalist" and first["model"] == "generalist"
-    assert first["accepts"] == ["background", "box", "foreground"]
+    assert info["methods"][0]["name"] == "growcut"
+    second = info["methods"][1]
+    assert second["name"] == "generalist" and second["model"] == "generalist"
+    assert second["accepts"] == ["background", "box", "foreground"]
     assert {m["name"]: m["model"] for m in info["methods"]}["random_walker"] is None
     ml = client.get("/info/").json()
-    assert next(iter(ml["models"])) == "generalist"
+    assert list(ml["models"])[:2] == ["growcut", "generalist"]
     assert "model 'generalist'" in ml["models"]["generalist"]["description"]
-    state = client.post("/api/sessions", json={"root": 0, "path": "lps.nii.gz"}).json()
+    opened = client.post("/api/sessions", json={"root": 0, "path": "lps.nii.gz"}).json()
+    assert opened["method"] == "growcut"
+    body = {"root": 0, "path": "lps.nii.gz", "method": "generalist"}
+    state = client.post("/api/sessions", json=body).json()
     assert state["method"] == "generalist" and state["model"] == "generalist"
     xyz = (AFFINES["lps"][:3, :3] @ np.asarray(CENTRE, float) + AFFINES["lps"][:3, 3]).tolist()
     click = {"kind": "foreground", "xyz_mm": xyz}

@@ -148,13 +148,16 @@ def test_cli_runs_the_example_clicks_file_with_the_shipped_model(tmp_path):
     assert both.exit_code != 0 and "not both" in both.output
 
 
-def test_cli_segment_runs_the_generalist_by_default_and_says_so(tmp_path):
+def test_cli_segment_runs_the_default_and_the_generalist_and_says_so(tmp_path):
     root = write_phantom_dataset(tmp_path / "phantoms", count=1, seed=0)
     image = root / "imagesTr" / "phantom_000.nii.gz"
     example = EXAMPLE.with_name("clicks_phantom_fg_bg.json")
     args = ["segment", str(image), "--clicks", str(example), "--roi", "34,40,12,56,64,30",
             "--out", str(tmp_path / "mask.nii.gz")]
-    result = CliRunner().invoke(main, args)
+    default = CliRunner().invoke(main, [*args, "--force"])
+    assert default.exit_code == 0, default.output
+    assert "method growcut\n" in default.output
+    result = CliRunner().invoke(main, [*args, "--method", "generalist", "--force"])
     assert result.exit_code == 0, result.output
     assert "method generalist, model generalist" in result.output
     assert "honoured by the method itself; the mask honours all of them" in result.output
