@@ -9,7 +9,7 @@ import torch
 
 from conftest import sphere
 from mecca.data.roi import Box, make_crop, resample_box
-from mecca.errors import InputError, OverwriteError
+from mecca.errors import ConfigError, InputError, OverwriteError
 from mecca.interaction.clicks import Click, InteractionKind
 from mecca.methods.base import InteractiveMethod
 from mecca.methods.generalist import GeneralistMethod, box_prompt
@@ -281,3 +281,17 @@ def test_command_lines(phantoms, tmp_path):
     assert (run / "best.pt").is_file()
     assert bundle_cli.main([str(run), str(tmp_path / "b")]) == 0
     assert bundle_cli.main([str(run), str(tmp_path / "b")]) == 2  # not empty, no --force
+
+
+def test_a_new_run_starts_from_a_bundles_weights(phantoms, tmp_path, cache):
+    run = train(_tiny_config(phantoms, tmp_path / "cache", iterations=2), tmp_path / "run")
+    bundle = export_bundle(run, tmp_path / "bundle", checkpoint="last.pt")
+    cfg = _tiny_config(phantoms, tmp_path / "cache", init_from=str(bundle))
+    net, _, st = _setup(cfg, tmp_path / "second", False, torch.device("cpu"))
+    start, _ = load_weights(bundle)
+    assert st.iteration == 0
+    for name, value in start.state_dict().items():
+        torch.testing.assert_close(net.state_dict()[name], value)
+    other = _tiny_config(phantoms, tmp_path / "cache", init_from=str(bundle), widths=(4, 8))
+    with pytest.raises(ConfigError, match="another network"):
+        _setup(other, tmp_path / "third", False, torch.device("cpu"))

@@ -42,12 +42,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from mecca.bundle import resolve_bundle
 from mecca.config import config_to_dict, load_config, parse_overrides
 from mecca.data.datasets import open_dataset
 from mecca.data.roi import Box, make_crop, prob_to_box
 from mecca.errors import ConfigError, InputError, MeccaError
 from mecca.interaction.clicks import Click, InteractionKind
 from mecca.io import atomic_write
+from mecca.methods.generalist.bundle import load_weights
 from mecca.methods.generalist.data import (
     MIN_TARGET_VOXELS,
     HeldOut,
@@ -105,6 +107,10 @@ class GeneralistConfig:
     seed: int = 0
     threads: int = 1
     cache_dir: str = "~/.cache/mecca-generalist"
+    init_from: str = ""
+    """Weights that start a new run (no optimiser state, iteration 0): a shipped bundle's
+    name (``generalist``), a bundle or run folder, or a checkpoint. How a later session
+    continues training when the earlier run folder is gone (only the bundle is kept)."""
 
     def __post_init__(self) -> None:
         if len(self.grid) != 3:
@@ -405,6 +411,8 @@ def _setup(
         if resume:
             raise InputError("nothing to resume: no last.pt", path=out)
         torch.manual_seed(cfg.seed)
+        if cfg.init_from:
+            _start_from(net, cfg)
         return net, opt, RunState(0, np.random.default_rng(cfg.seed))
     data = load_checkpoint(last)
     if data["net_config"] != cfg.net_config().to_dict() or data["grid"] != list(cfg.grid3):
@@ -424,6 +432,21 @@ def _setup(
     )
     log.info("resuming from %s at iteration %d", last, st.iteration)
     return net, opt, st
+
+
+def _start_from(net: GeneralistNet, cfg: GeneralistConfig) -> None:
+    """Load ``cfg.init_from``'s weights into ``net`` (same network and grid, else refused)."""
+    source: str | Path = cfg.init_from
+    if not Path(cfg.init_from).expanduser().exists():
+        source = resolve_bundle(cfg.init_from)  # a shipped bundle's name
+    start, grid = load_weights(source)
+    if start.config.to_dict() != net.config.to_dict() or list(grid) != list(cfg.grid3):
+        raise ConfigError(
+            f"init_from {cfg.init_from!r} holds another network or grid than the config's",
+            hint="use the config the weights were trained with",
+        )
+    net.load_state_dict(start.state_dict())
+    log.info("weights from %s", cfg.init_from)
 
 
 def _validate_and_keep(
