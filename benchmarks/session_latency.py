@@ -1,7 +1,13 @@
 """Latency of one ``Session.step()`` with a learned model, as a user feels it.
 
-Usage: ``.venv/bin/python benchmarks/session_latency.py [--model NAME|DIR] [--repeats 20]
-[--grid 55 55 30] [--threads 2] [--out latency.json]``
+Usage: ``.venv/bin/python benchmarks/session_latency.py [--model NAME|DIR | --method NAME]
+[--repeats 20] [--grid 55 55 30] [--threads 2] [--out latency.json]``
+
+``--model`` times an agent bundle (MECCA, IteR-MRL) with edge points; ``--method`` times a
+registry method as the commands build it (``--method generalist``: the default model on its
+own grid, ``--grid`` ignored), given one foreground/background click per step at the
+largest error's centre (the CVPR 2025 user's kind of click) instead of edge points; the
+step then includes the session's click honouring.
 
 The volume is 240 x 240 x 155 (the BraTS grid): the first brats2015 case of
 ``../shared/data`` when present, else an MR phantom of that size. The ROI is the target's
@@ -32,8 +38,10 @@ import numpy as np
 import torch
 
 from mecca.data.roi import Box
-from mecca.interaction.users import EdgeUser
+from mecca.interaction.users import EdgeUser, ErrorCentreUser, SimulatedUser
+from mecca.interface import grid_of
 from mecca.io import Volume
+from mecca.methods import registry
 from mecca.methods.agents.bundle import load_bundle
 from mecca.session import Session
 
@@ -65,6 +73,7 @@ def time_steps(
     think_s: float = 0.0,
     advice: bool = True,
     full_size: list[float] | None = None,
+    user: SimulatedUser | None = None,
 ) -> list[float]:
     """Wall ms of ``repeats`` Session.step() calls (5 steps per session, then a new one).
 
@@ -76,7 +85,7 @@ def time_steps(
         tuple(np.maximum(idx.min(0) - 5, 0)),  # type: ignore[arg-type]
         tuple(np.minimum(idx.max(0) + 6, gt.shape)),
     )
-    user = EdgeUser()
+    user = user or EdgeUser()
     rng = np.random.default_rng(0)
     times: list[float] = []
     while len(times) < repeats + 1:  # the first call warms up
@@ -103,7 +112,9 @@ def summary(times: list[float]) -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="mecca_phantom", help="bundle name or folder")
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--model", default="mecca_phantom", help="agent bundle name or folder")
+    which.add_argument("--method", help="a registry method with its default model")
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--grid", type=int, nargs=3, default=(55, 55, 30))
     parser.add_argument("--threads", type=int, default=2)
@@ -112,37 +123,45 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     source, vol, gt = volume()
-    bundle = load_bundle(args.model)
-    grid = tuple(args.grid)
-    method = bundle.method()
+    user: SimulatedUser | None = None
+    if args.method:
+        method: object = registry.build(args.method)
+        model = str(registry.model_for(args.method))
+        grid = grid_of(method)  # type: ignore[arg-type]
+        user = ErrorCentreUser(n=1, max_offset=0)
+    else:
+        bundle = load_bundle(args.model)
+        model, grid, method = bundle.path.name, tuple(args.grid), bundle.method()
     full: list[float] = []
+    think = args.think_ms / 1e3
     results = {
-        "back_to_back": summary(time_steps(vol, gt, method, grid, args.repeats, full_size=full)),  # type: ignore[arg-type]
-        "with_think_time": summary(
-            time_steps(vol, gt, method, grid, args.repeats, think_s=args.think_ms / 1e3)  # type: ignore[arg-type]
+        "back_to_back": summary(
+            time_steps(vol, gt, method, grid, args.repeats, full_size=full, user=user)  # type: ignore[arg-type]
         ),
-        "without_advice": summary(time_steps(vol, gt, method, grid, args.repeats, advice=False)),  # type: ignore[arg-type]
+        "with_think_time": summary(
+            time_steps(vol, gt, method, grid, args.repeats, think_s=think, user=user)  # type: ignore[arg-type]
+        ),
+        "without_advice": summary(
+            time_steps(vol, gt, method, grid, args.repeats, advice=False, user=user)  # type: ignore[arg-type]
+        ),
     }
     results["full_size"] = summary(full)
     # the vector unit torch's kernels use (AVX2, AVX512, ...): machines of one name differ,
     # and the step time with them
     cpu = torch.backends.cpu.get_cpu_capability()
     print(
-        f"{source}, model {bundle.path.name}, grid {grid}, {args.threads} threads, "
+        f"{source}, model {model}, grid {grid}, {args.threads} threads, "
         f"{args.repeats} steps, think time {args.think_ms:.0f} ms, "
         f"{cpu}: median [q1, q3] ms"
     )
     for key, r in results.items():
-        print(
-            f"  {key:16s} {r['median_ms']:7.1f}  "
-            f"[{r['q1_ms']:.1f}, {r['q3_ms']:.1f}]"
-        )
+        print(f"  {key:16s} {r['median_ms']:7.1f}  [{r['q1_ms']:.1f}, {r['q3_ms']:.1f}]")
     if args.out:
         args.out.write_text(
             json.dumps(
                 {
                     "source": source,
-                    "model": str(bundle.path.name),
+                    "model": model,
                     "grid": grid,
                     "threads": args.threads,
                     "think_ms": args.think_ms,

@@ -278,3 +278,23 @@ def test_mecca_evaluate_gives_the_challenge_dsc_and_nsd(tmp_path):
     dsc, nsd = metrics.dsc_nsd_cvpr25(pred, gt, (1.0, 1.0, 2.0))
     assert scores["dsc_cvpr25"] == pytest.approx(dsc) and scores["nsd_cvpr25"] == pytest.approx(nsd)
     assert scores["dsc_cvpr25"] == pytest.approx(scores["dice"]) and 0.0 < nsd < 1.0
+
+
+class Deaf(Painter):
+    """Paints nothing: every click lands on an error that stays."""
+
+    def step(self, state, new, *, rng):
+        self.seen.append(list(new))
+        return state, StepResult(prob=state.prob, seconds=0.0)
+
+
+def test_each_click_step_reports_the_share_of_clicks_the_mask_honours():
+    image, gt = _case()
+    painter, deaf = Painter(), Deaf()
+    painter.grid = deaf.grid = (16, 15, 16)
+    honoured = {}
+    for name, method in (("painter", painter), ("deaf", deaf)):
+        rec, _ = cvpr25.run_case(method, image, gt, (1.0, 1.0, 1.0), rng=np.random.default_rng(0))
+        honoured[name] = [s["honoured_clicks"] for s in rec["steps"] if s["clicks"]]
+    assert honoured["painter"] and all(h == 100.0 for h in honoured["painter"])
+    assert honoured["deaf"][0] == 0.0  # a click is taken where the mask is wrong

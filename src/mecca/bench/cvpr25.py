@@ -55,6 +55,7 @@ from mecca import metrics
 from mecca.data.roi import Box, Crop, make_crop, paste_mask, resample_box
 from mecca.errors import ConfigError
 from mecca.interaction.clicks import Click, InteractionKind
+from mecca.interaction.honour import honoured_clicks
 from mecca.interface import InteractiveMethod, MethodState, grid_of, takes_only_edge_points
 
 N_CLICKS = 5
@@ -304,6 +305,7 @@ def run_case(
         total = time.perf_counter() - t1
         mis = metrics.misunderstanding_rate(prob, result.prob, gt_grid)
         prob, pred = result.prob, new
+        honoured, labelled = honoured_clicks(pred, given)
         steps.append(
             {
                 **_scores(pred, gt_b, spacing),
@@ -313,6 +315,7 @@ def run_case(
                 "misunderstanding": float(mis),
                 "method_seconds": float(result.seconds + restart),
                 "step_seconds": float(total),
+                "honoured_clicks": 100.0 * honoured / labelled if labelled else None,
             }
         )
     dsc = [float(box_step["dsc_cvpr25"])] + [float(s["dsc_cvpr25"]) for s in steps]
