@@ -133,3 +133,38 @@ def test_the_roi_grows_a_bounded_number_of_times():
     session.add_click(FG, (18, 20, 10))
     box = session.step().box
     assert box == Box((15, 17, 8), (23, 25, 12))  # half of (4, 4, 2) per side, once
+
+
+def test_an_roi_from_clicks_grows_when_the_mask_reaches_it_but_a_given_one_does_not():
+    volume, gt = _cube_volume()
+    session = Session(volume, method=Threshold(), grid=(16, 16, 8), advice=False, roi_margin_mm=3)
+    session.add_click(FG, (18, 20, 10))
+    result = session.step()  # the clicks' ROI (7 x 7 x 7) lies inside the object: it grows
+    start, stop = np.array(result.box.start), np.array(result.box.stop)
+    assert ((stop - start) > 7).all()
+    roi = Box((15, 17, 7), (22, 24, 14))
+    given = Session(volume, method=Threshold(), roi=roi, grid=(16, 16, 8), advice=False)
+    given.add_click(FG, (18, 20, 10))
+    assert given.step().box == roi
+    fixed = Session(
+        volume, method=Threshold(), grid=(16, 16, 8), advice=False, roi_margin_mm=3, grow_roi=0
+    )
+    fixed.add_click(FG, (18, 20, 10))
+    assert fixed.step().box == Box((15, 17, 7), (22, 24, 14))
+
+
+def test_a_click_outside_an_roi_from_clicks_grows_it_and_replays_the_history():
+    volume, _ = _cube_volume()
+    session = Session(
+        volume, method=Threshold(), grid=(16, 16, 8), advice=False, roi_margin_mm=2, grow_roi=0
+    )
+    session.add_click(FG, (18, 20, 10))
+    first = session.step()
+    assert first.box == Box((16, 18, 8), (21, 23, 13))
+    session.add_click(BG, (36, 36, 18))  # outside that ROI: taken, not refused
+    second = session.step()
+    assert second.box == Box((16, 18, 8), (39, 39, 20))  # both clicks plus 2, clipped
+    assert second.mask[18, 20, 10] == 1 and second.mask[36, 36, 18] == 0
+    assert session.history == ((Click(FG, (18, 20, 10)),), (Click(BG, (36, 36, 18)),))
+    undone = session.undo()  # step 1 again, on the grown ROI
+    assert undone is not None and undone.step == 1 and undone.mask[18, 20, 10] == 1

@@ -175,10 +175,10 @@ def segment(
     prob_out: str | Path | None = None,
     advice_out: str | Path | None = None,
     force: bool = False,
-    grow_roi: int = 0,
+    grow_roi: int | None = None,
 ) -> SessionResult:
     """Run the clicks through a :class:`~mecca.session.Session`; write the outputs.
-    ``grow_roi``: how many times a step may grow the ROI (:class:`Session`).
+    ``grow_roi``: how many times a step may grow the ROI (:class:`Session`; None: automatic).
 
     Every output path is checked before any work, and every click before the first step,
     so a bad input fails fast and writes nothing.

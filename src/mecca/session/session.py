@@ -23,8 +23,12 @@ Choices, written down once
   step's clicks define it: their bounding box grown by ``roi_margin_mm`` (20 mm, converted
   per axis with the voxel spacing and rounded up, so at least one voxel) and clipped to
   the volume. A derived ROI stays until :meth:`Session.reset` (which forgets it) or
-  :meth:`Session.set_roi`. Once an ROI exists, clicks outside it are refused: the method
-  only sees the crop, and a click outside it would be silently moved to the crop's edge.
+  :meth:`Session.set_roi`, and follows the user: a later click outside it grows it to
+  hold every click (their box plus the margin, joined with the ROI) and the history is
+  replayed on the new crop before the step; and, unless ``grow_roi`` says otherwise, a
+  mask that reaches its border grows it (``AUTO_GROW_ROI`` times per step). A given ROI
+  (the user's box) is kept as given: clicks outside it are refused (the method only sees
+  the crop, and a click outside it would be silently moved to the crop's edge).
 * **Steps without new clicks are allowed**: the method refines its own output (a learned
   iterative method such as MECCA improves; a click-only method such as the random walker
   returns the same mask). The very first step needs an ROI or at least one click.
@@ -75,6 +79,11 @@ logger = logging.getLogger(__name__)
 
 ROI_MARGIN_MM = 20.0
 """Default margin (mm, each side) around the first clicks when no ROI is given."""
+
+AUTO_GROW_ROI = 2
+"""How many times a step may grow an ROI derived from clicks when ``grow_roi`` is None:
+such an ROI is a guess (the clicks plus a margin), so a mask reaching its border means
+the object goes on (measured: benchmarks/slicer_clicks.py, docs/user-guide.md)."""
 
 ClickLike = Click | tuple[InteractionKind | str, Sequence[int] | np.ndarray]
 """A Click, or a ``(kind, (i, j, k))`` pair."""
@@ -220,7 +229,8 @@ class Session:
         rng: generator or seed for the method's random choices.
         roi_margin_mm: margin around the first clicks when ``roi`` is None, mm per side.
         advice: compute advice regions when the method gives a confidence map.
-        grow_roi: how many times a step may grow the ROI (0: never). When the mask
+        grow_roi: how many times a step may grow the ROI (0: never; None, the default:
+            ``AUTO_GROW_ROI`` for an ROI derived from clicks, 0 for a given one). When the mask
             touches a side of the ROI that is not the image's edge, the ROI grows by half
             its size on each such side (clipped to the image) and the click history is
             replayed on the new crop (same network grid, so memory stays that of one crop
@@ -239,7 +249,7 @@ class Session:
         rng: np.random.Generator | int | None = None,
         roi_margin_mm: float = ROI_MARGIN_MM,
         advice: bool = True,
-        grow_roi: int = 0,
+        grow_roi: int | None = None,
     ) -> None:
         if np.asarray(volume.array).ndim != 3:
             raise InputError(f"the volume must be 3D (I, J, K), got shape {volume.array.shape}")
@@ -253,9 +263,9 @@ class Session:
         self.normalise = normalise or NormaliseConfig()
         self.roi_margin_mm = float(roi_margin_mm)
         self.advice = bool(advice)
-        if grow_roi < 0:
+        if grow_roi is not None and grow_roi < 0:
             raise ConfigError(f"grow_roi must be >= 0, got {grow_roi}")
-        self.grow_roi = int(grow_roi)
+        self.grow_roi = None if grow_roi is None else int(grow_roi)
         self._rng = np.random.default_rng(rng)
         self._store = InteractionStore()
         self._roi: Box | None = None
@@ -362,7 +372,8 @@ class Session:
                 f"click {click.position} is outside the volume of shape {self.volume.shape}",
                 hint="voxel indices (i, j, k) run from 0 to shape - 1",
             )
-        if self._roi is not None and not self._roi.contains(pos)[0]:
+        follows = self._roi_from_clicks and not isinstance(self.method, ProposalMethod)
+        if self._roi is not None and not follows and not self._roi.contains(pos)[0]:
             raise InputError(
                 f"click {click.position} is outside the ROI {self._roi.start}-{self._roi.stop}",
                 hint="click inside the ROI, or set_roi() a larger box (this resets the session)",
@@ -397,7 +408,21 @@ class Session:
         return Box.around_points(points, margin, self.volume.shape)
 
     def _current_predictor(self) -> Predictor:
-        """The predictor, or a new one on an ROI around the queued clicks (not stored)."""
+        """The predictor, a new one on an ROI around the queued clicks (not stored), or,
+        when queued clicks leave an ROI derived from clicks, one on the ROI grown to hold
+        every click with the history replayed (stored: the history is unchanged)."""
+        if self._roi_from_clicks and not isinstance(self.method, ProposalMethod):
+            assert self._roi is not None and self._predictor is not None
+            points = np.asarray([c.position for c in self._store.pending], int).reshape(-1, 3)
+            if not self._roi.contains(points).all():
+                clicks = [c for step in self._store.steps for c in step]
+                around = self._roi_around([*clicks, *self._store.pending])
+                grown = Box(
+                    tuple(np.minimum(around.start, self._roi.start).tolist()),  # type: ignore[arg-type]
+                    tuple(np.maximum(around.stop, self._roi.stop).tolist()),  # type: ignore[arg-type]
+                )
+                logger.info("a click left the ROI: grown to %s-%s", grown.start, grown.stop)
+                self._predictor, self._roi = self._replay(grown), grown
         if self._predictor is not None:
             return self._predictor
         if not self._store.pending:
@@ -422,7 +447,7 @@ class Session:
         self._store.commit()
         self._proposals = []  # made from the state before this step
         if not isinstance(self.method, ProposalMethod):
-            for _ in range(self.grow_roi):
+            for _ in range(self._grow_times()):
                 grown = self._grown_roi(predictor.crop, result)
                 if grown is None:
                     break
@@ -440,6 +465,12 @@ class Session:
             self._result.total_seconds,
         )
         return self._result
+
+    def _grow_times(self) -> int:
+        """How many times this step may grow the ROI (``grow_roi``, or automatic)."""
+        if self.grow_roi is not None:
+            return self.grow_roi
+        return AUTO_GROW_ROI if self._roi_from_clicks else 0
 
     def _grown_roi(self, crop: Crop, result: StepResult) -> Box | None:
         """The ROI grown by half its size on each side the mask touches (not the image's
