@@ -6,8 +6,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from scipy import ndimage
 
 from conftest import sphere
+from mecca.bench import cvpr25
 from mecca.data.roi import Box, make_crop, resample_box
 from mecca.errors import ConfigError, InputError, OverwriteError
 from mecca.interaction.clicks import Click, InteractionKind
@@ -22,6 +24,7 @@ from mecca.methods.generalist.data import (
     resample_crop,
 )
 from mecca.methods.generalist.net import GeneralistNet, GeneralistNetConfig
+from mecca.methods.generalist.prompts import box_map, middle_slice_box
 from mecca.methods.generalist.train import (
     GeneralistConfig,
     _loop,
@@ -155,6 +158,38 @@ def test_sampler_draws_prompted_crops(cache):
         else:
             assert s.box.max() == 1.0 and s.box.min() == 0.0
     assert modes == {"box", "roi_box", "points"}
+
+
+def test_slice_box_samples_carry_the_middle_slices_box(cache):
+    sampler = Sampler(cache, SamplerConfig(grid=GRID, p_box=1.0, p_roi_box=0.0, p_slice_box=1.0))
+    rng = np.random.default_rng(1)
+    for _ in range(10):
+        s = sampler.sample(rng)
+        assert s.mode == "slice_box"
+        corners = middle_slice_box(s.target > 0.5)
+        np.testing.assert_array_equal(s.box, box_map(GRID, *corners))
+        # the crop is the box grown by a quarter per side: the box lies off the crop's edges
+        ii, jj, kk = np.nonzero(s.box)
+        assert ii.min() > 0 and jj.min() > 0 and ii.max() < GRID[0] - 1
+
+
+def test_middle_slice_box_is_the_cvpr25_box():
+    mask = np.zeros((20, 20, 9), bool)
+    mask[5:8, 5:8, 1:4] = True  # slices 1-3: a small part
+    mask[2:15, 3:18, 4:8] = True  # slices 4-7: wider; the middle of 1..7 is slice 4
+    assert middle_slice_box(mask) == ((2, 3, 1), (14, 17, 7))
+    mask[:, :, 4] = False  # middle of 1, 2, 3, 5, 6, 7 (index 3) is slice 5
+    assert middle_slice_box(mask) == ((2, 3, 1), (14, 17, 7))
+    mask[2:15, 3:18, 5] = False
+    mask[9:11, 9:12, 5] = True
+    assert middle_slice_box(mask) == ((9, 9, 1), (10, 11, 7))
+    assert middle_slice_box(np.zeros((3, 3, 3), bool)) is None
+    rng = np.random.default_rng(0)
+    for _ in range(5):  # the same box as the benchmark's protocol gives
+        blob = ndimage.gaussian_filter(rng.random((16, 14, 12)), 2) > 0.52
+        organisers = cvpr25.box_to_roi(cvpr25.middle_slice_box(cvpr25.to_zyx(blob)))
+        first, last = middle_slice_box(blob)
+        assert (organisers.start, organisers.stop) == (first, tuple(v + 1 for v in last))
 
 
 def test_unrotated_crops_resample_like_make_crop():

@@ -17,6 +17,11 @@ to one component. The crop follows the prompt mode, as a session would crop:
 * ``box`` (a box prompt): the target's box plus a margin drawn per side, log-uniform in
   2-60 % of its size; the box channel is the target's box on the grid with each side
   moved by about 4 % of its size (a person's box is not tight).
+* ``slice_box`` (a share ``p_slice_box`` of the box samples): the box of the CVPR 2025
+  challenge, drawn on the target's middle slice and spanning its k range
+  (:func:`.prompts.middle_slice_box`), which need not bound the object on the other
+  slices; the crop is that box grown by 25 % of its size per side, as the benchmark's
+  ``cvpr25`` protocol crops (:mod:`mecca.bench.cvpr25`), and the box channel is exactly it.
 * ``roi_box``: the crop itself is the box (the target box plus 1-11 voxels per side, the
   benchmark's ROI); the box channel is all ones.
 * ``points``: no box; the crop is the target's box scaled by 0.5-3 (so the object may be
@@ -61,6 +66,7 @@ from mecca.methods.generalist.prompts import (
     box_map,
     error_clicks,
     initial_points,
+    middle_slice_box,
     normalise_image,
 )
 from mecca.methods.generalist.synth import make_synthetic, smooth_field
@@ -278,6 +284,8 @@ class SamplerConfig:
     grid: Int3 = (48, 48, 32)
     p_box: float = 0.45
     p_roi_box: float = 0.15
+    p_slice_box: float = 0.0
+    """Share of box samples whose box is the middle slice's (``slice_box``)."""
     p_init: float = 0.1
     """Share of points-mode samples that start from a degraded truth (``init_prob``)."""
     p_component: float = 0.15
@@ -384,6 +392,15 @@ class Sampler:
                 start, stop = start + comp[1], start + comp[2]
         u = rng.random()
         mode = "box" if u < cfg.p_box else "roi_box" if u < cfg.p_box + cfg.p_roi_box else "points"
+        if mode == "box" and rng.random() < cfg.p_slice_box:
+            mode = "slice_box"
+            sub = tuple(slice(int(a), int(b)) for a, b in zip(start, stop, strict=True))
+            found = middle_slice_box(
+                lab[sub].astype(bool) if values is None else np.isin(lab[sub], values)
+            )
+            if found is None:
+                return None
+            start, stop = start + np.asarray(found[0]), start + np.asarray(found[1]) + 1
         c0, c1 = _crop_box(mode, start, stop, np.asarray(lab.shape), rng)
         rotate = rng.random() < cfg.p_rotate
         angle = float(rng.uniform(-cfg.max_degrees, cfg.max_degrees)) if rotate else 0.0
@@ -406,6 +423,10 @@ class Sampler:
             return prev, fg, bg, np.ones(grid, np.float32)
         if mode == "box":
             return prev, fg, bg, _jittered_box(gt, rng)
+        if mode == "slice_box":
+            corners = middle_slice_box(gt)
+            assert corners is not None  # the caller checked that gt is not empty
+            return prev, fg, bg, box_map(grid, corners[0], corners[1])
         if rng.random() < self.config.p_init:
             prev = degraded_truth(target, rng)
             clicks = error_clicks(prev > 0.5, gt, rng) or initial_points(gt, rng, 1, 0)
@@ -455,6 +476,9 @@ def _crop_box(
     if mode == "box":
         frac = np.exp(rng.uniform(np.log(0.02), np.log(0.6), size=6))
         grow = np.maximum(np.ceil(frac * np.concatenate([size, size])), 1).astype(np.int64)
+        c0, c1 = start - grow[:3], stop + grow[3:]
+    elif mode == "slice_box":  # the cvpr25 protocol's ROI: 25 % per side, at least 1
+        grow = np.maximum(np.ceil(0.25 * np.concatenate([size, size])), 1).astype(np.int64)
         c0, c1 = start - grow[:3], stop + grow[3:]
     elif mode == "roi_box":
         grow = rng.integers(1, 12, size=6)

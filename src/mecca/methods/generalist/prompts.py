@@ -137,6 +137,19 @@ def box_prompt(
     return roi, (Click(BOX, inner.start), Click(BOX, last))
 
 
+def middle_slice_box(mask: np.ndarray) -> tuple[tuple[int, int, int], tuple[int, int, int]] | None:
+    """The CVPR 2025 challenge's box of a bool (I, J, K) mask as inclusive corners: the k
+    range of the mask, and the (i, j) box of its middle slice (``ks[len(ks) // 2]`` of
+    the distinct slices that hold it); None for an empty mask. A person draws it on one
+    slice, so it need not bound the object on the others."""
+    ks = np.flatnonzero(mask.any(axis=(0, 1)))
+    if len(ks) == 0:
+        return None
+    ii, jj = np.nonzero(mask[:, :, ks[len(ks) // 2]])
+    first = (int(ii.min()), int(jj.min()), int(ks[0]))
+    return first, (int(ii.max()), int(jj.max()), int(ks[-1]))
+
+
 # --------------------------------------------------------------------------- simulated users
 
 

@@ -88,6 +88,7 @@ class GeneralistConfig:
     dataset_weights: dict[str, float] = field(default_factory=dict)
     p_box: float = 0.45
     p_roi_box: float = 0.15
+    p_slice_box: float = 0.0
     p_init: float = 0.1
     p_component: float = 0.15
     p_rotate: float = 0.3
@@ -138,6 +139,7 @@ class GeneralistConfig:
             grid=self.grid3,
             p_box=self.p_box,
             p_roi_box=self.p_roi_box,
+            p_slice_box=self.p_slice_box,
             p_init=self.p_init,
             p_component=self.p_component,
             p_rotate=self.p_rotate,
