@@ -3,9 +3,14 @@
 # fg/bg clicks; docs/cvpr25.md) on the hippocampus and left-atrium test splits and on every
 # ACDC and BraTS target, one run per split and target:
 #
-#   bash benchmarks/cvpr25_figures.sh fast|medsam_lite|tta [DATA_ROOT] [OUT]
+#   bash benchmarks/cvpr25_figures.sh fast|medsam_lite|tta|extra [DATA_ROOT] [OUT]
 #
 # fast         every method but the two slow ones, all test cases (results: OUT/<split>)
+# extra        the generalist and the classical methods on every target of the three
+#              datasets of ../shared/extra/build_extra.py (EXTRA, default
+#              ~/.cache/mecca-data-extra): CHAOS MR and MS-CMRSeg all test cases, OpenKBP
+#              the first MAX_CASES (default 8) of its 41; CHAOS and OpenKBP's larynx and
+#              esophagus were held out of the generalist's training (unseen)
 # medsam_lite  LiteMedSAM (its image encoder: ~2.7 s a slice on one thread), all cases of
 #              ACDC and BraTS, then left atrium, then the hippocampus; MAX_CASES=N caps
 #              the cases per split (the first N of the test split; the report says so)
@@ -17,7 +22,7 @@
 # hippocampus model (the report's model column says which ran). Every run resumes
 # (--resume): rerunning continues where a stopped one ended.
 set -euo pipefail
-which=${1:?usage: cvpr25_figures.sh fast|medsam_lite|tta [DATA_ROOT] [OUT]}
+which=${1:?usage: cvpr25_figures.sh fast|medsam_lite|tta|extra [DATA_ROOT] [OUT]}
 root=${2:-../shared/data}
 out=${3:-runs/cvpr25}
 jobs=${JOBS:-1}
@@ -26,25 +31,40 @@ fast=generalist,itermrl,focal_itermrl,err_itermrl,pnet,unet,intercnn,deepigeos,p
 case $which in
   fast) methods=$fast; suffix="" ;;
   medsam_lite|tta) methods=$which; suffix="_$which" ;;
+  extra) methods=generalist,growcut,geos,graphcut,random_walker; suffix="" ;;
   *) echo "unknown preset $which" >&2; exit 2 ;;
 esac
 cap=()
 [[ -n "${MAX_CASES:-}" ]] && cap=(--max-cases "$MAX_CASES")
+extra=${EXTRA:-$HOME/.cache/mecca-data-extra}
 run() {  # dataset target folder
-  local args=(--data "$root/$1" --split test --methods "$methods" --protocol cvpr25
+  local data="$root/$1"
+  [[ $1 == /* ]] && data=$1
+  local args=(--data "$data" --split test --methods "$methods" --protocol cvpr25
     --jobs "$jobs" --no-progress --resume --out "$out/$3$suffix" "${cap[@]}")
   [[ -n "$2" ]] && args+=(--target "$2")
   echo "== $(date -u +%H:%M:%S) $3$suffix"
   mecca benchmark "${args[@]}"
 }
 order=(hippocampus left_atrium acdc brats)
-[[ $which != fast ]] && order=(acdc brats left_atrium hippocampus)
+[[ $which == medsam_lite || $which == tta ]] && order=(acdc brats left_atrium hippocampus)
+if [[ $which == extra ]]; then
+  order=(chaos cmr openkbp)
+  [[ -z "${MAX_CASES:-}" ]] && MAX_CASES=8
+fi
 for d in "${order[@]}"; do
   case $d in
     hippocampus) run hippocampus "" hippocampus ;;
     left_atrium) run left_atrium "" left_atrium ;;
     acdc) for t in lv rv myocardium; do run acdc "$t" "acdc_$t"; done ;;
     brats) for t in whole_tumour tumour_core enhancing; do run brats2015 "$t" "brats_$t"; done ;;
+    chaos) for t in liver right_kidney left_kidney; do run "$extra/chaos_mr" "$t" "chaos_$t"; done ;;
+    cmr) for t in lv rv myocardium; do run "$extra/cmr_mr" "$t" "cmr_$t"; done ;;
+    openkbp)
+      cap=(--max-cases "$MAX_CASES")
+      for t in brainstem spinal_cord right_parotid left_parotid mandible larynx esophagus; do
+        run "$extra/openkbp_ct" "$t" "openkbp_$t"
+      done ;;
   esac
 done
 echo "== $(date -u +%H:%M:%S) done"

@@ -23,7 +23,9 @@ def test_the_report_gives_honoured_clicks_per_method(phantoms, tmp_path):
         assert 0.0 <= res["honoured_clicks"] <= 100.0
     stored = json.loads((tmp_path / "a" / "results.json").read_text())
     assert stored["methods"]["generalist"]["honoured_clicks"] is not None
+    assert stored["models"] == {"random_walker": None, "generalist": "generalist"}
     text = (tmp_path / "a" / "report.md").read_text()
+    assert "Models: generalist: generalist (learned methods" in text
     assert "honoured clicks %" in text
     row = next(line for line in text.splitlines() if line.startswith("| generalist | 2 |"))
     assert row.rstrip(" |").split("|")[-1].strip() == f"{res['honoured_clicks']:.1f}"

@@ -110,10 +110,16 @@ def format_report(report: dict[str, Any]) -> str:
     head = "| method | " + " | ".join(f"step {t}" for t in range(1, steps + 1)) + " |"
     rule = "|---" * (steps + 1) + "|"
     lines = [
-        f"# Benchmark: {report['dataset']} ({report['split']}), protocol "
+        f"# Benchmark: {report['dataset']} ({report['split']}"
+        + (f", target {report['target']}" if report.get("target") else "")
+        + "), protocol "
         f"{report['protocol']}, seed {report['seed']}",
         "",
     ]
+    models = {n: m for n, m in report.get("models", {}).items() if m is not None}
+    if models:
+        ran = ", ".join(f"{n}: {m}" for n, m in models.items())
+        lines += [f"Models: {ran} (learned methods; the others have none).", ""]
     for key, title in (
         ("dice", "Dice (%)"),
         ("assd_mm", "ASSD (mm)"),

@@ -360,6 +360,12 @@ def run_benchmark(
         "steps": settings.steps,
         "seed": settings.seed,
         "weights": [list(w) for w in settings.weights],
+        "models": {  # the model each learned method ran (None: it has none)
+            name: methods.model_for(
+                name, dict(settings.weights).get(name), Path(settings.data).name
+            )
+            for name in settings.methods
+        },
         "methods": {
             name: summarise({cases[i].case_id: by_index[i][name] for i in range(len(cases))})
             for name in settings.methods
