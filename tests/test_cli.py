@@ -21,6 +21,7 @@ def test_help_lists_commands_with_examples():
         "benchmark",
         "serve",
         "compare",
+        "models",
     ):
         assert command in result.output
         sub = CliRunner().invoke(main, [command, "--help"])

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -169,3 +170,101 @@ def model_checkpoint(path: str | Path, what: str) -> Path:
         hint="give a run folder (best.pt / last.pt), a checkpoint file, a bundle folder or "
         f"a shipped bundle's name ({', '.join(shipped_bundles()) or 'none shipped'})",
     )
+
+
+def _trained_on(meta: dict[str, Any], name: str) -> list[str]:
+    """The datasets a bundle was trained on: the metadata's ``datasets`` (the generalist),
+    else the ``<dataset>`` of its ``[<variant>_]<method>_<dataset>`` name."""
+    if meta.get("datasets"):
+        held_out = {str(h) for h in meta.get("held_out") or []}
+        names = [Path(str(d)).name for d in meta["datasets"]]
+        return [n for n in names if n not in held_out]
+    marker = f"{meta.get('method')}_"
+    return [name.split(marker, 1)[1]] if marker in name else []
+
+
+def _validation_figure(meta: dict[str, Any]) -> str | None:
+    """The validation Dice the metadata records, as one phrase (None when it has none)."""
+    training = meta.get("training") or {}
+    per_step = training.get("validation_dice_per_step")
+    groups = (meta.get("validation") or {}).get("groups")
+    if groups:
+        seen = [g["dice_per_step"][-1] for k, g in groups.items() if not k.startswith("unseen")]
+        unseen = [g["dice_per_step"][-1] for k, g in groups.items() if k.startswith("unseen")]
+        text = f"val Dice {100 * sum(seen) / len(seen):.1f} % (mean of {len(seen)} datasets"
+        if unseen:
+            text += f"; held-out data {100 * sum(unseen) / len(unseen):.1f} %"
+        return text + ", after box + 5 clicks)"
+    if per_step and len(per_step) > 1:
+        return f"val Dice {100 * per_step[-1]:.1f} % after step {len(per_step)}"
+    if training.get("validation_dice") is not None:
+        return f"val Dice {100 * float(training['validation_dice']):.1f} %"
+    return None
+
+
+def _test_figure(card: str, names: set[str]) -> str | None:
+    """The model's test Dice from its card's first test section: after the last step in
+    the table row named after the model (``names``) or marked "this model" on the test
+    split, else the section's first "Dice x %" (else a pointer to the card)."""
+    section = re.split(r"^## ", card, flags=re.M)
+    for part in section[1:]:
+        heading, _, body = part.partition("\n")
+        if "test" not in heading.lower():
+            continue
+        rows = [
+            [c.strip().strip("*").strip() for c in line.strip().strip("|").split("|")]
+            for line in body.splitlines()
+            if line.strip().startswith("|") and "---" not in line
+        ]
+        if len(rows) < 2:
+            prose = re.search(r"(\d+\.\d+) ?% Dice|Dice (\d+\.\d+) ?%", body)
+            if prose:
+                return f"test Dice {prose.group(1) or prose.group(2)} % ({heading})"
+            return f"test figures: see the model card ({heading})"
+        steps = [i for i, h in enumerate(rows[0]) if h.lower().startswith("step")]
+        for row in rows[1:]:
+            ours = row[0] in names or ("this model" in row and "test" in row)
+            if ours and steps and len(row) > steps[-1]:
+                value = re.match(r"[\d.]+", row[steps[-1]])
+                if value:
+                    return f"test Dice {value.group()} % after {rows[0][steps[-1]]} ({heading})"
+        return f"test figures: see the model card ({heading})"
+    return None
+
+
+def bundle_summary(folder: Path) -> dict[str, Any]:
+    """What a user needs to pick a bundle: name, method (and ``variant``, the name without
+    its dataset: a registered method of its own for the IteR-MRL variants), training data
+    and target, the headline validation and test figures (from metadata and model card),
+    the card's path, and ``error`` when the bundle is damaged (weights not matching their
+    SHA-256)."""
+    folder = Path(folder)
+    summary: dict[str, Any] = {"name": folder.name, "card": str(folder / "docs" / "README.md")}
+    try:
+        meta = checked_metadata(folder)
+    except InputError as err:
+        return {**summary, "error": str(err)}
+    method = str(meta.get("method") or "")
+    config = meta.get("train_config") or {}
+    labels = re.search(r"\blabels? \d+(?:\s*\+\s*\d+)*", str(meta.get("description", "")))
+    card_path = folder / "docs" / "README.md"
+    card = card_path.read_text(encoding="utf-8") if card_path.is_file() else ""
+    datasets = _trained_on(meta, folder.name)
+    variant = folder.name.removesuffix(f"_{datasets[0]}") if datasets else folder.name
+    return {
+        **summary,
+        "method": method,
+        "variant": variant,
+        "datasets": datasets,
+        "held_out": [str(h) for h in meta.get("held_out") or []],
+        "split": config.get("train_split") or "train",
+        "target": config.get("target") or ("every target" if meta.get("datasets") else "default"),
+        "labels": labels.group() if labels else None,
+        "validation": _validation_figure(meta),
+        "test": _test_figure(card, {method, variant, folder.name}),
+    }
+
+
+def shipped_summaries() -> list[dict[str, Any]]:
+    """:func:`bundle_summary` of every shipped bundle, by name."""
+    return [bundle_summary(SHIPPED / name) for name in shipped_bundles()]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,17 +20,73 @@ from mecca._version import __version__
 from mecca.errors import ConfigError, InputError, MeccaError
 
 if TYPE_CHECKING:
+    from mecca.io import Volume
     from mecca.server.settings import ServerSettings
 
 
+CLI_HINTS: tuple[tuple[str, str, str], ...] = (
+    (
+        r"pass channel= a number from 0 to (\d+)(?: to choose one)?",
+        r"pass --channel N, N from 0 to \1",
+        "save the channel to use as a 3D image",
+    ),
+    (
+        r"use box\.clip\(volume\.shape\)",
+        "give an --roi inside the image: i0,j0,k0,i1,j1,k1 with 0 <= start < stop <= the "
+        "image's size along each axis",
+        "give an ROI inside the image",
+    ),
+    (
+        r"click inside the ROI, or set_roi\(\) a larger box \(this resets the session\)",
+        "move the click inside --roi, or give a larger --roi",
+        "click inside the ROI, or give a larger ROI",
+    ),
+    (
+        r"add a click on the object, or pass roi= / call set_roi\(\)",
+        "add a click on the object to step 1 of the clicks file, or pass --roi",
+        "add a click on the object",
+    ),
+    (r"pass roi= or call set_roi\(\) first", "pass --roi", "give an ROI first"),
+    (r"pass force=True", "pass --force", "remove it first"),
+    (
+        r"give model=<pnet / unet run folder, checkpoint or bundle> or torchscript=<file>",
+        "pass --model with a pnet or unet run folder, checkpoint or bundle",
+        "give a pnet or unet model with --weights tta=MODEL",
+    ),
+    (
+        r"pass a registered name \(mecca\.methods\.available\(\)\) or an InteractiveMethod",
+        "pass --method with the name of a registered method",
+        "use the name of a registered method",
+    ),
+)
+"""Library hints in Python terms (``pass channel=``), what a CLI user does instead
+(``--channel N``), and the words for a command without that option:
+:func:`cli_message` rewrites an error's text with them."""
+
+
+def cli_message(err: MeccaError, options: Sequence[str] | None = None) -> str:
+    """``err``'s message with its hints in the CLI's own terms (:data:`CLI_HINTS`): the
+    option a hint names when the command has it (``options``: its option names; None: any),
+    else the words that need no option."""
+    text = str(err)
+    for pattern, replacement, fallback in CLI_HINTS:
+        named = re.search(r"--[a-z-]+", replacement)
+        usable = options is None or named is None or named.group() in options
+        text = re.sub(pattern, replacement if usable else fallback, text)
+    return text
+
+
 class _Group(click.Group):
-    """Turns a ``MeccaError`` into a one-line message and exit code 2, not a traceback."""
+    """Turns a ``MeccaError`` into a one-line message (hints in CLI terms) and exit code 2,
+    not a traceback."""
 
     def invoke(self, ctx: click.Context) -> object:
         try:
             return super().invoke(ctx)
         except MeccaError as err:
-            click.echo(f"error: {err}", err=True)
+            command = self.get_command(ctx, ctx.invoked_subcommand or "")
+            options = [o for p in (command.params if command else []) for o in p.opts]
+            click.echo(f"error: {cli_message(err, options)}", err=True)
             sys.exit(2)
 
 
@@ -53,7 +110,8 @@ registry's DEFAULT_METHOD (written out here: importing the registry loads torch,
 
 
 def _method_of(method: str | None, model: str | None) -> str:
-    """--method, else the method a --model bundle names, else :data:`DEFAULT_METHOD`."""
+    """--method, else the method a --model bundle names, else :data:`DEFAULT_METHOD`.
+    A --model that is no bundle (a run folder, a checkpoint, a typo) needs --method."""
     if method is not None:
         return method
     if model is not None:
@@ -64,9 +122,25 @@ def _method_of(method: str | None, model: str | None) -> str:
                 (resolve_bundle(model) / "configs" / "metadata.json").read_text("utf-8")
             )
         except (ConfigError, OSError, ValueError):
-            return DEFAULT_METHOD
+            raise ConfigError(
+                f"--model {model!r} is not a model bundle, so the method to run is unknown",
+                hint="give --method NAME with a run folder or checkpoint, or a bundle folder "
+                "or shipped model (listed by: mecca models)",
+            ) from None
         return str(meta.get("method") or DEFAULT_METHOD)
     return DEFAULT_METHOD
+
+
+def _ran_line(method: str, model: str | None) -> str:
+    """What a command tells the user it ran: the method, and the model of a learned one
+    (``mecca models`` lists what each shipped model was trained on)."""
+    from mecca.bundle import shipped_bundles
+
+    if model is None:
+        return f"method {method}"
+    if model not in shipped_bundles():
+        return f"method {method}, model {model}"
+    return f"method {method}, model {model} (what it was trained on: mecca models {model})"
 
 
 def _parse_labels(text: str | None) -> tuple[int, ...] | None:
@@ -207,6 +281,12 @@ def demo(
 )
 @click.option("--roi", help="ROI in voxels: i0,j0,k0,i1,j1,k1 (stop exclusive).")
 @click.option(
+    "--channel",
+    type=click.IntRange(min=0),
+    help="Channel of a 4D IMAGE to segment (0, 1, ...: e.g. one sequence of a "
+    "multi-sequence MRI); needed for 4D images, where the mask is written on the 3D grid.",
+)
+@click.option(
     "--roi-from-clicks",
     is_flag=True,
     help="ROI = the first step's clicks + 20 mm (the default without --roi).",
@@ -224,16 +304,16 @@ def demo(
 @click.option(
     "--grow-roi",
     type=click.IntRange(0, 10),
-    default=0,
-    show_default=True,
     help="Times a step may grow the ROI by half its size on the sides the mask reaches "
-    "(the clicks are replayed on the grown ROI).",
+    "(the clicks are replayed on the grown ROI); default: twice for an ROI derived from "
+    "the clicks (a click outside it grows it too), never for a given --roi.",
 )
 @click.option("--force", is_flag=True, help="Replace existing outputs.")
 def segment(
     image: Path,
     clicks_path: Path,
     roi: str | None,
+    channel: int | None,
     roi_from_clicks: bool,
     method: str | None,
     model: str | None,
@@ -241,7 +321,7 @@ def segment(
     out: Path,
     prob_out: Path | None,
     advice_out: Path | None,
-    grow_roi: int,
+    grow_roi: int | None,
     force: bool,
 ) -> None:
     """Segment IMAGE from a file of clicks; the mask is written on IMAGE's own grid.
@@ -255,15 +335,19 @@ def segment(
         --clicks examples/clicks_phantom.json --out mask.nii.gz --advice advice.json
     """
     from mecca import methods
+    from mecca.io import load
     from mecca.session.clicks_file import parse_roi, read_clicks
     from mecca.session.clicks_file import segment as run_segment
 
     if roi is not None and roi_from_clicks:
         raise click.UsageError("give --roi or --roi-from-clicks, not both")
     method = _method_of(method, model)
+    clicks = read_clicks(clicks_path)
+    volume = load(image, channel=channel)
+    _warn_if_label_map(volume, image)
     result = run_segment(
-        image,
-        read_clicks(clicks_path),
+        volume,
+        clicks,
         out,
         roi=None if roi is None else parse_roi(roi),
         method=methods.build(method, model),
@@ -273,13 +357,12 @@ def segment(
         force=force,
         grow_roi=grow_roi,
     )
-    ran = methods.model_for(method, model)
-    click.echo(f"method {method}" + ("" if ran is None else f", model {ran}"))
+    click.echo(_ran_line(method, methods.model_for(method, model)))
     click.echo(
         f"{result.step} steps, {int(result.mask_box.sum())} voxels in the mask, "
         f"last step {1000 * result.total_seconds:.0f} ms; wrote {out}"
     )
-    if grow_roi:
+    if roi is None or grow_roi:
         box = result.box
         click.echo(f"ROI {box.start} -> {box.stop}")
     if result.honoured_before is not None:
@@ -292,6 +375,86 @@ def segment(
                 else f"all but {len(result.unhonoured)} outside the ROI"
             )
         )
+
+
+def _warn_if_label_map(volume: Volume, path: Path) -> None:
+    """A warning on stderr when the image opened looks like a label map (few distinct
+    whole-number values): a segmentation given where the scan was meant."""
+    from mecca.io import label_map_values
+
+    values = label_map_values(volume)
+    if values is not None:
+        shown = ", ".join(str(v) for v in values[:8]) + (", ..." if len(values) > 8 else "")
+        click.echo(
+            f"warning: {path} looks like a label map, not an image ({len(values)} distinct "
+            f"whole-number values: {shown}); give the scan itself (e.g. imagesTr/, not "
+            "labelsTr/)",
+            err=True,
+        )
+
+
+@main.command()
+@click.argument("name", required=False)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+def models(name: str | None, as_json: bool) -> None:
+    """List the shipped models: method, what each was trained on, headline figures.
+
+    A learned model fits images like those it was trained on (anatomy, modality); for
+    other images use a classical method (growcut, the default) or the generalist. Run a
+    model with --model NAME (mecca segment, demo, predict-npz) or --weights METHOD=NAME
+    (mecca benchmark, serve). With NAME (a shipped name or a bundle folder), print that
+    model's summary and its model card.
+
+    \b
+    Examples:
+      mecca models
+      mecca models mecca_left_atrium
+    """
+    from mecca.bundle import bundle_summary, resolve_bundle, shipped_summaries
+
+    if name is not None:
+        folder = resolve_bundle(name)
+        summary = bundle_summary(folder)
+        if as_json:
+            click.echo(json.dumps(summary, indent=2))
+            return
+        click.echo("\n".join(_model_lines(summary)))
+        card = folder / "docs" / "README.md"
+        if card.is_file():
+            click.echo("\n" + card.read_text(encoding="utf-8").rstrip())
+        return
+    summaries = shipped_summaries()
+    if as_json:
+        click.echo(json.dumps(summaries, indent=2))
+        return
+    if not summaries:
+        click.echo("no models shipped with this installation")
+        return
+    click.echo(f"{len(summaries)} shipped models (run one with --model NAME):")
+    for summary in summaries:
+        click.echo("")
+        click.echo("\n".join(_model_lines(summary)))
+
+
+def _model_lines(summary: dict[str, Any]) -> list[str]:
+    """A bundle summary (:func:`mecca.bundle.bundle_summary`) as a few lines of text."""
+    from mecca import methods
+
+    if "error" in summary:
+        return [f"{summary['name']}: DAMAGED: {summary['error']}"]
+    run_as = summary["variant"] if summary["variant"] in methods.available() else None
+    run_as = run_as or summary["method"]
+    data = ", ".join(summary["datasets"]) or "see the model card"
+    target = summary["target"] + (f" ({summary['labels']})" if summary["labels"] else "")
+    lines = [
+        f"{summary['name']}  (method {run_as}: --method {run_as} --model {summary['name']})",
+        f"  trained on: {data}, {summary['split']} split, target {target}",
+    ]
+    if summary["held_out"]:
+        lines.append(f"  never trained on: {', '.join(summary['held_out'])}")
+    figures = [f for f in (summary["validation"], summary["test"]) if f]
+    lines.append("  figures: " + ("; ".join(figures) if figures else "none in the model card"))
+    return lines
 
 
 @main.command()
@@ -416,7 +579,21 @@ def serve(
     for name in ("mecca.io", "mecca.session"):  # they log file paths: keep them quiet
         logging.getLogger(name).setLevel(logging.WARNING)
     click.echo(f"MECCA server: open {page_url(settings)}  (API schema at /openapi.json)")
+    click.echo("methods: " + "; ".join(_served_models(settings)))
     uvicorn.run(create_app(settings), host=host, port=port, access_log=False, log_level="info")
+
+
+def _served_models(settings: ServerSettings) -> list[str]:
+    """Each served method, with the model a learned one runs (``--weights``, else its
+    shipped default), for the start message."""
+    from mecca.methods import model_for
+
+    weights = dict(settings.weights)
+    out = []
+    for name in settings.methods:
+        model = model_for(name, weights.get(name))
+        out.append(name if model is None else f"{name} (model {model})")
+    return out
 
 
 def page_url(settings: ServerSettings) -> str:
@@ -663,9 +840,14 @@ def benchmark(
         --weights deepigeos=runs/dig --weights intercnn=runs/icnn \\
         --protocol itermrl --initial runs/pnet --out results/itermrl
     """
+    from mecca import methods as registry
     from mecca.bench.runner import BenchSettings, run_benchmark
 
     pairs = name_value_pairs(weights, "--weights")
+    for name in _names(methods):
+        ran = registry.model_for(name, dict(pairs).get(name), Path(data).name)
+        if ran is not None:
+            click.echo(_ran_line(name, ran))
     settings = BenchSettings(
         data=data,
         methods=_names(methods),
@@ -784,6 +966,7 @@ def predict_npz(
     name = method_name or registry.served()[0]
     method = methods.build(name, model)
     cvpr25.check_method(name, method)
+    click.echo(_ran_line(name, methods.model_for(name, model)), err=True)
     for path in predict_dir(method, input_dir, output_dir):
         click.echo(str(path))
 

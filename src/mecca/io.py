@@ -689,6 +689,26 @@ def load_label(path: str | Path, like: Volume) -> Volume:
     return Volume(labels, affine, path=path, meta=meta)
 
 
+LABEL_MAP_MAX_VALUES = 64
+"""An image with at most this many distinct whole-number values looks like a label map to
+:func:`label_map_values` (a CT or MR scan has hundreds or thousands)."""
+
+
+def label_map_values(volume: Volume, *, max_values: int = LABEL_MAP_MAX_VALUES) -> list[int] | None:
+    """The distinct values of ``volume`` when it looks like a label map (whole numbers, at
+    most ``max_values`` of them), else None: for a warning when a segmentation is opened
+    where an image is expected. Judged on an evenly strided sample of about 1 M voxels."""
+    arr = volume.array
+    step = max(1, math.ceil((arr.size / 1_000_000) ** (1 / 3)))
+    sample = np.asarray(arr[::step, ::step, ::step])
+    if np.issubdtype(sample.dtype, np.floating) and not np.array_equal(sample, np.round(sample)):
+        return None
+    values = np.unique(sample)
+    if values.size > max_values:
+        return None
+    return [int(v) for v in values]
+
+
 def _check_same_grid(shape: Sequence[int], affine: np.ndarray, like: Volume, path: Path) -> None:
     """GeometryError when (shape, affine) is not like's grid."""
     if tuple(shape) != like.shape:

@@ -165,7 +165,7 @@ def _check_free(paths: list[Path | None], force: bool) -> None:
 
 
 def segment(
-    image: str | Path,
+    image: str | Path | Volume,
     clicks: ClicksFile,
     out: str | Path,
     *,
@@ -178,6 +178,7 @@ def segment(
     grow_roi: int | None = None,
 ) -> SessionResult:
     """Run the clicks through a :class:`~mecca.session.Session`; write the outputs.
+    ``image``: a path, or a Volume already read (e.g. one channel of a 4D file).
     ``grow_roi``: how many times a step may grow the ROI (:class:`Session`; None: automatic).
 
     Every output path is checked before any work, and every click before the first step,
@@ -192,7 +193,7 @@ def segment(
     n_steps = len(clicks.steps) if steps is None else int(steps)
     if n_steps < 1:
         raise InputError(f"--steps must be >= 1, got {n_steps}")
-    volume = load(image)
+    volume = image if isinstance(image, Volume) else load(image)
     session = Session(volume, roi, method=method, rng=0, grow_roi=grow_roi)
     per_step = [_grid_clicks(session, step, clicks.space) for step in clicks.steps]
     result: SessionResult | None = None
