@@ -45,6 +45,11 @@ DRAWN_AT_CROSSHAIR = """() => {
   const v = nv.frac2vox(nv.scene.crosshairPos), d = nv.back.dimsRAS;
   return nv.drawBitmap[v[0] + v[1] * d[1] + v[2] * d[1] * d[2]];
 }"""
+OVERLAY_AT_CROSSHAIR = """() => {
+  // the overlay under the input markers (the page keeps it as window.mecca.base)
+  const v = nv.frac2vox(nv.scene.crosshairPos), d = nv.back.dimsRAS;
+  return window.mecca.base[v[0] + v[1] * d[1] + v[2] * d[1] * d[2]];
+}"""
 
 
 def test_vendored_niivue_matches_its_recorded_checksum():
@@ -150,7 +155,7 @@ def test_a_person_opens_draws_clicks_undoes_and_exports(live_server, tmp_path):
         _roi_then_foreground_click(page, cx, cy, side, 0.3, cx)
         assert page.evaluate("window.mecca.overlays.length") >= 1
         assert page.evaluate(RAS_MAPPING_ERRORS) == 0
-        assert page.evaluate(DRAWN_AT_CROSSHAIR) >= 5  # the clicked centre: p >= 0.5 or outline
+        assert page.evaluate(OVERLAY_AT_CROSSHAIR) >= 5  # the clicked centre: p >= 0.5 or outline
         assert page.evaluate("window.mecca.lastLatencyMs") > 0
         shots = DOCS_SCREENSHOTS if os.environ.get("MECCA_SCREENSHOTS") == "1" else tmp_path
         shots.mkdir(parents=True, exist_ok=True)
@@ -253,13 +258,19 @@ def test_a_person_picks_one_of_k_proposals_and_accepts_it(tmp_path_factory, tmp_
         page.click("#proposals img[data-index='0']")
         _wait(page, "window.mecca.picked === 0")
         assert page.evaluate("window.mecca.overlays") == ["proposal 1"]
-        assert page.evaluate(DRAWN_AT_CROSSHAIR) >= 9  # the clicked centre is in the preview
+        assert page.evaluate(OVERLAY_AT_CROSSHAIR) >= 9  # the clicked centre is in the preview
         shots = DOCS_SCREENSHOTS if os.environ.get("MECCA_SCREENSHOTS") == "1" else tmp_path
         shots.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(shots / "page_proposals.png"))
         page.click("#accept")
         _wait(page, "window.mecca.session.steps === 2 && !window.mecca.busy")
         assert page.evaluate("document.querySelectorAll('#proposals img').length") == 0
+        asked: list[str] = []  # undo cannot bring an accepted proposal back: the page asks
+        page.on("dialog", lambda d: (asked.append(d.message), d.dismiss()))
+        page.select_option("#method", "random_walker")
+        assert asked and "accepted proposal" in asked[0], asked
+        assert page.input_value("#method") == "partial"
+        assert page.evaluate("window.mecca.session.method") == "partial"
         sid = page.evaluate("window.mecca.sid")
         browser.close()
     assert not errors, errors

@@ -10,15 +10,20 @@ Every route under ``/api`` works on server-side sessions (:mod:`mecca.server.ses
 ``POST /api/sessions``                open ``{"root": R, "path": "rel/path", "method"}``
 ``POST /api/sessions/upload``         raw body = the file; ``?filename=x.nii.gz&method=``
                                       (application/octet-stream; 415 for other types)
+``GET  /api/sessions``                this server's saved sessions (image name, method,
+                                      steps, last change), the last changed first
 ``GET  /api/sessions/{id}``           state: shape, affine, ROI, steps, undo/redo
 ``GET  /api/sessions/{id}/image.nii.gz``  the image as the server wrote it
 ``PUT  /api/sessions/{id}/roi``       ``{"corners_mm": [[x,y,z],[x,y,z]]}`` (RAS mm)
 ``POST /api/sessions/{id}/clicks``    ``{"clicks": [{"kind", "xyz_mm"}], "step": true}``
-``POST /api/sessions/{id}/step|undo|redo|reset``
+``POST /api/sessions/{id}/clicks/remove``  ``{"index": n}``: drop click n (of the
+                                      state's ``clicks``), replay the rest (undoable)
+``POST /api/sessions/{id}/step|undo|redo|reset``  (reset is undone by undo)
 ``POST /api/sessions/{id}/propose``  ``{"k": 5}``: proposals of a proposal method
 ``GET  /api/sessions/{id}/proposals/{n}/overlay|thumbnail.png``  a proposal's preview
 ``POST /api/sessions/{id}/accept``   ``{"index": n}``: accept proposal n (one step)
-``PUT  /api/sessions/{id}/method``    ``{"method": name}`` (restarts the session)
+``PUT  /api/sessions/{id}/method``    ``{"method": name}``: reruns the clicks with it as one
+                                      step (undo brings the previous method back)
 ``POST /api/sessions/{id}/sibling``   ``{"method": name}``: a new session on the same
                                       image (another label of one label map)
 ``GET  /api/sessions/{id}/overlay?outline_only=true``  only the mask's outline, in the
@@ -142,6 +147,10 @@ class ClicksRequest(StrictRequest):
     step: bool = True
 
 
+class RemoveClickRequest(StrictRequest):
+    index: int = Field(ge=0, le=1_000_000)
+
+
 class ProposeRequest(StrictRequest):
     k: int = Field(default=5, ge=1, le=MAX_PROPOSALS)
 
@@ -242,7 +251,7 @@ class Server:
         voxels = check_voxels(path, self.settings.max_voxels)
         with self.store.reserve(READ_PEAK * 4 * voxels):  # float32, as load() gives it
             volume = load(path)
-            return self.store.create(volume, method or self.settings.methods[0])
+            return self.store.create(volume, method or self.settings.methods[0], path.name)
 
     def open_upload(self, path: Path, method: str | None) -> ServerSession:
         """A session on an uploaded file in its own temporary folder; a ``.zip`` is unpacked
@@ -262,6 +271,7 @@ def state_of(ss: ServerSession) -> dict[str, Any]:
     result = s.result
     return {
         "id": ss.id,
+        "name": ss.name,
         "method": ss.method,
         "model": getattr(s.method, "model", None) or None,
         "accepts": sorted(k.value for k in s.method.accepts),
@@ -271,10 +281,23 @@ def state_of(ss: ServerSession) -> dict[str, Any]:
         "roi": None if s.roi is None else [list(s.roi.start), list(s.roi.stop)],
         "steps": s.n_steps,
         "pending": len(s.pending),
-        "can_undo": s.can_undo,
-        "can_redo": s.can_redo,
+        "can_undo": ss.can_undo,
+        "can_redo": ss.can_redo,
+        "can_undo_replace": ss.can_undo_replace,
+        "clicks": input_clicks(ss),
         "last": None if result is None else step_summary(ss),
     }
+
+
+def input_clicks(ss: ServerSession) -> list[dict[str, Any]]:
+    """Every click of the session (the page draws them): kind, voxel ``ijk`` and the step
+    it belongs to (1, 2, ...; None while queued)."""
+    s = ss.session
+    steps = [(n, c) for n, clicks in enumerate(s.history, start=1) for c in clicks]
+    return [
+        {"kind": c.kind.value, "ijk": list(c.position), "step": n}
+        for n, c in [*steps, *((None, c) for c in s.pending)]
+    ]
 
 
 def step_summary(ss: ServerSession) -> dict[str, Any]:
@@ -381,7 +404,14 @@ def sibling(server: ServerDep, sid: str, body: SiblingRequest) -> dict[str, Any]
     """A new session on the image of session ``sid`` (its own ROI, clicks and method):
     the page's next label; ``/api/labelmap`` merges the labels into one file."""
     ss = server.store.get(sid)
-    return state_of(server.store.create(ss.session.volume, body.method or ss.method))
+    return state_of(server.store.create(ss.session.volume, body.method or ss.method, ss.name))
+
+
+@api.get("/sessions")
+def list_sessions(server: ServerDep) -> dict[str, Any]:
+    """This server's saved sessions, the last changed first (the page's "Sessions" list,
+    to reopen one after a reload or a restart)."""
+    return {"sessions": server.store.listing()}
 
 
 @api.get("/sessions/{sid}")
@@ -432,11 +462,7 @@ def box_from_corners(volume: Volume, corners_mm: list[list[float]]) -> Box:
 def set_roi(server: ServerDep, sid: str, body: RoiRequest) -> dict[str, Any]:
     box = box_from_corners(server.store.get(sid).session.volume, body.corners_mm)
 
-    def act(ss: ServerSession) -> None:
-        ss.session.set_roi(box)
-        ss.roi = box
-
-    return run_step(server, sid, act)
+    return run_step(server, sid, lambda ss: ss.set_roi(box))
 
 
 def voxel_clicks(volume: Volume, clicks: list[ClickIn]) -> list[tuple[Any, tuple[int, int, int]]]:
@@ -461,6 +487,13 @@ def add_clicks(server: ServerDep, sid: str, body: ClicksRequest) -> dict[str, An
             ss.stepped()
 
     return run_step(server, sid, act)
+
+
+@api.post("/sessions/{sid}/clicks/remove")
+def remove_click(server: ServerDep, sid: str, body: RemoveClickRequest) -> dict[str, Any]:
+    """Remove click ``index`` (of the state's ``clicks``) and replay the rest: one change,
+    undone by undo (the page's "Remove click" mode)."""
+    return run_step(server, sid, lambda ss: ss.remove_click(body.index))
 
 
 @api.post("/sessions/{sid}/step")
@@ -538,23 +571,23 @@ def accept(server: ServerDep, sid: str, body: AcceptRequest) -> dict[str, Any]:
 
 @api.post("/sessions/{sid}/undo")
 def undo(server: ServerDep, sid: str) -> dict[str, Any]:
-    return run_step(server, sid, lambda ss: ss.session.undo())
+    return run_step(server, sid, lambda ss: ss.undo(server.method))
 
 
 @api.post("/sessions/{sid}/redo")
 def redo(server: ServerDep, sid: str) -> dict[str, Any]:
-    return run_step(server, sid, lambda ss: ss.session.redo())
+    return run_step(server, sid, lambda ss: ss.redo())
 
 
 @api.post("/sessions/{sid}/reset")
 def reset(server: ServerDep, sid: str) -> dict[str, Any]:
-    return run_step(server, sid, lambda ss: ss.session.reset())
+    return run_step(server, sid, lambda ss: ss.reset())
 
 
 @api.put("/sessions/{sid}/method")
 def set_method(server: ServerDep, sid: str, body: MethodRequest) -> dict[str, Any]:
     built = server.method(body.method)
-    return run_step(server, sid, lambda ss: ss.use_method(body.method, built))
+    return run_step(server, sid, lambda ss: ss.switch_method(body.method, built))
 
 
 def result_file(ss: ServerSession, what: str) -> Path:

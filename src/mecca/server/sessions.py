@@ -20,6 +20,13 @@ A session reloaded after a restart (or after being unloaded) replays its steps: 
 methods are deterministic given their clicks (greedy policies, seeded random choices), so
 it comes back with the same mask. The redo stack does not survive a reload.
 
+Nothing is destroyed unasked: a change that replaces the click history (reset, a method
+switch, which reruns the clicks with the new method as one step, a new ROI) first keeps
+the history as a :class:`Checkpoint` in the manifest; undo right after such a change
+brings it back (replayed when it is no longer in memory). A session holding an accepted
+proposal cannot keep one (the proposal is not a click to replay): the change then cannot
+be undone, and the state says so (``can_undo_replace``) for the page to ask first.
+
 Concurrency and bounds (:class:`SessionStore`):
 
 * one lock per session (its requests run one at a time); no lock is shared between
@@ -71,6 +78,64 @@ READ_PEAK = 2
 decompressed bytes beside the array: 76 MB for a 36 MB BraTS volume, measured with
 tracemalloc); what opening, creating and reloading a session reserve."""
 T = TypeVar("T")
+MAX_CHECKPOINTS = 10
+"""Changes that replaced the click history which undo can still bring back."""
+
+
+@dataclass(eq=False)
+class Checkpoint:
+    """A session's history before a change that replaced it (reset, method switch, new
+    ROI): undo at ``at`` steps (the count right after the change) brings it back."""
+
+    op: str
+    at: int
+    method: str
+    roi: Box | None
+    store: dict[str, Any]
+    """:meth:`InteractionStore.to_dict` of the history, without its redo stack."""
+    session: Session | None = None
+    """The session itself while in memory (else replayed from ``store``)."""
+    accepted: dict[int, Proposal] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        roi = None if self.roi is None else [list(self.roi.start), list(self.roi.stop)]
+        return {
+            "op": self.op,
+            "at": self.at,
+            "method": self.method,
+            "roi": roi,
+            "store": self.store,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Any) -> Checkpoint:
+        """Inverse of :meth:`to_dict`; InputError on a malformed record."""
+        try:
+            roi = None if data["roi"] is None else Box(*data["roi"])
+            InteractionStore.from_dict(data["store"])  # checked now, replayed on undo
+            return cls(str(data["op"]), int(data["at"]), str(data["method"]), roi, data["store"])
+        except (KeyError, TypeError, ValueError):
+            raise InputError("this session's saved state is damaged (checkpoints)") from None
+
+
+def replayed(
+    volume: Volume,
+    method: InteractiveMethod,
+    roi: Box | None,
+    store: InteractionStore,
+    accepted: dict[int, Proposal],
+) -> Session:
+    """A session on ``volume`` that has run the steps of ``store`` (accepted proposals
+    at their step numbers) and queued its pending clicks."""
+    session = Session(volume, roi, method=method, rng=0)
+    for number, clicks in enumerate(store.steps, start=1):
+        if not clicks and number in accepted:
+            session.accept_proposal(accepted[number])
+            continue
+        session.add_clicks(clicks)
+        session.step()
+    session.add_clicks(store.pending)
+    return session
 
 
 class UnknownSession(KeyError):
@@ -103,21 +168,179 @@ class ServerSession:
     again (:meth:`SessionStore.run`)."""
     held_bytes: int = 0
     """Estimated memory of the session's arrays (updated at every save)."""
+    name: str = "image"
+    """The image's file name (shown in the page's list of sessions)."""
+    checkpoints: list[Checkpoint] = field(default_factory=list)
+    """Histories replaced by reset, method switch or a new ROI, the latest last."""
+    redo_checkpoints: list[tuple[Checkpoint, int]] = field(default_factory=list)
+    """Undone replacements (in memory only) with the step count at which redo applies."""
 
     @property
     def image_path(self) -> Path:
         return self.folder / "image.nii.gz"
 
     def use_method(self, name: str, method: InteractiveMethod) -> None:
-        """Switch to another method: a fresh session on the same image and ROI."""
+        """Switch to another method: a fresh session on the same image and ROI (what
+        MONAI Label's clients expect; the page's switch is :meth:`switch_method`)."""
         self.session = Session(self.session.volume, self.roi, method=method, rng=0)
         self.method = name
         self.accepted.clear()
         self.proposal_results = []
+        self.checkpoints.clear()
+        self.redo_checkpoints.clear()
 
     def stepped(self) -> None:
         """After a click step: the step's number no longer holds an accepted proposal."""
         self.accepted.pop(self.session.n_steps, None)
+        self.proposal_results = []
+        self.redo_checkpoints.clear()
+
+    @property
+    def can_undo_replace(self) -> bool:
+        """Whether a reset, method switch or new ROI could be undone (not with an
+        accepted proposal in the history)."""
+        return not self.accepted
+
+    @property
+    def can_undo(self) -> bool:
+        return self.session.can_undo or self._checkpoint_due() is not None
+
+    @property
+    def can_redo(self) -> bool:
+        return self.session.can_redo or self._redo_due() is not None
+
+    def _checkpoint_due(self) -> Checkpoint | None:
+        """The checkpoint undo brings back now (at its step count), or None."""
+        top = self.checkpoints[-1] if self.checkpoints else None
+        return top if top is not None and top.at == self.session.n_steps else None
+
+    def _redo_due(self) -> Checkpoint | None:
+        top = self.redo_checkpoints[-1] if self.redo_checkpoints else None
+        return top[0] if top is not None and top[1] == self.session.n_steps else None
+
+    def _here(self, op: str, at: int) -> Checkpoint:
+        """The current history as a checkpoint (the session object kept in memory)."""
+        store = {**self.session.store.to_dict(), "redo": []}
+        return Checkpoint(op, at, self.method, self.roi, store, self.session, dict(self.accepted))
+
+    def replace_history(self, op: str, change: Callable[[], None]) -> None:
+        """Run ``change`` (which replaces ``self.session``), keeping the history before it
+        as a checkpoint when it holds clicks and can be replayed."""
+        had = bool(self.session.n_steps or self.session.pending)
+        before = self._here(op, 0) if had and self.can_undo_replace else None
+        change()
+        self.proposal_results = []
+        self.redo_checkpoints.clear()
+        if before is None:
+            if had:
+                self.checkpoints.clear()  # their step counts no longer mean anything
+            return
+        before.at = self.session.n_steps
+        for older in self.checkpoints:
+            older.session = None  # only the latest stays in memory
+        self.checkpoints = [*self.checkpoints, before][-MAX_CHECKPOINTS:]
+
+    def reset(self) -> None:
+        """Back to no clicks (an explicit ROI stays); undo brings the clicks back."""
+        method = self.session.method
+        self.replace_history(
+            "reset", lambda: self._fresh(Session(self.session.volume, self.roi, method, rng=0))
+        )
+
+    def set_roi(self, box: Box) -> None:
+        """A new ROI: a fresh history (undo brings the old ROI and clicks back)."""
+        method = self.session.method
+
+        def change() -> None:
+            self._fresh(Session(self.session.volume, box, method, rng=0))
+            self.roi = box
+
+        self.replace_history("roi", change)
+
+    def switch_method(self, name: str, method: InteractiveMethod) -> None:
+        """Switch to ``method`` keeping the clicks: those it takes are rerun as one step
+        (undo brings back the previous method and its steps)."""
+        old = self.session
+        clicks = [c for step in old.history for c in step] + list(old.pending)
+        taken = [c for c in clicks if c.kind in method.accepts]
+        roi = self.roi if self.roi is not None else old.roi
+
+        def change() -> None:
+            session = Session(old.volume, roi, method=method, rng=0)
+            if taken:
+                session.add_clicks(taken)
+                session.step()
+            self._fresh(session)
+            self.method, self.roi = name, roi
+
+        self.replace_history("method", change)
+
+    def remove_click(self, index: int) -> None:
+        """Drop click ``index`` (of the steps' clicks in order, then the queued ones) and
+        replay the other steps without it, as one undoable change (a step that held only
+        that click goes)."""
+        if self.accepted:
+            raise InputError(
+                "this session holds an accepted proposal, so single clicks cannot be removed",
+                hint="undo back before the proposal, or reset",
+            )
+        old = self.session
+        steps = [list(step) for step in old.history]
+        pending = list(old.pending)
+        where = [(n, m) for n, step in enumerate(steps) for m in range(len(step))]
+        if not 0 <= index < len(where) + len(pending):
+            raise InputError(f"there is no click {index} in this session")
+        if index < len(where):
+            n, m = where[index]
+            del steps[n][m]
+            if not steps[n]:
+                del steps[n]
+        else:
+            del pending[index - len(where)]
+        store = InteractionStore()
+        for step in steps:
+            store.queue(step)
+            store.commit()
+        store.queue(pending)
+        self.replace_history(
+            "remove", lambda: self._fresh(replayed(old.volume, old.method, self.roi, store, {}))
+        )
+
+    def _fresh(self, session: Session) -> None:
+        self.session = session
+        self.accepted = {}
+
+    def undo(self, build: Callable[[str], InteractiveMethod]) -> None:
+        """Undo the last step, or the last replacement of the history when it is due."""
+        due = self._checkpoint_due()
+        if due is None:
+            self.session.undo()
+            return
+        here = self._here(due.op, due.at)
+        session = due.session
+        if session is None:  # saved before a restart, or an older checkpoint: replay it
+            store = InteractionStore.from_dict(due.store)
+            session = replayed(self.session.volume, build(due.method), due.roi, store, {})
+        self.checkpoints.pop()
+        self.session, self.method, self.roi = session, due.method, due.roi
+        self.accepted = dict(due.accepted)
+        self.proposal_results = []
+        self.redo_checkpoints.append((here, session.n_steps))
+
+    def redo(self) -> None:
+        """Redo the last undone step, or the undone replacement when it is due."""
+        due = self._redo_due()
+        if due is None:
+            self.session.redo()
+            return
+        back = self._here(due.op, due.at)
+        assert due.session is not None  # redo checkpoints live in memory only
+        self.redo_checkpoints.pop()
+        for older in self.checkpoints:
+            older.session = None
+        self.checkpoints.append(back)
+        self.session, self.method, self.roi = due.session, due.method, due.roi
+        self.accepted = dict(due.accepted)
         self.proposal_results = []
 
     def accept(self, index: int) -> None:
@@ -129,26 +352,30 @@ class ServerSession:
         (self.folder / "accepted" / f"{number}.npz").unlink(missing_ok=True)  # an older one
         self.accepted[number] = proposal
         self.proposal_results = []
+        self.redo_checkpoints.clear()
 
     def state(self) -> dict[str, Any]:
         """What ``session.json`` holds (the generation aside)."""
         return {
             "version": STATE_VERSION,
+            "name": self.name,
             "method": self.method,
             "roi": None if self.roi is None else [list(self.roi.start), list(self.roi.stop)],
             "store": self.session.store.to_dict(),
             "steps": self.session.n_steps,
+            "checkpoints": [c.to_dict() for c in self.checkpoints],
         }
 
 
 def held_bytes(ss: ServerSession) -> int:
     """Estimated bytes a loaded session holds: its image, and per kept step the ROI-box
     arrays of its result (probability, confidence, advice: ~12 bytes a voxel)."""
-    session = ss.session
-    total = int(session.volume.array.nbytes)
-    if session.roi is not None:
-        box = int(np.prod(np.subtract(session.roi.stop, session.roi.start)))
-        total += 12 * box * (session.n_steps + 1)
+    kept = [c.session for c in ss.checkpoints] + [c.session for c, _ in ss.redo_checkpoints]
+    total = int(ss.session.volume.array.nbytes)
+    for session in [ss.session, *kept]:
+        if session is not None and session.roi is not None:
+            box = int(np.prod(np.subtract(session.roi.stop, session.roi.start)))
+            total += 12 * box * (session.n_steps + 1)
     return total
 
 
@@ -216,8 +443,9 @@ class SessionStore:
 
     # ------------------------------------------------------------------ lifecycle
 
-    def create(self, volume: Volume, method: str) -> ServerSession:
-        """A new session on ``volume`` (written to the session folder first)."""
+    def create(self, volume: Volume, method: str, name: str = "image") -> ServerSession:
+        """A new session on ``volume`` (written to the session folder first); ``name``:
+        the image's file name, shown in the page's list of sessions."""
         built = self._method(method)
         saved = sum(1 for p in self.root.iterdir() if SESSION_ID.match(p.name))
         if saved >= self.max_sessions:
@@ -233,6 +461,7 @@ class SessionStore:
                 plain = replace(volume, meta={}, path=None)  # no source header: qform = sform
                 image = save_volume(plain, folder / "image.nii.gz")
                 ss = ServerSession(sid, folder, Session(load(image), method=built, rng=0), method)
+                ss.name = display_name(name)
                 self.save(ss)
             except BaseException as exc:
                 shutil.rmtree(folder, ignore_errors=True)
@@ -319,7 +548,7 @@ class SessionStore:
         with self._lock:
             ss = self._sessions.get(sid)
             reload_lock = self._reloading.setdefault(sid, threading.Lock())
-        with reload_lock, (ss.lock if ss is not None else nullcontext()):
+        with reload_lock, ss.lock if ss is not None else nullcontext():
             folder, trash = self.root / sid, self.root / f".deleted-{sid}"
             if ss is not None and ss.mask_written is not None:
                 ss.mask_written.exception()  # wait for the writer; its error does not matter
@@ -352,6 +581,30 @@ class SessionStore:
         with self._lock:
             old = [k for k, s in self._sessions.items() if now - s.last_used > self.ttl_s]
         return [k for k in old if self._unload(k)]
+
+    def listing(self) -> list[dict[str, Any]]:
+        """Every saved session, the last changed first: id, image name, method, steps and
+        the time of its last change (UTC, ISO 8601), read from the manifests."""
+        rows: list[tuple[float, dict[str, Any]]] = []
+        for folder in self.root.iterdir():
+            manifest = folder / "session.json"
+            if not SESSION_ID.match(folder.name):
+                continue
+            try:
+                changed = manifest.stat().st_mtime
+                state = json.loads(manifest.read_text(encoding="utf-8"))
+                row = {
+                    "id": folder.name,
+                    "name": display_name(str(state.get("name", "image"))),
+                    "method": str(state["method"])[:64],
+                    "steps": int(state["steps"]),
+                    "changed": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(changed)),
+                }
+            except (OSError, ValueError, KeyError, TypeError, AttributeError):
+                continue  # deleted meanwhile, or damaged: opening it says which
+            rows.append((changed, row))
+        rows.sort(key=lambda r: -r[0])
+        return [row for _, row in rows]
 
     def loaded(self) -> list[str]:
         with self._lock:
@@ -503,22 +756,25 @@ class SessionStore:
         """The session of a manifest, its steps replayed and its mask written."""
         method = str(state["method"])
         roi = None if state["roi"] is None else Box(*state["roi"])
-        session = Session(load(folder / "image.nii.gz"), roi, method=self._method(method), rng=0)
         store = InteractionStore.from_dict(state["store"])
         if state.get("steps", len(store.steps)) != len(store.steps):
             raise InputError("this session's saved state is damaged (step count)")
+        checkpoints = [Checkpoint.from_dict(c) for c in state.get("checkpoints", [])]
         accepted = load_accepted(folder / "accepted")
-        for number, clicks in enumerate(store.steps, start=1):
-            if not clicks and number in accepted:
-                session.accept_proposal(accepted[number])
-                continue
-            session.add_clicks(clicks)
-            session.step()
-        session.add_clicks(store.pending)
+        volume = load(folder / "image.nii.gz")
+        session = replayed(volume, self._method(method), roi, store, accepted)
         ss = ServerSession(sid, folder, session, method, roi, accepted=accepted)
+        ss.name = display_name(str(state.get("name", "image")))
+        ss.checkpoints = checkpoints[-MAX_CHECKPOINTS:]
         ss.generation = int(state.get("generation", 0))
         self._write_mask(ss, session.result)  # the mask on disk matches the manifest now
         return ss
+
+
+def display_name(name: str) -> str:
+    """An image's file name as shown: no folder, no control characters, 200 at most."""
+    name = "".join(c for c in Path(name.replace("\\", "/")).name if c.isprintable())
+    return name[:200] or "image"
 
 
 def save_accepted(folder: Path, accepted: dict[int, Proposal]) -> None:

@@ -26,11 +26,16 @@ function takeToken() {
 
 let token = takeToken();
 const $ = (id) => document.getElementById(id);
-const state = { sid: null, session: null, corner: null, busy: false, overlays: [], phases: {}, labels: [] };
+const state = { sid: null, session: null, corner: null, busy: false, overlays: [], phases: {}, labels: [],
+  queue: [], loaded: false };
 window.mecca = state; // read by the browser tests
 
 // window.nv: the viewer, for tests and profiling in the browser console
-const nv = window.nv = new niivue.Niivue({ backColor: [0.07, 0.07, 0.07, 1], show3Dcrosshair: true });
+// three planes and a 3D render by default (the "One view" button toggles a single plane)
+// a thin crosshair with a gap, so that the marker of the clicked point shows under it
+const nv = window.nv = new niivue.Niivue({ backColor: [0.07, 0.07, 0.07, 1], show3Dcrosshair: true,
+  multiplanarShowRender: niivue.SHOW_RENDER.ALWAYS, crosshairWidth: 0.4, crosshairGap: 14,
+  crosshairColor: [1, 0.3, 0.3, 0.8] });
 
 function askToken() {
   // the server wants a token this tab does not have (or has wrong): ask once per refusal
@@ -86,6 +91,25 @@ async function api(path, options = {}) {
 
 function showError(err) { $("error").textContent = err ? String(err.message || err) : ""; }
 function status(text) { $("status").textContent = text; }
+
+function count(n, word) { return `${n} ${word}${n === 1 ? "" : "s"}`; }
+
+function summary(data) {
+  // what is now the case, in one line: the status after any change
+  if (!data) return "No image open.";
+  const pending = data.pending ? `, ${count(data.pending, "click")} queued on the server` : "";
+  const roi = data.roi ? "" : ", no ROI yet";
+  const mask = data.last ? `, ${data.last.mask_voxels} voxels in the mask` : ", no mask yet";
+  return `${data.method}: ${count(data.steps, "step")}${pending}${roi}${mask}.`;
+}
+
+function showBusy() {
+  // the busy indicator: shown while a request is in flight or clicks wait their turn
+  const queued = state.queue.reduce((n, e) => n + (e.clicks ? e.clicks.length : 1), 0);
+  $("busy").hidden = !state.busy && !queued && !state.loading;
+  $("busy").textContent = queued ? `Working... ${queued} queued` : "Working...";
+  document.body.classList.toggle("busy", Boolean(state.busy || state.loading));
+}
 function mode() { return document.querySelector("input[name=mode]:checked").value; }
 
 async function loadInfo() {
@@ -115,22 +139,48 @@ async function listFiles(folder) {
   $("files").replaceChildren(...items);
 }
 
-async function openSession(data) {
-  state.labels = [{ sid: data.id, value: 1 }];
-  state.sid = data.id;
-  state.session = data;
-  state.corner = null;
-  state.overlays = [];
+async function opening(what, makeSession) {
+  // open an image (or a saved session): no input is taken until it is drawn; on failure
+  // the status says what is open now
+  const before = state.loaded;
   state.loaded = false;
-  const imageUrl = await blobUrl(`/api/sessions/${data.id}/image.nii.gz`);
+  state.loading = true;
+  for (const id of ["undo", "redo", "reset", "export", "newLabel"]) $(id).disabled = true; // no session yet
+  showBusy();
+  showError(null);
+  status(`Opening ${what}...`);
+  try {
+    await openSession(await makeSession());
+  } catch (err) {
+    state.loaded = before && Boolean(nv.back) && state.session !== null;
+    if (state.loaded) update(state.session);
+    showError(err);
+    status(`Could not open ${what}: ${err.message || err}. ` +
+      (state.loaded ? `Still on the previous image: ${summary(state.session)}` : "No image open."));
+  } finally {
+    state.loading = false;
+    showBusy();
+  }
+}
+
+async function openSession(data) {
+  const imageUrl = await blobUrl(`/api/sessions/${data.id}/image.nii.gz`); // fails: nothing changed
+  state.loaded = false;
+  state.sid = null;
+  state.session = null;
   if (state.imageUrl) URL.revokeObjectURL(state.imageUrl);
   state.imageUrl = imageUrl;
   await nv.loadVolumes([{ url: imageUrl, name: "image.nii.gz" }]);
+  Object.assign(state, { labels: [{ sid: data.id, value: 1 }], sid: data.id, session: data,
+    corner: null, overlays: [] });
   prepareDrawing();
   setView();
   update(data);
   state.loaded = true;
-  status(`Session ${data.id.slice(0, 6)}: ${data.shape.join(" x ")} voxels. Draw the ROI (2 corners) or click.`);
+  await refreshOverlays();
+  listSessions().catch(showError);
+  const next = data.steps ? "Click to correct it." : "Draw the ROI (2 corners) or click.";
+  status(`Opened ${data.name || "the image"} (${data.shape.join(" x ")} voxels). ${summary(data)} ${next}`);
 }
 
 function update(data) {
@@ -144,10 +194,38 @@ function update(data) {
   $("propose").disabled = !data.roi && data.steps === 0;
   clearProposals();
   const roi = data.roi ? `ROI ${data.roi[0].join(",")} - ${data.roi[1].join(",")}` : "no ROI yet";
-  $("info").textContent = `${data.method}: ${data.steps} steps, ${roi}`;
+  $("info").textContent = `${data.name || "image"}: ${data.method}, ${count(data.steps, "step")}, ${roi}`;
+  if ([...$("method").options].some((o) => o.value === data.method)) $("method").value = data.method;
   const label = state.labels.find((l) => l.sid === data.id);
   if (label) Object.assign(label, { method: data.method, steps: data.steps });
   renderLabels();
+  const row = $("sessions").querySelector(`li[data-sid="${data.id}"]`);
+  if (row) row.textContent = sessionLine(Object.assign({}, data, { changed: new Date().toISOString() }));
+  for (const li of $("sessions").children) li.classList.toggle("current", li.dataset.sid === data.id);
+}
+
+// Resume: this server's saved sessions (GET /api/sessions), the last changed first; a
+// click reopens one (the server replays it when it is not in memory).
+function sessionLine(s) {
+  const when = new Date(s.changed).toLocaleString();
+  return `${s.name || "image"} \u00b7 ${s.method} \u00b7 ${count(s.steps, "step")} \u00b7 ${when}`;
+}
+
+async function listSessions() {
+  const listing = await api("/api/sessions");
+  $("sessions").replaceChildren(...listing.sessions.map((s) => {
+    const li = document.createElement("li");
+    li.dataset.sid = s.id;
+    li.textContent = sessionLine(s);
+    li.classList.toggle("current", s.id === state.sid);
+    return li;
+  }));
+  $("noSessions").hidden = listing.sessions.length > 0;
+}
+
+async function resume(sid, name) {
+  await opening(`the session on ${name}`, () => api(`/api/sessions/${sid}`));
+  await listSessions().catch(showError);
 }
 
 // Several labels on one image: each label is its own server session (own ROI, clicks,
@@ -159,7 +237,7 @@ function renderLabels() {
     const radio = Object.assign(document.createElement("input"),
       { type: "radio", name: "label", value: l.sid, checked: l.sid === state.sid });
     const label = document.createElement("label");
-    label.append(radio, ` label ${l.value}: ${l.method || ""}, ${l.steps || 0} steps`);
+    label.append(radio, ` label ${l.value}: ${l.method || ""}, ${count(l.steps || 0, "step")}`);
     return label;
   }));
   $("newLabel").disabled = !state.sid;
@@ -172,7 +250,6 @@ async function newLabel() {
   state.labels.push({ sid: data.id, value: Math.max(...state.labels.map((l) => l.value)) + 1 });
   state.sid = data.id;
   state.corner = null;
-  status(`Label ${state.labels[state.labels.length - 1].value}: draw its ROI (2 corners) or click.`);
   return data;
 }
 
@@ -185,6 +262,8 @@ async function switchLabel(sid) {
 
 async function removeLabel() {
   const gone = state.sid;
+  const value = state.labels.find((l) => l.sid === gone).value;
+  if (!window.confirm(`Remove label ${value} and its clicks? Undo cannot bring a removed label back.`)) return state.session;
   await api(`/api/sessions/${gone}`, { method: "DELETE" });
   state.labels = state.labels.filter((l) => l.sid !== gone);
   return switchLabel(state.labels[0].sid);
@@ -233,6 +312,7 @@ function prepareDrawing() {
   state.rasLut = [0, 1, 2].map((a) => Int32Array.from({ length: dims[a + 1] },
     (_, c) => (inflip[a] ? dims[a + 1] - 1 - c : c) * instride[a]));
   state.lutSet = false;
+  state.base = null;
 }
 
 function drawColormap(legend) {
@@ -247,7 +327,7 @@ function drawColormap(legend) {
 
 function ensureColormap() {
   if (state.lutSet) return;
-  nv.setDrawColormap(drawColormap(state.legend));
+  nv.setDrawColormap(drawColormap([...state.legend, ...INPUT_LEGEND]));
   nv.setDrawOpacity(0.8);
   state.lutSet = true;
 }
@@ -287,20 +367,182 @@ async function refreshOverlays() {
     state.overlays.push(prob ? "probability" : "mask", "mask outline", ...(advice ? ["advice"] : []));
   }
   await paintOtherLabels();
+  state.base = nv.drawBitmap.slice(); // the overlays without the input markers
+  paintInput();
   state.phases.paint = performance.now();
   nv.refreshDrawing(true);
   nv.gl.finish(); // the overlay is on screen when the GL work is done, not when it is queued
 }
 
-async function run(action, t0) {
+// The user's input, drawn in the same drawing layer over the overlays (so it shows in
+// every plane it crosses, as voxels of the image): the ROI box as dashed faces with solid
+// edges, a first ROI corner, and each click with its own colour and shape (foreground a
+// ball, background a hollow cube, edge point a 3D cross), also clicks still queued.
+const INPUT_LEGEND = [
+  { label: 20, rgba: [210, 210, 210, 200], name: "ROI box" },
+  { label: 21, rgba: [255, 255, 255, 255], name: "ROI corner" },
+  { label: 22, rgba: [0, 255, 255, 255], name: "foreground click" },
+  { label: 23, rgba: [255, 0, 255, 255], name: "background click" },
+  { label: 24, rgba: [255, 255, 255, 255], name: "edge click" },
+];
+const MARK = { roi: 20, corner: 21, foreground: 22, background: 23, edge: 24 };
+
+function mmToVoxel(mm) {
+  // RAS mm -> the nearest voxel (i, j, k) of the server's image, as the server rounds it
+  const a = state.session.affine;
+  const m = [0, 1, 2].map((r) => [a[r][0], a[r][1], a[r][2]]);
+  const b = [0, 1, 2].map((r) => mm[r] - a[r][3]);
+  const det = (q) => q[0][0] * (q[1][1] * q[2][2] - q[1][2] * q[2][1])
+    - q[0][1] * (q[1][0] * q[2][2] - q[1][2] * q[2][0]) + q[0][2] * (q[1][0] * q[2][1] - q[1][1] * q[2][0]);
+  const d = det(m);
+  return [0, 1, 2].map((c) => {
+    const q = m.map((row, r) => row.map((v, k) => (k === c ? b[r] : v)));
+    return Math.floor(det(q) / d + 0.5);
+  });
+}
+
+function markerVoxels(shape, [i, j, k]) {
+  // the voxels of one marker round voxel (i, j, k)
+  const out = [];
+  const r = 2;
+  for (let dk = -r; dk <= r; dk++) for (let dj = -r; dj <= r; dj++) for (let di = -r; di <= r; di++) {
+    const n = Math.abs(di) + Math.abs(dj) + Math.abs(dk);
+    const edge = Math.max(Math.abs(di), Math.abs(dj), Math.abs(dk));
+    const axis = n === Math.abs(di) || n === Math.abs(dj) || n === Math.abs(dk); // on one axis
+    const take = shape === "ball" ? di * di + dj * dj + dk * dk <= r * r
+      : shape === "cube" ? edge === r
+      : shape === "corner" ? edge <= 1 || axis
+      : axis && n <= r + 1;
+    if (take) out.push([i + di, j + dj, k + dk]);
+  }
+  return out;
+}
+
+function paintVoxel(ijk, label) {
+  const dims = state.session.shape;
+  if (ijk.some((v, a) => v < 0 || v >= dims[a])) return;
+  nv.drawBitmap[state.rasLut[0][ijk[0]] + state.rasLut[1][ijk[1]] + state.rasLut[2][ijk[2]]] = label;
+}
+
+function paintRoi(roi) {
+  // the box's faces dashed (every other voxel: a dashed outline in any slice through it),
+  // its edges solid, its 8 corners as crosses
+  const [lo, hi] = [roi[0], roi[1].map((v) => v - 1)];
+  const on = (v, a) => v === lo[a] || v === hi[a];
+  for (let k = lo[2]; k <= hi[2]; k++) for (let j = lo[1]; j <= hi[1]; j++) {
+    const sides = on(j, 1) + on(k, 2);
+    // inside the box only the two i faces are drawn
+    const row = sides ? Array.from({ length: hi[0] - lo[0] + 1 }, (_, n) => lo[0] + n) : [lo[0], hi[0]];
+    for (const i of row) {
+      const faces = sides + on(i, 0);
+      if (faces >= 2 || (faces === 1 && (i + j + k) % 2 === 0)) paintVoxel([i, j, k], MARK.roi);
+    }
+  }
+  for (const i of [lo[0], hi[0]]) for (const j of [lo[1], hi[1]]) for (const k of [lo[2], hi[2]]) {
+    for (const v of markerVoxels("corner", [i, j, k])) paintVoxel(v, MARK.corner);
+  }
+}
+
+const SHAPES = { foreground: "ball", background: "cube", edge: "cross" };
+
+function inputClicks() {
+  // every click to draw: the server's (steps and queued there), those in flight, those queued here
+  const data = state.session;
+  const local = [...(state.sending || []), ...state.queue.filter((e) => e.clicks && e.sid === state.sid).flatMap((e) => e.clicks)];
+  return [...(data.clicks || []), ...local.map((c) => ({ kind: c.kind, ijk: mmToVoxel(c.xyz_mm) }))];
+}
+
+function paintInput() {
+  if (!state.session || !state.rasLut) return;
+  if (state.session.roi) paintRoi(state.session.roi);
+  if (state.corner) for (const v of markerVoxels("corner", mmToVoxel(state.corner))) paintVoxel(v, MARK.corner);
+  for (const c of inputClicks()) {
+    const label = MARK[c.kind];
+    if (label) for (const v of markerVoxels(SHAPES[c.kind], c.ijk)) paintVoxel(v, label);
+  }
+}
+
+function drawInput() {
+  // redraw the input markers over the last overlays (no request)
+  if (!state.loaded || !nv.drawBitmap) return;
+  ensureColormap();
+  if (state.base && state.base.length === nv.drawBitmap.length) nv.drawBitmap.set(state.base);
+  else nv.drawBitmap.fill(0);
+  paintInput();
+  nv.refreshDrawing(true);
+}
+
+// Every change goes through one queue, so nothing done while a step runs is lost: clicks
+// given meanwhile go together as the next step (one request), other actions (buttons,
+// keys, the ROI) run after them in the order given. `say` gives the status line after it.
+function run(action, t0, say) {
+  return new Promise((resolve) => {
+    state.queue.push({ action, t0, say, resolve });
+    showBusy();
+    pump();
+  });
+}
+
+function queueClicks(clicks, t0) {
+  // clicks for the edited session; consecutive ones are sent as one batched step
+  return new Promise((resolve) => {
+    state.queue.push({ clicks, sid: state.sid, t0, resolve });
+    showBusy();
+    drawInput();
+    pump();
+  });
+}
+
+function nextEntry() {
+  const entry = state.queue.shift();
+  if (!entry.clicks) return entry;
+  const clicks = [...entry.clicks];
+  const done = [entry.resolve];
+  while (state.queue.length && state.queue[0].clicks && state.queue[0].sid === entry.sid) {
+    const more = state.queue.shift();
+    clicks.push(...more.clicks);
+    done.push(more.resolve);
+  }
+  const action = () => api(`/api/sessions/${entry.sid}/clicks`, { method: "POST", json: { clicks, step: true } });
+  const batch = clicks.length > 1 ? ` (${clicks.length} clicks in one step)` : "";
+  const say = (data) => `step ${data.steps}${batch}: ${summary(data)}`;
+  return { action, t0: entry.t0, say, resolve: () => done.forEach((r) => r()), sent: clicks };
+}
+
+async function pump() {
   if (state.busy) return;
   state.busy = true;
+  try {
+    while (state.queue.length) {
+      const entry = nextEntry();
+      state.sending = entry.sent || [];
+      showBusy();
+      await execute(entry);
+      state.sending = [];
+      entry.resolve();
+    }
+  } finally {
+    state.busy = false;
+    showBusy();
+  }
+}
+
+async function execute({ action, t0, say }) {
   showError(null);
   try {
     const data = await action();
     state.phases = { request: performance.now() };
+    if (data.id !== state.sid) { // clicks queued for a label that is no longer the edited one
+      const label = state.labels.find((l) => l.sid === data.id);
+      if (label) Object.assign(label, { method: data.method, steps: data.steps });
+      renderLabels();
+      await refreshOverlays(); // its outline
+      status(`Label ${label ? label.value : "?"} got its queued clicks: ${summary(data)}`);
+      return;
+    }
     update(data);
     await refreshOverlays();
+    let line = say ? say(data) : summary(data);
     if (t0 !== undefined && data.last) {
       const end = performance.now();
       const ms = end - t0;
@@ -309,14 +551,14 @@ async function run(action, t0) {
       // where the time went: server request, overlay fetch, painting the box, GL upload + draw
       state.lastPhasesMs = { request: p.request - t0, overlay: (p.overlay || p.request) - p.request,
         paint: p.paint - (p.overlay || p.request), draw: end - p.paint };
-      status(`step ${data.last.step}: click-to-overlay ${ms.toFixed(0)} ms ` +
-        `(server step ${data.last.total_ms.toFixed(0)} ms, method ${data.last.method_ms.toFixed(0)} ms), ` +
-        `${data.last.mask_voxels} voxels in the mask`);
+      line += ` Click-to-overlay ${ms.toFixed(0)} ms (server step ${data.last.total_ms.toFixed(0)} ms, ` +
+        `method ${data.last.method_ms.toFixed(0)} ms).`;
     }
+    status(line);
   } catch (err) {
     showError(err);
-  } finally {
-    state.busy = false;
+    status(`Not done: ${err.message || err}. ${summary(state.session)}`);
+    drawInput();
   }
 }
 
@@ -358,6 +600,8 @@ async function pickProposal(index) {
   ensureColormap();
   nv.drawBitmap.fill(0);
   paintBox(bytes, reply.headers.get("X-Mecca-Box"));
+  state.base = nv.drawBitmap.slice();
+  paintInput(); // the ROI and the clicks stay drawn over the preview
   nv.refreshDrawing(true);
   state.picked = index;
   state.overlays = ["proposal " + (index + 1)];
@@ -368,7 +612,16 @@ async function pickProposal(index) {
 function setView() {
   const types = { multiplanar: nv.sliceTypeMultiplanar, axial: nv.sliceTypeAxial,
     coronal: nv.sliceTypeCoronal, sagittal: nv.sliceTypeSagittal };
-  nv.setSliceType(types[$("view").value]);
+  const view = $("view").value;
+  if (view !== "multiplanar") state.singleView = view;
+  $("toggleView").textContent = view === "multiplanar" ? `One view (${state.singleView || "axial"})` : "3 planes + 3D";
+  nv.setSliceType(types[view]);
+}
+
+function toggleView() {
+  // three planes and 3D <-> the last single plane chosen
+  $("view").value = $("view").value === "multiplanar" ? state.singleView || "axial" : "multiplanar";
+  setView();
 }
 
 function clickMM(event) {
@@ -379,33 +632,74 @@ function clickMM(event) {
   return Array.from(nv.frac2mm(frac, 0, true)).slice(0, 3);
 }
 
-async function onCanvasClick(mm, t0) {
-  if (!state.sid || mode() === "look" || mm === null) return;
+function refusedClick(kind, mm) {
+  // why the server would refuse this click (so that a batch is not refused for it), or null
+  const data = state.session;
+  if (!data.accepts.includes(kind)) return `${data.method} takes no ${kind} clicks (it takes ${data.accepts.join(", ")})`;
+  const ijk = mmToVoxel(mm);
+  if (ijk.some((v, a) => v < 0 || v >= data.shape[a])) return "the click is outside the image";
+  if (data.roi && ijk.some((v, a) => v < data.roi[0][a] || v >= data.roi[1][a])) return "the click is outside the ROI box";
+  return null;
+}
+
+function onCanvasClick(mm, t0) {
+  if (!state.sid || !state.loaded || mode() === "look" || mm === null) return;
   if (mode() === "roi") {
     if (!state.corner) {
       state.corner = mm;
+      drawInput();
       status("First ROI corner set; click the opposite corner.");
       return;
     }
     const corners = [state.corner, mm];
     state.corner = null;
-    await run(() => api(`/api/sessions/${state.sid}/roi`, { method: "PUT", json: { corners_mm: corners } }));
-    status("ROI set. Now click (choose a click mode).");
+    const had = state.session.steps;
+    run(() => api(`/api/sessions/${state.sid}/roi`, { method: "PUT", json: { corners_mm: corners } }), undefined,
+      (data) => `ROI set${had ? ` (${count(had, "earlier step")}: Undo brings them back)` : ""}. Now click (choose a click mode). ${summary(data)}`);
     return;
   }
-  const click = { kind: mode(), xyz_mm: mm };
-  await run(() => api(`/api/sessions/${state.sid}/clicks`, { method: "POST", json: { clicks: [click], step: true } }), t0);
+  if (mode() === "remove") return removeClickAt(mm);
+  const kind = mode();
+  const why = refusedClick(kind, mm);
+  if (why) {
+    status(`Click not sent: ${why}. ${summary(state.session)}`);
+    return;
+  }
+  queueClicks([{ kind, xyz_mm: mm }], t0);
+}
+
+function removeClickAt(mm) {
+  // "Remove click" mode: the click whose marker is under the pointer (within its 2-voxel
+  // radius) goes; the server replays the others, and undo puts it back
+  const at = mmToVoxel(mm);
+  let best = null;
+  state.session.clicks.forEach((c, index) => {
+    const d = Math.hypot(...c.ijk.map((v, a) => v - at[a]));
+    if (d <= 2.5 && (!best || d < best.d)) best = { d, index, click: c };
+  });
+  if (!best) {
+    status(`No click marker there (switch the mode to add clicks). ${summary(state.session)}`);
+    return;
+  }
+  const { index, click } = best;
+  run(() => api(`/api/sessions/${state.sid}/clicks/remove`, { method: "POST", json: { index } }), undefined,
+    (data) => `Removed the ${click.kind} click at voxel ${click.ijk.join(", ")}` +
+      `${data.can_undo ? " (Undo puts it back)" : ""}. ${summary(data)}`);
 }
 
 const MAX_STROKE_POINTS = 400;
 
-async function sendStroke(points, t0) {
+function sendStroke(points, t0) {
   // a scribble: its points (>= 0.5 mm apart) as fg or bg clicks, one refinement step
-  if (!state.sid || !points.length) return;
+  if (!state.sid || !state.loaded || !points.length) return;
   const kind = mode() === "scribble_bg" ? "background" : "foreground";
   const every = Math.ceil(points.length / MAX_STROKE_POINTS);
-  const clicks = points.filter((_, n) => n % every === 0).map((mm) => ({ kind, xyz_mm: mm }));
-  await run(() => api(`/api/sessions/${state.sid}/clicks`, { method: "POST", json: { clicks, step: true } }), t0);
+  const kept = points.filter((_, n) => n % every === 0).filter((mm) => !refusedClick(kind, mm));
+  if (!kept.length) {
+    status(`Scribble not sent: ${refusedClick(kind, points[0])}. ${summary(state.session)}`);
+    return;
+  }
+  queueClicks(kept.map((mm) => ({ kind, xyz_mm: mm })), t0);
 }
 
 function wireCanvas() {
@@ -429,7 +723,7 @@ function wireCanvas() {
       const points = stroke;
       stroke = null;
       down = null;
-      sendStroke(points, performance.now()).catch(showError);
+      sendStroke(points, performance.now());
       return;
     }
     if (!down || e.button !== 0) return;
@@ -441,7 +735,21 @@ function wireCanvas() {
   });
 }
 
+function blockUntilLoaded() {
+  // no input reaches the viewer before its image is drawn (NiiVue's own handlers fail
+  // on a half-loaded volume): stopped on the way down, before the canvas sees it
+  for (const type of ["pointerdown", "pointerup", "mousedown", "mouseup", "click", "dblclick",
+    "wheel", "touchstart", "touchend", "contextmenu"]) {
+    $("main").addEventListener(type, (e) => {
+      if (state.loaded) return;
+      e.stopPropagation();
+      e.preventDefault();
+    }, { capture: true, passive: false });
+  }
+}
+
 async function main() {
+  blockUntilLoaded();
   await nv.attachTo("gl");
   wireCanvas();
   $("files").addEventListener("click", async (e) => {
@@ -449,35 +757,74 @@ async function main() {
     if (!li) return;
     try {
       if (li.dataset.folder === "true") return await listFiles(li.dataset.path);
-      showError(null);
-      status("Opening...");
-      await openSession(await api("/api/sessions", { method: "POST",
-        json: { root: Number($("root").value), path: li.dataset.path, method: $("method").value } }));
-    } catch (err) { showError(err); }
+    } catch (err) { return showError(err); }
+    await opening(li.dataset.path, () => api("/api/sessions", { method: "POST",
+      json: { root: Number($("root").value), path: li.dataset.path, method: $("method").value } }));
   });
   $("root").addEventListener("change", () => listFiles("").catch(showError));
   $("upload").addEventListener("change", async () => {
     const file = $("upload").files[0];
     if (!file) return;
-    try {
-      status("Uploading...");
-      const url = `/api/sessions/upload?filename=${encodeURIComponent(file.name)}&method=${$("method").value}`;
-      // the server takes uploads only as octet-stream (or gzip/zip), never text/plain
-      const headers = { "Content-Type": "application/octet-stream" };
-      await openSession(await api(url, { method: "POST", body: file, headers }));
-    } catch (err) { showError(err); }
+    const url = `/api/sessions/upload?filename=${encodeURIComponent(file.name)}&method=${$("method").value}`;
+    // the server takes uploads only as octet-stream (or gzip/zip), never text/plain
+    const headers = { "Content-Type": "application/octet-stream" };
+    await opening(`the upload ${file.name}`, () => api(url, { method: "POST", body: file, headers }));
   });
-  $("method").addEventListener("change", async () => {
-    if (!state.sid) return;
-    await run(() => api(`/api/sessions/${state.sid}/method`, { method: "PUT", json: { method: $("method").value } }));
+  $("method").addEventListener("change", () => {
+    if (!state.sid || !state.session) return;
+    const name = $("method").value;
+    const was = state.session;
+    if (was.steps && !was.can_undo_replace && !window.confirm(`Switch to ${name}? This label's ` +
+        "accepted proposal cannot be rerun by another method, and undo cannot bring it back.")) {
+      $("method").value = was.method;
+      return;
+    }
+    let before = null;
+    run(() => {
+      before = state.session;
+      return api(`/api/sessions/${state.sid}/method`, { method: "PUT", json: { method: name } });
+    }, undefined, (data) => {
+      const left = before.clicks.length - data.clicks.length;
+      const kept = data.clicks.length ? `${count(data.clicks.length, "click")} rerun as one step` : "no clicks to rerun";
+      const out = left ? `; ${count(left, "click")} it does not take left out` : "";
+      const undo = data.can_undo ? ` (Undo: back to ${before.method})` : "";
+      return `Method ${data.method}: ${kept}${out}${undo}. ${summary(data)}`;
+    });
   });
+  const said = {
+    undo: (data, was) => data.method !== was.method || data.steps > was.steps
+      ? `Undone: back to ${data.method} with ${count(data.steps, "step")}. ${summary(data)}`
+      : `Undone step ${was.steps}. ${summary(data)}`,
+    redo: (data, was) => `Redone${data.method !== was.method ? ` (${data.method})` : ""}. ${summary(data)}`,
+    reset: (data, was) => `Reset: no clicks${data.roi ? ", the ROI stays" : ""}` +
+      `${data.can_undo && was.steps ? `; Undo brings ${count(was.steps, "step")} back` : ""}. ${summary(data)}`,
+  };
   for (const name of ["undo", "redo", "reset"]) {
-    $(name).addEventListener("click", () => run(() => api(`/api/sessions/${state.sid}/${name}`, { method: "POST" })));
+    $(name).addEventListener("click", () => {
+      if (name === "reset" && !state.session.can_undo_replace && state.session.steps && !window.confirm(
+        "Reset this label? It holds an accepted proposal, so undo cannot bring its steps back.")) return;
+      let was = null;
+      run(() => {
+        was = state.session;
+        return api(`/api/sessions/${state.sid}/${name}`, { method: "POST" });
+      }, undefined, (data) => said[name](data, was));
+    });
   }
+  $("toggleView").addEventListener("click", toggleView);
+  $("sessions").addEventListener("click", (e) => {
+    const li = e.target.closest("li");
+    if (li && li.dataset.sid !== state.sid) resume(li.dataset.sid, li.textContent.split(" \u00b7 ")[0]);
+  });
+  $("refreshSessions").addEventListener("click", () => listSessions().catch(showError));
   $("propose").addEventListener("click", () => propose().catch(showError));
-  $("newLabel").addEventListener("click", () => run(newLabel));
-  $("removeLabel").addEventListener("click", () => run(removeLabel));
-  $("labels").addEventListener("change", (e) => run(() => switchLabel(e.target.value)));
+  const editing = (data) => {
+    const label = state.labels.find((l) => l.sid === data.id);
+    return `Editing label ${label ? label.value : "?"}: ${summary(data)}`;
+  };
+  $("newLabel").addEventListener("click", () => run(newLabel, undefined,
+    (data) => `${editing(data)} Draw its ROI (2 corners) or click.`));
+  $("removeLabel").addEventListener("click", () => run(removeLabel, undefined, editing));
+  $("labels").addEventListener("change", (e) => run(() => switchLabel(e.target.value), undefined, editing));
   $("exportLabels").addEventListener("click", () => exportLabels().catch(showError));
   $("proposals").addEventListener("click", (e) => {
     const img = e.target.closest("img");
@@ -500,17 +847,19 @@ async function main() {
     } catch (err) { showError(err); }
   });
   document.addEventListener("keydown", (e) => {
-    // shortcuts, ignored while typing in a field: modes r/f/b/e/s/x/l, undo z, redo y, advice a
+    // shortcuts, ignored while typing in a field: modes r/f/b/e/s/x/d/l, undo z, redo y, advice a
     if (e.target.closest("input:not([type=radio]):not([type=checkbox]), select, textarea") || e.ctrlKey || e.metaKey || e.altKey) return;
     const modes = { r: "roi", f: "foreground", b: "background", e: "edge", s: "scribble_fg",
-      x: "scribble_bg", l: "look" };
+      x: "scribble_bg", d: "remove", l: "look" };
     const radio = modes[e.key] && document.querySelector(`input[name=mode][value=${modes[e.key]}]`);
     if (radio) radio.checked = true;
     else if (e.key === "z" && !$("undo").disabled) $("undo").click();
     else if (e.key === "y" && !$("redo").disabled) $("redo").click();
     else if (e.key === "a") { $("showAdvice").checked = !$("showAdvice").checked; refreshOverlays().catch(showError); }
   });
+  setView();
   await loadInfo();
+  await listSessions().catch(showError); // the page works without the list
   state.ready = true;
 }
 
