@@ -10,9 +10,11 @@ import subprocess
 import sys
 
 CODE = """
-import importlib, pkgutil, sys
+import importlib, importlib.util, pkgutil, sys
 import mecca
 names = [m.name for m in pkgutil.walk_packages(mecca.__path__, "mecca.")]
+if importlib.util.find_spec("napari") is None:  # the plugin needs the napari extra
+    names = [n for n in names if not n.startswith("mecca.napari_plugin")]
 for name in names:
     for key in [k for k in sys.modules if k == "mecca" or k.startswith("mecca.")]:
         del sys.modules[key]

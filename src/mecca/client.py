@@ -201,7 +201,7 @@ class RemoteResult:
     @property
     def advice(self) -> np.ndarray | None:
         """int32 (I, J, K) advice regions, or None when the method gives none."""
-        if self.summary.get("advice") is None:
+        if not self.summary.get("advice"):  # the server sends [] when there are none
             return None
         return np.asarray(self._array("advice"), dtype=np.int32)
 

@@ -1,0 +1,254 @@
+"""What the widget drives: a local :class:`mecca.Session` or a
+:class:`mecca.client.RemoteSession`, behind one small interface that returns a
+:class:`View` (plain arrays) for the widget to show. No napari or Qt here: the widget runs
+these calls on a worker thread and only touches layers with the View, on Qt's thread.
+
+The local backend imports torch (through the session) when it is made; the remote one
+loads only numpy, nibabel and the standard library, so a laptop without torch can drive a
+``mecca serve`` elsewhere.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from mecca.client import RemoteSession, Server
+from mecca.napari_plugin.geometry import Corners
+
+ClickPair = tuple[str, tuple[int, ...]]
+"""A click as the plugin passes it: ``(kind, (i, j, k))``."""
+
+
+@dataclass(frozen=True)
+class MethodChoice:
+    """A method the picker offers and the model it runs (None: no trained model)."""
+
+    name: str
+    model: str | None
+
+    @property
+    def label(self) -> str:
+        """What the widget says runs."""
+        return f"model: {self.model}" if self.model else "no trained model (works on the image)"
+
+
+@dataclass(frozen=True)
+class View:
+    """The session as the layers show it, on the image's (I, J, K) grid.
+
+    Attributes:
+        mask: uint8 mask, or None before the first step.
+        prob: float32 foreground probability, or None.
+        advice: int32 advice regions (1 = least confident), or None (none, or no step).
+        roi: the ROI ``(start, stop)``, or None until the first step defines it.
+        clicks: the clicks of every step so far, then those queued, as (kind, (i, j, k)).
+        steps: steps run (and not undone); can_undo / can_redo: what the buttons may do.
+        seconds: the method's time for the last step, or None.
+    """
+
+    mask: np.ndarray | None
+    prob: np.ndarray | None
+    advice: np.ndarray | None
+    roi: Corners | None
+    clicks: tuple[ClickPair, ...]
+    steps: int
+    can_undo: bool
+    can_redo: bool
+    seconds: float | None
+
+
+class Backend(Protocol):
+    """One session, local or remote, as the widget uses it (every call may block)."""
+
+    method: MethodChoice
+    accepts: frozenset[str]
+
+    def step(self, clicks: Sequence[ClickPair]) -> View: ...
+    def undo(self) -> View: ...
+    def redo(self) -> View: ...
+    def reset(self) -> View: ...
+    def set_roi(self, box: Corners) -> View: ...
+    def view(self) -> View: ...
+
+
+def _pair(click: Any) -> ClickPair:
+    """(kind, (i, j, k)) of a Click or of a remote (kind, ijk) pair."""
+    if hasattr(click, "kind"):
+        return str(click.kind.value), tuple(int(v) for v in click.position)
+    kind, position = click
+    return str(kind), tuple(int(v) for v in position)
+
+
+def local_methods() -> list[MethodChoice]:
+    """The methods ``mecca serve`` offers (the default first), each with its model."""
+    from mecca.methods import registry
+
+    return [MethodChoice(n, registry.model_for(n)) for n in registry.served()]
+
+
+def remote_methods(url: str) -> list[MethodChoice]:
+    """The methods a server offers, each with the model it runs there."""
+    info = Server(url).info()
+    return [MethodChoice(str(m["name"]), m.get("model")) for m in info["methods"]]
+
+
+class LocalBackend:
+    """A :class:`mecca.Session` in this process on the layer's array.
+
+    Args:
+        array: the image layer's data, (I, J, K).
+        scale, translate: the layer's, taken as the voxel size and the centre of voxel 0
+            (mm), so the ROI margin around the first clicks is in the right units.
+        method: which registry method to run (built with its default model).
+    """
+
+    def __init__(
+        self,
+        array: np.ndarray,
+        scale: Sequence[float],
+        translate: Sequence[float],
+        method: MethodChoice,
+    ) -> None:
+        from mecca.io import Volume
+        from mecca.methods import registry
+        from mecca.session import Session
+
+        affine = np.eye(4)
+        affine[:3, :3] = np.diag(np.asarray(scale, dtype=np.float64)[-3:])
+        affine[:3, 3] = np.asarray(translate, dtype=np.float64)[-3:]
+        volume = Volume(np.asarray(array, dtype=np.float32), affine)
+        built = registry.build(method.name)
+        self.session = Session(volume, method=built)
+        self.method = method
+        self.accepts = frozenset(k.value for k in built.accepts)
+
+    def step(self, clicks: Sequence[ClickPair]) -> View:
+        """Queue the clicks and run a step (a failed step leaves nothing queued)."""
+        self.session.add_clicks(clicks)
+        try:
+            self.session.step()
+        except Exception:
+            self.session.clear_pending()
+            raise
+        return self.view()
+
+    def undo(self) -> View:
+        """Undo the last step."""
+        self.session.undo()
+        return self.view()
+
+    def redo(self) -> View:
+        """Redo the last undone step."""
+        self.session.redo()
+        return self.view()
+
+    def reset(self) -> View:
+        """No clicks, no result; a drawn ROI stays, one from clicks goes."""
+        self.session.reset()
+        return self.view()
+
+    def set_roi(self, box: Corners) -> View:
+        """Segment inside ``box`` from now on (resets the session)."""
+        from mecca.data.roi import Box
+
+        self.session.set_roi(Box(*box))
+        return self.view()
+
+    def view(self) -> View:
+        """The session's state as arrays on the image grid."""
+        s, result = self.session, self.session.result
+        roi = None if s.roi is None else (s.roi.start, s.roi.stop)
+        clicks = tuple(_pair(c) for step in s.history for c in step) + tuple(
+            _pair(c) for c in s.pending
+        )
+        return View(
+            mask=None if result is None else result.mask,
+            prob=None if result is None else result.prob,
+            advice=None if result is None else result.advice,
+            roi=roi,
+            clicks=clicks,
+            steps=s.n_steps,
+            can_undo=s.can_undo,
+            can_redo=s.can_redo,
+            seconds=None if result is None else result.seconds,
+        )
+
+
+class RemoteBackend:
+    """A session of a ``mecca serve`` at ``url``: the layer's array is uploaded once (as
+    NIfTI with the layer's scale and translate), and the method runs there."""
+
+    def __init__(
+        self,
+        array: np.ndarray,
+        scale: Sequence[float],
+        translate: Sequence[float],
+        method: MethodChoice,
+        url: str,
+    ) -> None:
+        import nibabel as nib
+
+        affine = np.eye(4)
+        affine[:3, :3] = np.diag(np.asarray(scale, dtype=np.float64)[-3:])
+        affine[:3, 3] = np.asarray(translate, dtype=np.float64)[-3:]
+        image = nib.Nifti1Image(np.asarray(array, dtype=np.float32), affine)
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "napari_image.nii.gz"
+            nib.save(image, path)
+            self.session = RemoteSession.upload(path, method=method.name, url=url)
+        self.method = method
+        accepts = [m for m in Server(url).info()["methods"] if m["name"] == method.name]
+        self.accepts = frozenset(accepts[0]["accepts"] if accepts else ("foreground",))
+
+    def step(self, clicks: Sequence[ClickPair]) -> View:
+        """Queue the clicks and run a step on the server."""
+        if clicks:
+            self.session.add_clicks(clicks)
+        self.session.step()
+        return self.view()
+
+    def undo(self) -> View:
+        """Undo the last step."""
+        self.session.undo()
+        return self.view()
+
+    def redo(self) -> View:
+        """Redo the last undone step."""
+        self.session.redo()
+        return self.view()
+
+    def reset(self) -> View:
+        """No clicks, no result."""
+        self.session.reset()
+        return self.view()
+
+    def set_roi(self, box: Corners) -> View:
+        """Segment inside ``box`` from now on (resets the session's clicks)."""
+        self.session.set_roi(*box)
+        return self.view()
+
+    def view(self) -> View:
+        """The session's state, the arrays fetched from the server."""
+        s, result = self.session, self.session.result
+        roi = None if s.roi is None else (tuple(s.roi[0]), tuple(s.roi[1]))
+        advice = None if result is None else result.advice
+        clicks = tuple(_pair(c) for step in s.history for c in step) + tuple(
+            _pair(c) for c in s.pending
+        )
+        return View(
+            mask=None if result is None else result.mask,
+            prob=None if result is None else result.prob,
+            advice=advice,
+            roi=roi,  # type: ignore[arg-type]
+            clicks=clicks,
+            steps=s.n_steps,
+            can_undo=s.can_undo,
+            can_redo=s.can_redo,
+            seconds=None if result is None else result.seconds,
+        )

@@ -1,0 +1,541 @@
+"""The MECCA dock widget for napari: clicks in a points layer, steps on a worker thread.
+
+Coordinates: the image layer is the (I, J, K) array as the user gave it (``mecca.io.load``
+gives it), and every layer this widget makes takes the image layer's scale and
+translate, so a row of the clicks layer's ``data`` is directly the voxel index
+``(i, j, k)`` (rounded to the nearest voxel centre, :func:`geometry.voxel_of`), and the
+mask, probability and advice arrays lie on the image's own grid.
+
+The layers it keeps (made on first use, named below):
+
+* ``MECCA clicks`` -- a points layer; a new point takes the click kind chosen in the
+  widget (foreground lime, background magenta, edge yellow). After each action the layer
+  shows the session's clicks, so undo takes the last step's points away.
+* ``MECCA ROI`` -- a shapes layer: draw a rectangle on a slice and press *ROI from
+  rectangle*; the session's ROI (drawn or derived from the clicks) is shown as one
+  rectangle per slice of the axis the view looks along.
+* ``MECCA probability`` (image, additive) and ``MECCA advice`` (labels: the regions the
+  method is least sure of, 1 = least confident), when the method gives them.
+* the chosen labels layer (or a new ``MECCA mask``): the mask is written with the chosen
+  label value over the layer's content as it was when the session started.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+from napari.layers import Image, Labels, Points, Shapes
+from napari.qt.threading import create_worker
+from qtpy.QtCore import Qt
+from qtpy.QtWidgets import (
+    QButtonGroup,
+    QComboBox,
+    QFormLayout,
+    QGridLayout,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QProgressBar,
+    QPushButton,
+    QRadioButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from mecca.errors import MeccaError
+from mecca.napari_plugin import geometry
+from mecca.napari_plugin.backend import (
+    Backend,
+    LocalBackend,
+    MethodChoice,
+    RemoteBackend,
+    View,
+    local_methods,
+    remote_methods,
+)
+
+if TYPE_CHECKING:
+    import napari
+
+CLICKS, ROI, PROB, ADVICE, MASK = (
+    "MECCA clicks",
+    "MECCA ROI",
+    "MECCA probability",
+    "MECCA advice",
+    "MECCA mask",
+)
+NEW_LABELS = f"new layer: {MASK}"
+
+
+def _message(exc: BaseException) -> str:
+    """A MECCA error with its hint, or the exception's type and text."""
+    if isinstance(exc, MeccaError):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
+
+
+class MeccaWidget(QWidget):
+    """Interactive segmentation of an image layer with a MECCA method (docs/napari.md).
+
+    Args:
+        napari_viewer: the viewer (napari passes it when it opens the dock widget).
+    """
+
+    def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:
+        super().__init__()
+        self.viewer = napari_viewer
+        self.backend: Backend | None = None
+        self._backend_key: tuple[Any, ...] | None = None
+        self._base: np.ndarray | None = None  # labels layer content the mask is painted on
+        self._base_layer: Labels | None = None
+        self._view: View | None = None
+        self._worker: Any = None
+        self._methods: list[MethodChoice] = []
+        self._build()
+        self._refresh_layers()
+        self._load_methods()
+        layers = self.viewer.layers
+        layers.events.inserted.connect(self._refresh_layers)
+        layers.events.removed.connect(self._refresh_layers)
+        self.viewer.dims.events.order.connect(self._draw_roi)
+        self.viewer.dims.events.ndisplay.connect(self._draw_roi)
+
+    # ---------------------------------------------------------------- the controls
+
+    def _build(self) -> None:
+        form = QFormLayout()
+        self.image_box = QComboBox()
+        form.addRow("Image", self.image_box)
+        self.url_edit = QLineEdit()
+        self.url_edit.setPlaceholderText("empty: run here (or http://127.0.0.1:8000)")
+        self.url_edit.editingFinished.connect(self._load_methods)
+        form.addRow("Server URL", self.url_edit)
+        self.method_box = QComboBox()
+        self.method_box.currentIndexChanged.connect(self._method_changed)
+        form.addRow("Method", self.method_box)
+        self.model_label = QLabel()
+        self.model_label.setWordWrap(True)
+        self.model_label.setAlignment(Qt.AlignmentFlag.AlignLeft)
+        form.addRow("", self.model_label)
+
+        kinds = QHBoxLayout()
+        self.kind_group = QButtonGroup(self)
+        self.kind_buttons: dict[str, QRadioButton] = {}
+        for kind in geometry.KINDS:
+            button = QRadioButton(kind)
+            colour = geometry.KIND_COLOURS[kind]
+            button.setStyleSheet(f"QRadioButton::indicator:checked {{ background: {colour}; }}")
+            self.kind_group.addButton(button)
+            self.kind_buttons[kind] = button
+            kinds.addWidget(button)
+        self.kind_buttons["foreground"].setChecked(True)
+        self.kind_group.buttonClicked.connect(lambda _: self._kind_changed())
+        form.addRow("Click", kinds)
+
+        self.labels_box = QComboBox()
+        form.addRow("Labels layer", self.labels_box)
+        self.value_spin = QSpinBox()
+        self.value_spin.setRange(1, 65535)
+        self.value_spin.setValue(1)
+        self.value_spin.valueChanged.connect(lambda _: self._write_mask())
+        form.addRow("Label value", self.value_spin)
+
+        buttons = QGridLayout()
+        self.roi_button = QPushButton("ROI from rectangle")
+        self.step_button = QPushButton("Step")
+        self.undo_button = QPushButton("Undo")
+        self.redo_button = QPushButton("Redo")
+        self.reset_button = QPushButton("Reset")
+        self.next_button = QPushButton("Next object")
+        self.next_button.setToolTip("keep the mask in the labels layer, start the next label")
+        self.step_button.setToolTip("send the new points and run the method once")
+        self.roi_button.setToolTip("use the last rectangle of the ROI layer (resets the session)")
+        buttons.addWidget(self.step_button, 0, 0, 1, 2)
+        buttons.addWidget(self.roi_button, 0, 2)
+        buttons.addWidget(self.undo_button, 1, 0)
+        buttons.addWidget(self.redo_button, 1, 1)
+        buttons.addWidget(self.reset_button, 1, 2)
+        buttons.addWidget(self.next_button, 2, 0, 1, 3)
+        self.step_button.clicked.connect(self.step)
+        self.undo_button.clicked.connect(self.undo)
+        self.redo_button.clicked.connect(self.redo)
+        self.reset_button.clicked.connect(self.reset)
+        self.roi_button.clicked.connect(self.roi_from_rectangle)
+        self.next_button.clicked.connect(self.next_object)
+
+        self.busy_bar = QProgressBar()
+        self.busy_bar.setRange(0, 0)  # no known length: the bar moves while busy
+        self.busy_bar.setVisible(False)
+        self.status = QLabel("Choose an image, place points, press Step.")
+        self.status.setWordWrap(True)
+
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addLayout(buttons)
+        layout.addWidget(self.busy_bar)
+        layout.addWidget(self.status)
+        layout.addStretch(1)
+        self._set_buttons()
+
+    def _refresh_layers(self, *_: Any) -> None:
+        """Offer the 3D image layers and the labels layers the viewer holds."""
+        for box, kind, extra in (
+            (self.image_box, Image, []),
+            (self.labels_box, Labels, [NEW_LABELS]),
+        ):
+            current = box.currentText()
+            names = [
+                layer.name
+                for layer in self.viewer.layers
+                if isinstance(layer, kind)
+                and layer.ndim == 3
+                and not layer.name.startswith("MECCA ")
+            ]
+            if kind is Labels and any(layer.name == MASK for layer in self.viewer.layers):
+                names.insert(0, MASK)
+                extra = []
+            box.blockSignals(True)
+            box.clear()
+            box.addItems(names + extra)
+            if current in names + extra:
+                box.setCurrentText(current)
+            box.blockSignals(False)
+
+    def _load_methods(self) -> None:
+        """The method picker: the local registry's methods, or the server's."""
+        url = self.url_edit.text().strip()
+        try:
+            self._methods = remote_methods(url) if url else local_methods()
+        except MeccaError as exc:
+            self._methods = []
+            self.status.setText(f"Cannot list the methods: {_message(exc)}")
+        except ImportError as exc:  # a torch-free install: only a server can run methods
+            self._methods = []
+            self.status.setText(f"Running here needs {exc.name}: enter a server URL.")
+        current = self.method_box.currentText()
+        self.method_box.blockSignals(True)
+        self.method_box.clear()
+        self.method_box.addItems([m.name for m in self._methods])
+        if current in [m.name for m in self._methods]:
+            self.method_box.setCurrentText(current)
+        self.method_box.blockSignals(False)
+        self._method_changed()
+
+    @property
+    def method(self) -> MethodChoice | None:
+        """The method chosen in the picker."""
+        index = self.method_box.currentIndex()
+        return self._methods[index] if 0 <= index < len(self._methods) else None
+
+    def _method_changed(self, *_: Any) -> None:
+        method = self.method
+        self.model_label.setText("" if method is None else method.label)
+
+    @property
+    def kind(self) -> str:
+        """The click kind new points take."""
+        return next(k for k, b in self.kind_buttons.items() if b.isChecked())
+
+    def set_kind(self, kind: str) -> None:
+        """Choose the kind of the next points (as the radio buttons do)."""
+        self.kind_buttons[kind].setChecked(True)
+        self._kind_changed()
+
+    def _kind_changed(self) -> None:
+        layer = self.clicks_layer()
+        layer.feature_defaults = pd.DataFrame({"kind": pd.Categorical([self.kind], geometry.KINDS)})
+        self.viewer.layers.selection.active = layer
+        layer.mode = "add"
+
+    # ---------------------------------------------------------------- the layers
+
+    @property
+    def image_layer(self) -> Image | None:
+        """The image layer chosen in the widget."""
+        name = self.image_box.currentText()
+        layer = self.viewer.layers[name] if name in self.viewer.layers else None
+        return layer if isinstance(layer, Image) else None
+
+    def _geometry(self) -> dict[str, Any]:
+        image = self.image_layer
+        if image is None:
+            return {}
+        return {"scale": image.scale, "translate": image.translate}
+
+    def clicks_layer(self) -> Points:
+        """The points layer holding the clicks (made on first use)."""
+        if CLICKS in self.viewer.layers:
+            layer = self.viewer.layers[CLICKS]
+            assert isinstance(layer, Points)
+            return layer
+        features = pd.DataFrame({"kind": pd.Categorical([], geometry.KINDS)})
+        layer = self.viewer.add_points(
+            np.empty((0, 3)),
+            ndim=3,
+            name=CLICKS,
+            features=features,
+            feature_defaults=pd.DataFrame({"kind": pd.Categorical([self.kind], geometry.KINDS)}),
+            face_color="kind",
+            face_color_cycle=dict(geometry.KIND_COLOURS),
+            border_color="black",
+            size=2.5,
+            out_of_slice_display=False,
+            **self._geometry(),
+        )
+        return layer
+
+    def roi_layer(self) -> Shapes:
+        """The shapes layer for the ROI (made on first use)."""
+        if ROI in self.viewer.layers:
+            layer = self.viewer.layers[ROI]
+            assert isinstance(layer, Shapes)
+            return layer
+        return self.viewer.add_shapes(
+            ndim=3,
+            name=ROI,
+            edge_color="yellow",
+            face_color="transparent",
+            edge_width=0.5,
+            **self._geometry(),
+        )
+
+    def labels_layer(self) -> Labels:
+        """The labels layer the mask goes to (a new ``MECCA mask`` when so chosen)."""
+        name = self.labels_box.currentText()
+        if name and name != NEW_LABELS and name in self.viewer.layers:
+            layer = self.viewer.layers[name]
+            assert isinstance(layer, Labels)
+            return layer
+        image = self.image_layer
+        assert image is not None
+        layer = self.viewer.add_labels(
+            np.zeros(image.data.shape, dtype=np.uint16), name=MASK, **self._geometry()
+        )
+        self._refresh_layers()
+        self.labels_box.setCurrentText(MASK)
+        return layer
+
+    def _placed_clicks(self) -> list[tuple[str, tuple[int, ...]]]:
+        layer = self.clicks_layer()
+        kinds = [str(k) for k in layer.features["kind"]] if len(layer.data) else []
+        return geometry.points_to_clicks(layer.data, kinds)
+
+    # ---------------------------------------------------------------- actions
+
+    @property
+    def busy(self) -> bool:
+        """Whether a step (or undo, redo, reset, ROI) is running on the worker thread."""
+        return self._worker is not None
+
+    def _key(self) -> tuple[Any, ...]:
+        image = self.image_layer
+        method = self.method
+        return (id(image), None if method is None else method.name, self.url_edit.text().strip())
+
+    def _backend_maker(self) -> Callable[[], Backend] | None:
+        """Make the backend on the worker (a learned method loads its model there), or
+        None when the current one fits the chosen image, method and server."""
+        image, method = self.image_layer, self.method
+        if image is None or method is None:
+            raise ValueError("choose an image layer and a method first")
+        if image.data.ndim != 3:
+            raise ValueError(f"the image must be 3D (I, J, K), got shape {image.data.shape}")
+        if self.backend is not None and self._backend_key == self._key():
+            return None
+        array, scale, translate = np.asarray(image.data), image.scale, image.translate
+        url = self.url_edit.text().strip()
+        if url:
+            return lambda: RemoteBackend(array, scale, translate, method, url)
+        return lambda: LocalBackend(array, scale, translate, method)
+
+    def _run(self, action: Callable[[Backend], View], what: str) -> None:
+        """Run ``action`` on the backend in a worker thread; show its View when done."""
+        if self.busy:
+            return
+        try:
+            maker = self._backend_maker()
+        except ValueError as exc:
+            self.status.setText(str(exc))
+            return
+        key = self._key()
+        current = self.backend
+
+        def work() -> tuple[Backend, View | BaseException]:
+            backend = maker() if maker is not None else current
+            assert backend is not None
+            try:  # a refused action still hands over a newly made backend
+                return backend, action(backend)
+            except Exception as exc:
+                return backend, exc
+
+        self._worker = create_worker(work, _start_thread=False, _ignore_errors=True)
+        self._worker.returned.connect(lambda out: self._done(out, key, what))
+        self._worker.errored.connect(self._failed)
+        self._worker.finished.connect(self._idle)
+        self.status.setText(f"{what}: running ...")
+        self.busy_bar.setVisible(True)
+        self._set_buttons()
+        self._worker.start()
+
+    def step(self) -> None:
+        """Send the points the session does not have yet and run one step."""
+        known = () if self._view is None or self.backend is None else self._view.clicks
+        if self._backend_key != self._key():
+            known = ()
+        try:
+            clicks = geometry.new_clicks(self._placed_clicks(), known)
+        except MeccaError as exc:
+            self.status.setText(_message(exc))
+            return
+        self._run(lambda b: b.step(clicks), "Step")
+
+    def undo(self) -> None:
+        """Undo the last step."""
+        self._run(lambda b: b.undo(), "Undo")
+
+    def redo(self) -> None:
+        """Redo the last undone step."""
+        self._run(lambda b: b.redo(), "Redo")
+
+    def reset(self) -> None:
+        """Forget the clicks and the result (a drawn ROI stays)."""
+        self._run(lambda b: b.reset(), "Reset")
+
+    def next_object(self) -> None:
+        """Keep the mask in the labels layer as it is, reset the session and take the
+        next label value: the next object is painted over the labels so far."""
+        if self.busy or self._view is None:
+            return
+        self._base, self._view = None, None  # the labels layer as it is now is the base
+        self.value_spin.setValue(self.value_spin.value() + 1)
+        self._run(lambda b: b.reset(), "Next object")
+
+    def roi_from_rectangle(self) -> None:
+        """Use the last rectangle drawn in the ROI layer as the ROI (resets the session)."""
+        image, layer = self.image_layer, self.roi_layer()
+        if image is None or not len(layer.data):
+            self.status.setText("Draw a rectangle in the MECCA ROI layer first.")
+            return
+        try:
+            box = geometry.rectangle_to_box(layer.data[-1], image.data.shape)
+        except MeccaError as exc:
+            self.status.setText(_message(exc))
+            return
+        self._run(lambda b: b.set_roi(box), "ROI")
+
+    def _done(
+        self, out: tuple[Backend, View | BaseException], key: tuple[Any, ...], what: str
+    ) -> None:
+        backend, view = out
+        if backend is not self.backend:
+            self.backend, self._backend_key = backend, key
+            self._base = None  # a new session paints on the labels layer as it is now
+            self._view = None
+            if self.kind not in backend.accepts:
+                kinds = [k for k in geometry.KINDS if k in backend.accepts]
+                if kinds:
+                    self.set_kind(kinds[0])
+            self._set_buttons()
+        if isinstance(view, BaseException):
+            self._failed(view)
+            return
+        self._show(view)
+        seconds = "" if view.seconds is None else f" ({view.seconds:.2f} s)"
+        self.status.setText(f"{what} done: {view.steps} step(s){seconds}.")
+
+    def _failed(self, exc: BaseException) -> None:
+        self.status.setText(f"Failed: {_message(exc)}")
+
+    def _idle(self) -> None:
+        self._worker = None
+        self.busy_bar.setVisible(False)
+        self._set_buttons()
+
+    def _set_buttons(self) -> None:
+        view, idle = self._view, not self.busy
+        self.step_button.setEnabled(idle)
+        self.roi_button.setEnabled(idle)
+        self.undo_button.setEnabled(idle and view is not None and view.can_undo)
+        self.redo_button.setEnabled(idle and view is not None and view.can_redo)
+        self.reset_button.setEnabled(idle and view is not None)
+        self.next_button.setEnabled(idle and view is not None and view.mask is not None)
+        if self.backend is not None:
+            for kind, button in self.kind_buttons.items():
+                button.setEnabled(kind in self.backend.accepts)
+
+    # ---------------------------------------------------------------- showing a View
+
+    def _show(self, view: View) -> None:
+        """Put a View into the layers (Qt's thread)."""
+        self._view = view
+        clicks = self.clicks_layer()
+        if view.clicks:
+            clicks.data = np.asarray([p for _, p in view.clicks], dtype=float)
+            kinds = [k for k, _ in view.clicks]
+        else:
+            clicks.data = np.empty((0, 3))
+            kinds = []
+        clicks.features = pd.DataFrame({"kind": pd.Categorical(kinds, geometry.KINDS)})
+        clicks.refresh_colors()
+        self._draw_roi()
+        self._image_result(PROB, view.prob, colormap="inferno", blending="additive")
+        self._labels_result(ADVICE, view.advice)
+        self._write_mask()
+        self._set_buttons()
+        layers = self.viewer.layers
+        layers.move(layers.index(clicks), len(layers))
+        layers.selection.active = clicks
+
+    def _draw_roi(self, *_: Any) -> None:
+        """Show the session's ROI as one rectangle per slice along the viewed axis."""
+        view = self._view
+        if view is None or (view.roi is None and ROI not in self.viewer.layers):
+            return
+        layer = self.roi_layer()
+        layer.data = []
+        if view.roi is None or self.viewer.dims.ndisplay != 2:
+            return
+        axis = self.viewer.dims.order[-3]  # the axis the 2D view looks along
+        layer.add_rectangles(geometry.box_rectangles(view.roi, axis))
+
+    def _image_result(self, name: str, data: np.ndarray | None, **kwargs: Any) -> None:
+        if data is None:
+            if name in self.viewer.layers:
+                self.viewer.layers.remove(name)
+            return
+        if name in self.viewer.layers:
+            self.viewer.layers[name].data = data
+            return
+        self.viewer.add_image(
+            data, name=name, contrast_limits=(0.0, 1.0), opacity=0.6, **kwargs, **self._geometry()
+        )
+
+    def _labels_result(self, name: str, data: np.ndarray | None) -> None:
+        if data is None:
+            if name in self.viewer.layers:
+                self.viewer.layers.remove(name)
+            return
+        if name in self.viewer.layers:
+            self.viewer.layers[name].data = data
+            return
+        layer = self.viewer.add_labels(data, name=name, opacity=0.9, **self._geometry())
+        layer.contour = 1  # outlines: the regions stay readable over the mask
+
+    def _write_mask(self) -> None:
+        """Paint the current mask with the label value over the labels layer's content
+        as it was when the session started (so undo and a new value repaint it)."""
+        if self._view is None or self.image_layer is None:
+            return
+        if self._view.mask is None and self._base is None:
+            return
+        layer = self.labels_layer()
+        if layer.data.shape != self.image_layer.data.shape:
+            self.status.setText(f"The labels layer {layer.name!r} is not of the image's shape.")
+            return
+        if self._base is None or self._base_layer is not layer:
+            self._base, self._base_layer = np.array(layer.data, copy=True), layer
+        layer.data = geometry.paint(self._base, self._view.mask, self.value_spin.value())
