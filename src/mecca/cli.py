@@ -48,6 +48,17 @@ CLI_HINTS: tuple[tuple[str, str, str], ...] = (
     ),
     (r"pass roi= or call set_roi\(\) first", "pass --roi", "give an ROI first"),
     (r"pass force=True", "pass --force", "remove it first"),
+    (r"that labels= does not name", "that --labels does not name", "that are not named"),
+    (
+        r"name every label value, or leave labels= out",
+        "name every label value in --labels, or leave --labels out",
+        "name every label value",
+    ),
+    (
+        r"pass that series' folder",
+        "pass that series' folder as --reference",
+        "pass that series' folder",
+    ),
     (
         r"give model=<pnet / unet run folder, checkpoint or bundle> or torchscript=<file>",
         "pass --model with a pnet or unet run folder, checkpoint or bundle",
@@ -298,7 +309,18 @@ def demo(
 )
 @click.option("--model", help="Bundle name or folder for a learned method.")
 @click.option("--steps", type=int, help="Steps to run (default: one per step in the file).")
-@click.option("--out", type=click.Path(path_type=Path), required=True, help="Mask to write.")
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="Mask to write (.nii.gz, .nrrd, ...; .dcm: a DICOM SEG when IMAGE is a DICOM series).",
+)
+@click.option(
+    "--label-name",
+    default="segmentation",
+    show_default=True,
+    help="Segment label of a DICOM SEG --out (.dcm).",
+)
 @click.option("--prob", "prob_out", type=click.Path(path_type=Path), help="Probability map.")
 @click.option("--advice", "advice_out", type=click.Path(path_type=Path), help="Advice JSON.")
 @click.option(
@@ -319,12 +341,14 @@ def segment(
     model: str | None,
     steps: int | None,
     out: Path,
+    label_name: str,
     prob_out: Path | None,
     advice_out: Path | None,
     grow_roi: int | None,
     force: bool,
 ) -> None:
     """Segment IMAGE from a file of clicks; the mask is written on IMAGE's own grid.
+    IMAGE may be a DICOM series folder; then --out seg.dcm writes a DICOM SEG.
 
     \b
     Example:
@@ -333,6 +357,7 @@ def segment(
         --clicks examples/clicks_phantom_fg_bg.json --out mask.nii.gz
       mecca segment phantoms/imagesTr/phantom_000.nii.gz --method mecca \\
         --clicks examples/clicks_phantom.json --out mask.nii.gz --advice advice.json
+      mecca segment ct_series/ --clicks clicks.json --out seg.dcm --label-name liver
     """
     from mecca import methods
     from mecca.io import load
@@ -356,6 +381,7 @@ def segment(
         advice_out=advice_out,
         force=force,
         grow_roi=grow_roi,
+        label_name=label_name,
     )
     click.echo(_ran_line(method, methods.model_for(method, model)))
     click.echo(
@@ -391,6 +417,75 @@ def _warn_if_label_map(volume: Volume, path: Path) -> None:
             "labelsTr/)",
             err=True,
         )
+
+
+def parse_label_names(text: str | None) -> dict[int, str] | None:
+    """``"1=liver,2=spleen"`` -> {1: "liver", 2: "spleen"}; None stays None."""
+    if text is None:
+        return None
+    names: dict[int, str] = {}
+    for item in (p.strip() for p in text.split(",")):
+        value, sep, name = item.partition("=")
+        if not sep or not value.strip().isdigit() or not name.strip():
+            raise click.BadParameter(
+                f"{item!r} is not VALUE=NAME (e.g. 1=liver,2=spleen)", param_hint="--labels"
+            )
+        names[int(value)] = name.strip()
+    return names
+
+
+@main.command()
+@click.argument("source", type=click.Path(path_type=Path))
+@click.argument("target", type=click.Path(path_type=Path))
+@click.option(
+    "--reference",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="The DICOM series folder (or multi-frame DICOM file) the labels are on.",
+)
+@click.option(
+    "--labels",
+    "labels_text",
+    help="Segment names by label value, e.g. 1=liver,2=spleen (to .dcm only; default "
+    "'label <value>' for each value present).",
+)
+@click.option("--series-uid", help="The series to use when --reference holds several.")
+@click.option("--force", is_flag=True, help="Replace an existing TARGET.")
+def convert(
+    source: Path,
+    target: Path,
+    reference: Path,
+    labels_text: str | None,
+    series_uid: str | None,
+    force: bool,
+) -> None:
+    """Convert a label map to a DICOM SEG (TARGET ends in .dcm) or a DICOM SEG to a label
+    map (TARGET .nii.gz, .nrrd, .mha, ...), on the grid of the --reference DICOM series.
+
+    \b
+    Examples:
+      mecca convert labels.nii.gz seg.dcm --reference ct_series/ --labels 1=liver,2=spleen
+      mecca convert seg.dcm labels.nii.gz --reference ct_series/
+    """
+    from mecca.dicom_seg import convert as convert_files
+    from mecca.io import file_extension
+
+    labels = parse_label_names(labels_text)
+    to_seg = file_extension(target) == ".dcm"
+    if to_seg and file_extension(source) == ".dcm":
+        raise click.UsageError(
+            "SOURCE and TARGET both end in .dcm: one must be a label map (.nii.gz, .nrrd, ...)"
+        )
+    if not to_seg and labels is not None:
+        raise click.UsageError("--labels names the segments of a .dcm TARGET only")
+    if not source.exists():
+        raise InputError("not found", path=source, hint="check SOURCE")
+    names = convert_files(
+        source, target, reference, labels=labels, series_uid=series_uid, force=force
+    )
+    kind = "DICOM SEG" if to_seg else "label map"
+    shown = ", ".join(f"{n}={name}" for n, name in sorted(names.items()))
+    click.echo(f"wrote {target} ({kind}; segments {shown})")
 
 
 @main.command()

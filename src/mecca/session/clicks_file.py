@@ -22,9 +22,10 @@ is an example)::
 * The ROI: ``--roi i0,j0,k0,i1,j1,k1`` (voxels, start inclusive, stop exclusive), or by
   default ``--roi-from-clicks``: the first step's clicks' box plus 20 mm.
 
-Outputs are on the input image's own grid and header: the mask (uint8, p > 0.5), and
-optionally the probability (float32) and the advice regions of the last step as JSON
-(per region: voxel count, voxel box, centre in voxels and in RAS mm).
+Outputs are on the input image's own grid and header: the mask (uint8, p > 0.5; a
+``.dcm`` output is a DICOM SEG of one segment referencing the input DICOM series, see
+:mod:`mecca.dicom_seg`), and optionally the probability (float32) and the advice regions
+of the last step as JSON (per region: voxel count, voxel box, centre in voxels and in RAS mm).
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ from mecca.data.roi import Box
 from mecca.errors import InputError, OverwriteError
 from mecca.interaction.clicks import InteractionKind
 from mecca.interface import InteractiveMethod
-from mecca.io import Volume, atomic_write, load, save_mask, save_volume
+from mecca.io import Volume, atomic_write, file_extension, load, save_mask, save_volume
 from mecca.session.session import Session, SessionResult
 
 CLICKS_FORMAT = "mecca.clicks"
@@ -176,10 +177,13 @@ def segment(
     advice_out: str | Path | None = None,
     force: bool = False,
     grow_roi: int | None = None,
+    label_name: str = "segmentation",
 ) -> SessionResult:
     """Run the clicks through a :class:`~mecca.session.Session`; write the outputs.
     ``image``: a path, or a Volume already read (e.g. one channel of a 4D file).
     ``grow_roi``: how many times a step may grow the ROI (:class:`Session`; None: automatic).
+    ``out`` ending in ``.dcm``: a DICOM SEG (one segment named ``label_name``) referencing
+    the image, which must then be a DICOM series.
 
     Every output path is checked before any work, and every click before the first step,
     so a bad input fails fast and writes nothing.
@@ -194,6 +198,9 @@ def segment(
     if n_steps < 1:
         raise InputError(f"--steps must be >= 1, got {n_steps}")
     volume = image if isinstance(image, Volume) else load(image)
+    as_seg = file_extension(out_path) == ".dcm"
+    if as_seg:
+        check_dicom_source(volume)
     session = Session(volume, roi, method=method, rng=0, grow_roi=grow_roi)
     per_step = [_grid_clicks(session, step, clicks.space) for step in clicks.steps]
     result: SessionResult | None = None
@@ -202,13 +209,31 @@ def segment(
             session.add_clicks(per_step[t])
         result = session.step()
     assert result is not None
-    save_mask(result.mask, volume, out_path, force=force)
+    if as_seg:
+        from mecca.dicom_seg import write_dicom_seg  # highdicom: only when asked for
+
+        write_dicom_seg(result.mask, volume, out_path, labels={1: label_name}, force=force)
+    else:
+        save_mask(result.mask, volume, out_path, force=force)
     if prob_path is not None:
         save_volume(replace(volume, array=result.prob), prob_path, force=force)
     if advice_path is not None:
         text = json.dumps({"step": result.step, "regions": advice_summary(result, volume)})
         atomic_write(advice_path, lambda tmp: tmp.write_text(text + "\n", encoding="utf-8"))
     return result
+
+
+def check_dicom_source(volume: Volume) -> None:
+    """Refuse a DICOM SEG output (``--out *.dcm``) for an image not read from a DICOM
+    series: the SEG references the source series' slices, which only a series has."""
+    fmt = volume.meta.get("format", "an array")
+    if fmt != "dicom" or volume.path is None:
+        raise InputError(
+            f"--out ends in .dcm (a DICOM SEG), but the image ({fmt}) is not a DICOM series",
+            hint="a DICOM SEG references the series the mask was made on: give that series' "
+            "folder as the image, or write the mask as .nii.gz (mecca convert makes a SEG "
+            "from it later with --reference SERIES)",
+        )
 
 
 def _grid_clicks(
