@@ -5,6 +5,7 @@ import json
 from dataclasses import replace
 
 import imageio.v3 as iio
+import numpy as np
 import pytest
 
 from mecca.bench.runner import BenchSettings, run_benchmark
@@ -285,3 +286,31 @@ def test_the_published_figures_reproduce_from_the_shipped_agents(
             # argmax action with them (0.12 points seen on one left-atrium case)
             assert dice == pytest.approx(expected, abs=0.5), (name, case)
             assert dice[-1] > dice[0] and dice[-1] > 80.0, (name, case, dice)
+
+
+def test_cases_without_the_target_are_passed_over_and_named(phantoms, tmp_path):
+    import shutil
+
+    import nibabel as nib
+
+    data = tmp_path / "data"
+    shutil.copytree(phantoms, data)
+    first = sorted((data / "labelsTr").iterdir())[0]
+    img = nib.load(first)
+    label = np.asarray(img.dataobj).copy()
+    label[label == 1] = 0  # this case has no lesion
+    nib.save(nib.Nifti1Image(label, img.affine, img.header), first)
+    settings = BenchSettings(
+        data=data, methods=("region_growing",), split="all", steps=1, protocol="cvpr25",
+        max_cases=2,
+    )  # fmt: skip
+    report = run_benchmark(settings, tmp_path / "r", progress=False)
+    lacking = first.name.split(".")[0]
+    assert report["skipped_cases"] == [lacking]
+    cases = report["methods"]["region_growing"]["cases"]
+    assert len(cases) == 2 and lacking not in cases  # still the first 2 that have it
+    parallel = run_benchmark(
+        BenchSettings(**{**settings.__dict__, "jobs": 2}), tmp_path / "p", progress=False
+    )
+    assert parallel["methods"]["region_growing"]["cases"].keys() == cases.keys()
+    assert "without the target, not run: 1" in (tmp_path / "r" / "report.md").read_text()

@@ -116,6 +116,9 @@ def format_report(report: dict[str, Any]) -> str:
         f"{report['protocol']}, seed {report['seed']}",
         "",
     ]
+    skipped = report.get("skipped_cases") or []
+    if skipped:
+        lines += [f"Cases of the split without the target, not run: {len(skipped)}.", ""]
     models = {n: m for n, m in report.get("models", {}).items() if m is not None}
     if models:
         ran = ", ".join(f"{n}: {m}" for n, m in models.items())

@@ -90,7 +90,7 @@ from mecca.episode import initial_prob_on_grid, run_episode
 from mecca.errors import ConfigError, OverwriteError
 from mecca.interaction.users import make_user
 from mecca.interface import InteractiveMethod, Segmenter, grid_of
-from mecca.io import atomic_write
+from mecca.io import atomic_write, load
 from mecca.methods.supervised.bundle import load_supervised
 
 log = logging.getLogger(__name__)
@@ -173,12 +173,32 @@ def split_cases(ds: Dataset, split: str) -> list[Any]:
     return ds.cases(None if split == "all" else split)
 
 
+def benchmark_cases(ds: Dataset, settings: BenchSettings) -> tuple[list[Any], list[str]]:
+    """The split's cases whose label holds the target, the first ``max_cases`` of them, and
+    the ids of the cases passed over for lacking it (a dataset whose cases were not all
+    contoured for every structure, as OpenKBP's larynx and esophagus)."""
+    kept: list[Any] = []
+    skipped: list[str] = []
+    for case in split_cases(ds, settings.split):
+        if settings.max_cases is not None and len(kept) >= settings.max_cases:
+            break
+        values = ds.resolve_target(settings.target, case=case)
+        if case.label_path is not None:
+            if not np.isin(load(case.label_path, dtype=None).array, values).any():
+                skipped.append(case.case_id)
+                continue
+        kept.append(case)
+    return kept, skipped
+
+
 _WORKER: dict[str, Any] = {}
 """What a worker process (or the main one, for ``jobs=1``) loaded once: settings,
 dataset, target values, cases and built methods."""
 
 
-def _init_worker(settings: BenchSettings, threads: int | None = None) -> None:
+def _init_worker(
+    settings: BenchSettings, threads: int | None = None, case_ids: Sequence[str] | None = None
+) -> None:
     if threads is not None:
         torch.set_num_threads(threads)
     ds = open_dataset(settings.data)
@@ -188,7 +208,9 @@ def _init_worker(settings: BenchSettings, threads: int | None = None) -> None:
         settings=settings,
         dataset=ds,
         values=ds.resolve_target(settings.target),
-        cases=split_cases(ds, settings.split)[: settings.max_cases],
+        cases=(
+            benchmark_cases(ds, settings)[0] if case_ids is None else [ds.case(c) for c in case_ids]
+        ),
         methods={
             name: methods.build(name, weights.get(name), Path(settings.data).name)
             for name in settings.methods
@@ -292,12 +314,15 @@ def _run_case_index(index: int) -> CaseOutput:
     return index, results, masks or None
 
 
-def _case_outputs(settings: BenchSettings, indices: list[int]) -> Iterator[CaseOutput]:
-    """Outputs of the cases ``indices``: in this process, or in ``settings.jobs`` workers."""
+def _case_outputs(
+    settings: BenchSettings, indices: list[int], case_ids: Sequence[str]
+) -> Iterator[CaseOutput]:
+    """Outputs of the cases ``indices`` (of ``case_ids``): in this process, or in
+    ``settings.jobs`` workers."""
     if not indices:
         return
     if settings.jobs <= 1:
-        _init_worker(settings)
+        _init_worker(settings, None, case_ids)
         for index in indices:
             yield _run_case_index(index)
         return
@@ -306,7 +331,7 @@ def _case_outputs(settings: BenchSettings, indices: list[int]) -> Iterator[CaseO
         max_workers=settings.jobs,
         mp_context=multiprocessing.get_context("spawn"),
         initializer=_init_worker,
-        initargs=(settings, threads),
+        initargs=(settings, threads, list(case_ids)),
     ) as pool:
         yield from pool.map(_run_case_index, indices)
 
@@ -333,7 +358,15 @@ def run_benchmark(
         raise OverwriteError("results already there", path=out, hint="pass --force or --resume")
     ds = open_dataset(settings.data)
     values = ds.resolve_target(settings.target)
-    cases = split_cases(ds, settings.split)[: settings.max_cases]
+    cases, skipped = benchmark_cases(ds, settings)
+    if not cases:
+        raise ConfigError(
+            f"no case of split {settings.split!r} holds the target",
+            path=settings.data,
+            hint="choose another --target or --split",
+        )
+    if skipped:
+        log.warning("%d cases without the target passed over: %s", len(skipped), skipped)
     for name in settings.methods:  # fail early on an unknown name or a missing bundle
         built = methods.build(name, dict(settings.weights).get(name), Path(settings.data).name)
         if PROTOCOLS[settings.protocol]["user"] in FG_BG_USERS:
@@ -345,7 +378,7 @@ def run_benchmark(
     if by_index:
         log.info("resuming: %d of %d cases already in %s", len(by_index), len(cases), out)
     todo = [i for i in range(len(cases)) if i not in by_index]
-    outputs = _case_outputs(settings, todo)
+    outputs = _case_outputs(settings, todo, case_ids)
     for output in tqdm(outputs, total=len(todo), disable=not progress, unit="case"):
         index, results, masks = output
         _save_case(out, settings, case_ids[index], output)
@@ -357,6 +390,7 @@ def run_benchmark(
         "dataset": str(settings.data),
         "split": settings.split,
         "target": settings.target,
+        "skipped_cases": skipped,  # without the target: not run
         "steps": settings.steps,
         "seed": settings.seed,
         "weights": [list(w) for w in settings.weights],
