@@ -4,7 +4,8 @@ would load scripts from a CDN).
 Every route under ``/api`` works on server-side sessions (:mod:`mecca.server.sessions`):
 
 ====================================  =================================================
-``GET  /api/info``                    version, methods (and the clicks each takes),
+``GET  /api/info``                    version, methods (the clicks each takes, its
+                                      ``model``, ``trained_on``, ``any_target``),
                                       image roots, limits
 ``GET  /api/files?root=R&folder=F``   images and folders under root R (names only)
 ``POST /api/sessions``                open ``{"root": R, "path": "rel/path", "method"}``
@@ -33,7 +34,10 @@ Every route under ``/api`` works on server-side sessions (:mod:`mecca.server.ses
 ``GET  /api/sessions/{id}/mask.nii.gz|prob.nii.gz|advice.nii.gz``
 ``GET  /api/sessions/{id}/overlay``   the page's overlay: ROI-box labels + colours
 ``POST /api/sessions/{id}/export``    ``{"name": "liver.nii.gz"}``: written under the
-                                      state folder's ``exports/<id>/``
+                                      state folder's ``exports/<id>/`` (``.dcm``: a DICOM
+                                      SEG, ``"label"`` its segment's name)
+``GET  /api/sessions/{id}/seg.dcm?label=L``  the mask as a DICOM SEG referencing the
+                                      session's DICOM series (opened from a root; else 400)
 ``DELETE /api/sessions/{id}``
 ====================================  =================================================
 
@@ -63,11 +67,19 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from mecca import methods
 from mecca._version import __version__
+from mecca.client import CLIENT_NAME
 from mecca.data.roi import Box
 from mecca.errors import InputError, MeccaError
 from mecca.interface import InteractiveMethod, ProposalMethod
-from mecca.io import Volume, file_extension, load, save_mask, save_volume
+from mecca.io import Volume, file_extension, label_map_values, load, save_mask, save_volume
+from mecca.server.dicom_export import (
+    label_name,
+    require_source,
+    series_source,
+    write_session_seg,
+)
 from mecca.server.memory import map_large_arrays
+from mecca.server.messages import in_server_words, label_map_warning, trained_on
 from mecca.server.monailabel import monailabel
 from mecca.server.security import (
     BodyLimit,
@@ -169,11 +181,15 @@ class SiblingRequest(StrictRequest):
 
 class ExportRequest(StrictRequest):
     name: FileName = "mask.nii.gz"
+    label: str = Field(default="segmentation", max_length=64)
+    """The segment's label in a DICOM SEG (``name`` ending in ``.dcm``)."""
 
 
 class LabelIn(StrictRequest):
     session: str = Field(min_length=1, max_length=64)
     value: int = Field(ge=1, le=65535)
+    label: str | None = Field(default=None, max_length=64)
+    """The segment's label in a DICOM SEG (default ``label <value>``)."""
 
 
 class LabelMapRequest(StrictRequest):
@@ -187,6 +203,7 @@ class Server:
     def __init__(self, settings: ServerSettings) -> None:
         self.settings = settings
         self._methods: dict[str, InteractiveMethod] = {}
+        self._trained_on: dict[str, tuple[str | None, bool]] = {}
         map_large_arrays()  # freed images go back to the system (mecca.server.memory)
         self.store = SessionStore(
             settings.state_dir,
@@ -220,6 +237,13 @@ class Server:
             name, dict(self.settings.weights).get(name)
         )
 
+    def trained_on(self, name: str) -> tuple[str | None, bool]:
+        """What method ``name``'s model was trained on, and whether for any target
+        (:func:`mecca.server.messages.trained_on`; read once: it checks the weights)."""
+        if name not in self._trained_on:
+            self._trained_on[name] = trained_on(self.model_name(name))
+        return self._trained_on[name]
+
     def root_dir(self, root: int) -> Path:
         """The resolved folder of image root number ``root`` (0, 1, ...; negative refused)."""
         if not 0 <= root < len(self.settings.roots):
@@ -242,16 +266,39 @@ class Server:
             raise InputError("the path is a symbolic link, which is not followed here")
         return target
 
-    def open_image(self, path: Path, *, inside: Path, method: str | None) -> ServerSession:
+    def open_image(
+        self, path: Path, *, inside: Path, method: str | None, root: int | None = None
+    ) -> ServerSession:
         """A session on the image at ``path``, after the checks that read headers only: the
         file (and any data file its header names) is a regular file inside ``inside``
         (:func:`~mecca.server.uploads.check_image_file`), within the voxel limit, and its
-        array fits the memory bound (reserved before the data is read)."""
+        array fits the memory bound (reserved before the data is read). ``root``: the image
+        root ``inside`` is, whose DICOM series the session records for DICOM SEG export."""
         check_image_file(path, inside=inside)
         voxels = check_voxels(path, self.settings.max_voxels)
         with self.store.reserve(READ_PEAK * 4 * voxels):  # float32, as load() gives it
             volume = load(path)
-            return self.store.create(volume, method or self.settings.methods[0], path.name)
+            source = None if root is None else series_source(root, inside, path, volume)
+            method = method or self.settings.methods[0]
+            return self.store.create(volume, method, path.name, source)
+
+    def series_folder(self, source: dict[str, Any]) -> Path:
+        """The DICOM series folder a session came from, re-checked as when it was opened
+        (inside its root, no link, regular files only, within the voxel limit)."""
+        path = self.open_path(source["root"], source["path"])
+        if not path.is_dir():
+            raise InputError("the session's DICOM series folder is no longer a folder")
+        check_image_file(path, inside=self.root_dir(source["root"]))
+        check_voxels(path, self.settings.max_voxels)
+        return path
+
+    def write_seg(
+        self, ss: ServerSession, labels: np.ndarray, target: Path, names: dict[int, str]
+    ) -> Path:
+        """``labels`` (on session ``ss``'s grid) as a DICOM SEG referencing its series."""
+        source = require_source(ss.source)
+        series = self.series_folder(source)
+        return write_session_seg(labels, ss.session.volume, series, source, target, names)
 
     def open_upload(self, path: Path, method: str | None) -> ServerSession:
         """A session on an uploaded file in its own temporary folder; a ``.zip`` is unpacked
@@ -343,6 +390,8 @@ def info(server: ServerDep) -> dict[str, Any]:
             {
                 "name": n,
                 "model": server.model_name(n),
+                "trained_on": server.trained_on(n)[0],
+                "any_target": server.trained_on(n)[1],
                 "accepts": sorted(k.value for k in server.method(n).accepts),
                 "proposes": isinstance(server.method(n), ProposalMethod),
             }
@@ -373,7 +422,18 @@ def files(server: ServerDep, root: int = 0, folder: str = "") -> dict[str, Any]:
 @api.post("/sessions")
 def open_session(server: ServerDep, body: OpenRequest) -> dict[str, Any]:
     path = server.open_path(body.root, body.path)
-    return state_of(server.open_image(path, inside=server.root_dir(body.root), method=body.method))
+    ss = server.open_image(
+        path, inside=server.root_dir(body.root), method=body.method, root=body.root
+    )
+    return opened(ss)
+
+
+def opened(ss: ServerSession) -> dict[str, Any]:
+    """The state of a session just opened, with a ``warning`` when its image looks like a
+    label map (:func:`mecca.io.label_map_values`), else ``warning`` None."""
+    values = label_map_values(ss.session.volume)
+    warning = None if values is None else label_map_warning(values)
+    return {**state_of(ss), "warning": warning}
 
 
 @api.post("/sessions/upload", response_model=None)
@@ -396,7 +456,7 @@ async def upload(
         ss = await run_in_threadpool(server.open_upload, path, method)
     finally:
         await run_in_threadpool(shutil.rmtree, tmp, ignore_errors=True)
-    return state_of(ss)
+    return await run_in_threadpool(opened, ss)
 
 
 @api.post("/sessions/{sid}/sibling")
@@ -404,7 +464,8 @@ def sibling(server: ServerDep, sid: str, body: SiblingRequest) -> dict[str, Any]
     """A new session on the image of session ``sid`` (its own ROI, clicks and method):
     the page's next label; ``/api/labelmap`` merges the labels into one file."""
     ss = server.store.get(sid)
-    return state_of(server.store.create(ss.session.volume, body.method or ss.method, ss.name))
+    method = body.method or ss.method
+    return state_of(server.store.create(ss.session.volume, method, ss.name, ss.source))
 
 
 @api.get("/sessions")
@@ -647,11 +708,29 @@ def result_nifti(server: ServerDep, sid: str, what: str) -> FileResponse:
         return FileResponse(path, media_type="application/gzip", filename=f"{what}.nii.gz")
 
 
+@api.get("/sessions/{sid}/seg.dcm")
+def seg_dcm(server: ServerDep, sid: str, label: str = "segmentation") -> FileResponse:
+    """The mask as a DICOM SEG (one segment named ``label``) referencing the DICOM series
+    the session was opened on from an image root; 400 for any other session."""
+    names = {1: label_name(label)}
+    ss = server.store.get(sid)
+    with ss.lock:
+        require_source(ss.source)
+        if ss.session.result is None:
+            raise InputError("nothing to export yet: run a step first")
+        path = server.write_seg(ss, ss.session.result.mask, ss.folder / "seg.dcm", names)
+    return FileResponse(path, media_type="application/dicom", filename="seg.dcm")
+
+
 def export_name(name: str) -> str:
-    """The file name of an export request: any folder part dropped, a mask format's ending."""
+    """The file name of an export request: any folder part dropped, a mask format's ending
+    (or ``.dcm``: a DICOM SEG)."""
     name = Path(name.replace("\\", "/")).name
-    if not name.endswith((".nii.gz", ".nii", ".nrrd", ".mha")):
-        raise InputError("export name must end in .nii.gz, .nii, .nrrd or .mha")
+    if not name.endswith((".nii.gz", ".nii", ".nrrd", ".mha", ".dcm")):
+        raise InputError(
+            "export name must end in .nii.gz, .nii, .nrrd, .mha or .dcm (DICOM SEG, for a "
+            "DICOM series)"
+        )
     return name
 
 
@@ -660,10 +739,16 @@ def export(server: ServerDep, sid: str, body: ExportRequest) -> dict[str, Any]:
     ss = server.store.get(sid)
     name = export_name(body.name)
     with ss.lock:
+        if name.endswith(".dcm"):
+            require_source(ss.source)
         if ss.session.result is None:
             raise InputError("nothing to export yet: run a step first")
         target = server.settings.state_dir / "exports" / ss.id / name
-        save_mask(ss.session.result.mask, ss.session.volume, target, force=True)
+        mask = ss.session.result.mask
+        if name.endswith(".dcm"):
+            server.write_seg(ss, mask, target, {1: label_name(body.label)})
+        else:
+            save_mask(mask, ss.session.volume, target, force=True)
     return {"exported": name, "folder": f"exports/{ss.id}"}
 
 
@@ -671,12 +756,17 @@ def export(server: ServerDep, sid: str, body: ExportRequest) -> dict[str, Any]:
 def label_map(server: ServerDep, body: LabelMapRequest) -> dict[str, Any]:
     """Several sessions on one image (one label each) merged into one label map, written
     to ``exports/labelmaps/<first session>/<name>``: a voxel in several masks takes the
-    label with the highest probability there (:func:`mecca.session.labels.merge_labels`)."""
+    label with the highest probability there (:func:`mecca.session.labels.merge_labels`).
+    A ``.dcm`` name writes a DICOM SEG of one segment per label (numbered 1.. in increasing
+    value) referencing the first session's DICOM series."""
     name = export_name(body.name)
     ids, values = [x.session for x in body.labels], [x.value for x in body.labels]
     if len(set(ids)) != len(ids) or len(set(values)) != len(values):
         raise InputError("each label needs its own session and its own value")
+    names = {x.value: label_name(x.label or f"label {x.value}") for x in body.labels}
     sessions = [server.store.get(sid) for sid in ids]
+    if name.endswith(".dcm"):
+        require_source(sessions[0].source)
     volume = sessions[0].session.volume
     for ss in sessions[1:]:
         other = ss.session.volume
@@ -690,9 +780,23 @@ def label_map(server: ServerDep, body: LabelMapRequest) -> dict[str, Any]:
         raise InputError("nothing to export yet: run a step in one of the sessions first")
     folder = f"exports/labelmaps/{ids[0]}"  # the first session's: no other user's name clashes
     target = server.settings.state_dir / folder / name
-    save_mask(merge_labels(volume.shape, pairs), volume, target, force=True)
+    merged = merge_labels(volume.shape, pairs)
+    if name.endswith(".dcm"):
+        server.write_seg(sessions[0], merged, target, names)
+    else:
+        save_mask(merged, volume, target, force=True)
     labels = dict(zip(ids, values, strict=True))
     return {"exported": name, "folder": folder, "labels": labels}
+
+
+def mecca_error(request: Request, err: MeccaError) -> JSONResponse:
+    """A MECCA error as a 4xx reply, its hints in the page's words (in 3D Slicer's on
+    the MONAI Label routes: :mod:`mecca.server.messages`); the Python client
+    (:mod:`mecca.client`, whose users call ``set_roi()``) gets the library's own."""
+    if request.headers.get("X-Mecca-Client") == CLIENT_NAME:
+        return error_reply(err)
+    slicer = not request.url.path.startswith("/api/")
+    return error_reply(in_server_words(err, slicer=slicer))
 
 
 def create_app(settings: ServerSettings) -> FastAPI:
@@ -718,7 +822,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
     app.add_middleware(TrustedHostMiddleware, allowed_hosts=settings.allowed_hosts())
     app.add_middleware(BodyLimit, max_bytes=settings.max_upload_bytes)
     app.add_middleware(SecurityHeaders)  # added last: outermost, so on every response
-    app.add_exception_handler(MeccaError, lambda r, e: error_reply(e))  # type: ignore[arg-type]
+    app.add_exception_handler(MeccaError, mecca_error)  # type: ignore[arg-type]
     app.add_exception_handler(
         RequestValidationError,
         lambda r, e: validation_reply(e),  # type: ignore[arg-type]

@@ -65,6 +65,7 @@ from mecca.data.roi import Box
 from mecca.errors import InputError, MeccaError, MethodError, SaveError, ServerBusy
 from mecca.interface import InteractiveMethod, Proposal
 from mecca.io import Volume, atomic_write, load, save_mask, save_volume
+from mecca.server.dicom_export import checked_source
 from mecca.server.memory import give_back_free_memory
 from mecca.session.session import Session, SessionResult
 from mecca.session.store import InteractionStore
@@ -170,6 +171,9 @@ class ServerSession:
     """Estimated memory of the session's arrays (updated at every save)."""
     name: str = "image"
     """The image's file name (shown in the page's list of sessions)."""
+    source: dict[str, Any] | None = None
+    """Where the image came from when it is a DICOM series under an image root (root,
+    path relative to it, series UID: :mod:`mecca.server.dicom_export`); else None."""
     checkpoints: list[Checkpoint] = field(default_factory=list)
     """Histories replaced by reset, method switch or a new ROI, the latest last."""
     redo_checkpoints: list[tuple[Checkpoint, int]] = field(default_factory=list)
@@ -359,6 +363,7 @@ class ServerSession:
         return {
             "version": STATE_VERSION,
             "name": self.name,
+            "source": self.source,
             "method": self.method,
             "roi": None if self.roi is None else [list(self.roi.start), list(self.roi.stop)],
             "store": self.session.store.to_dict(),
@@ -443,9 +448,16 @@ class SessionStore:
 
     # ------------------------------------------------------------------ lifecycle
 
-    def create(self, volume: Volume, method: str, name: str = "image") -> ServerSession:
+    def create(
+        self,
+        volume: Volume,
+        method: str,
+        name: str = "image",
+        source: dict[str, Any] | None = None,
+    ) -> ServerSession:
         """A new session on ``volume`` (written to the session folder first); ``name``:
-        the image's file name, shown in the page's list of sessions."""
+        the image's file name, shown in the page's list of sessions; ``source``: the DICOM
+        series it came from (:attr:`ServerSession.source`)."""
         built = self._method(method)
         saved = sum(1 for p in self.root.iterdir() if SESSION_ID.match(p.name))
         if saved >= self.max_sessions:
@@ -462,6 +474,7 @@ class SessionStore:
                 image = save_volume(plain, folder / "image.nii.gz")
                 ss = ServerSession(sid, folder, Session(load(image), method=built, rng=0), method)
                 ss.name = display_name(name)
+                ss.source = source
                 self.save(ss)
             except BaseException as exc:
                 shutil.rmtree(folder, ignore_errors=True)
@@ -765,6 +778,7 @@ class SessionStore:
         session = replayed(volume, self._method(method), roi, store, accepted)
         ss = ServerSession(sid, folder, session, method, roi, accepted=accepted)
         ss.name = display_name(str(state.get("name", "image")))
+        ss.source = checked_source(state.get("source"))
         ss.checkpoints = checkpoints[-MAX_CHECKPOINTS:]
         ss.generation = int(state.get("generation", 0))
         self._write_mask(ss, session.result)  # the mask on disk matches the manifest now

@@ -27,7 +27,7 @@ function takeToken() {
 let token = takeToken();
 const $ = (id) => document.getElementById(id);
 const state = { sid: null, session: null, corner: null, busy: false, overlays: [], phases: {}, labels: [],
-  queue: [], loaded: false };
+  queue: [], loaded: false, methods: {} };
 window.mecca = state; // read by the browser tests
 
 // window.nv: the viewer, for tests and profiling in the browser console
@@ -116,10 +116,33 @@ async function loadInfo() {
   const info = await api("/api/info");
   state.legend = info.overlay_legend;
   state.proposing = Object.fromEntries(info.methods.map((m) => [m.name, m.proposes]));
-  $("method").replaceChildren(...info.methods.map((m) =>
-    new Option(`${m.name} (${m.accepts.join(", ")})`, m.name)));
+  state.methods = Object.fromEntries(info.methods.map((m) => [m.name, m]));
+  $("method").replaceChildren(...info.methods.map((m) => new Option(methodLine(m), m.name)));
+  showMethodNote();
   $("root").replaceChildren(...info.roots.map((r) => new Option(r.name, String(r.index))));
   if (info.roots.length) await listFiles("");
+}
+
+// Models named: the picker names the model each learned method runs and what it was
+// trained on; the note under it warns, before a step runs, when that model was trained
+// on one dataset only (everything but the generalist).
+function methodLine(m) {
+  const model = m.model ? ` \u00b7 ${m.model} (${m.trained_on})` : " \u00b7 no model";
+  return `${m.name}${model} \u00b7 ${m.accepts.join(", ")}`;
+}
+
+function methodNote(m) {
+  if (!m) return "";
+  if (!m.model) return `${m.name} is a classical method: no trained model, any image.`;
+  if (m.any_target) return `${m.name} runs ${m.model}, trained on ${m.trained_on}.`;
+  return `${m.name} runs ${m.model}, trained on ${m.trained_on} only: on another anatomy ` +
+    "expect poor results.";
+}
+
+function showMethodNote() {
+  const m = state.methods && state.methods[$("method").value];
+  $("methodNote").textContent = methodNote(m);
+  $("methodNote").classList.toggle("warn", Boolean(m && m.model && !m.any_target));
 }
 
 function fileItem(path, folder, text) {
@@ -180,7 +203,8 @@ async function openSession(data) {
   await refreshOverlays();
   listSessions().catch(showError);
   const next = data.steps ? "Click to correct it." : "Draw the ROI (2 corners) or click.";
-  status(`Opened ${data.name || "the image"} (${data.shape.join(" x ")} voxels). ${summary(data)} ${next}`);
+  const warning = data.warning ? ` Warning: ${data.warning}` : "";
+  status(`Opened ${data.name || "the image"} (${data.shape.join(" x ")} voxels).${warning} ${summary(data)} ${next}`);
 }
 
 function update(data) {
@@ -194,8 +218,11 @@ function update(data) {
   $("propose").disabled = !data.roi && data.steps === 0;
   clearProposals();
   const roi = data.roi ? `ROI ${data.roi[0].join(",")} - ${data.roi[1].join(",")}` : "no ROI yet";
-  $("info").textContent = `${data.name || "image"}: ${data.method}, ${count(data.steps, "step")}, ${roi}`;
+  const runs = data.model || (state.methods[data.method] || {}).model;
+  const model = runs ? ` (model ${runs})` : "";
+  $("info").textContent = `${data.name || "image"}: ${data.method}${model}, ${count(data.steps, "step")}, ${roi}`;
   if ([...$("method").options].some((o) => o.value === data.method)) $("method").value = data.method;
+  showMethodNote();
   const label = state.labels.find((l) => l.sid === data.id);
   if (label) Object.assign(label, { method: data.method, steps: data.steps });
   renderLabels();
@@ -771,6 +798,7 @@ async function main() {
     await opening(`the upload ${file.name}`, () => api(url, { method: "POST", body: file, headers }));
   });
   $("method").addEventListener("change", () => {
+    showMethodNote();
     if (!state.sid || !state.session) return;
     const name = $("method").value;
     const was = state.session;
@@ -788,7 +816,9 @@ async function main() {
       const kept = data.clicks.length ? `${count(data.clicks.length, "click")} rerun as one step` : "no clicks to rerun";
       const out = left ? `; ${count(left, "click")} it does not take left out` : "";
       const undo = data.can_undo ? ` (Undo: back to ${before.method})` : "";
-      return `Method ${data.method}: ${kept}${out}${undo}. ${summary(data)}`;
+      const m = state.methods[data.method];
+      const warn = m && m.model && !m.any_target ? ` ${methodNote(m)}` : "";
+      return `Method ${data.method}: ${kept}${out}${undo}.${warn} ${summary(data)}`;
     });
   });
   const said = {
