@@ -11,6 +11,7 @@ loads only numpy, nibabel and the standard library, so a laptop without torch ca
 from __future__ import annotations
 
 import tempfile
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -98,7 +99,33 @@ def remote_methods(url: str) -> list[MethodChoice]:
     return [MethodChoice(str(m["name"]), m.get("model")) for m in info["methods"]]
 
 
-class LocalBackend:
+class _History(ABC):
+    """Undo, redo and reset, the same on a local and a remote session (which both have
+    ``undo``, ``redo`` and ``reset``); the subclass gives ``session`` and ``view``."""
+
+    session: Any
+
+    @abstractmethod
+    def view(self) -> View:
+        """The session's current state as layers (each backend reads its own result)."""
+
+    def undo(self) -> View:
+        """Undo the last step."""
+        self.session.undo()
+        return self.view()
+
+    def redo(self) -> View:
+        """Redo the last undone step."""
+        self.session.redo()
+        return self.view()
+
+    def reset(self) -> View:
+        """No clicks, no result (a drawn ROI stays; one derived from clicks goes)."""
+        self.session.reset()
+        return self.view()
+
+
+class LocalBackend(_History):
     """A :class:`mecca.Session` in this process on the layer's array.
 
     Args:
@@ -138,21 +165,6 @@ class LocalBackend:
             raise
         return self.view()
 
-    def undo(self) -> View:
-        """Undo the last step."""
-        self.session.undo()
-        return self.view()
-
-    def redo(self) -> View:
-        """Redo the last undone step."""
-        self.session.redo()
-        return self.view()
-
-    def reset(self) -> View:
-        """No clicks, no result; a drawn ROI stays, one from clicks goes."""
-        self.session.reset()
-        return self.view()
-
     def set_roi(self, box: Corners) -> View:
         """Segment inside ``box`` from now on (resets the session)."""
         from mecca.data.roi import Box
@@ -180,7 +192,7 @@ class LocalBackend:
         )
 
 
-class RemoteBackend:
+class RemoteBackend(_History):
     """A session of a ``mecca serve`` at ``url``: the layer's array is uploaded once (as
     NIfTI with the layer's scale and translate), and the method runs there."""
 
@@ -211,21 +223,6 @@ class RemoteBackend:
         if clicks:
             self.session.add_clicks(clicks)
         self.session.step()
-        return self.view()
-
-    def undo(self) -> View:
-        """Undo the last step."""
-        self.session.undo()
-        return self.view()
-
-    def redo(self) -> View:
-        """Redo the last undone step."""
-        self.session.redo()
-        return self.view()
-
-    def reset(self) -> View:
-        """No clicks, no result."""
-        self.session.reset()
         return self.view()
 
     def set_roi(self, box: Corners) -> View:
