@@ -1,17 +1,16 @@
 """Dice after 3 foreground and 3 background points through 3D Slicer's own MONAILabel client.
 
 Usage: ``.venv/bin/python benchmarks/slicer_clicks.py [--data ../shared/data/left_atrium]
-[--split test] [--max-cases N] [--models first,generalist] [--out slicer.json]``
+[--split test] [--target NAME] [--max-cases N] [--models first,generalist] [--out slicer.json]``
 
 What a 3D Slicer user does: the volume goes to ``mecca serve`` (a real uvicorn server in
 a thread, default settings) as the NRRD Slicer saves, and the module's client code
 (``MONAILabelLib/client.py`` from the PyPI package ``monailabel``, installed by ``make
 install``) sends every point so far with each inference, as Slicer does. The user places
 a point, looks at the result, places the next one: points 1-3 are foreground points at the
-interior-most voxel of the largest missed part of the object (the CVPR 2025 rule,
-:func:`mecca.bench.cvpr25.organisers_click`, on the false negatives only), points 4-6
-background points at that of the largest false-positive part (where the mask has none,
-in a 3-voxel ring around the object, as a user who marks "not this" beside it). No box:
+interior-most voxel of the largest missed part of the object, points 4-6 background
+points at that of the largest false-positive part (:mod:`mecca.bench.points`, the same
+user as ``benchmarks/points_only.py``). No box:
 the server's ROI comes from the points (the session's ``roi_margin_mm``).
 
 ``first`` in ``--models`` is the first model of ``/info/`` (what Slicer selects when
@@ -37,11 +36,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy import ndimage
 
 from mecca import metrics
-from mecca.bench.cvpr25 import organisers_click, to_zyx
+from mecca.bench.points import BACKGROUND_POINTS, FOREGROUND_POINTS, is_foreground_turn, next_point
 from mecca.data.datasets import open_dataset
+from mecca.errors import InputError
 from mecca.io import load, save_volume
 from mecca.server.settings import ServerSettings
 
@@ -87,20 +86,6 @@ def served(settings: ServerSettings) -> Iterator[str]:
         thread.join(timeout=10)
 
 
-def next_point(pred: np.ndarray, gt: np.ndarray, foreground: bool) -> list[int] | None:
-    """The user's next point (i, j, k): the interior-most voxel of the largest missed
-    (foreground) or wrongly added (background) part; see the module docstring."""
-    err = gt & ~pred if foreground else pred & ~gt
-    if not foreground and not err.any():
-        err = ndimage.binary_dilation(gt, iterations=3) & ~gt
-    if not err.any():
-        return None
-    found = organisers_click(np.zeros(err.shape[::-1], bool), to_zyx(err))
-    assert found is not None
-    z, y, x = found[0]
-    return [int(x), int(y), int(z)]
-
-
 def run_case(lib: Any, url: str, model: str, image_file: Path, gt: np.ndarray, tmp: Path) -> dict:
     """Six inferences through the client: Dice and seconds after each point."""
     client = lib.MONAILabelClient(url, tmpdir=str(tmp))
@@ -108,11 +93,11 @@ def run_case(lib: Any, url: str, model: str, image_file: Path, gt: np.ndarray, t
     params: dict[str, Any] = {"label": "target", "foreground": [], "background": []}
     pred = np.zeros(gt.shape, bool)
     dice, seconds = [], []
-    for n in range(6):
-        fg = n < 3
+    for n in range(FOREGROUND_POINTS + BACKGROUND_POINTS):
+        fg = is_foreground_turn(n)
         point = next_point(pred, gt, fg)
         if point is not None:
-            params["foreground" if fg else "background"].append(point)
+            params["foreground" if fg else "background"].append(list(point))
         t0 = time.perf_counter()
         label_file, _ = client.infer(model, "volume", params, session_id=session)
         seconds.append(time.perf_counter() - t0)
@@ -126,13 +111,23 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=SHARED)
     parser.add_argument("--split", default="test")
-    parser.add_argument("--max-cases", type=int)
+    parser.add_argument("--target", help="a named target (default: the dataset's)")
+    parser.add_argument("--max-cases", type=int, help="the first N cases holding the target")
     parser.add_argument("--models", default="first,generalist")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     lib = slicer_client()
     ds = open_dataset(args.data)
-    cases = ds.cases(args.split)[: args.max_cases]
+    cases, masks = [], {}
+    for case in ds.cases(args.split):
+        if args.max_cases is not None and len(cases) == args.max_cases:
+            break
+        try:
+            masks[case.case_id] = ds.load_case(case, args.target)[1]
+        except InputError:  # the target is not contoured in this case: pass over it
+            print(f"{case.case_id}: no {args.target or 'target'}, passed over", flush=True)
+            continue
+        cases.append(case)
     results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
@@ -146,13 +141,14 @@ def main() -> None:
             for name in names:
                 per_case = {}
                 for case in cases:
-                    vol, gt = ds.load_case(case)
+                    vol, gt = ds.load_image(case), masks[case.case_id]
                     image_file = save_volume(vol, tmp / f"{case.case_id}.nrrd", force=True)
                     per_case[case.case_id] = run_case(lib, url, name, image_file, gt, tmp)
                     d = per_case[case.case_id]["dice"]
                     print(f"{name} {case.case_id}: " + " ".join(f"{v:.3f}" for v in d), flush=True)
                 results[name] = per_case
-    print(f"{args.data.name} {args.split}, {len(cases)} cases, Dice after each point (3 fg, 3 bg)")
+    what = f"{args.data.name} {args.split}" + (f" {args.target}" if args.target else "")
+    print(f"{what}, {len(cases)} cases, Dice after each point (3 fg, 3 bg)")
     for name, per_case in results.items():
         d = np.array([c["dice"] for c in per_case.values()])
         s = np.array([c["seconds"] for c in per_case.values()])

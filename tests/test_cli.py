@@ -59,13 +59,13 @@ def test_default_demo_runs_the_default_method_and_says_so():
     from mecca.cli import DEFAULT_METHOD
     from mecca.methods.registry import DEFAULT_METHOD as REGISTRY_DEFAULT
 
-    assert DEFAULT_METHOD == REGISTRY_DEFAULT == "growcut"
+    assert DEFAULT_METHOD == REGISTRY_DEFAULT == "generalist"
     result = CliRunner().invoke(main, ["demo"])
     assert result.exit_code == 0, result.output
-    assert "method growcut  user error_centre" in result.output
+    assert "method generalist  model generalist  user error_centre" in result.output
     rows = _step_rows(result.output)
     assert len(rows) == 6
-    assert float(rows[-1][2]) > 65.0  # GrowCut on the default phantom: 72.7 %
+    assert float(rows[-1][2]) > 75.0  # the generalist on the default phantom: 84.0 %
 
 
 def test_demo_runs_the_shipped_generalist_and_says_so():
@@ -219,7 +219,7 @@ def test_compare_pools_runs_of_other_seeds_and_refuses_the_same_seed(tmp_path):
 def test_demo_on_a_dataset_folder_runs_the_default_or_the_generalist(phantoms):
     result = CliRunner().invoke(main, ["demo", "--data", str(phantoms), "--steps", "2"])
     assert result.exit_code == 0, result.output
-    assert "method growcut  user error_centre" in result.output
+    assert "method generalist  model generalist  user error_centre" in result.output
     assert len(_step_rows(result.output)) == 3
     args = ["demo", "--data", str(phantoms), "--steps", "2", "--method", "generalist"]
     result = CliRunner().invoke(main, args)

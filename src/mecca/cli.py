@@ -114,7 +114,7 @@ def main() -> None:
     """
 
 
-DEFAULT_METHOD = "growcut"
+DEFAULT_METHOD = "generalist"
 """What `mecca segment` and `mecca demo` run when neither --method nor a bundle says: the
 registry's DEFAULT_METHOD (written out here: importing the registry loads torch, and
 `mecca --help` must stay fast; tests/test_cli.py checks that both agree)."""
@@ -224,7 +224,7 @@ def phantom(out: Path, count: int, seed: int, kind: str, force: bool) -> None:
 @click.option(
     "--method",
     help="Any method of mecca benchmark (default: the method a --model bundle names, else "
-    "growcut, the best on unseen anatomies today; generalist, mecca, pnet, ...).",
+    "generalist, the network for any target; growcut, geos, mecca, pnet, ...).",
 )
 @click.option("--model", help="Bundle folder or shipped bundle name (learned methods).")
 @click.option(
@@ -250,9 +250,8 @@ def demo(
 ) -> None:
     """Segment one volume with a simulated user and print Dice after every step.
 
-    The default method is GrowCut (any target, foreground/background clicks: the best
-    measured on anatomies no shipped model was trained on; `--method generalist` runs the
-    generalist network, still in training).
+    The default method is the generalist (one network for any target, taking
+    foreground/background points and a box; docs/defaults.md says why).
     Learned methods use the shipped model for the dataset (mecca_hippocampus for a folder
     named hippocampus), else their dataset-wide or phantom model; --model picks another
     bundle. The first line names the method and the model that ran.
@@ -300,12 +299,12 @@ def demo(
 @click.option(
     "--roi-from-clicks",
     is_flag=True,
-    help="ROI = the first step's clicks + 20 mm (the default without --roi).",
+    help="ROI = the first step's clicks + 40 mm (the default without --roi).",
 )
 @click.option(
     "--method",
     help="Registered method name (default: the method a --model bundle names, else "
-    "growcut: any target, foreground/background clicks).",
+    "generalist: any target, foreground/background clicks and a box).",
 )
 @click.option("--model", help="Bundle name or folder for a learned method.")
 @click.option("--steps", type=int, help="Steps to run (default: one per step in the file).")
@@ -495,7 +494,7 @@ def models(name: str | None, as_json: bool) -> None:
     """List the shipped models: method, what each was trained on, headline figures.
 
     A learned model fits images like those it was trained on (anatomy, modality); for
-    other images use a classical method (growcut, the default) or the generalist. Run a
+    other images use the generalist (the default) or a classical method (geos, growcut). Run a
     model with --model NAME (mecca segment, demo, predict-npz) or --weights METHOD=NAME
     (mecca benchmark, serve). With NAME (a shipped name or a bundle folder), print that
     model's summary and its model card.
@@ -580,7 +579,7 @@ def _model_lines(summary: dict[str, Any]) -> list[str]:
 @click.option(
     "--methods",
     help="Methods offered, comma-separated; the first is the default (default: the "
-    "registry's served methods: growcut, generalist, mecca, itermrl, the classical ones).",
+    "registry's served methods: generalist, mecca, itermrl, the classical ones).",
 )
 @click.option(
     "--weights",

@@ -31,7 +31,7 @@ def test_the_registry_names_every_method_once_with_its_spec():
     specs = {s.name: s for s in methods.specs()}
     assert sorted(specs) == methods.available()
     assert methods.served() == (
-        "growcut", "generalist", "mecca", "itermrl", "random_walker", "graphcut", "geos",
+        "generalist", "mecca", "itermrl", "random_walker", "graphcut", "growcut", "geos",
         "region_growing",
     )  # the default (registry.DEFAULT_METHOD) first, then in registration order
     assert methods.trainable() == [

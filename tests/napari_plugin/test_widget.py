@@ -137,7 +137,7 @@ def _save(viewer, widget: MeccaWidget, path: Path) -> None:
 def test_points_and_step_segment_the_ball_into_the_labels_layer(make_viewer, qtbot, ball, shots):
     image, gt = ball
     viewer, widget = _open(make_viewer, image)
-    assert widget.image_box.currentText() == "ball" and widget.method.name == "growcut"
+    assert widget.image_box.currentText() == "ball" and widget.method.name == "generalist"
     _place(widget, "foreground", (24, 22, 12))
     _place(widget, "background", (24, 40, 12))
     layer = viewer.layers[CLICKS]
@@ -164,7 +164,7 @@ def test_points_and_step_segment_the_ball_into_the_labels_layer(make_viewer, qtb
     assert np.array_equal(viewer.layers[PROB].data, session.result.prob)
     assert ROI in viewer.layers and len(viewer.layers[ROI].data) > 0  # the derived ROI
     assert widget.undo_button.isEnabled() and not widget.redo_button.isEnabled()
-    assert not widget.kind_buttons["edge"].isEnabled()  # growcut takes no edge clicks
+    assert not widget.kind_buttons["edge"].isEnabled()  # the generalist takes no edge clicks
 
     viewer.dims.set_current_step(0, 24)
     _save(viewer, widget, shots / "napari_step.png")
@@ -261,6 +261,8 @@ def test_the_method_picker_names_the_model_and_advice_is_shown(make_viewer, qtbo
     viewer, widget = _open(make_viewer, image)
     names = [widget.method_box.itemText(i) for i in range(widget.method_box.count())]
     assert names[0] == registry.DEFAULT_METHOD and set(names) == set(registry.served())
+    assert widget.model_label.text() == "model: generalist"
+    widget.method_box.setCurrentText("growcut")
     assert widget.model_label.text() == "no trained model (works on the image)"
     widget.method_box.setCurrentText("mecca")
     assert widget.model_label.text() == f"model: {registry.model_for('mecca')}"

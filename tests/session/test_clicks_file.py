@@ -156,7 +156,9 @@ def test_cli_segment_runs_the_default_and_the_generalist_and_says_so(tmp_path):
             "--out", str(tmp_path / "mask.nii.gz")]
     default = CliRunner().invoke(main, [*args, "--force"])
     assert default.exit_code == 0, default.output
-    assert "method growcut\n" in default.output
+    assert "method generalist, model generalist" in default.output
+    growcut = CliRunner().invoke(main, [*args, "--method", "growcut", "--force"])
+    assert growcut.exit_code == 0 and "method growcut\n" in growcut.output
     result = CliRunner().invoke(main, [*args, "--method", "generalist", "--force"])
     assert result.exit_code == 0, result.output
     assert "method generalist, model generalist" in result.output

@@ -20,7 +20,7 @@ is an example)::
   With ``--steps N`` larger than the file's steps, the later steps get no new clicks (a
   learned iterative method keeps refining its own output).
 * The ROI: ``--roi i0,j0,k0,i1,j1,k1`` (voxels, start inclusive, stop exclusive), or by
-  default ``--roi-from-clicks``: the first step's clicks' box plus 20 mm.
+  default ``--roi-from-clicks``: the first step's clicks' box plus 40 mm.
 
 Outputs are on the input image's own grid and header: the mask (uint8, p > 0.5; a
 ``.dcm`` output is a DICOM SEG of one segment referencing the input DICOM series, see
