@@ -1,6 +1,6 @@
 """Click-to-overlay latency of the web page in headless Chromium, as a user feels it.
 
-Usage: ``.venv/bin/python benchmarks/browser_latency.py [--clicks 20] [--method mecca]
+Usage: ``.venv/bin/python benchmarks/browser_latency.py [--clicks 20] [--method generalist]
 [--out latency.json]``
 
 Starts ``mecca serve`` in-process on a free port with the brats2015 folder of
@@ -45,7 +45,7 @@ def image_root() -> tuple[Path, str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clicks", type=int, default=20)
-    parser.add_argument("--method", default="mecca")
+    parser.add_argument("--method", default="generalist", help="default: the page's default")
     parser.add_argument(
         "--overlay", choices=("prob", "mask"), default="prob", help="what the page overlays"
     )

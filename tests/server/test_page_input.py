@@ -376,3 +376,41 @@ def test_a_click_on_a_marker_in_remove_mode_removes_that_click(ball_server):
         assert page.evaluate(LABEL_COUNT, 22) > 0
         browser.close()
     assert not errors, errors
+
+
+CROSSHAIR_VOXEL = "() => Array.from(nv.frac2vox(nv.scene.crosshairPos))"
+NIIVUE_SAW = """() => {
+  // count the mouse-downs that reach the canvas, where NiiVue's own listener is
+  window.niivueDowns = 0;
+  nv.gl.canvas.addEventListener("mousedown", () => window.niivueDowns++);
+}"""
+
+
+def test_a_click_is_the_pages_alone_and_moves_the_crosshair_with_the_next_redraw(ball_server):
+    # NiiVue's own click handling would redraw a whole frame before the step's reply could
+    # be read (in software WebGL, ~200 ms of the page's main thread): in the click modes
+    # the page keeps left clicks from it and moves the crosshair itself; "look" mode
+    # leaves them to NiiVue
+    sync_api = _browser()
+    url, _, _ = ball_server
+    with sync_api.sync_playwright() as p:
+        browser, page, errors = _open_page(p, url)
+        cx, cy, side = _open_image(page, "ball.nii.gz", "geos")
+        _roi(page, cx, cy, side)
+        page.evaluate(NIIVUE_SAW)
+        page.check("input[value=foreground]")
+        before = page.evaluate(CROSSHAIR_VOXEL)
+        page.mouse.click(cx + 0.1 * side, cy)
+        _idle(page)
+        assert page.evaluate("window.niivueDowns") == 0
+        moved = page.evaluate(CROSSHAIR_VOXEL)
+        assert moved != before and page.evaluate(DRAWN_AT_CROSSHAIR) == 22  # the marker
+        assert page.evaluate("window.mecca.session.clicks.length") == 1
+        page.check("input[value=look]")
+        page.mouse.click(cx - 0.1 * side, cy)
+        page.wait_for_timeout(200)
+        assert page.evaluate("window.niivueDowns") == 1  # NiiVue navigates
+        assert page.evaluate(CROSSHAIR_VOXEL) != moved
+        assert page.evaluate("window.mecca.session.clicks.length") == 1  # no click sent
+        browser.close()
+    assert not errors, errors

@@ -9,6 +9,7 @@
 "use strict";
 
 const TOKEN_KEY = "meccaToken";
+const MARKER_DELAY_MS = 150; // see queueClicks
 
 function takeToken() {
   // a link may carry the token in its fragment (#token=..., which browsers never send to a
@@ -515,8 +516,14 @@ function queueClicks(clicks, t0) {
   return new Promise((resolve) => {
     state.queue.push({ clicks, sid: state.sid, t0, resolve });
     showBusy();
-    drawInput();
-    pump();
+    const idle = !state.busy;
+    pump(); // the request leaves first (fetch is called before pump's first await)
+    // A click sent at once gets its marker with the step's overlay (one redraw, not two:
+    // in software WebGL a redraw holds the page for tens of ms, and the reply waits
+    // behind it), or after MARKER_DELAY_MS if the step is slower; a click queued behind a
+    // running step is drawn now, so the user sees it was taken.
+    if (!idle) drawInput();
+    else setTimeout(() => { if (state.sending.some((c) => clicks.includes(c))) drawInput(); }, MARKER_DELAY_MS);
   });
 }
 
@@ -758,8 +765,23 @@ function wireCanvas() {
     down = null;
     if (moved > 4) return; // a drag, not a click
     const t0 = performance.now();
-    onCanvasClick(clickMM(e), t0);
+    const mm = clickMM(e);
+    if (mode() !== "look" && mm) nv.scene.crosshairPos = nv.mm2frac(mm); // drawn with the next redraw
+    onCanvasClick(mm, t0);
   });
+}
+
+function keepClicksFromNiivue() {
+  // In the click modes a left click is the page's alone: NiiVue would move its crosshair
+  // and redraw at once, a whole frame that in software WebGL holds the page's main thread
+  // for ~200 ms, so the step's reply would wait behind it. The page moves the crosshair
+  // itself (wireCanvas) and the next redraw (the marker or the overlay) shows it. In
+  // "look" mode NiiVue gets every click.
+  for (const type of ["mousedown", "mouseup", "dblclick"]) {
+    $("main").addEventListener(type, (e) => {
+      if (e.button === 0 && e.target === $("gl") && mode() !== "look") e.stopPropagation();
+    }, { capture: true });
+  }
 }
 
 function blockUntilLoaded() {
@@ -777,6 +799,7 @@ function blockUntilLoaded() {
 
 async function main() {
   blockUntilLoaded();
+  keepClicksFromNiivue();
   await nv.attachTo("gl");
   wireCanvas();
   $("files").addEventListener("click", async (e) => {
