@@ -161,3 +161,19 @@ def test_bad_requests_and_a_changed_series_are_4xx(root, tmp_path):
     shutil.rmtree(root / "ct")
     reply = client.get(f"/api/sessions/{sid}/seg.dcm")
     assert reply.status_code == 400, reply.text
+
+
+def test_the_file_list_says_which_folder_is_a_dicom_series(root, tmp_path):
+    (root / "notes").mkdir()
+    (root / "notes" / "readme.txt").write_text("not an image")
+    client = _client(root, tmp_path / "state")
+    listing = client.get("/api/files", params={"root": 0}).json()
+    assert {"name": "ct", "folder": True} in listing["entries"] and listing["series"] is False
+    series = client.get("/api/files", params={"root": 0, "folder": "ct"}).json()
+    assert series["series"] is True and series["entries"] == []  # its slices are not listed
+    notes = client.get("/api/files", params={"root": 0, "folder": "notes"}).json()
+    assert notes["series"] is False
+    opened = client.post("/api/sessions", json={"root": 0, "path": "ct"}).json()
+    assert opened["dicom"] is True
+    nifti = client.post("/api/sessions", json={"root": 0, "path": "image.nii.gz"}).json()
+    assert nifti["dicom"] is False

@@ -8,7 +8,8 @@ from mecca.data.roi import Box
 from mecca.errors import ConfigError, InputError, OverwriteError
 from mecca.interaction.clicks import InteractionKind
 from mecca.io import Volume, load
-from mecca.session.labels import LabelSession
+from mecca.session.labels import LabelSession, merge_labels
+from mecca.session.session import MAX_EVIDENCE_POINTS, SessionResult
 
 FG, BG = InteractionKind.FOREGROUND, InteractionKind.BACKGROUND
 SHAPE = (48, 40, 20)
@@ -102,3 +103,84 @@ def test_bad_labels_get_clear_errors_and_change_nothing(tmp_path):
         labels.add_label("other", method="no_such_method")
     assert labels.labels == {"left": 1}
     assert not (tmp_path / "x.nii.gz").exists()
+
+
+def _result(prob: np.ndarray) -> SessionResult:
+    box = Box((0, 0, 0), prob.shape)
+    return SessionResult(prob_box=prob.astype(np.float32), confidence_box=None, advice_box=None,
+                         seconds=0.0, total_seconds=0.0, step=1, box=box, shape=prob.shape)
+
+
+def test_overlap_rules_rank_lock_over_overwrite_over_keep_then_probability():
+    shape = (4, 1, 1)
+    high = _result(np.array([0.9, 0.9, 0.0, 0.0]).reshape(shape))  # value 1
+    low = _result(np.array([0.0, 0.6, 0.6, 0.0]).reshape(shape))  # value 2, overlaps at 1
+    pairs = [(1, high), (2, low)]
+    at = lambda m: m.ravel().tolist()  # noqa: E731
+    assert at(merge_labels(shape, pairs)) == [1, 1, 2, 0]  # default: the more probable
+    assert at(merge_labels(shape, pairs, {2: "lock"})) == [1, 2, 2, 0]
+    assert at(merge_labels(shape, pairs, {1: "keep"})) == [1, 2, 2, 0]  # keeps only its own
+    assert at(merge_labels(shape, pairs, {1: "keep", 2: "keep"})) == [1, 1, 2, 0]
+    assert at(merge_labels(shape, pairs, {1: "lock", 2: "lock"})) == [1, 1, 2, 0]
+    with pytest.raises(ConfigError, match="unknown overlap rule 'mine'"):
+        merge_labels(shape, pairs, {1: "mine"})
+
+
+def _touching() -> tuple[LabelSession, np.ndarray, np.ndarray]:
+    # two balls of the same brightness that touch: a click in one spills into the other
+    shape = (40, 30, 20)
+    left, right = sphere(shape, (13, 15, 10), 7), sphere(shape, (26, 15, 10), 7)
+    image = ((left | right) * 3.0 + np.random.default_rng(1).normal(0, 0.2, shape))
+    volume = Volume(image.astype(np.float32), AFFINE)
+    return LabelSession(volume, "random_walker", grid=(24, 24, 16)), left, right
+
+
+def test_a_locked_label_is_background_evidence_for_the_others_and_undo_is_exact():
+    labels, left, right = _touching()
+    box = Box((2, 4, 2), (38, 27, 19))
+    first = labels.add_label("left", roi=box, overlap="lock")
+    first.add_click(FG, (13, 15, 10))
+    first.add_click(BG, (26, 15, 10))  # not the other ball
+    first.step()
+    locked = first.result.mask.astype(bool)
+    assert _dice(locked, left) > 0.7
+
+    def second_label(name):
+        session = labels.add_label(name, roi=box)
+        session.add_click(FG, (27, 15, 10))
+        session.add_click(BG, (37, 26, 18))
+        return session.step().mask.astype(bool)
+
+    spilled = second_label("right")
+    labels.set_overlap("left", "overwrite")
+    labels.remove_label("right")
+    free = second_label("right_free")  # the same clicks, nothing locked
+    assert (free & locked).sum() > 0  # without the lock the second label spills over
+    labels.set_overlap("left", "lock")
+    assert labels.overlap("left") == "lock" and labels.locked_except("left") is None
+    assert not (spilled & locked).any()  # the lock: none of the locked voxels
+    merged = labels.label_map()
+    np.testing.assert_array_equal(merged == 1, locked)  # lock wins every overlap
+    # undo then redo gives the same mask, bit for bit
+    session = labels["right_free"]
+    session.add_click(BG, (20, 15, 10))
+    stepped = session.step().mask.copy()
+    session.undo()
+    np.testing.assert_array_equal(session.redo().mask, stepped)
+
+
+def test_background_evidence_reaches_a_method_that_takes_background_clicks():
+    labels, left, _ = _touching()
+    session = labels.add_label("x", roi=Box((2, 4, 2), (38, 27, 19)))
+    session.set_background(left)
+    grid_clicks = session._grid_clicks  # the clicks a step gives the method
+    session.add_click(FG, (27, 15, 10))
+    session.step()
+    given = grid_clicks(session.predictor.crop, [])
+    assert 0 < len(given) <= MAX_EVIDENCE_POINTS and {c.kind for c in given} == {BG}
+    assert not (session.result.mask.astype(bool) & left).any()
+    with pytest.raises(InputError, match="not on the image grid"):
+        session.set_background(np.zeros((3, 3, 3), bool))
+    with pytest.raises(ConfigError, match="unknown overlap rule"):
+        labels.add_label("y", overlap="sometimes")
+    assert "y" not in labels

@@ -7,13 +7,15 @@ Every route under ``/api`` works on server-side sessions (:mod:`mecca.server.ses
 ``GET  /api/info``                    version, methods (the clicks each takes, its
                                       ``model``, ``trained_on``, ``any_target``),
                                       image roots, limits
-``GET  /api/files?root=R&folder=F``   images and folders under root R (names only)
+``GET  /api/files?root=R&folder=F``   images and folders under root R (names only);
+                                      ``series``: folder F is a DICOM series
 ``POST /api/sessions``                open ``{"root": R, "path": "rel/path", "method"}``
 ``POST /api/sessions/upload``         raw body = the file; ``?filename=x.nii.gz&method=``
                                       (application/octet-stream; 415 for other types)
 ``GET  /api/sessions``                this server's saved sessions (image name, method,
                                       steps, last change), the last changed first
-``GET  /api/sessions/{id}``           state: shape, affine, ROI, steps, undo/redo
+``GET  /api/sessions/{id}``           state: shape, affine, ROI, steps, undo/redo,
+                                      ``dicom`` (a DICOM series from a root: SEG export)
 ``GET  /api/sessions/{id}/image.nii.gz``  the image as the server wrote it
 ``PUT  /api/sessions/{id}/roi``       ``{"corners_mm": [[x,y,z],[x,y,z]]}`` (RAS mm)
 ``POST /api/sessions/{id}/clicks``    ``{"clicks": [{"kind", "xyz_mm"}], "step": true}``
@@ -71,7 +73,15 @@ from mecca.client import CLIENT_NAME
 from mecca.data.roi import Box
 from mecca.errors import InputError, MeccaError
 from mecca.interface import InteractiveMethod, ProposalMethod
-from mecca.io import Volume, file_extension, label_map_values, load, save_mask, save_volume
+from mecca.io import (
+    Volume,
+    dicom_series_ids,
+    file_extension,
+    label_map_values,
+    load,
+    save_mask,
+    save_volume,
+)
 from mecca.server.dicom_export import (
     label_name,
     require_source,
@@ -333,6 +343,7 @@ def state_of(ss: ServerSession) -> dict[str, Any]:
         "can_undo_replace": ss.can_undo_replace,
         "clicks": input_clicks(ss),
         "last": None if result is None else step_summary(ss),
+        "dicom": ss.source is not None,  # a DICOM series opened from a root: SEG export
     }
 
 
@@ -411,12 +422,15 @@ def files(server: ServerDep, root: int = 0, folder: str = "") -> dict[str, Any]:
     base = server.open_path(root, folder or ".")
     if not base.is_dir():
         raise InputError("not a folder")
-    entries = []
+    entries, loose_files = [], False
     for p in sorted(base.iterdir())[:1000]:
         image = p.is_file() and p.name.lower().endswith(IMAGE_SUFFIXES)
+        loose_files |= p.is_file() and not image and not p.name.startswith(".")
         if not p.name.startswith(".") and (p.is_dir() or image):
             entries.append({"name": p.name, "folder": p.is_dir()})
-    return {"root": root, "folder": folder, "entries": entries}
+    # a folder of slices the list does not name: is it a DICOM series (opened as one image)?
+    series = bool(folder) and loose_files and bool(dicom_series_ids(base))
+    return {"root": root, "folder": folder, "entries": entries, "series": series}
 
 
 @api.post("/sessions")

@@ -3,16 +3,28 @@
 Each label (a name and a value >= 1) has its own :class:`~mecca.session.Session` on the
 shared volume: its own ROI, method, clicks and undo/redo. A structure the first
 prediction missed is inserted by adding a label and clicking it; correcting one label
-never changes another. :meth:`LabelSession.label_map` merges them: a voxel inside several
-masks takes the label whose session gives it the highest probability (ties: the label
-added first); a voxel inside none is 0. This is how 3D Slicer's Segment Editor and
-ITK-SNAP keep several segments: each is edited on its own and the label map is built from
-them, so any method of the registry (one target at a time) segments several labels.
+never changes another's session. This is how 3D Slicer's Segment Editor and ITK-SNAP keep
+several segments: each is edited on its own and the label map is built from them, so any
+method of the registry (one target at a time) segments several labels.
+
+**Overlaps**, one rule per label (:data:`OVERLAP_RULES`, 3D Slicer's "overwrite other
+segments" and the "locked labels" of nnInteractive's and MONAI Label's users):
+
+* ``overwrite`` (the default): where its mask meets another label's, the one with the
+  higher probability there takes the voxel (ties: the label added first);
+* ``keep``: it never takes a voxel another label holds (keep what exists);
+* ``lock``: no other label takes its voxels, and every other label's session gets them as
+  background evidence (:class:`~mecca.session.Session`'s ``background``: the method is
+  told they are not its object, and its mask never contains them).
+
+:meth:`LabelSession.label_map` (:func:`merge_labels`) resolves each voxel by rank (lock
+over overwrite over keep), then by probability, then by order; a voxel in no mask is 0.
+Undo and redo act on one label's session and are exact (the same mask bit for bit).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +38,20 @@ from mecca.session.session import Session, SessionResult
 
 MAX_LABEL = 65535
 """Label values are stored as uint16."""
+
+OVERLAP_RULES = ("overwrite", "keep", "lock")
+"""What a label does where its mask meets another's (the module docstring)."""
+
+_RANK = {"keep": 0, "overwrite": 1, "lock": 2}
+
+
+def check_overlap(rule: str) -> str:
+    """``rule`` when it is one of :data:`OVERLAP_RULES`; ConfigError otherwise."""
+    if rule not in OVERLAP_RULES:
+        raise ConfigError(
+            f"unknown overlap rule {rule!r}", hint=f"one of {', '.join(OVERLAP_RULES)}"
+        )
+    return rule
 
 
 class LabelSession:
@@ -45,6 +71,7 @@ class LabelSession:
         self.method = method
         self.session_options = session_options
         self._labels: dict[str, tuple[int, Session]] = {}
+        self._overlap: dict[str, str] = {}
 
     @property
     def labels(self) -> dict[str, int]:
@@ -76,6 +103,7 @@ class LabelSession:
         *,
         roi: Box | None = None,
         method: str | InteractiveMethod | None = None,
+        overlap: str = "overwrite",
     ) -> Session:
         """Start a label and return its session.
 
@@ -84,7 +112,9 @@ class LabelSession:
             value: its value in the label map (default: one more than the largest so far).
             roi: the label's box on the original grid (None: from its first clicks).
             method: this label's method (default: the session-wide one).
+            overlap: its rule where it meets another label (:data:`OVERLAP_RULES`).
         """
+        check_overlap(overlap)
         if not isinstance(name, str) or not name.strip():
             raise ConfigError(f"a label needs a non-empty name, got {name!r}")
         if name in self._labels:
@@ -101,20 +131,50 @@ class LabelSession:
         if int(value) in taken:
             raise ConfigError(f"label value {value} is taken by {taken[int(value)]!r}")
         session = Session(
-            self.volume, roi, method if method is not None else self.method, **self.session_options
+            self.volume,
+            roi,
+            method if method is not None else self.method,
+            background=lambda: self.locked_except(name),
+            **self.session_options,
         )
         self._labels[name] = (int(value), session)
+        self._overlap[name] = overlap
         return session
 
     def remove_label(self, name: str) -> None:
         """Forget label ``name`` and its session."""
         self[name]  # a clear error for an unknown name
         del self._labels[name]
+        del self._overlap[name]
+
+    def overlap(self, name: str) -> str:
+        """Label ``name``'s overlap rule."""
+        self[name]
+        return self._overlap[name]
+
+    def set_overlap(self, name: str, rule: str) -> None:
+        """Change label ``name``'s overlap rule; it applies to the label map at once and to
+        the other labels' steps (and undo/redo) from then on."""
+        self[name]
+        self._overlap[name] = check_overlap(rule)
+
+    def locked_except(self, name: str) -> np.ndarray | None:
+        """The union of the current masks of the locked labels other than ``name`` (the
+        background evidence of ``name``'s session), or None when there are none."""
+        out = None
+        for other, (_, session) in self._labels.items():
+            if other == name or self._overlap[other] != "lock" or session.result is None:
+                continue
+            mask = session.result.mask.astype(bool)
+            out = mask if out is None else out | mask
+        return out
 
     def label_map(self) -> np.ndarray:
         """uint16 (I, J, K) map of every label's current mask (see the module docstring)."""
         shape = np.asarray(self.volume.array).shape
-        return merge_labels(shape, [(v, s.result) for v, s in self._labels.values()])
+        pairs = [(v, s.result) for v, s in self._labels.values()]
+        rules = {v: self._overlap[n] for n, (v, _) in self._labels.items()}
+        return merge_labels(shape, pairs, rules)
 
     def export(self, path: str | Path, *, force: bool = False) -> Path:
         """Write :meth:`label_map` on the volume's own grid (:func:`mecca.io.save_mask`).
@@ -129,18 +189,23 @@ class LabelSession:
 
 
 def merge_labels(
-    shape: tuple[int, ...], labelled: Iterable[tuple[int, SessionResult | None]]
+    shape: tuple[int, ...],
+    labelled: Iterable[tuple[int, SessionResult | None]],
+    overlap: Mapping[int, str] | None = None,
 ) -> np.ndarray:
     """uint16 label map of ``(value, result)`` pairs: each result's mask gets its value;
-    a voxel in several masks goes to the highest probability there (ties: the earlier
-    pair); results that are None (no step yet) are skipped."""
+    a voxel in several masks goes to the label of highest rank (``overlap``: value ->
+    rule, default ``overwrite``; lock over overwrite over keep), then of highest
+    probability there, then the earlier pair; results that are None are skipped."""
+    overlap = overlap or {}
     out = np.zeros(shape, np.uint16)
     best = np.full(shape, -np.inf, np.float32)
     for value, result in labelled:
         if result is None:
             continue
+        rank = _RANK[check_overlap(overlap.get(value, "overwrite"))]
         prob = np.asarray(result.prob, np.float32)
-        claim = result.mask.astype(bool) & (prob > best)
+        claim = result.mask.astype(bool) & (rank + prob > best)  # rank + p: p is in [0, 1]
         out[claim] = value
-        best[claim] = prob[claim]
+        best[claim] = rank + prob[claim]
     return out

@@ -46,6 +46,12 @@ Choices, written down once
 * **Results live on the ROI box**: a step maps its output to the box on the original
   grid; the full-size arrays (:attr:`SessionResult.prob` etc.) are built on first access,
   as a 240 x 240 x 155 copy is most of a step's mapping cost and a viewer needs the box.
+* **Background evidence** (``background``, what :class:`~mecca.session.labels.LabelSession`
+  gives a label from the other labels it must not take, e.g. locked ones): voxels known
+  not to be the object. The result never contains them (the probability is 0 there), and
+  a method that takes background clicks gets up to ``MAX_EVIDENCE_POINTS`` of them with
+  every step (points of the evidence's surface inside the crop, spread evenly; not part
+  of the click history, the undo stack or the honoured-click counts).
 * **Memory**: only the latest result is kept; undo/redo rebuild it from the stored
   network-grid result (resampling only, no method call).
 """
@@ -55,13 +61,14 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from scipy import ndimage
 
 from mecca import methods
 from mecca.data.roi import Box, Crop, NormaliseConfig, make_crop, prob_to_box
@@ -89,6 +96,13 @@ AUTO_GROW_ROI = 2
 """How many times a step may grow an ROI derived from clicks when ``grow_roi`` is None:
 such an ROI is a guess (the clicks plus a margin), so a mask reaching its border means
 the object goes on (measured: benchmarks/slicer_clicks.py, docs/user-guide.md)."""
+
+MAX_EVIDENCE_POINTS = 48
+"""Background-evidence points given to a method per step (see the module docstring)."""
+
+Background = np.ndarray | Callable[[], np.ndarray | None] | None
+"""Background evidence: a bool (I, J, K) mask, a function giving one (read at each step),
+or None."""
 
 ClickLike = Click | tuple[InteractionKind | str, Sequence[int] | np.ndarray]
 """A Click, or a ``(kind, (i, j, k))`` pair."""
@@ -241,6 +255,7 @@ class Session:
             replayed on the new crop (same network grid, so memory stays that of one crop
             plus the ROI box); repeated up to ``grow_roi`` times per step. Not for
             proposal methods (their accepted proposals are not clicks to replay).
+        background: background evidence (:data:`Background`; the module docstring).
     """
 
     def __init__(
@@ -255,6 +270,7 @@ class Session:
         roi_margin_mm: float = ROI_MARGIN_MM,
         advice: bool = True,
         grow_roi: int | None = None,
+        background: Background = None,
     ) -> None:
         if np.asarray(volume.array).ndim != 3:
             raise InputError(f"the volume must be 3D (I, J, K), got shape {volume.array.shape}")
@@ -278,6 +294,8 @@ class Session:
         self._predictor: Predictor | None = None
         self._result: SessionResult | None = None
         self._proposals: list[Proposal] = []
+        self._background: Background = None
+        self.set_background(background)
         if roi is not None:
             self.set_roi(roi)
 
@@ -386,6 +404,49 @@ class Session:
 
     # ---------------------------------------------------------------- ROI
 
+    def set_background(self, background: Background) -> None:
+        """Set the background evidence (a mask, a function giving one, or None); it
+        applies from the next step (or undo/redo) on."""
+        if background is not None and not callable(background):
+            background = self._checked_background(background)
+        self._background = background
+
+    def _checked_background(self, mask: np.ndarray) -> np.ndarray:
+        mask = np.asarray(mask)
+        if mask.shape != tuple(self.volume.shape[:3]):
+            raise InputError(
+                f"background evidence {mask.shape} is not on the image grid {self.volume.shape}"
+            )
+        return mask.astype(bool, copy=False)
+
+    def _background_now(self) -> np.ndarray | None:
+        """The background evidence as a bool mask on the image grid, or None."""
+        found = self._background() if callable(self._background) else self._background
+        if found is None:
+            return None
+        return self._checked_background(found)
+
+    def _grid_clicks(self, crop: Crop, clicks: Sequence[Click]) -> list[Click]:
+        """``clicks`` on the crop's grid, plus background-evidence points when the method
+        takes background clicks (module docstring)."""
+        mapped = clicks_to_grid(crop, clicks)
+        background = self._background_now()
+        if background is None or InteractionKind.BACKGROUND not in self.method.accepts:
+            return mapped
+        inside = background[crop.box.slices]
+        surface = inside & ~ndimage.binary_erosion(inside)
+        points = np.argwhere(surface) + np.asarray(crop.box.start)
+        if not len(points):
+            return mapped
+        grid = np.unique(
+            np.clip(np.rint(crop.to_grid(points)), 0, np.asarray(crop.grid) - 1), axis=0
+        )
+        chosen = grid[
+            np.linspace(0, len(grid) - 1, min(MAX_EVIDENCE_POINTS, len(grid))).astype(int)
+        ]
+        bg = InteractionKind.BACKGROUND
+        return mapped + [Click(bg, (int(i), int(j), int(k))) for i, j, k in chosen]
+
     def set_roi(self, box: Box) -> None:
         """Use ``box`` (original grid, inside the volume) as the ROI; resets the session."""
         if not isinstance(box, Box):
@@ -444,7 +505,7 @@ class Session:
         t0 = time.perf_counter()
         predictor = self._current_predictor()
         clicks = self._store.pending
-        result = predictor.step(clicks_to_grid(predictor.crop, clicks), rng=self._rng)
+        result = predictor.step(self._grid_clicks(predictor.crop, clicks), rng=self._rng)
         if self._predictor is None:  # the first clicks defined the ROI
             self._predictor, self._roi = predictor, predictor.crop.box
             self._roi_from_clicks = True
@@ -497,7 +558,7 @@ class Session:
         """A predictor on ``box`` that has run every step of the click history."""
         predictor = self._make_predictor(box)
         for clicks in self._store.steps:
-            predictor.step(clicks_to_grid(predictor.crop, clicks), rng=self._rng)
+            predictor.step(self._grid_clicks(predictor.crop, clicks), rng=self._rng)
         return predictor
 
     def propose(self, k: int | None = None) -> list[SessionResult]:
@@ -595,6 +656,9 @@ class Session:
         honoured, labelled = honoured_clicks(prob_box > 0.5, clicks, crop.box.start)
         image_box = np.asarray(self.volume.array[crop.box.slices])
         prob_box, unhonoured = honour_clicks(prob_box, image_box, clicks, offset=crop.box.start)
+        background = self._background_now()
+        if background is not None:
+            prob_box = np.where(background[crop.box.slices], np.float32(0), prob_box)
         if unhonoured:
             logger.warning("%d clicks outside the ROI box are not honoured", len(unhonoured))
         return SessionResult(

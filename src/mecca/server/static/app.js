@@ -60,7 +60,13 @@ async function request(path, options = {}) {
 async function blobUrl(path) {
   // a server file fetched with the headers, as a blob: URL (NiiVue, <img>, downloads)
   const reply = await request(path);
-  if (!reply.ok) throw new Error(`${path.split("?")[0]}: HTTP ${reply.status}`);
+  if (!reply.ok) {
+    // the server's reason where it gives one (JSON {"error"}: a SEG of a session with no
+    // step yet, a bad segment name), else the HTTP status
+    let why = "";
+    try { why = (await reply.json()).error || ""; } catch (e) { /* not JSON */ }
+    throw new Error(why || `${path.split("?")[0]}: HTTP ${reply.status}`);
+  }
   return URL.createObjectURL(await reply.blob());
 }
 
@@ -159,6 +165,11 @@ async function listFiles(folder) {
   const listing = await api(`/api/files?root=${root}&folder=${encodeURIComponent(folder)}`);
   const items = listing.entries.map((e) =>
     fileItem(folder ? `${folder}/${e.name}` : e.name, e.folder, (e.folder ? "\u{1F4C1} " : "") + e.name));
+  // a DICOM series is a folder of slices the list does not name: the server says when
+  // the folder shown is one, and it opens as one image
+  if (listing.series) {
+    items.unshift(fileItem(folder, false, "\u25B6 Open this folder (DICOM series)"));
+  }
   if (folder) items.unshift(fileItem(folder.split("/").slice(0, -1).join("/"), true, ".."));
   $("files").replaceChildren(...items);
 }
@@ -169,7 +180,7 @@ async function opening(what, makeSession) {
   const before = state.loaded;
   state.loaded = false;
   state.loading = true;
-  for (const id of ["undo", "redo", "reset", "export", "newLabel"]) $(id).disabled = true; // no session yet
+  for (const id of ["undo", "redo", "reset", "export", "downloadSeg", "newLabel"]) $(id).disabled = true; // no session yet
   showBusy();
   showError(null);
   status(`Opening ${what}...`);
@@ -215,6 +226,7 @@ function update(data) {
   $("reset").disabled = data.steps === 0;
   $("export").disabled = data.steps === 0;
   $("download").hidden = data.steps === 0;
+  showExportChoices(data);
   $("proposalsBox").hidden = !state.proposing[data.method];
   $("propose").disabled = !data.roi && data.steps === 0;
   clearProposals();
@@ -230,6 +242,33 @@ function update(data) {
   const row = $("sessions").querySelector(`li[data-sid="${data.id}"]`);
   if (row) row.textContent = sessionLine(Object.assign({}, data, { changed: new Date().toISOString() }));
   for (const li of $("sessions").children) li.classList.toggle("current", li.dataset.sid === data.id);
+}
+
+// DICOM SEG (docs/dicom-seg.md): a session opened from a DICOM series under an image root
+// (its state's `dicom`) can export its mask as a SEG referencing that series: a button,
+// the segment's name, and a .dcm export name; any other session shows none of them (the
+// server would refuse them with a 400).
+const MASK_ENDINGS = ".nii.gz, .nii, .nrrd or .mha";
+
+function showExportChoices(data) {
+  $("dicomSeg").hidden = !data.dicom;
+  $("downloadSeg").disabled = data.steps === 0;
+  $("labelMapHint").hidden = !data.dicom;
+  $("exportHint").textContent = data.dicom
+    ? `Export name: ${MASK_ENDINGS} writes the mask; .dcm writes a DICOM SEG of this series (segment name below).`
+    : `Export name: ${MASK_ENDINGS} (written in the server's state folder).`;
+}
+
+function segLabel(name) {
+  // the segment name sent with a SEG (the server checks it: 1-64 printable characters)
+  return name.endsWith(".dcm") ? $("segLabel").value : undefined;
+}
+
+async function downloadSeg() {
+  const label = $("segLabel").value;
+  await download(`/api/sessions/${state.sid}/seg.dcm?label=${encodeURIComponent(label)}`, "seg.dcm");
+  status(`Downloaded seg.dcm: the mask as a DICOM SEG (segment "${label}") referencing the image's series. ` +
+    summary(state.session));
 }
 
 // Resume: this server's saved sessions (GET /api/sessions), the last changed first; a
@@ -300,7 +339,8 @@ async function removeLabel() {
 async function exportLabels() {
   const labels = state.labels.map((l) => ({ session: l.sid, value: l.value }));
   const done = await api("/api/labelmap", { method: "POST", json: { labels, name: $("labelMapName").value } });
-  status(`Exported ${done.exported} (${labels.length} labels) to ${done.folder} in the server's state folder.`);
+  const seg = done.exported.endsWith(".dcm") ? ", a DICOM SEG of one segment each" : "";
+  status(`Exported ${done.exported} (${labels.length} labels${seg}) to ${done.folder} in the server's state folder.`);
 }
 
 async function paintOtherLabels() {
@@ -878,7 +918,10 @@ async function main() {
     (data) => `${editing(data)} Draw its ROI (2 corners) or click.`));
   $("removeLabel").addEventListener("click", () => run(removeLabel, undefined, editing));
   $("labels").addEventListener("change", (e) => run(() => switchLabel(e.target.value), undefined, editing));
-  $("exportLabels").addEventListener("click", () => exportLabels().catch(showError));
+  $("exportLabels").addEventListener("click", () => exportLabels().catch((err) => {
+    showError(err);
+    status(`Label map not exported: ${err.message || err}. ${summary(state.session)}`);
+  }));
   $("proposals").addEventListener("click", (e) => {
     const img = e.target.closest("img");
     if (img) pickProposal(Number(img.dataset.index)).catch(showError);
@@ -893,11 +936,21 @@ async function main() {
   $("showProb").addEventListener("change", () => refreshOverlays().catch(showError));
   $("download").addEventListener("click", () =>
     download(`/api/sessions/${state.sid}/mask.nii.gz`, "mask.nii.gz").catch(showError));
+  $("downloadSeg").addEventListener("click", () => downloadSeg().catch((err) => {
+    showError(err);
+    status(`DICOM SEG not downloaded: ${err.message || err}. ${summary(state.session)}`);
+  }));
   $("export").addEventListener("click", async () => {
+    const name = $("exportName").value;
+    const label = segLabel(name);
     try {
-      const done = await api(`/api/sessions/${state.sid}/export`, { method: "POST", json: { name: $("exportName").value } });
-      status(`Exported ${done.exported} to ${done.folder} in the server's state folder.`);
-    } catch (err) { showError(err); }
+      const done = await api(`/api/sessions/${state.sid}/export`, { method: "POST", json: { name, label } });
+      const seg = label === undefined ? "" : ` (DICOM SEG, segment "${label}")`;
+      status(`Exported ${done.exported}${seg} to ${done.folder} in the server's state folder.`);
+    } catch (err) {
+      showError(err);
+      status(`Not exported: ${err.message || err}. ${summary(state.session)}`);
+    }
   });
   document.addEventListener("keydown", (e) => {
     // shortcuts, ignored while typing in a field: modes r/f/b/e/s/x/d/l, undo z, redo y, advice a
