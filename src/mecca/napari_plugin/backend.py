@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import tempfile
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -24,6 +24,10 @@ from mecca.napari_plugin.geometry import Corners
 
 ClickPair = tuple[str, tuple[int, ...]]
 """A click as the plugin passes it: ``(kind, (i, j, k))``."""
+
+BackgroundFn = Callable[[], np.ndarray] | None
+"""Background evidence: a function giving a bool (I, J, K) mask of voxels that are not the
+object (the other labels' locked voxels), read at each step, undo and redo; or None."""
 
 
 @dataclass(frozen=True)
@@ -75,6 +79,7 @@ class Backend(Protocol):
     def redo(self) -> View: ...
     def reset(self) -> View: ...
     def set_roi(self, box: Corners) -> View: ...
+    def set_background(self, background: BackgroundFn) -> None: ...
     def view(self) -> View: ...
 
 
@@ -172,6 +177,10 @@ class LocalBackend(_History):
         self.session.set_roi(Box(*box))
         return self.view()
 
+    def set_background(self, background: BackgroundFn) -> None:
+        """The session's background evidence (``Session.set_background``) from now on."""
+        self.session.set_background(background)
+
     def view(self) -> View:
         """The session's state as arrays on the image grid."""
         s, result = self.session, self.session.result
@@ -229,6 +238,11 @@ class RemoteBackend(_History):
         """Segment inside ``box`` from now on (resets the session's clicks)."""
         self.session.set_roi(*box)
         return self.view()
+
+    def set_background(self, background: BackgroundFn) -> None:
+        """Kept only: a server session takes no background evidence (the widget still
+        keeps the locked voxels out when it writes the mask)."""
+        self.background = background
 
     def view(self) -> View:
         """The session's state, the arrays fetched from the server."""

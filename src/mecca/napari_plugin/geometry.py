@@ -9,7 +9,7 @@ clicked position rounds to its voxel with ``floor(x + 0.5)``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 
@@ -105,9 +105,44 @@ def box_rectangles(box: Corners, axis: int) -> list[np.ndarray]:
     return out
 
 
-def paint(base: np.ndarray, mask: np.ndarray | None, value: int) -> np.ndarray:
-    """``base`` with the mask's voxels set to ``value`` (the labels layer's new data)."""
+OVERLAP_RULES = ("overwrite", "keep", "lock")
+"""What a label value does where its mask meets another value (``mecca.session.labels``):
+``overwrite`` takes the mask's voxels, ``keep`` only those holding 0 (or the value itself),
+``lock`` is ``overwrite`` and, besides, no other value takes its voxels."""
+
+
+def paint(
+    base: np.ndarray,
+    mask: np.ndarray | None,
+    value: int,
+    rule: str = "overwrite",
+    locked: Iterable[int] = (),
+) -> np.ndarray:
+    """``base`` with the mask's voxels set to ``value`` (the labels layer's new data), by
+    the value's overlap ``rule`` (:data:`OVERLAP_RULES`): a voxel of ``base`` holding a
+    ``locked`` value other than ``value`` never changes; with ``keep`` only voxels holding
+    0 or ``value`` take it. Every other voxel keeps ``base``'s value, so a voxel the mask
+    leaves goes back to what it held in ``base``."""
+    if rule not in OVERLAP_RULES:
+        hint = f"one of {', '.join(OVERLAP_RULES)}"
+        raise InputError(f"unknown overlap rule {rule!r}", hint=hint)
     out = base.copy()
-    if mask is not None:
-        out[np.asarray(mask) > 0] = value
+    if mask is None:
+        return out
+    take = np.asarray(mask) > 0
+    others = locked_others(base, locked, value)
+    if others is not None:
+        take &= ~others
+    if rule == "keep":
+        take &= (base == 0) | (base == value)
+    out[take] = value
     return out
+
+
+def locked_others(data: np.ndarray, locked: Iterable[int], value: int) -> np.ndarray | None:
+    """Where ``data`` holds a ``locked`` value other than ``value`` (bool, ``data``'s shape),
+    or None when no other value is locked."""
+    others = sorted({int(v) for v in locked} - {int(value)})
+    if not others:
+        return None
+    return np.isin(np.asarray(data), others)

@@ -17,7 +17,12 @@ The layers it keeps (made on first use, named below):
 * ``MECCA probability`` (image, additive) and ``MECCA advice`` (labels: the regions the
   method is least sure of, 1 = least confident), when the method gives them.
 * the chosen labels layer (or a new ``MECCA mask``): the mask is written with the chosen
-  label value over the layer's content as it was when the session started.
+  label value over the layer's content as it was when the session started, by the value's
+  overlap rule (:data:`OVERLAP_CHOICES`, remembered per labels layer in its
+  ``metadata["mecca_overlap"]``, value -> rule): a voxel holding a locked value other than
+  the current one never changes, and with "keep" only voxels holding 0 (or the value) take
+  it. The locked values other than the current one are the local session's background
+  evidence (``Session.set_background``): the method is told they are not its object.
 """
 
 from __future__ import annotations
@@ -69,6 +74,10 @@ CLICKS, ROI, PROB, ADVICE, MASK = (
     "MECCA mask",
 )
 NEW_LABELS = f"new layer: {MASK}"
+OVERLAP_CHOICES = {"Overwrite": "overwrite", "Keep existing": "keep", "Lock": "lock"}
+"""The overlap combo's entries and the rules (``geometry.OVERLAP_RULES``) they stand for."""
+RULES_KEY = "mecca_overlap"
+"""Where a labels layer's ``metadata`` keeps its overlap rules (label value -> rule)."""
 
 
 def _message(exc: BaseException) -> str:
@@ -95,6 +104,7 @@ class MeccaWidget(QWidget):
         self._view: View | None = None
         self._worker: Any = None
         self._methods: list[MethodChoice] = []
+        self._pending_rules: dict[int, str] = {}  # the rules a new MECCA mask layer takes
         self._build()
         self._refresh_layers()
         self._load_methods()
@@ -141,8 +151,18 @@ class MeccaWidget(QWidget):
         self.value_spin = QSpinBox()
         self.value_spin.setRange(1, 65535)
         self.value_spin.setValue(1)
-        self.value_spin.valueChanged.connect(lambda _: self._write_mask())
+        self.value_spin.valueChanged.connect(lambda _: self._value_changed())
         form.addRow("Label value", self.value_spin)
+        self.overlap_box = QComboBox()
+        self.overlap_box.addItems(list(OVERLAP_CHOICES))
+        self.overlap_box.setToolTip(
+            "where this value's mask meets other values: overwrite them (locked ones "
+            "excepted), keep them, or lock this value (no other value takes its voxels, "
+            "and the others' sessions get them as background)"
+        )
+        self.overlap_box.currentIndexChanged.connect(lambda _: self._overlap_changed())
+        self.labels_box.currentIndexChanged.connect(lambda _: self._show_overlap())
+        form.addRow("Overlap", self.overlap_box)
 
         buttons = QGridLayout()
         self.roi_button = QPushButton("ROI from rectangle")
@@ -204,6 +224,7 @@ class MeccaWidget(QWidget):
             if current in names + extra:
                 box.setCurrentText(current)
             box.blockSignals(False)
+        self._show_overlap()
 
     def _load_methods(self) -> None:
         """The method picker: the local registry's methods, or the server's."""
@@ -313,11 +334,83 @@ class MeccaWidget(QWidget):
         image = self.image_layer
         assert image is not None
         layer = self.viewer.add_labels(
-            np.zeros(image.data.shape, dtype=np.uint16), name=MASK, **self._geometry()
+            np.zeros(image.data.shape, dtype=np.uint16),
+            name=MASK,
+            metadata={RULES_KEY: self._pending_rules},
+            **self._geometry(),
         )
+        self._pending_rules = {}
         self._refresh_layers()
         self.labels_box.setCurrentText(MASK)
         return layer
+
+    def _chosen_labels(self) -> Labels | None:
+        """The labels layer chosen in the widget, or None (a new one is to be made)."""
+        name = self.labels_box.currentText()
+        if name and name != NEW_LABELS and name in self.viewer.layers:
+            layer = self.viewer.layers[name]
+            return layer if isinstance(layer, Labels) else None
+        return None
+
+    # ---------------------------------------------------------------- overlap rules
+
+    def overlap_rules(self, layer: Labels | None = None) -> dict[int, str]:
+        """The overlap rules (label value -> rule; a value not there overwrites) of a
+        labels layer, default the chosen one: kept in its ``metadata["mecca_overlap"]``,
+        or by the widget until the new ``MECCA mask`` layer is made."""
+        layer = layer if layer is not None else self._chosen_labels()
+        if layer is None:
+            return self._pending_rules
+        rules = layer.metadata.get(RULES_KEY)
+        if not isinstance(rules, dict):
+            rules = {}
+            layer.metadata[RULES_KEY] = rules
+        return rules
+
+    def locked_values(self, layer: Labels | None = None) -> set[int]:
+        """The locked label values of a labels layer (default: the chosen one)."""
+        return {int(v) for v, rule in self.overlap_rules(layer).items() if rule == "lock"}
+
+    @property
+    def overlap(self) -> str:
+        """The overlap rule of the current label value (``geometry.OVERLAP_RULES``)."""
+        return OVERLAP_CHOICES[self.overlap_box.currentText()]
+
+    def set_overlap(self, rule: str) -> None:
+        """Choose the current label value's overlap rule (as the combo does)."""
+        names = {r: name for name, r in OVERLAP_CHOICES.items()}
+        if rule not in names:
+            raise ValueError(f"unknown overlap rule {rule!r}: one of {', '.join(names)}")
+        self.overlap_box.setCurrentText(names[rule])
+
+    def _show_overlap(self) -> None:
+        """The combo shows the current value's rule in the chosen labels layer."""
+        rule = self.overlap_rules().get(self.value_spin.value(), "overwrite")
+        names = {r: name for name, r in OVERLAP_CHOICES.items()}
+        self.overlap_box.blockSignals(True)
+        self.overlap_box.setCurrentText(names.get(rule, "Overwrite"))
+        self.overlap_box.blockSignals(False)
+
+    def _overlap_changed(self) -> None:
+        """Remember the rule for the current value and write the mask by it."""
+        self.overlap_rules()[self.value_spin.value()] = self.overlap
+        self._write_mask()
+
+    def _value_changed(self) -> None:
+        self._show_overlap()
+        self._write_mask()
+
+    def _background(self) -> Callable[[], np.ndarray] | None:
+        """The session's background evidence: a function giving where the chosen labels
+        layer holds a locked value other than the current one (the layer's data is the
+        image's (I, J, K) grid, as the session's volume), or None when there is none."""
+        layer, image = self._chosen_labels(), self.image_layer
+        if layer is None or image is None or layer.data.shape != image.data.shape:
+            return None
+        others = sorted(self.locked_values(layer) - {self.value_spin.value()})
+        if not others:
+            return None
+        return lambda: np.isin(np.asarray(layer.data), others)
 
     def _placed_clicks(self) -> list[tuple[str, tuple[int, ...]]]:
         layer = self.clicks_layer()
@@ -363,11 +456,13 @@ class MeccaWidget(QWidget):
             return
         key = self._key()
         current = self.backend
+        background = self._background()  # read on Qt's thread, called on the worker's
 
         def work() -> tuple[Backend, View | BaseException]:
             backend = maker() if maker is not None else current
             assert backend is not None
             try:  # a refused action still hands over a newly made backend
+                backend.set_background(background)
                 return backend, action(backend)
             except Exception as exc:
                 return backend, exc
@@ -527,7 +622,9 @@ class MeccaWidget(QWidget):
 
     def _write_mask(self) -> None:
         """Paint the current mask with the label value over the labels layer's content
-        as it was when the session started (so undo and a new value repaint it)."""
+        as it was when the session started (so undo and a new value repaint it), by the
+        value's overlap rule: voxels of the other locked values never change, and a voxel
+        the mask leaves goes back to what it held at the session's start."""
         if self._view is None or self.image_layer is None:
             return
         if self._view.mask is None and self._base is None:
@@ -538,4 +635,7 @@ class MeccaWidget(QWidget):
             return
         if self._base is None or self._base_layer is not layer:
             self._base, self._base_layer = np.array(layer.data, copy=True), layer
-        layer.data = geometry.paint(self._base, self._view.mask, self.value_spin.value())
+        value = self.value_spin.value()
+        rule = self.overlap_rules(layer).get(value, "overwrite")
+        locked = self.locked_values(layer)
+        layer.data = geometry.paint(self._base, self._view.mask, value, rule, locked)

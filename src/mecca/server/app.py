@@ -28,11 +28,17 @@ Every route under ``/api`` works on server-side sessions (:mod:`mecca.server.ses
 ``PUT  /api/sessions/{id}/method``    ``{"method": name}``: reruns the clicks with it as one
                                       step (undo brings the previous method back)
 ``POST /api/sessions/{id}/sibling``   ``{"method": name}``: a new session on the same
-                                      image (another label of one label map)
+                                      image (another label of one label map, in the
+                                      state's label ``group``)
+``PUT  /api/sessions/{id}/overlap``   ``{"rule": "overwrite"|"keep"|"lock"}``: the label's
+                                      overlap rule (a setting, not an undo step); a
+                                      locked label's voxels are background for the
+                                      other labels of its group
 ``GET  /api/sessions/{id}/overlay?outline_only=true``  only the mask's outline, in the
                                       legend's "other label" colour (labels not edited)
 ``POST /api/labelmap``                ``{"labels": [{"session", "value"}], "name"}``:
                                       sessions on one image merged into one label map
+                                      (by their overlap rules, then probability)
 ``GET  /api/sessions/{id}/mask.nii.gz|prob.nii.gz|advice.nii.gz``
 ``GET  /api/sessions/{id}/overlay``   the page's overlay: ROI-box labels + colours
 ``POST /api/sessions/{id}/export``    ``{"name": "liver.nii.gz"}``: written under the
@@ -183,6 +189,10 @@ class AcceptRequest(StrictRequest):
 
 class MethodRequest(StrictRequest):
     method: str = Field(max_length=NAME_CHARS)
+
+
+class OverlapRequest(StrictRequest):
+    rule: str = Field(max_length=NAME_CHARS)
 
 
 class SiblingRequest(StrictRequest):
@@ -344,6 +354,8 @@ def state_of(ss: ServerSession) -> dict[str, Any]:
         "clicks": input_clicks(ss),
         "last": None if result is None else step_summary(ss),
         "dicom": ss.source is not None,  # a DICOM series opened from a root: SEG export
+        "overlap": ss.overlap,
+        "group": ss.group,
     }
 
 
@@ -475,11 +487,24 @@ async def upload(
 
 @api.post("/sessions/{sid}/sibling")
 def sibling(server: ServerDep, sid: str, body: SiblingRequest) -> dict[str, Any]:
-    """A new session on the image of session ``sid`` (its own ROI, clicks and method):
-    the page's next label; ``/api/labelmap`` merges the labels into one file."""
+    """A new session on the image of session ``sid`` (its own ROI, clicks and method, rule
+    ``overwrite``) in the label group of ``sid``: the page's next label; ``/api/labelmap``
+    merges the labels into one file."""
     ss = server.store.get(sid)
     method = body.method or ss.method
-    return state_of(server.store.create(ss.session.volume, method, ss.name, ss.source))
+    made = server.store.create(ss.session.volume, method, ss.name, ss.source, ss.group)
+    return state_of(made)
+
+
+@api.put("/sessions/{sid}/overlap")
+def set_overlap(server: ServerDep, sid: str, body: OverlapRequest) -> dict[str, Any]:
+    """Set the session's overlap rule as a label (:data:`~mecca.session.labels.OVERLAP_RULES`;
+    400 for another word): ``overwrite`` (a shared voxel goes to the more probable label),
+    ``keep`` (it never takes another label's voxel) or ``lock`` (no label takes its voxels:
+    they are background evidence for the other sessions of its group, from their next
+    step, undo or redo on). A saved setting, not an undo step: undo does not change it. The
+    label map uses it at once."""
+    return server.store.run(sid, lambda ss: ss.set_overlap(body.rule), state_of)
 
 
 @api.get("/sessions")
@@ -770,7 +795,8 @@ def export(server: ServerDep, sid: str, body: ExportRequest) -> dict[str, Any]:
 def label_map(server: ServerDep, body: LabelMapRequest) -> dict[str, Any]:
     """Several sessions on one image (one label each) merged into one label map, written
     to ``exports/labelmaps/<first session>/<name>``: a voxel in several masks takes the
-    label with the highest probability there (:func:`mecca.session.labels.merge_labels`).
+    label of the highest rank by the sessions' overlap rules (lock over overwrite over
+    keep), then of the highest probability there (:func:`mecca.session.labels.merge_labels`).
     A ``.dcm`` name writes a DICOM SEG of one segment per label (numbered 1.. in increasing
     value) referencing the first session's DICOM series."""
     name = export_name(body.name)
@@ -786,15 +812,16 @@ def label_map(server: ServerDep, body: LabelMapRequest) -> dict[str, Any]:
         other = ss.session.volume
         if other.shape != volume.shape or not np.allclose(other.affine, volume.affine):
             raise InputError(f"session {ss.id} is on another image than session {ids[0]}")
-    pairs = []
+    pairs, rules = [], {}
     for value, ss in zip(values, sessions, strict=True):
         with ss.lock:
             pairs.append((value, ss.session.result))
+            rules[value] = ss.overlap
     if all(result is None for _, result in pairs):
         raise InputError("nothing to export yet: run a step in one of the sessions first")
     folder = f"exports/labelmaps/{ids[0]}"  # the first session's: no other user's name clashes
     target = server.settings.state_dir / folder / name
-    merged = merge_labels(volume.shape, pairs)
+    merged = merge_labels(volume.shape, pairs, rules)
     if name.endswith(".dcm"):
         server.write_seg(sessions[0], merged, target, names)
     else:

@@ -20,6 +20,18 @@ A session reloaded after a restart (or after being unloaded) replays its steps: 
 methods are deterministic given their clicks (greedy policies, seeded random choices), so
 it comes back with the same mask. The redo stack does not survive a reload.
 
+Labels (:mod:`mecca.session.labels` on the server): sessions made as siblings of one
+session (the page's labels) form a **label group** (``group``: the first session's id) on
+one image. Each session has an **overlap rule** (``overwrite``, ``keep`` or ``lock``; a
+saved setting, not an undo step). The union of the current masks of the other sessions of
+its group whose rule is ``lock`` is its session's background evidence
+(:class:`~mecca.session.Session`'s ``background``, read at every step, undo, redo and
+replay): its mask never holds their voxels. Those masks are read without the other
+sessions' locks (a result is replaced, never changed); one not in memory is loaded here (a
+replay), or, while it is being loaded already (two labels locked against each other), read
+from its saved ``mask.nii.gz``. A replay uses the locked masks as they are then: a session
+reloaded after a locked label changed may come back with another mask.
+
 Nothing is destroyed unasked: a change that replaces the click history (reset, a method
 switch, which reruns the clicks with the new method as one step, a new ROI) first keeps
 the history as a :class:`Checkpoint` in the manifest; undo right after such a change
@@ -67,7 +79,8 @@ from mecca.interface import InteractiveMethod, Proposal
 from mecca.io import Volume, atomic_write, load, save_mask, save_volume
 from mecca.server.dicom_export import checked_source
 from mecca.server.memory import give_back_free_memory
-from mecca.session.session import Session, SessionResult
+from mecca.session.labels import OVERLAP_RULES
+from mecca.session.session import Background, Session, SessionResult
 from mecca.session.store import InteractionStore
 
 log = logging.getLogger(__name__)
@@ -125,10 +138,12 @@ def replayed(
     roi: Box | None,
     store: InteractionStore,
     accepted: dict[int, Proposal],
+    background: Background = None,
 ) -> Session:
     """A session on ``volume`` that has run the steps of ``store`` (accepted proposals
-    at their step numbers) and queued its pending clicks."""
-    session = Session(volume, roi, method=method, rng=0)
+    at their step numbers) and queued its pending clicks; ``background``: its background
+    evidence (the locked labels of its group), given before the steps run."""
+    session = Session(volume, roi, method=method, rng=0, background=background)
     for number, clicks in enumerate(store.steps, start=1):
         if not clicks and number in accepted:
             session.accept_proposal(accepted[number])
@@ -178,6 +193,20 @@ class ServerSession:
     """Histories replaced by reset, method switch or a new ROI, the latest last."""
     redo_checkpoints: list[tuple[Checkpoint, int]] = field(default_factory=list)
     """Undone replacements (in memory only) with the step count at which redo applies."""
+    overlap: str = "overwrite"
+    """Its overlap rule as a label (:data:`mecca.session.labels.OVERLAP_RULES`)."""
+    group: str = ""
+    """Its label group: the id of the session its siblings were made from ("": its own)."""
+    background: Background = None
+    """The background evidence every :class:`Session` made for it gets (the store's: the
+    locked masks of its group); set before its first step."""
+
+    def __post_init__(self) -> None:
+        self.group = self.group or self.id
+
+    def new_session(self, roi: Box | None, method: InteractiveMethod) -> Session:
+        """A fresh :class:`Session` of this server session (image, background evidence)."""
+        return Session(self.session.volume, roi, method=method, rng=0, background=self.background)
 
     @property
     def image_path(self) -> Path:
@@ -186,7 +215,7 @@ class ServerSession:
     def use_method(self, name: str, method: InteractiveMethod) -> None:
         """Switch to another method: a fresh session on the same image and ROI (what
         MONAI Label's clients expect; the page's switch is :meth:`switch_method`)."""
-        self.session = Session(self.session.volume, self.roi, method=method, rng=0)
+        self.session = self.new_session(self.roi, method)
         self.method = name
         self.accepted.clear()
         self.proposal_results = []
@@ -247,16 +276,14 @@ class ServerSession:
     def reset(self) -> None:
         """Back to no clicks (an explicit ROI stays); undo brings the clicks back."""
         method = self.session.method
-        self.replace_history(
-            "reset", lambda: self._fresh(Session(self.session.volume, self.roi, method, rng=0))
-        )
+        self.replace_history("reset", lambda: self._fresh(self.new_session(self.roi, method)))
 
     def set_roi(self, box: Box) -> None:
         """A new ROI: a fresh history (undo brings the old ROI and clicks back)."""
         method = self.session.method
 
         def change() -> None:
-            self._fresh(Session(self.session.volume, box, method, rng=0))
+            self._fresh(self.new_session(box, method))
             self.roi = box
 
         self.replace_history("roi", change)
@@ -270,7 +297,7 @@ class ServerSession:
         roi = self.roi if self.roi is not None else old.roi
 
         def change() -> None:
-            session = Session(old.volume, roi, method=method, rng=0)
+            session = self.new_session(roi, method)
             if taken:
                 session.add_clicks(taken)
                 session.step()
@@ -307,7 +334,10 @@ class ServerSession:
             store.commit()
         store.queue(pending)
         self.replace_history(
-            "remove", lambda: self._fresh(replayed(old.volume, old.method, self.roi, store, {}))
+            "remove",
+            lambda: self._fresh(
+                replayed(old.volume, old.method, self.roi, store, {}, self.background)
+            ),
         )
 
     def _fresh(self, session: Session) -> None:
@@ -324,7 +354,8 @@ class ServerSession:
         session = due.session
         if session is None:  # saved before a restart, or an older checkpoint: replay it
             store = InteractionStore.from_dict(due.store)
-            session = replayed(self.session.volume, build(due.method), due.roi, store, {})
+            method = build(due.method)
+            session = replayed(self.session.volume, method, due.roi, store, {}, self.background)
         self.checkpoints.pop()
         self.session, self.method, self.roi = session, due.method, due.roi
         self.accepted = dict(due.accepted)
@@ -369,7 +400,17 @@ class ServerSession:
             "store": self.session.store.to_dict(),
             "steps": self.session.n_steps,
             "checkpoints": [c.to_dict() for c in self.checkpoints],
+            "overlap": self.overlap,
+            "group": self.group,
         }
+
+    def set_overlap(self, rule: str) -> None:
+        """Set the overlap rule (a saved setting, not an undo step): InputError for a rule
+        that is not one of :data:`~mecca.session.labels.OVERLAP_RULES`."""
+        if rule not in OVERLAP_RULES:
+            rules = ", ".join(OVERLAP_RULES)
+            raise InputError(f"unknown overlap rule {rule!r}: the rule must be one of {rules}")
+        self.overlap = rule
 
 
 def held_bytes(ss: ServerSession) -> int:
@@ -430,9 +471,78 @@ class SessionStore:
         self._lock = threading.Lock()
         self._reserved = 0
         self._reloading: dict[str, threading.Lock] = {}
+        self._labels: dict[str, tuple[str, str]] = {}
+        """Each saved session's (group, overlap rule), as its manifest says."""
         self._steps = ThreadPoolExecutor(max_workers=int(workers), thread_name_prefix="mecca-step")
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mecca-mask")
         self._clean_leftovers()
+        self._read_labels()
+
+    def _read_labels(self) -> None:
+        """The label group and overlap rule of every saved session (damaged manifests are
+        left out: opening them says what is wrong)."""
+        for folder in self.root.iterdir():
+            if not SESSION_ID.match(folder.name):
+                continue
+            try:
+                state = json.loads((folder / "session.json").read_text(encoding="utf-8"))
+                self._labels[folder.name] = saved_label(folder.name, state)
+            except (OSError, ValueError, TypeError, AttributeError, InputError):
+                continue
+
+    def locked_except(self, sid: str) -> np.ndarray | None:
+        """The union of the current masks of the sessions of ``sid``'s label group, ``sid``
+        aside, whose rule is ``lock`` (session ``sid``'s background evidence), or None."""
+        with self._lock:
+            group = self._labels.get(sid, (sid, ""))[0]
+            locked = [
+                other
+                for other, (g, rule) in self._labels.items()
+                if g == group and rule == "lock" and other != sid
+            ]
+        out = None
+        for other in locked:
+            mask = self._current_mask(other)
+            if mask is not None:
+                out = mask if out is None else out | mask
+        return out
+
+    def _current_mask(self, sid: str) -> np.ndarray | None:
+        """Session ``sid``'s current mask, read without its lock (a result is replaced,
+        never changed); loaded here when it is not in memory (on this thread: this may be
+        a step-pool worker), its saved mask when it is being loaded already."""
+        with self._lock:
+            ss = self._sessions.get(sid)
+            reload_lock = self._reloading.setdefault(sid, threading.Lock())
+        if ss is None:
+            if not reload_lock.acquire(blocking=False):  # being loaded (maybe needing ours)
+                return self._saved_mask(sid)
+            try:
+                with self._lock:
+                    ss = self._sessions.get(sid)
+                if ss is None:
+                    try:
+                        ss = self._reload(sid, inline=True)
+                    except UnknownSession:
+                        return None  # deleted meanwhile
+                    except InputError:  # damaged: its last mask (opening it says why)
+                        return self._saved_mask(sid)
+            finally:
+                reload_lock.release()
+        result = ss.session.result
+        return None if result is None else result.mask.astype(bool)
+
+    def _saved_mask(self, sid: str) -> np.ndarray | None:
+        """Session ``sid``'s ``mask.nii.gz`` (the mask of its saved state), or None."""
+        path = self.root / sid / "mask.nii.gz"
+        try:
+            return np.asarray(load(path).array) > 0
+        except (OSError, MeccaError):
+            return None
+
+    def _background(self, sid: str) -> Callable[[], np.ndarray | None]:
+        """Session ``sid``'s background evidence (:meth:`locked_except`), as a function."""
+        return lambda: self.locked_except(sid)
 
     def _clean_leftovers(self) -> None:
         """Remove what a killed server left: half-deleted sessions, temporary files."""
@@ -454,10 +564,12 @@ class SessionStore:
         method: str,
         name: str = "image",
         source: dict[str, Any] | None = None,
+        group: str | None = None,
     ) -> ServerSession:
         """A new session on ``volume`` (written to the session folder first); ``name``:
         the image's file name, shown in the page's list of sessions; ``source``: the DICOM
-        series it came from (:attr:`ServerSession.source`)."""
+        series it came from (:attr:`ServerSession.source`); ``group``: the label group it
+        joins (a sibling's; None: a group of its own)."""
         built = self._method(method)
         saved = sum(1 for p in self.root.iterdir() if SESSION_ID.match(p.name))
         if saved >= self.max_sessions:
@@ -472,7 +584,10 @@ class SessionStore:
                 folder.mkdir(parents=True)
                 plain = replace(volume, meta={}, path=None)  # no source header: qform = sform
                 image = save_volume(plain, folder / "image.nii.gz")
-                ss = ServerSession(sid, folder, Session(load(image), method=built, rng=0), method)
+                background = self._background(sid)
+                session = Session(load(image), method=built, rng=0, background=background)
+                ss = ServerSession(sid, folder, session, method, group=group or sid)
+                ss.background = background
                 ss.name = display_name(name)
                 ss.source = source
                 self.save(ss)
@@ -579,6 +694,7 @@ class SessionStore:
                     ss.gone = True
                 self._sessions.pop(sid, None)
                 self._reloading.pop(sid, None)
+                self._labels.pop(sid, None)
         shutil.rmtree(trash, ignore_errors=True)
         give_back_free_memory()
         if trash.exists():
@@ -705,6 +821,8 @@ class SessionStore:
                 hint="the server's disk is full or read-only",
             ) from None
         ss.generation = generation
+        with self._lock:
+            self._labels[ss.id] = (ss.group, ss.overlap)
         ss.held_bytes = held_bytes(ss)
         ss.mask_written = self._writer.submit(self._write_mask, ss, ss.session.result)
 
@@ -739,7 +857,9 @@ class SessionStore:
         done.set_result(None)
         ss.mask_written = done
 
-    def _reload(self, sid: str) -> ServerSession:
+    def _reload(self, sid: str, *, inline: bool = False) -> ServerSession:
+        """Session ``sid`` from its manifest, replayed on the step pool (``inline``: on
+        this thread, for a caller that may be a step-pool worker itself)."""
         folder = self.root / sid
         try:
             state = json.loads((folder / "session.json").read_text(encoding="utf-8"))
@@ -750,15 +870,18 @@ class SessionStore:
         if not isinstance(state, dict) or state.get("version") != STATE_VERSION:
             raise InputError("this session was saved by another MECCA version")
         with self.reserve(READ_PEAK * image_bytes(folder / "image.nii.gz")):
-            future = self._steps.submit(self._replay, sid, folder, state)
-            try:
-                ss = future.result(timeout=self.step_timeout_s)
-            except FutureTimeout:
-                future.cancel()
-                raise ServerBusy(
-                    f"reloading this session took longer than {self.step_timeout_s:g} s",
-                    hint="try again later",
-                ) from None
+            if inline:
+                ss = self._replay(sid, folder, state)
+            else:
+                future = self._steps.submit(self._replay, sid, folder, state)
+                try:
+                    ss = future.result(timeout=self.step_timeout_s)
+                except FutureTimeout:
+                    future.cancel()
+                    raise ServerBusy(
+                        f"reloading this session took longer than {self.step_timeout_s:g} s",
+                        hint="try again later",
+                    ) from None
             ss.held_bytes = held_bytes(ss)
             with self._lock:
                 ss = self._sessions.setdefault(sid, ss)
@@ -774,15 +897,30 @@ class SessionStore:
             raise InputError("this session's saved state is damaged (step count)")
         checkpoints = [Checkpoint.from_dict(c) for c in state.get("checkpoints", [])]
         accepted = load_accepted(folder / "accepted")
+        group, overlap = saved_label(sid, state)
+        with self._lock:
+            self._labels[sid] = (group, overlap)
         volume = load(folder / "image.nii.gz")
-        session = replayed(volume, self._method(method), roi, store, accepted)
+        background = self._background(sid)
+        session = replayed(volume, self._method(method), roi, store, accepted, background)
         ss = ServerSession(sid, folder, session, method, roi, accepted=accepted)
+        ss.group, ss.overlap, ss.background = group, overlap, background
         ss.name = display_name(str(state.get("name", "image")))
         ss.source = checked_source(state.get("source"))
         ss.checkpoints = checkpoints[-MAX_CHECKPOINTS:]
         ss.generation = int(state.get("generation", 0))
         self._write_mask(ss, session.result)  # the mask on disk matches the manifest now
         return ss
+
+
+def saved_label(sid: str, state: dict[str, Any]) -> tuple[str, str]:
+    """The (label group, overlap rule) of a manifest; a manifest written before labels had
+    them: its own group, ``overwrite``. InputError when they are damaged."""
+    group = state.get("group", sid)
+    overlap = state.get("overlap", "overwrite")
+    if not isinstance(group, str) or not SESSION_ID.match(group) or overlap not in OVERLAP_RULES:
+        raise InputError("this session's saved state is damaged (label group or overlap rule)")
+    return group, overlap
 
 
 def display_name(name: str) -> str:

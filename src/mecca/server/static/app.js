@@ -180,7 +180,7 @@ async function opening(what, makeSession) {
   const before = state.loaded;
   state.loaded = false;
   state.loading = true;
-  for (const id of ["undo", "redo", "reset", "export", "downloadSeg", "newLabel"]) $(id).disabled = true; // no session yet
+  for (const id of ["undo", "redo", "reset", "export", "downloadSeg", "newLabel", "overlap"]) $(id).disabled = true; // no session yet
   showBusy();
   showError(null);
   status(`Opening ${what}...`);
@@ -237,7 +237,7 @@ function update(data) {
   if ([...$("method").options].some((o) => o.value === data.method)) $("method").value = data.method;
   showMethodNote();
   const label = state.labels.find((l) => l.sid === data.id);
-  if (label) Object.assign(label, { method: data.method, steps: data.steps });
+  if (label) Object.assign(label, labelState(data));
   renderLabels();
   const row = $("sessions").querySelector(`li[data-sid="${data.id}"]`);
   if (row) row.textContent = sessionLine(Object.assign({}, data, { changed: new Date().toISOString() }));
@@ -297,16 +297,29 @@ async function resume(sid, name) {
 
 // Several labels on one image: each label is its own server session (own ROI, clicks,
 // method, undo); the edited one shows in full, the others as blue outlines; "Export
-// label map" merges them (POST /api/labelmap: an overlapped voxel goes to the label with
-// the highest probability there). Values are 1, 2, ... in order of creation.
+// label map" merges them (POST /api/labelmap). Each label has an overlap rule (PUT
+// .../overlap, a setting, not an undo step): Overwrite (an overlapped voxel goes to the
+// label with the highest probability there), Keep existing (it gives way to any other),
+// Lock (no other label takes its voxels: the server gives them to the other labels'
+// steps as background). Values are 1, 2, ... in order of creation.
+const RULE_WORDS = { overwrite: "overwrites", keep: "keeps existing", lock: "locked" };
+
+function labelState(data) {
+  return { method: data.method, steps: data.steps, overlap: data.overlap };
+}
+
 function renderLabels() {
   $("labels").replaceChildren(...state.labels.map((l) => {
     const radio = Object.assign(document.createElement("input"),
       { type: "radio", name: "label", value: l.sid, checked: l.sid === state.sid });
     const label = document.createElement("label");
-    label.append(radio, ` label ${l.value}: ${l.method || ""}, ${count(l.steps || 0, "step")}`);
+    const rule = RULE_WORDS[l.overlap] ? `, ${RULE_WORDS[l.overlap]}` : "";
+    label.append(radio, ` label ${l.value}: ${l.method || ""}, ${count(l.steps || 0, "step")}${rule}`);
     return label;
   }));
+  const edited = state.labels.find((l) => l.sid === state.sid);
+  if (edited && RULE_WORDS[edited.overlap]) $("overlap").value = edited.overlap;
+  $("overlap").disabled = !state.sid;
   $("newLabel").disabled = !state.sid;
   $("removeLabel").disabled = state.labels.length < 2;
   $("exportLabels").disabled = !state.labels.some((l) => l.steps > 0);
@@ -334,6 +347,26 @@ async function removeLabel() {
   await api(`/api/sessions/${gone}`, { method: "DELETE" });
   state.labels = state.labels.filter((l) => l.sid !== gone);
   return switchLabel(state.labels[0].sid);
+}
+
+async function setOverlap(sid, rule) {
+  try {
+    return await api(`/api/sessions/${sid}/overlap`, { method: "PUT", json: { rule } });
+  } catch (err) {
+    renderLabels(); // the select shows the rule the label still has
+    throw err;
+  }
+}
+
+function overlapSaid(data) {
+  const label = state.labels.find((l) => l.sid === data.id);
+  const name = `Label ${label ? label.value : "?"}`;
+  const what = {
+    lock: `${name} is locked: other labels will not take its voxels (from their next step; the label map at once).`,
+    keep: `${name} keeps existing labels: in the label map it gives way wherever another label's mask is.`,
+    overwrite: `${name} overwrites: in the label map a shared voxel goes to the more probable label.`,
+  }[data.overlap] || `${name}: overlap rule ${data.overlap}.`;
+  return `${what} ${summary(data)}`;
 }
 
 async function exportLabels() {
@@ -608,7 +641,7 @@ async function execute({ action, t0, say }) {
     state.phases = { request: performance.now() };
     if (data.id !== state.sid) { // clicks queued for a label that is no longer the edited one
       const label = state.labels.find((l) => l.sid === data.id);
-      if (label) Object.assign(label, { method: data.method, steps: data.steps });
+      if (label) Object.assign(label, labelState(data));
       renderLabels();
       await refreshOverlays(); // its outline
       status(`Label ${label ? label.value : "?"} got its queued clicks: ${summary(data)}`);
@@ -918,6 +951,11 @@ async function main() {
     (data) => `${editing(data)} Draw its ROI (2 corners) or click.`));
   $("removeLabel").addEventListener("click", () => run(removeLabel, undefined, editing));
   $("labels").addEventListener("change", (e) => run(() => switchLabel(e.target.value), undefined, editing));
+  $("overlap").addEventListener("change", () => {
+    const sid = state.sid;
+    const rule = $("overlap").value;
+    run(() => setOverlap(sid, rule), undefined, overlapSaid);
+  });
   $("exportLabels").addEventListener("click", () => exportLabels().catch((err) => {
     showError(err);
     status(`Label map not exported: ${err.message || err}. ${summary(state.session)}`);
