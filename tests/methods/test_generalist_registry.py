@@ -16,10 +16,10 @@ from mecca.methods.generalist.train import GeneralistConfig, train
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-def test_spec_is_learned_served_after_the_default_and_exports():
+def test_spec_is_learned_served_first_as_the_default_and_exports():
     s = methods.spec("generalist")
     assert s.learned and s.served and s.export is not None and s.config is GeneralistConfig
-    assert methods.served()[:2] == (methods.registry.DEFAULT_METHOD, "generalist")
+    assert methods.served()[0] == methods.registry.DEFAULT_METHOD == "generalist"
     assert methods.default_model("generalist") == "generalist"
     assert methods.default_model("generalist", "hippocampus") == "generalist"
     assert methods.model_for("generalist") == "generalist"
