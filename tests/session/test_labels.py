@@ -184,3 +184,32 @@ def test_background_evidence_reaches_a_method_that_takes_background_clicks():
     with pytest.raises(ConfigError, match="unknown overlap rule"):
         labels.add_label("y", overlap="sometimes")
     assert "y" not in labels
+
+
+def test_the_label_map_exports_as_a_dicom_seg_of_one_segment_per_label(tmp_path):
+    pytest.importorskip("highdicom")
+    from mecca.dicom_seg import read_dicom_seg
+    from test_cli_dicom import block_series
+
+    folder = block_series(tmp_path / "series")
+    volume = load(folder)
+    labels = LabelSession(volume, "growcut")
+    full = Box((0, 0, 0), volume.shape)
+    block = labels.add_label("block", roi=full)
+    block.add_clicks([(FG, (3, 3, 2)), (BG, (0, 0, 0))])
+    block.step()
+    corner = labels.add_label("corner", 4, roi=full)
+    corner.add_clicks([(FG, (0, 0, 0)), (BG, (3, 3, 2))])
+    corner.step()
+    written = labels.export(tmp_path / "labels.dcm")
+    back, names = read_dicom_seg(written, folder)  # segments 1..N in increasing value
+    segments = np.array([0, 1, 0, 0, 2])[labels.label_map()]
+    np.testing.assert_array_equal(back, segments)
+    assert names == {1: "block", 2: "corner"} and set(np.unique(back)) == {0, 1, 2}
+    nifti = LabelSession(Volume(volume.array, AFFINE), "growcut")  # not from a series
+    other = nifti.add_label("x", roi=full)
+    other.add_clicks([(FG, (3, 3, 2))])
+    other.step()
+    with pytest.raises(InputError):
+        nifti.export(tmp_path / "x.dcm")
+    assert not (tmp_path / "x.dcm").exists()

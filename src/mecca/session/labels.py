@@ -177,14 +177,23 @@ class LabelSession:
         return merge_labels(shape, pairs, rules)
 
     def export(self, path: str | Path, *, force: bool = False) -> Path:
-        """Write :meth:`label_map` on the volume's own grid (:func:`mecca.io.save_mask`).
+        """Write :meth:`label_map` on the volume's own grid: a mask file
+        (:func:`mecca.io.save_mask`), or for a ``.dcm`` path a DICOM SEG with one segment
+        per label, named as the labels, referencing the series the volume was read from
+        (:func:`mecca.dicom_seg.write_dicom_seg`).
 
         Raises:
-            InputError: no label has a result yet. OverwriteError: ``path`` exists and
-                ``force`` is False.
+            InputError: no label has a result yet, or a ``.dcm`` path for a volume not
+                read from a DICOM series. OverwriteError: ``path`` exists and ``force`` is
+                False.
         """
         if not any(session.result is not None for _, session in self._labels.values()):
             raise InputError("nothing to export yet", hint="add a label and run its step()")
+        if str(path).lower().endswith(".dcm"):
+            from mecca.dicom_seg import write_dicom_seg  # highdicom: only for a SEG
+
+            names = {value: name for name, value in self.labels.items()}
+            return write_dicom_seg(self.label_map(), self.volume, path, labels=names, force=force)
         return save_mask(self.label_map(), self.volume, path, force=force)
 
 
