@@ -45,6 +45,9 @@ DRAWN_AT_CROSSHAIR = """() => {
   const v = nv.frac2vox(nv.scene.crosshairPos), d = nv.back.dimsRAS;
   return nv.drawBitmap[v[0] + v[1] * d[1] + v[2] * d[1] * d[2]];
 }"""
+DRAWN_CHECKSUM = """() => window.mecca.base.reduce(
+  (h, v, i) => (h * 31 + v * (i % 97 + 1)) % 1000000007, 0)"""
+"""A checksum of the overlay drawn (the drawing layer under the input markers)."""
 OVERLAY_AT_CROSSHAIR = """() => {
   // the overlay under the input markers (the page keeps it as window.mecca.base)
   const v = nv.frac2vox(nv.scene.crosshairPos), d = nv.back.dimsRAS;
@@ -157,6 +160,10 @@ def test_a_person_opens_draws_clicks_undoes_and_exports(live_server, tmp_path):
         assert page.evaluate(RAS_MAPPING_ERRORS) == 0
         assert page.evaluate(OVERLAY_AT_CROSSHAIR) >= 5  # the clicked centre: p >= 0.5 or outline
         assert page.evaluate("window.mecca.lastLatencyMs") > 0
+        first_drawn = page.evaluate(DRAWN_CHECKSUM)
+        page.fill("#exportName", "step1.nii.gz")
+        page.click("#export")
+        _wait(page, "document.getElementById('status').textContent.startsWith('Exported')")
         shots = DOCS_SCREENSHOTS if os.environ.get("MECCA_SCREENSHOTS") == "1" else tmp_path
         shots.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(shots / "page_after_click.png"))
@@ -180,6 +187,7 @@ def test_a_person_opens_draws_clicks_undoes_and_exports(live_server, tmp_path):
         _wait(page, "window.mecca.session.steps === 0 && !window.mecca.busy")
         page.click("#redo")
         _wait(page, "window.mecca.session.steps === 1 && !window.mecca.busy")
+        assert page.evaluate(DRAWN_CHECKSUM) == first_drawn  # the same overlay on screen
         page.fill("#exportName", "ball_mask.nii.gz")
         page.click("#export")
         _wait(page, "document.getElementById('status').textContent.startsWith('Exported')")
@@ -191,6 +199,8 @@ def test_a_person_opens_draws_clicks_undoes_and_exports(live_server, tmp_path):
     mask = np.asarray(exported.dataobj) > 0
     dice = 2 * (mask & gt).sum() / (mask.sum() + gt.sum())
     assert dice > 0.85, dice
+    step1 = np.asarray(nib.load(state / "exports" / sid / "step1.nii.gz").dataobj)
+    np.testing.assert_array_equal(np.asarray(exported.dataobj), step1)  # undo/redo: exact
 
 
 def _open_page(p, url: str):
