@@ -91,6 +91,17 @@ def _pair(click: Any) -> ClickPair:
     return str(kind), tuple(int(v) for v in position)
 
 
+def grid_affine(scale: Sequence[float], translate: Sequence[float]) -> np.ndarray:
+    """The voxel (i, j, k) -> world (mm) affine of a layer's ``scale`` and ``translate``
+    (their last three axes), taken as the voxel size and the centre of voxel 0, no
+    rotation: the grid the backends give a session, and the export's when the image layer
+    keeps no affine of its own (``metadata["affine"]``, :mod:`mecca.napari_plugin.reader`)."""
+    affine = np.eye(4)
+    affine[:3, :3] = np.diag(np.asarray(scale, dtype=np.float64)[-3:])
+    affine[:3, 3] = np.asarray(translate, dtype=np.float64)[-3:]
+    return affine
+
+
 def local_methods() -> list[MethodChoice]:
     """The methods ``mecca serve`` offers (the default first), each with its model."""
     from mecca.methods import registry
@@ -151,10 +162,7 @@ class LocalBackend(_History):
         from mecca.methods import registry
         from mecca.session import Session
 
-        affine = np.eye(4)
-        affine[:3, :3] = np.diag(np.asarray(scale, dtype=np.float64)[-3:])
-        affine[:3, 3] = np.asarray(translate, dtype=np.float64)[-3:]
-        volume = Volume(np.asarray(array, dtype=np.float32), affine)
+        volume = Volume(np.asarray(array, dtype=np.float32), grid_affine(scale, translate))
         built = registry.build(method.name)
         self.session = Session(volume, method=built)
         self.method = method
@@ -215,10 +223,7 @@ class RemoteBackend(_History):
     ) -> None:
         import nibabel as nib
 
-        affine = np.eye(4)
-        affine[:3, :3] = np.diag(np.asarray(scale, dtype=np.float64)[-3:])
-        affine[:3, 3] = np.asarray(translate, dtype=np.float64)[-3:]
-        image = nib.Nifti1Image(np.asarray(array, dtype=np.float32), affine)
+        image = nib.Nifti1Image(np.asarray(array, dtype=np.float32), grid_affine(scale, translate))
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "napari_image.nii.gz"
             nib.save(image, path)

@@ -23,11 +23,18 @@ The layers it keeps (made on first use, named below):
   the current one never changes, and with "keep" only voxels holding 0 (or the value) take
   it. The locked values other than the current one are the local session's background
   evidence (``Session.set_background``): the method is told they are not its object.
+
+*Export label map* writes the chosen labels layer, every value, on the image's own grid
+(:meth:`MeccaWidget.export_labels`): a mask file (``mecca.io.save_mask``, the image layer's
+``metadata["affine"]`` when the reader put one there, else :func:`backend.grid_affine` of
+its scale and translate), or a DICOM SEG (``mecca.dicom_seg.write_dicom_seg``) when the
+image was read from a DICOM series (its ``metadata["source"]`` is the reference).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -38,6 +45,7 @@ from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
     QButtonGroup,
     QComboBox,
+    QFileDialog,
     QFormLayout,
     QGridLayout,
     QHBoxLayout,
@@ -59,6 +67,7 @@ from mecca.napari_plugin.backend import (
     MethodChoice,
     RemoteBackend,
     View,
+    grid_affine,
     local_methods,
     remote_methods,
 )
@@ -78,6 +87,31 @@ OVERLAP_CHOICES = {"Overwrite": "overwrite", "Keep existing": "keep", "Lock": "l
 """The overlap combo's entries and the rules (``geometry.OVERLAP_RULES``) they stand for."""
 RULES_KEY = "mecca_overlap"
 """Where a labels layer's ``metadata`` keeps its overlap rules (label value -> rule)."""
+MASK_ENDINGS = {".nii.gz": "NIfTI", ".nii": "NIfTI", ".nrrd": "NRRD", ".mha": "MetaImage"}
+"""The endings *Export label map* writes with ``mecca.io.save_mask`` (and their formats)."""
+SEG_ENDING = ".dcm"
+"""The ending *Export label map* writes as a DICOM SEG (an image from a DICOM series)."""
+EXPORT_FILTER = "NIfTI (*.nii.gz *.nii);;NRRD (*.nrrd);;MetaImage (*.mha);;DICOM SEG (*.dcm)"
+SHOWN_VALUES = 12
+"""How many label values the status line names after an export."""
+
+
+def ask_export_path(parent: QWidget, start: str) -> str:
+    """The file the user chooses in a save dialog, '' when cancelled (the tests replace
+    this function)."""
+    path, _ = QFileDialog.getSaveFileName(parent, "Export label map", start, EXPORT_FILTER)
+    return str(path)
+
+
+def _listed(values: list[int]) -> str:
+    """``1, 2, 5`` (the first SHOWN_VALUES, then how many more)."""
+    shown = ", ".join(str(v) for v in values[:SHOWN_VALUES])
+    more = len(values) - SHOWN_VALUES
+    return shown + (f" and {more} more" if more > 0 else "")
+
+
+class _Refused(Exception):
+    """An export the widget refuses; its text says what to do instead."""
 
 
 def _message(exc: BaseException) -> str:
@@ -171,6 +205,11 @@ class MeccaWidget(QWidget):
         self.redo_button = QPushButton("Redo")
         self.reset_button = QPushButton("Reset")
         self.next_button = QPushButton("Next object")
+        self.export_button = QPushButton("Export label map")
+        self.export_button.setToolTip(
+            "write the labels layer (all its values) on the image's grid: "
+            ".nii.gz, .nii, .nrrd, .mha, or .dcm (DICOM SEG, for an image from a DICOM series)"
+        )
         self.next_button.setToolTip("keep the mask in the labels layer, start the next label")
         self.step_button.setToolTip("send the new points and run the method once")
         self.roi_button.setToolTip("use the last rectangle of the ROI layer (resets the session)")
@@ -180,12 +219,14 @@ class MeccaWidget(QWidget):
         buttons.addWidget(self.redo_button, 1, 1)
         buttons.addWidget(self.reset_button, 1, 2)
         buttons.addWidget(self.next_button, 2, 0, 1, 3)
+        buttons.addWidget(self.export_button, 3, 0, 1, 3)
         self.step_button.clicked.connect(self.step)
         self.undo_button.clicked.connect(self.undo)
         self.redo_button.clicked.connect(self.redo)
         self.reset_button.clicked.connect(self.reset)
         self.roi_button.clicked.connect(self.roi_from_rectangle)
         self.next_button.clicked.connect(self.next_object)
+        self.export_button.clicked.connect(self.export)
 
         self.busy_bar = QProgressBar()
         self.busy_bar.setRange(0, 0)  # no known length: the bar moves while busy
@@ -521,6 +562,129 @@ class MeccaWidget(QWidget):
             self.status.setText(_message(exc))
             return
         self._run(lambda b: b.set_roi(box), "ROI")
+
+    # ---------------------------------------------------------------- export
+
+    def export(self) -> None:
+        """Ask for a file name (a save dialog) and export the label map there."""
+        path = ask_export_path(self, self._export_start())
+        if not path:
+            self.status.setText("Export cancelled: nothing written.")
+            return
+        self.export_labels(path)
+
+    def _export_start(self) -> str:
+        """Where the save dialog starts: the image's folder, the labels layer's name."""
+        image, layer = self.image_layer, self._chosen_labels()
+        name = layer.name if layer is not None else MASK
+        source = image.metadata.get("source") if image is not None else None
+        dicom = image is not None and image.metadata.get("format") == "dicom"
+        folder = Path(source).parent if source else Path.cwd()
+        return str(folder / (name + (SEG_ENDING if dicom else ".nii.gz")))
+
+    def export_labels(self, path: str | Path) -> Path | None:
+        """Write the chosen labels layer, every value (the whole map), on the image's grid.
+
+        The ending picks the format: ``.nii.gz``, ``.nii``, ``.nrrd`` or ``.mha`` are
+        written with ``mecca.io.save_mask`` (values up to 65535), on the image layer's
+        ``metadata["affine"]`` when the reader put one there, else on the affine of its
+        scale and translate (:func:`backend.grid_affine`); ``.dcm`` is a DICOM SEG of one
+        segment per value, named ``label <value>``, referencing the DICOM series the image
+        layer was read from (its ``metadata["source"]``). An existing file is replaced
+        (the save dialog asked). The status line says what was written, or why nothing
+        was (no labels layer, an empty one, another ending, an image not from a DICOM
+        series for ``.dcm``, a failed write).
+
+        Returns:
+            The path written, or None when nothing was.
+        """
+        try:
+            written, text = self._export(Path(path).expanduser())
+        except _Refused as exc:
+            self.status.setText(f"Nothing exported: {exc}")
+            return None
+        except Exception as exc:  # a failed write: shown, not raised (a button's slot)
+            self.status.setText(f"Nothing exported: {_message(exc)}")
+            return None
+        self.status.setText(text)
+        return written
+
+    def _export(self, path: Path) -> tuple[Path, str]:
+        """The export (raises with what to do when it cannot): the path and the report."""
+        from mecca.io import Volume, file_extension, save_mask
+
+        ending = file_extension(path)
+        if ending not in MASK_ENDINGS and ending != SEG_ENDING:
+            endings = ", ".join([*MASK_ENDINGS, SEG_ENDING])
+            raise _Refused(
+                f"{path.name!r} has no ending the export writes: use one of {endings} "
+                "(.dcm: a DICOM SEG, for an image read from a DICOM series)"
+            )
+        image, layer = self.image_layer, self._chosen_labels()
+        if image is None:
+            raise _Refused("choose the image layer the labels belong to (Image) first")
+        if layer is None:
+            raise _Refused(
+                "no labels layer to export: choose one in Labels layer, or segment first "
+                f"(the mask goes to a new {MASK!r} layer)"
+            )
+        labels = np.asarray(layer.data)
+        if labels.shape != image.data.shape:
+            raise _Refused(
+                f"the labels layer {layer.name!r} has shape {labels.shape}, the image "
+                f"{image.name!r} {image.data.shape}: choose a labels layer of the image's grid"
+            )
+        values = [int(v) for v in np.unique(labels) if v != 0]
+        if not values:
+            raise _Refused(
+                f"the labels layer {layer.name!r} is empty (all 0): segment something first"
+            )
+        if ending == SEG_ENDING:
+            return self._export_seg(labels, values, image, layer.name, path)
+        # save_mask reads only the grid (shape, affine) of the image it is given
+        grid = Volume(np.broadcast_to(np.float32(0), image.data.shape), self._image_affine(image))
+        written = save_mask(labels, grid, path, force=True)
+        return written, (
+            f"Exported {layer.name!r} to {written} ({MASK_ENDINGS[ending]} label map on the "
+            f"image's grid, values {_listed(values)})."
+        )
+
+    def _export_seg(
+        self, labels: np.ndarray, values: list[int], image: Image, name: str, path: Path
+    ) -> tuple[Path, str]:
+        """The label map as a DICOM SEG referencing the image's DICOM series."""
+        meta = image.metadata
+        source = meta.get("source")
+        if meta.get("format") != "dicom" or not source:
+            raise _Refused(
+                f"the image {image.name!r} was not read from a DICOM series, and a DICOM "
+                "SEG must reference the series it was made on: export as .nii.gz, .nrrd "
+                "or .mha instead, or open the series folder with the MECCA reader "
+                "(mecca.napari_plugin.reader.read, docs/napari.md) and segment it there"
+            )
+        from mecca.dicom_seg import write_dicom_seg
+
+        names = {v: f"label {v}" for v in values}
+        uid = meta.get("series_uid")
+        written = write_dicom_seg(labels, source, path, labels=names, series_uid=uid, force=True)
+        numbered = ""
+        if values != list(range(1, len(values) + 1)):
+            pairs = ", ".join(f"{v} -> {n}" for n, v in enumerate(values[:SHOWN_VALUES], 1))
+            numbered = f"; DICOM numbers segments 1..N: value {pairs}"
+        return written, (
+            f"Exported {name!r} to {written} (DICOM SEG referencing {source}, "
+            f"{len(values)} segment(s) named 'label <value>', values {_listed(values)}"
+            f"{numbered})."
+        )
+
+    @staticmethod
+    def _image_affine(image: Image) -> np.ndarray:
+        """The image's voxel -> world affine: the one its file gave (the reader keeps it in
+        ``metadata["affine"]``), else that of the layer's scale and translate."""
+        affine = image.metadata.get("affine")
+        if affine is not None and np.shape(affine) == (4, 4):
+            return np.asarray(affine, dtype=np.float64)
+        return grid_affine(image.scale, image.translate)
 
     def _done(
         self, out: tuple[Backend, View | BaseException], key: tuple[Any, ...], what: str
