@@ -452,6 +452,36 @@ class RemoteSession:
         """Back to no clicks (the server's undo brings the history back)."""
         self._update(self._get("POST", "/reset"), changed=True)
 
+    def set_background(self, mask: np.ndarray | None) -> None:
+        """Set the session's background evidence on the server, as
+        :meth:`mecca.Session.set_background` with a mask: voxels known not to be the
+        object, a bool (or 0/1) array of the image's (I, J, K) shape; None clears it. The
+        server adds the locked labels of the session's group to it. A saved setting, not a
+        step: it applies from the next step, undo or redo on (the current result stays).
+
+        Raises:
+            InputError: another shape, or values other than 0 and 1 (checked here first).
+        """
+        data = b""
+        if mask is not None:
+            array = np.asarray(mask)
+            if array.shape != self.shape:
+                raise InputError(
+                    f"a background mask of shape {array.shape} is not on the image grid "
+                    f"{self.shape}"
+                )
+            if array.dtype != bool and not bool(((array == 0) | (array == 1)).all()):
+                raise InputError("a background mask must hold only 0 and 1 (or be bool)")
+            raw = np.ascontiguousarray(array, dtype=np.uint8).tobytes()
+            data = gzip.compress(raw, compresslevel=1)
+        content, _ = self.server.request(
+            "PUT",
+            f"/api/sessions/{self.id}/background",
+            data=data,
+            headers={"Content-Type": "application/octet-stream"},
+        )
+        self._update(json.loads(content), changed=False)
+
     def set_method(self, method: str) -> RemoteResult | None:
         """Rerun the clicks so far with another method, as one step (undo reverts it)."""
         self._update(self._get("PUT", "/method", {"method": method}), changed=True)

@@ -6,10 +6,16 @@ these calls on a worker thread and only touches layers with the View, on Qt's th
 The local backend imports torch (through the session) when it is made; the remote one
 loads only numpy, nibabel and the standard library, so a laptop without torch can drive a
 ``mecca serve`` elsewhere.
+
+Background evidence (the widget's locked values) reaches both: the local session reads the
+function at each step, undo and redo; the remote backend sends its mask to the server
+(``PUT /api/sessions/{id}/background``) before each action when it changed since it was
+last sent.
 """
 
 from __future__ import annotations
 
+import hashlib
 import tempfile
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
@@ -125,18 +131,25 @@ class _History(ABC):
     def view(self) -> View:
         """The session's current state as layers (each backend reads its own result)."""
 
+    def _prepare(self) -> None:
+        """Before each action (the remote backend sends a changed background)."""
+        return None
+
     def undo(self) -> View:
         """Undo the last step."""
+        self._prepare()
         self.session.undo()
         return self.view()
 
     def redo(self) -> View:
         """Redo the last undone step."""
+        self._prepare()
         self.session.redo()
         return self.view()
 
     def reset(self) -> View:
         """No clicks, no result (a drawn ROI stays; one derived from clicks goes)."""
+        self._prepare()
         self.session.reset()
         return self.view()
 
@@ -211,7 +224,10 @@ class LocalBackend(_History):
 
 class RemoteBackend(_History):
     """A session of a ``mecca serve`` at ``url``: the layer's array is uploaded once (as
-    NIfTI with the layer's scale and translate), and the method runs there."""
+    NIfTI with the layer's scale and translate), and the method runs there. The background
+    evidence (:meth:`set_background`) is read before each action and sent to the server
+    when it changed since it was last sent (compared by a hash of its packed bits), so the
+    widget's locked values steer a server session as they do a local one."""
 
     def __init__(
         self,
@@ -231,9 +247,28 @@ class RemoteBackend(_History):
         self.method = method
         accepts = [m for m in Server(url).info()["methods"] if m["name"] == method.name]
         self.accepts = frozenset(accepts[0]["accepts"] if accepts else ("foreground",))
+        self.background: BackgroundFn = None
+        self._sent: bytes | None = None
+        """Digest of the background mask the server holds (None: none)."""
+
+    def _prepare(self) -> None:
+        """Send the background mask when it differs from the one the server holds."""
+        mask = None if self.background is None else self.background()
+        digest = None
+        if mask is not None:
+            mask = np.asarray(mask, dtype=bool)
+            if mask.any():
+                packed = np.packbits(mask, axis=None)
+                digest = hashlib.sha256(packed.tobytes() + repr(mask.shape).encode()).digest()
+            else:
+                mask = None  # nothing locked: the same as no background
+        if digest != self._sent:
+            self.session.set_background(mask)
+            self._sent = digest
 
     def step(self, clicks: Sequence[ClickPair]) -> View:
         """Queue the clicks and run a step on the server."""
+        self._prepare()
         if clicks:
             self.session.add_clicks(clicks)
         self.session.step()
@@ -241,12 +276,14 @@ class RemoteBackend(_History):
 
     def set_roi(self, box: Corners) -> View:
         """Segment inside ``box`` from now on (resets the session's clicks)."""
+        self._prepare()
         self.session.set_roi(*box)
         return self.view()
 
     def set_background(self, background: BackgroundFn) -> None:
-        """Kept only: a server session takes no background evidence (the widget still
-        keeps the locked voxels out when it writes the mask)."""
+        """The background evidence from now on: a function giving a bool (I, J, K) mask,
+        read before each action and sent to the server when it changed (an empty mask or
+        None clears the server's)."""
         self.background = background
 
     def view(self) -> View:

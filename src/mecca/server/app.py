@@ -34,6 +34,11 @@ Every route under ``/api`` works on server-side sessions (:mod:`mecca.server.ses
                                       overlap rule (a setting, not an undo step); a
                                       locked label's voxels are background for the
                                       other labels of its group
+``PUT  /api/sessions/{id}/background``  body: gzip of the uint8 (I, J, K) mask (0/1, C
+                                      order, the image's shape; application/octet-
+                                      stream), voxels known not to be the object; an
+                                      empty body clears it. A saved setting, not an
+                                      undo step: from the next step/undo/redo on
 ``GET  /api/sessions/{id}/overlay?outline_only=true``  only the mask's outline, in the
                                       legend's "other label" colour (labels not edited)
 ``POST /api/labelmap``                ``{"labels": [{"session", "value"}], "name"}``:
@@ -60,7 +65,8 @@ from __future__ import annotations
 import logging
 import shutil
 import tempfile
-from collections.abc import Callable
+import zlib
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -356,6 +362,7 @@ def state_of(ss: ServerSession) -> dict[str, Any]:
         "dicom": ss.source is not None,  # a DICOM series opened from a root: SEG export
         "overlap": ss.overlap,
         "group": ss.group,
+        "background": ss.background.given is not None,  # a client-given background mask
     }
 
 
@@ -505,6 +512,102 @@ def set_overlap(server: ServerDep, sid: str, body: OverlapRequest) -> dict[str, 
     step, undo or redo on). A saved setting, not an undo step: undo does not change it. The
     label map uses it at once."""
     return server.store.run(sid, lambda ss: ss.set_overlap(body.rule), state_of)
+
+
+BACKGROUND_TYPE = "application/octet-stream"
+
+
+def _inflate(inflater: Any, chunk: bytes, out: np.ndarray, filled: int) -> int:
+    """Decompress ``chunk`` into ``out`` from ``filled`` on, never more than one byte past
+    its end (a gzip bomb stops there); returns the new fill. InputError for bytes that are
+    not gzip, too many bytes, or data after the gzip stream."""
+    size = out.size
+    data = chunk
+    try:
+        while data:
+            if inflater.eof:
+                raise InputError("the background body holds data after its gzip stream")
+            piece = inflater.decompress(data, size + 1 - filled)
+            if filled + len(piece) > size:
+                raise InputError(
+                    f"the background mask holds more than {size} bytes: it must be one uint8 "
+                    "a voxel of the session's image"
+                )
+            out[filled : filled + len(piece)] = np.frombuffer(piece, np.uint8)
+            filled += len(piece)
+            tail = inflater.unconsumed_tail
+            if not piece and len(tail) == len(data):
+                break  # no progress (cannot happen with a positive max_length)
+            data = tail
+        if inflater.unused_data:
+            raise InputError("the background body holds data after its gzip stream")
+    except zlib.error:
+        raise InputError(
+            "the background body is not gzip-compressed bytes", hint="send gzip of the mask"
+        ) from None
+    return filled
+
+
+async def read_background(chunks: AsyncIterator[bytes], shape: tuple[int, ...]) -> Any:
+    """The mask a ``PUT .../background`` body holds: gzip of a uint8 ``shape`` array in C
+    order, 0 or 1 (bool array), or None for an empty body. Decompressed as it streams in
+    (on a worker thread), into exactly ``prod(shape)`` bytes: nothing more is ever held,
+    whatever the compressed body claims. InputError for anything else."""
+    size = int(np.prod(shape))
+    out: np.ndarray | None = None
+    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)  # gzip only
+    filled = 0
+    async for chunk in chunks:
+        if not chunk:
+            continue
+        if out is None:
+            out = np.empty(size, np.uint8)
+        filled = await run_in_threadpool(_inflate, inflater, chunk, out, filled)
+    if out is None:
+        return None
+    if not inflater.eof:
+        raise InputError("the background body is not a complete gzip stream")
+    dims = "x".join(str(n) for n in shape)
+    if filled != size:
+        raise InputError(
+            f"the background mask holds {filled} bytes; the session's image has {size} "
+            f"voxels ({dims}): send one uint8 a voxel, C order"
+        )
+    if await run_in_threadpool(lambda: bool((out > 1).any())):
+        raise InputError("the background mask must hold only 0 and 1 (one uint8 a voxel)")
+    return out.view(bool).reshape(shape)
+
+
+@api.put("/sessions/{sid}/background", response_model=None)
+async def set_background(
+    server: ServerDep, sid: str, request: Request
+) -> dict[str, Any] | JSONResponse:
+    """Set the session's own background evidence: voxels known not to be the object (its
+    mask never holds them; methods that take background clicks get up to 48 points of its
+    surface each step), added to the locked labels of its group. The body is the gzip of
+    the uint8 (I, J, K) mask (0/1, C order, exactly the image's shape) sent as
+    ``application/octet-stream`` (415 otherwise); an empty body clears it. It is
+    decompressed as it arrives into at most I*J*K bytes (more, not gzip, another size or a
+    value other than 0/1: 400); the compressed body is bounded by ``max_upload_bytes``
+    (413). Saved with the session (reloaded with it after a restart) as a setting, not an
+    undo step: it applies from the next step, undo or redo on; a replay after a restart
+    uses the one saved last for every step."""
+    media = (request.headers.get("content-type") or "").split(";", 1)[0].strip().lower()
+    if media != BACKGROUND_TYPE:
+        refused = f"a background mask must be sent as {BACKGROUND_TYPE}; got {media[:80] or 'none'}"
+        return JSONResponse({"error": refused}, status_code=415)
+    ss = await run_in_threadpool(server.store.get, sid)
+    shape = tuple(int(n) for n in ss.session.volume.shape[:3])
+    # the decompressed bytes and one check's temporary count against the memory bound
+    reservation = server.store.reserve(2 * int(np.prod(shape)))
+    await run_in_threadpool(reservation.__enter__)
+    try:
+        mask = await read_background(request.stream(), shape)
+    finally:
+        reservation.__exit__(None, None, None)
+    return await run_in_threadpool(
+        server.store.run, sid, lambda s: s.set_given_background(mask), state_of
+    )
 
 
 @api.get("/sessions")

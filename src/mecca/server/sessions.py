@@ -10,6 +10,9 @@ Each session lives in ``state_dir/sessions/<id>/`` under a server-generated id:
   answered. A change whose manifest cannot be written is rolled back and answered 507;
 * ``accepted/<step>.npz`` -- a proposal the user accepted at that step (the partial
   method's sampled proposals cannot be replayed from clicks, so the accepted one is kept);
+* ``background-<generation>.npz`` -- the background mask a client gave
+  (``PUT /api/sessions/{id}/background``; packed bits), named by the manifest
+  (``background``), written atomically before it; the others are removed after it;
 * ``mask.nii.gz`` -- the current mask, derived from the manifest: written after every
   change by one background writer thread (gzip of a full-size mask takes ~100 ms: off
   the click's path), rewritten before any answer when a session is reloaded, and waited
@@ -26,7 +29,10 @@ one image. Each session has an **overlap rule** (``overwrite``, ``keep`` or ``lo
 saved setting, not an undo step). The union of the current masks of the other sessions of
 its group whose rule is ``lock`` is its session's background evidence
 (:class:`~mecca.session.Session`'s ``background``, read at every step, undo, redo and
-replay): its mask never holds their voxels. Those masks are read without the other
+replay): its mask never holds their voxels. A client may add a mask of its own
+(:meth:`ServerSession.set_given_background`: a saved setting, not an undo step, applied
+from the next step, undo or redo on): the evidence is then the union of both
+(:class:`Evidence`). Those masks are read without the other
 sessions' locks (a result is replaced, never changed); one not in memory is loaded here (a
 replay), or, while it is being loaded already (two labels locked against each other), read
 from its saved ``mask.nii.gz``. A replay uses the locked masks as they are then: a session
@@ -62,6 +68,7 @@ import secrets
 import shutil
 import threading
 import time
+import zipfile
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -154,6 +161,23 @@ def replayed(
     return session
 
 
+@dataclass(eq=False)
+class Evidence:
+    """A server session's background evidence (a :data:`Background` function, read at
+    every step, undo, redo and replay): the union of its label group's locked masks
+    (``locked``, the store's :meth:`SessionStore.locked_except`) and the mask its client
+    gave (``given``, bool (I, J, K), or None)."""
+
+    locked: Callable[[], np.ndarray | None] | None = None
+    given: np.ndarray | None = None
+
+    def __call__(self) -> np.ndarray | None:
+        locked = None if self.locked is None else self.locked()
+        if self.given is None:
+            return locked
+        return self.given if locked is None else np.asarray(locked, bool) | self.given
+
+
 class UnknownSession(KeyError):
     """No session with this id (never created, deleted, or malformed id)."""
 
@@ -197,9 +221,13 @@ class ServerSession:
     """Its overlap rule as a label (:data:`mecca.session.labels.OVERLAP_RULES`)."""
     group: str = ""
     """Its label group: the id of the session its siblings were made from ("": its own)."""
-    background: Background = None
-    """The background evidence every :class:`Session` made for it gets (the store's: the
-    locked masks of its group); set before its first step."""
+    background: Evidence = field(default_factory=Evidence)
+    """The background evidence every :class:`Session` made for it gets (the locked masks
+    of its group and the client's mask); set before its first step."""
+    background_file: str | None = None
+    """The saved file of the client's background mask (in the manifest), or None."""
+    background_changed: bool = False
+    """The client's mask changed since the last save (written by the next save)."""
 
     def __post_init__(self) -> None:
         self.group = self.group or self.id
@@ -402,7 +430,24 @@ class ServerSession:
             "checkpoints": [c.to_dict() for c in self.checkpoints],
             "overlap": self.overlap,
             "group": self.group,
+            "background": self.background_file,
         }
+
+    def set_given_background(self, mask: np.ndarray | None) -> None:
+        """Set the client's background mask (bool, the image's (I, J, K); None: clear
+        it): voxels known not to be the object, added to the group's locked masks. A saved
+        setting, not an undo step: it applies from the next step, undo or redo on (the
+        current mask stays as it is). A replay after a restart uses the one saved last for
+        every step (the same mask when it was set before the first step)."""
+        if mask is not None:
+            mask = np.asarray(mask, bool)
+            if mask.shape != tuple(self.session.volume.shape[:3]):
+                raise InputError(
+                    f"a background mask of shape {mask.shape} is not on the image grid "
+                    f"{tuple(self.session.volume.shape[:3])}"
+                )
+        self.background.given = mask
+        self.background_changed = True
 
     def set_overlap(self, rule: str) -> None:
         """Set the overlap rule (a saved setting, not an undo step): InputError for a rule
@@ -418,6 +463,8 @@ def held_bytes(ss: ServerSession) -> int:
     arrays of its result (probability, confidence, advice: ~12 bytes a voxel)."""
     kept = [c.session for c in ss.checkpoints] + [c.session for c, _ in ss.redo_checkpoints]
     total = int(ss.session.volume.array.nbytes)
+    if ss.background.given is not None:
+        total += int(ss.background.given.nbytes)
     for session in [ss.session, *kept]:
         if session is not None and session.roi is not None:
             box = int(np.prod(np.subtract(session.roi.stop, session.roi.start)))
@@ -540,9 +587,9 @@ class SessionStore:
         except (OSError, MeccaError):
             return None
 
-    def _background(self, sid: str) -> Callable[[], np.ndarray | None]:
-        """Session ``sid``'s background evidence (:meth:`locked_except`), as a function."""
-        return lambda: self.locked_except(sid)
+    def _background(self, sid: str, given: np.ndarray | None = None) -> Evidence:
+        """Session ``sid``'s background evidence: :meth:`locked_except` and ``given``."""
+        return Evidence(lambda: self.locked_except(sid), given)
 
     def _clean_leftovers(self) -> None:
         """Remove what a killed server left: half-deleted sessions, temporary files."""
@@ -808,7 +855,13 @@ class SessionStore:
         the session back to its saved state (drop it) and raise :class:`SaveError`."""
         generation = ss.generation + 1
         state = {**ss.state(), "generation": generation}
+        changed = ss.background_changed
+        if changed:
+            given = ss.background.given
+            state["background"] = None if given is None else f"background-{generation}.npz"
         try:
+            if changed and state["background"] is not None:
+                save_background(ss.folder / state["background"], ss.background.given)
             save_accepted(ss.folder / "accepted", ss.accepted)
             text = json.dumps(state)
             atomic_write(
@@ -821,6 +874,11 @@ class SessionStore:
                 hint="the server's disk is full or read-only",
             ) from None
         ss.generation = generation
+        if changed:
+            ss.background_file, ss.background_changed = state["background"], False
+            for old in ss.folder.glob("background-*.npz"):
+                if old.name != ss.background_file:
+                    old.unlink(missing_ok=True)
         with self._lock:
             self._labels[ss.id] = (ss.group, ss.overlap)
         ss.held_bytes = held_bytes(ss)
@@ -901,10 +959,15 @@ class SessionStore:
         with self._lock:
             self._labels[sid] = (group, overlap)
         volume = load(folder / "image.nii.gz")
-        background = self._background(sid)
+        background_file = saved_background_file(state)
+        given = None
+        if background_file is not None:
+            given = load_background(folder / background_file, volume.shape[:3])
+        background = self._background(sid, given)
         session = replayed(volume, self._method(method), roi, store, accepted, background)
         ss = ServerSession(sid, folder, session, method, roi, accepted=accepted)
         ss.group, ss.overlap, ss.background = group, overlap, background
+        ss.background_file = background_file
         ss.name = display_name(str(state.get("name", "image")))
         ss.source = checked_source(state.get("source"))
         ss.checkpoints = checkpoints[-MAX_CHECKPOINTS:]
@@ -921,6 +984,48 @@ def saved_label(sid: str, state: dict[str, Any]) -> tuple[str, str]:
     if not isinstance(group, str) or not SESSION_ID.match(group) or overlap not in OVERLAP_RULES:
         raise InputError("this session's saved state is damaged (label group or overlap rule)")
     return group, overlap
+
+
+BACKGROUND_FILE = re.compile(r"^background-[0-9]{1,18}\.npz$")
+
+
+def saved_background_file(state: dict[str, Any]) -> str | None:
+    """The client's background file a manifest names (None: none); InputError when the
+    name is not one :meth:`SessionStore.save` writes."""
+    name = state.get("background")
+    if name is not None and (not isinstance(name, str) or not BACKGROUND_FILE.match(name)):
+        raise InputError("this session's saved state is damaged (background)")
+    return name
+
+
+def save_background(path: Path, mask: np.ndarray | None) -> None:
+    """The client's background mask as packed bits and its shape (atomic)."""
+    assert mask is not None
+
+    def write(tmp: Path) -> None:
+        with tmp.open("wb") as f:
+            np.savez_compressed(
+                f,
+                mask=np.packbits(np.asarray(mask, bool)),
+                shape=np.asarray(mask.shape, np.int64),
+            )
+
+    atomic_write(path, write)
+
+
+def load_background(path: Path, shape: tuple[int, ...]) -> np.ndarray:
+    """The mask :func:`save_background` wrote, checked against the image's ``shape``;
+    InputError when it is missing or damaged."""
+    try:
+        with np.load(path) as f:
+            saved = tuple(int(v) for v in f["shape"])
+            bits = f["mask"]
+        size = int(np.prod(shape))
+        if saved != tuple(shape) or bits.size * 8 < size:
+            raise ValueError("shape")
+        return np.unpackbits(bits)[:size].reshape(shape).astype(bool)
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+        raise InputError("this session's saved state is damaged (background mask)") from None
 
 
 def display_name(name: str) -> str:
