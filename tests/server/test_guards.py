@@ -244,7 +244,9 @@ def test_error_replies_echo_inputs_cut_short(root, tmp_path):
 
 def test_logs_show_placeholders_not_server_paths(root, tmp_path, caplog):
     state = tmp_path / "state"
-    create_app(ServerSettings(roots=(root,), state_dir=state, methods=METHODS))
+    # the filter lives as long as its app: keep the app (a dropped one may be collected
+    # before the records below, and its paths with it)
+    app = create_app(ServerSettings(roots=(root,), state_dir=state, methods=METHODS))
     other = Path(tempfile.gettempdir()) / "mecca-upload-xyz" / "scan.nii.gz"
     log = logging.getLogger("mecca.server.test_guards")
     with caplog.at_level(logging.INFO):
@@ -261,3 +263,4 @@ def test_logs_show_placeholders_not_server_paths(root, tmp_path, caplog):
     assert "<root0>/ball.nii.gz" in text and "<state>/sessions/abc" in text
     assert "<tmp>/mecca-upload-xyz/scan.nii.gz" in text and "<state>/x.npz" in text
     assert "OSError" in text  # the traceback is kept, without the paths
+    assert app is not None
