@@ -87,7 +87,6 @@ from mecca.errors import InputError, MeccaError
 from mecca.interface import InteractiveMethod, ProposalMethod
 from mecca.io import (
     Volume,
-    dicom_series_ids,
     file_extension,
     label_map_values,
     load,
@@ -441,15 +440,27 @@ def files(server: ServerDep, root: int = 0, folder: str = "") -> dict[str, Any]:
     base = server.open_path(root, folder or ".")
     if not base.is_dir():
         raise InputError("not a folder")
-    entries, loose_files = [], False
+    entries, loose = [], None
     for p in sorted(base.iterdir())[:1000]:
         image = p.is_file() and p.name.lower().endswith(IMAGE_SUFFIXES)
-        loose_files |= p.is_file() and not image and not p.name.startswith(".")
+        if loose is None and p.is_file() and not image and not p.name.startswith("."):
+            loose = p
         if not p.name.startswith(".") and (p.is_dir() or image):
             entries.append({"name": p.name, "folder": p.is_dir()})
-    # a folder of slices the list does not name: is it a DICOM series (opened as one image)?
-    series = bool(folder) and loose_files and bool(dicom_series_ids(base))
+    # a folder of slices the list does not name: a DICOM series (opened as one image)? Its
+    # first such file's 132-byte preamble says (bounded work, whatever the folder holds)
+    series = bool(folder) and loose is not None and is_dicom_file(loose)
     return {"root": root, "folder": folder, "entries": entries, "series": series}
+
+
+def is_dicom_file(path: Path) -> bool:
+    """Whether ``path`` starts as a DICOM Part 10 file (``DICM`` after the 128-byte
+    preamble)."""
+    try:
+        with path.open("rb") as f:
+            return f.read(132)[128:] == b"DICM"
+    except OSError:
+        return False
 
 
 @api.post("/sessions")
