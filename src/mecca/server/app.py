@@ -13,7 +13,8 @@ Every route under ``/api`` works on server-side sessions (:mod:`mecca.server.ses
 ``POST /api/sessions/upload``         raw body = the file; ``?filename=x.nii.gz&method=``
                                       (application/octet-stream; 415 for other types)
 ``GET  /api/sessions``                this server's saved sessions (image name, method,
-                                      steps, last change), the last changed first
+                                      steps, last change, label ``group``, ``overlap``,
+                                      ``label`` value, ``created``), the last changed first
 ``GET  /api/sessions/{id}``           state: shape, affine, ROI, steps, undo/redo,
                                       ``dicom`` (a DICOM series from a root: SEG export)
 ``GET  /api/sessions/{id}/image.nii.gz``  the image as the server wrote it
@@ -27,9 +28,10 @@ Every route under ``/api`` works on server-side sessions (:mod:`mecca.server.ses
 ``POST /api/sessions/{id}/accept``   ``{"index": n}``: accept proposal n (one step)
 ``PUT  /api/sessions/{id}/method``    ``{"method": name}``: reruns the clicks with it as one
                                       step (undo brings the previous method back)
-``POST /api/sessions/{id}/sibling``   ``{"method": name}``: a new session on the same
-                                      image (another label of one label map, in the
-                                      state's label ``group``)
+``POST /api/sessions/{id}/sibling``   ``{"method": name, "label": n}``: a new session on
+                                      the same image (another label of one label map,
+                                      in the state's label ``group``; ``label``: its
+                                      value, saved and listed)
 ``PUT  /api/sessions/{id}/overlap``   ``{"rule": "overwrite"|"keep"|"lock"}``: the label's
                                       overlap rule (a setting, not an undo step); a
                                       locked label's voxels are background for the
@@ -202,6 +204,9 @@ class OverlapRequest(StrictRequest):
 
 class SiblingRequest(StrictRequest):
     method: str | None = Field(default=None, max_length=NAME_CHARS)
+    label: int | None = Field(default=None, ge=1, le=65535)
+    """The new label's value as the client numbers it (saved; listed by ``GET
+    /api/sessions``)."""
 
 
 class ExportRequest(StrictRequest):
@@ -507,10 +512,13 @@ async def upload(
 def sibling(server: ServerDep, sid: str, body: SiblingRequest) -> dict[str, Any]:
     """A new session on the image of session ``sid`` (its own ROI, clicks and method, rule
     ``overwrite``) in the label group of ``sid``: the page's next label; ``/api/labelmap``
-    merges the labels into one file."""
+    merges the labels into one file. ``label``: its value as the client numbers it, saved
+    and listed (``GET /api/sessions``) to show the group's labels again after a reload."""
     ss = server.store.get(sid)
     method = body.method or ss.method
-    made = server.store.create(ss.session.volume, method, ss.name, ss.source, ss.group)
+    made = server.store.create(
+        ss.session.volume, method, ss.name, ss.source, ss.group, label=body.label
+    )
     return state_of(made)
 
 

@@ -101,6 +101,8 @@ tracemalloc); what opening, creating and reloading a session reserve."""
 T = TypeVar("T")
 MAX_CHECKPOINTS = 10
 """Changes that replaced the click history which undo can still bring back."""
+MAX_LABEL = 65535
+"""The largest label value (a label map's values are 1 to 65535)."""
 
 
 @dataclass(eq=False)
@@ -221,6 +223,11 @@ class ServerSession:
     """Its overlap rule as a label (:data:`mecca.session.labels.OVERLAP_RULES`)."""
     group: str = ""
     """Its label group: the id of the session its siblings were made from ("": its own)."""
+    label: int | None = None
+    """Its label value as the client that made it a sibling gave it (the page's label
+    number, shown again when the group is reopened), or None."""
+    created: float = field(default_factory=time.time)
+    """When it was made (UNIX time): the order of a group's labels."""
     background: Evidence = field(default_factory=Evidence)
     """The background evidence every :class:`Session` made for it gets (the locked masks
     of its group and the client's mask); set before its first step."""
@@ -430,6 +437,8 @@ class ServerSession:
             "checkpoints": [c.to_dict() for c in self.checkpoints],
             "overlap": self.overlap,
             "group": self.group,
+            "label": self.label,
+            "created": self.created,
             "background": self.background_file,
         }
 
@@ -612,11 +621,13 @@ class SessionStore:
         name: str = "image",
         source: dict[str, Any] | None = None,
         group: str | None = None,
+        label: int | None = None,
     ) -> ServerSession:
         """A new session on ``volume`` (written to the session folder first); ``name``:
         the image's file name, shown in the page's list of sessions; ``source``: the DICOM
         series it came from (:attr:`ServerSession.source`); ``group``: the label group it
-        joins (a sibling's; None: a group of its own)."""
+        joins (a sibling's; None: a group of its own); ``label``: its label value as the
+        client gave it (:attr:`ServerSession.label`)."""
         built = self._method(method)
         saved = sum(1 for p in self.root.iterdir() if SESSION_ID.match(p.name))
         if saved >= self.max_sessions:
@@ -633,7 +644,7 @@ class SessionStore:
                 image = save_volume(plain, folder / "image.nii.gz")
                 background = self._background(sid)
                 session = Session(load(image), method=built, rng=0, background=background)
-                ss = ServerSession(sid, folder, session, method, group=group or sid)
+                ss = ServerSession(sid, folder, session, method, group=group or sid, label=label)
                 ss.background = background
                 ss.name = display_name(name)
                 ss.source = source
@@ -759,8 +770,10 @@ class SessionStore:
         return [k for k in old if self._unload(k)]
 
     def listing(self) -> list[dict[str, Any]]:
-        """Every saved session, the last changed first: id, image name, method, steps and
-        the time of its last change (UTC, ISO 8601), read from the manifests."""
+        """Every saved session, the last changed first: id, image name, method, steps, the
+        time of its last change (UTC, ISO 8601), its label ``group``, ``overlap`` rule,
+        ``label`` value (None: not given) and when it was made (``created``, UTC, ISO 8601
+        to the microsecond: the order of a group's labels), read from the manifests."""
         rows: list[tuple[float, dict[str, Any]]] = []
         for folder in self.root.iterdir():
             manifest = folder / "session.json"
@@ -769,14 +782,21 @@ class SessionStore:
             try:
                 changed = manifest.stat().st_mtime
                 state = json.loads(manifest.read_text(encoding="utf-8"))
+                group, overlap = saved_label(folder.name, state)
+                created = saved_created(folder, state)
                 row = {
                     "id": folder.name,
                     "name": display_name(str(state.get("name", "image"))),
                     "method": str(state["method"])[:64],
                     "steps": int(state["steps"]),
                     "changed": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(changed)),
+                    "group": group,
+                    "overlap": overlap,
+                    "label": saved_label_value(state),
+                    "created": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(created))
+                    + f".{int(created % 1 * 1e6):06d}Z",
                 }
-            except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            except (OSError, ValueError, KeyError, TypeError, AttributeError, InputError):
                 continue  # deleted meanwhile, or damaged: opening it says which
             rows.append((changed, row))
         rows.sort(key=lambda r: -r[0])
@@ -967,6 +987,7 @@ class SessionStore:
         session = replayed(volume, self._method(method), roi, store, accepted, background)
         ss = ServerSession(sid, folder, session, method, roi, accepted=accepted)
         ss.group, ss.overlap, ss.background = group, overlap, background
+        ss.label, ss.created = saved_label_value(state), saved_created(folder, state)
         ss.background_file = background_file
         ss.name = display_name(str(state.get("name", "image")))
         ss.source = checked_source(state.get("source"))
@@ -984,6 +1005,24 @@ def saved_label(sid: str, state: dict[str, Any]) -> tuple[str, str]:
     if not isinstance(group, str) or not SESSION_ID.match(group) or overlap not in OVERLAP_RULES:
         raise InputError("this session's saved state is damaged (label group or overlap rule)")
     return group, overlap
+
+
+def saved_label_value(state: dict[str, Any]) -> int | None:
+    """The label value a manifest holds (None: none given, or written before labels had
+    values); InputError when it is damaged."""
+    value = state.get("label")
+    if value is not None and (type(value) is not int or not 1 <= value <= MAX_LABEL):
+        raise InputError("this session's saved state is damaged (label value)")
+    return value
+
+
+def saved_created(folder: Path, state: dict[str, Any]) -> float:
+    """When a session was made (UNIX time): its manifest's ``created``, or for a manifest
+    written before it had one, when its image was written (once, at creation)."""
+    created = state.get("created")
+    if isinstance(created, (int, float)) and not isinstance(created, bool):
+        return float(created)
+    return (folder / "image.nii.gz").stat().st_mtime
 
 
 BACKGROUND_FILE = re.compile(r"^background-[0-9]{1,18}\.npz$")

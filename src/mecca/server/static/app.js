@@ -200,23 +200,29 @@ async function opening(what, makeSession) {
 
 async function openSession(data) {
   const imageUrl = await blobUrl(`/api/sessions/${data.id}/image.nii.gz`); // fails: nothing changed
+  const rows = await api("/api/sessions").then((listing) => listing.sessions, () => null); // its labels
   state.loaded = false;
   state.sid = null;
   state.session = null;
   if (state.imageUrl) URL.revokeObjectURL(state.imageUrl);
   state.imageUrl = imageUrl;
   await nv.loadVolumes([{ url: imageUrl, name: "image.nii.gz" }]);
-  Object.assign(state, { labels: [{ sid: data.id, value: 1 }], sid: data.id, session: data,
+  Object.assign(state, { labels: groupLabels(data, rows || []), sid: data.id, session: data,
     corner: null, overlays: [] });
+  if (rows) showSessions(rows);
   prepareDrawing();
   setView();
   update(data);
   state.loaded = true;
   await refreshOverlays();
-  listSessions().catch(showError);
+  if (!rows) listSessions().catch(showError);
   const next = data.steps ? "Click to correct it." : "Draw the ROI (2 corners) or click.";
   const warning = data.warning ? ` Warning: ${data.warning}` : "";
-  status(`Opened ${data.name || "the image"} (${data.shape.join(" x ")} voxels).${warning} ${summary(data)} ${next}`);
+  const edited = state.labels.find((l) => l.sid === data.id);
+  const labels = state.labels.length > 1
+    ? ` Editing label ${edited.value} of ${state.labels.length} labels (the others outlined).` : "";
+  status(`Opened ${data.name || "the image"} (${data.shape.join(" x ")} voxels).${warning}${labels} ` +
+    `${summary(data)} ${next}`);
 }
 
 function update(data) {
@@ -279,15 +285,18 @@ function sessionLine(s) {
 }
 
 async function listSessions() {
-  const listing = await api("/api/sessions");
-  $("sessions").replaceChildren(...listing.sessions.map((s) => {
+  showSessions((await api("/api/sessions")).sessions);
+}
+
+function showSessions(rows) {
+  $("sessions").replaceChildren(...rows.map((s) => {
     const li = document.createElement("li");
     li.dataset.sid = s.id;
     li.textContent = sessionLine(s);
     li.classList.toggle("current", s.id === state.sid);
     return li;
   }));
-  $("noSessions").hidden = listing.sessions.length > 0;
+  $("noSessions").hidden = rows.length > 0;
 }
 
 async function resume(sid, name) {
@@ -301,11 +310,40 @@ async function resume(sid, name) {
 // .../overlap, a setting, not an undo step): Overwrite (an overlapped voxel goes to the
 // label with the highest probability there), Keep existing (it gives way to any other),
 // Lock (no other label takes its voxels: the server gives them to the other labels'
-// steps as background). Values are 1, 2, ... in order of creation.
+// steps as background). Values are 1, 2, ... in order of creation; "New label" saves its
+// value with the session (the sibling request's `label`), so that reopening any label of
+// the group (after a reload or a restart) brings all its saved labels back with their
+// values (groupLabels).
 const RULE_WORDS = { overwrite: "overwrites", keep: "keeps existing", lock: "locked" };
 
 function labelState(data) {
   return { method: data.method, steps: data.steps, overlap: data.overlap };
+}
+
+function groupLabels(data, rows) {
+  // the labels of an opened session's group (`group` in its state and in the rows of
+  // GET /api/sessions), in the order they were made (`created`), each with its saved value
+  // (`label`); one without (the group's first: the page's label 1, or one made by another
+  // client) or with a value taken already gets the smallest value still free
+  const own = rows.find((r) => r.id === data.id) || { id: data.id, created: "~", label: null };
+  const members = [...rows.filter((r) => r.group === data.group && r.id !== data.id), own]
+    .sort((a, b) => (a.created < b.created ? -1 : a.created > b.created ? 1 : 0));
+  const taken = new Set();
+  const saved = members.map((r) => {
+    if (!Number.isInteger(r.label) || taken.has(r.label)) return null;
+    taken.add(r.label);
+    return r.label;
+  });
+  let free = 1;
+  return members.map((r, n) => {
+    let value = saved[n];
+    if (value === null) {
+      while (taken.has(free)) free += 1;
+      value = free;
+      taken.add(free);
+    }
+    return { sid: r.id, value, method: r.method, steps: r.steps, overlap: r.overlap };
+  });
 }
 
 function renderLabels() {
@@ -326,8 +364,10 @@ function renderLabels() {
 }
 
 async function newLabel() {
-  const data = await api(`/api/sessions/${state.sid}/sibling`, { method: "POST", json: { method: $("method").value } });
-  state.labels.push({ sid: data.id, value: Math.max(...state.labels.map((l) => l.value)) + 1 });
+  const value = Math.max(...state.labels.map((l) => l.value)) + 1;
+  const data = await api(`/api/sessions/${state.sid}/sibling`, { method: "POST",
+    json: { method: $("method").value, label: value } });
+  state.labels.push({ sid: data.id, value });
   state.sid = data.id;
   state.corner = null;
   return data;
