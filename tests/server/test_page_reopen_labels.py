@@ -81,6 +81,10 @@ def test_reopening_label_2_after_a_reload_brings_label_1_back(touching_server):
         _wait(page, "window.mecca && window.mecca.ready")
         assert page.evaluate("window.mecca.sid") is None
         page.select_option("#view", "axial")
+        _wait(page, f"document.querySelector(\"#sessions li[data-sid='{second}']\") !== null")
+        listed = page.text_content(f"#sessions li[data-sid='{second}']")
+        assert listed.endswith("\u00b7 label 2"), listed  # the list says which label
+        assert page.text_content(f"#sessions li[data-sid='{first}']").endswith("\u00b7 label 1")
         page.locator(f"#sessions li[data-sid='{second}']").click()
         _wait(page, f"window.mecca.loaded === true && window.mecca.sid === '{second}'")
         _wait(page, "!window.mecca.busy && window.mecca.overlays.includes('label 1 outline')")

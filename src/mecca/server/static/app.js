@@ -246,7 +246,7 @@ function update(data) {
   if (label) Object.assign(label, labelState(data));
   renderLabels();
   const row = $("sessions").querySelector(`li[data-sid="${data.id}"]`);
-  if (row) row.textContent = sessionLine(Object.assign({}, data, { changed: new Date().toISOString() }));
+  if (row) row.textContent = sessionLine(Object.assign({}, data, { changed: new Date().toISOString() }), row.dataset.label);
   for (const li of $("sessions").children) li.classList.toggle("current", li.dataset.sid === data.id);
 }
 
@@ -279,9 +279,10 @@ async function downloadSeg() {
 
 // Resume: this server's saved sessions (GET /api/sessions), the last changed first; a
 // click reopens one (the server replays it when it is not in memory).
-function sessionLine(s) {
+function sessionLine(s, label = "") {
   const when = new Date(s.changed).toLocaleString();
-  return `${s.name || "image"} \u00b7 ${s.method} \u00b7 ${count(s.steps, "step")} \u00b7 ${when}`;
+  const which = label ? ` \u00b7 label ${label}` : "";
+  return `${s.name || "image"} \u00b7 ${s.method} \u00b7 ${count(s.steps, "step")} \u00b7 ${when}${which}`;
 }
 
 async function listSessions() {
@@ -289,10 +290,18 @@ async function listSessions() {
 }
 
 function showSessions(rows) {
+  // a session of a label group (several labels of one image) says which label it is
+  const labelOf = {};
+  for (const s of rows) {
+    if (s.group && rows.some((r) => r.group === s.group && r.id !== s.id) && !(s.id in labelOf)) {
+      for (const l of groupLabels(s, rows)) labelOf[l.sid] = l.value;
+    }
+  }
   $("sessions").replaceChildren(...rows.map((s) => {
     const li = document.createElement("li");
     li.dataset.sid = s.id;
-    li.textContent = sessionLine(s);
+    li.dataset.label = s.id in labelOf ? String(labelOf[s.id]) : "";
+    li.textContent = sessionLine(s, li.dataset.label);
     li.classList.toggle("current", s.id === state.sid);
     return li;
   }));
