@@ -7,41 +7,23 @@ past the image's size)."""
 import gzip
 import json
 import zlib
-from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
 
 pytest.importorskip("fastapi")
+import test_labels_api as two_balls  # noqa: E402  (the touching balls, their server)
 from fastapi.testclient import TestClient  # noqa: E402
 
 from conftest import sphere  # noqa: E402
-from mecca.io import Volume, save_volume  # noqa: E402
-from mecca.server.app import create_app  # noqa: E402
-from mecca.server.settings import ServerSettings  # noqa: E402
 
-CLIENT = {"X-Mecca-Client": "test"}
 OCTETS = {"Content-Type": "application/octet-stream"}
-SHAPE = (48, 32, 20)
-LEFT, RIGHT = (17, 16, 10), (29, 16, 10)
-"""Two balls of radius 7, 12 voxels apart: they touch (one bright blob, no edge between)."""
-AFFINE = np.diag([1.0, 1.0, 2.0, 1.0])
-METHODS = ("random_walker", "geos")
-
-
-@pytest.fixture(scope="module")
-def root(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("images")
-    balls = sphere(SHAPE, LEFT, 7) | sphere(SHAPE, RIGHT, 7)
-    noise = np.random.default_rng(0).normal(0, 0.2, SHAPE)
-    save_volume(Volume((balls * 2.0 + noise).astype(np.float32), AFFINE), folder / "two.nii.gz")
-    return folder
-
-
-def _client(root: Path, state: Path, **kw) -> TestClient:
-    settings = ServerSettings(roots=(root,), state_dir=state, methods=METHODS, **kw)
-    return TestClient(create_app(settings), base_url="http://127.0.0.1", headers=CLIENT)
+AFFINE, LEFT, METHODS, RIGHT, SHAPE = (
+    two_balls.AFFINE, two_balls.LEFT, two_balls.METHODS, two_balls.RIGHT, two_balls.SHAPE
+)
+_client = two_balls._client
+root = two_balls.root  # the image folder fixture
 
 
 def _open(client: TestClient, method: str) -> str:
