@@ -3,7 +3,7 @@
 # fg/bg clicks; docs/cvpr25.md) on the hippocampus and left-atrium test splits and on every
 # ACDC and BraTS target, one run per split and target:
 #
-#   bash benchmarks/cvpr25_figures.sh fast|medsam_lite|tta|extra|val [DATA_ROOT] [OUT]
+#   bash benchmarks/cvpr25_figures.sh fast|medsam_lite|tta|extra|generalist|val [DATA_ROOT] [OUT]
 #
 # fast         every method but the two slow ones, all test cases (results: OUT/<split>)
 # extra        the generalist and the classical methods on every target of the three
@@ -11,6 +11,9 @@
 #              ~/.cache/mecca-data-extra): CHAOS MR and MS-CMRSeg all test cases, OpenKBP
 #              the first MAX_CASES (default 8) of its 41; CHAOS and OpenKBP's larynx and
 #              esophagus were held out of the generalist's training (unseen)
+# generalist   the generalist alone on every split and target of fast and extra (results:
+#              OUT/<split>_generalist), for when its weights or settings change: its rows
+#              there replace its rows of the combined runs (benchmarks/cvpr25_table.py)
 # val          model selection, never on test: the generalist alone (WEIGHTS=BUNDLE|RUN for
 #              another model than the shipped one) on the val splits of the hippocampus,
 #              left atrium, ACDC (3 targets) and CHAOS liver (unseen)
@@ -25,7 +28,7 @@
 # hippocampus model (the report's model column says which ran). Every run resumes
 # (--resume): rerunning continues where a stopped one ended.
 set -euo pipefail
-which=${1:?usage: cvpr25_figures.sh fast|medsam_lite|tta|extra|val [DATA_ROOT] [OUT]}
+which=${1:?usage: cvpr25_figures.sh fast|medsam_lite|tta|extra|generalist|val [DATA_ROOT] [OUT]}
 root=${2:-../shared/data}
 out=${3:-runs/cvpr25}
 jobs=${JOBS:-1}
@@ -35,6 +38,7 @@ case $which in
   fast) methods=$fast; suffix="" ;;
   medsam_lite|tta) methods=$which; suffix="_$which" ;;
   extra) methods=generalist,growcut,geos,graphcut,random_walker; suffix="" ;;
+  generalist) methods=generalist; suffix="_generalist" ;;
   val) methods=generalist; suffix="" ;;
   *) echo "unknown preset $which" >&2; exit 2 ;;
 esac
@@ -59,8 +63,9 @@ run() {  # dataset target folder
 order=(hippocampus left_atrium acdc brats)
 [[ $which == medsam_lite || $which == tta ]] && order=(acdc brats left_atrium hippocampus)
 [[ $which == val ]] && order=(hippocampus left_atrium acdc chaos_liver)
-if [[ $which == extra ]]; then
-  order=(chaos cmr openkbp)
+[[ $which == generalist ]] && order=(hippocampus left_atrium acdc brats chaos cmr openkbp)
+if [[ $which == extra || $which == generalist ]]; then
+  [[ $which == extra ]] && order=(chaos cmr openkbp)
   [[ -z "${MAX_CASES:-}" ]] && MAX_CASES=8
 fi
 for d in "${order[@]}"; do

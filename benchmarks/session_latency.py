@@ -63,11 +63,20 @@ def volume() -> tuple[str, Volume, np.ndarray]:
     return "MR phantom 240x240x155", Volume(ph.image.astype(np.float32), np.eye(4)), ph.label == 1
 
 
+def roi_box(gt: np.ndarray) -> Box:
+    """The sessions' ROI: the object's box plus 5 voxels per side."""
+    idx = np.argwhere(gt)
+    return Box(
+        tuple(np.maximum(idx.min(0) - 5, 0)),  # type: ignore[arg-type]
+        tuple(np.minimum(idx.max(0) + 6, gt.shape)),
+    )
+
+
 def time_steps(
     vol: Volume,
     gt: np.ndarray,
     method: object,
-    grid: tuple[int, int, int],
+    grid: tuple[int, int, int] | None,
     repeats: int,
     *,
     think_s: float = 0.0,
@@ -80,11 +89,7 @@ def time_steps(
     ``think_s`` seconds pass before each step's clicks are given; with ``full_size`` a list,
     the ms to build the full-size arrays of each result are appended to it.
     """
-    idx = np.argwhere(gt)
-    box = Box(
-        tuple(np.maximum(idx.min(0) - 5, 0)),  # type: ignore[arg-type]
-        tuple(np.minimum(idx.max(0) + 6, gt.shape)),
-    )
+    box = roi_box(gt)
     user = user or EdgeUser()
     rng = np.random.default_rng(0)
     times: list[float] = []
@@ -127,7 +132,7 @@ def main() -> None:
     if args.method:
         method: object = registry.build(args.method)
         model = str(registry.model_for(args.method))
-        grid = grid_of(method)  # type: ignore[arg-type]
+        grid = None  # the session's: grid_of(method, ROI shape), recorded below
         user = ErrorCentreUser(n=1, max_offset=0)
     else:
         bundle = load_bundle(args.model)
@@ -146,6 +151,8 @@ def main() -> None:
         ),
     }
     results["full_size"] = summary(full)
+    if grid is None:
+        grid = grid_of(method, roi_box(gt).shape)  # type: ignore[arg-type]
     # the vector unit torch's kernels use (AVX2, AVX512, ...): machines of one name differ,
     # and the step time with them
     cpu = torch.backends.cpu.get_cpu_capability()

@@ -14,7 +14,7 @@ from mecca.data.phantoms import make_phantom
 from mecca.episode import EpisodeRecord, run_episode
 from mecca.errors import DatasetError
 from mecca.interaction.users import make_user
-from mecca.interface import InteractiveMethod, grid_of, takes_only_edge_points
+from mecca.interface import InteractiveMethod, takes_only_edge_points
 
 
 @dataclass(frozen=True)
@@ -79,7 +79,6 @@ def run_demo(
     dataset = None if data is None else Path(data).name
     m = methods.build(method, model, dataset)
     user = user or default_user(m)
-    grid = grid_of(m)
     rng = np.random.default_rng(seed)
     episode = run_episode(
         m,
@@ -88,7 +87,6 @@ def run_demo(
         make_user(user),
         rng=rng,
         steps=steps,
-        grid=grid,
         keep_masks=overlays is not None,
     )
     if overlays is not None:

@@ -16,7 +16,6 @@ import numpy as np
 
 from mecca import metrics
 from mecca.data.roi import (
-    DEFAULT_GRID,
     Box,
     Crop,
     NormaliseConfig,
@@ -38,6 +37,7 @@ from mecca.interface import (
     ProposalMethod,
     Segmenter,
     StepResult,
+    grid_of,
 )
 
 
@@ -116,7 +116,7 @@ def run_episode(
     rng: np.random.Generator,
     steps: int = 5,
     box: Box | None = None,
-    grid: tuple[int, int, int] = DEFAULT_GRID,
+    grid: tuple[int, int, int] | None = None,
     normalise: NormaliseConfig | None = None,
     init_prob: np.ndarray | None = None,
     keep_masks: bool = False,
@@ -131,6 +131,7 @@ def run_episode(
         user: a simulated user (:mod:`mecca.interaction.users`).
         rng: the episode's random generator (ROI margin, clicks, method).
         box: the ROI; default the ground-truth box grown by a random 1-11 voxel margin.
+        grid: the network grid; default the method's for the ROI (:func:`grid_of`).
         init_prob: initial probability on the network grid (IteR-MRL "update" mode).
         keep_masks: keep every step's mask in its record (the demo's overlays).
         guided: MECCA's interaction guide (Sec. 3.5, the ablation of its Table 5): from
@@ -141,6 +142,8 @@ def run_episode(
     gt = np.asarray(gt, dtype=bool)
     if box is None:
         box = random_margin_box(gt, rng)
+    if grid is None:
+        grid = grid_of(method, box.shape)
     crop = make_crop(image, box, grid, normalise=normalise or NormaliseConfig())
     state = method.start(crop, init_prob=init_prob)
     pred = paste_mask(crop, state.prob) if state.prob is not None else np.zeros_like(gt)

@@ -98,6 +98,17 @@ class GridMethod(Protocol):
 
 
 @runtime_checkable
+class RoiGridMethod(Protocol):
+    """A method whose network grid follows the ROI's size (the generalist): a large ROI
+    gets a finer grid than its base ``grid``, up to a cap, so that it is not downsampled
+    as much (:func:`grid_of` with ``roi_shape``)."""
+
+    def grid_for(self, roi_shape: Sequence[int]) -> tuple[int, int, int]:
+        """The grid to crop a ROI of ``roi_shape`` voxels (i, j, k) to."""
+        ...
+
+
+@runtime_checkable
 class ConfidenceMethod(Protocol):
     """A method that may return per-voxel confidence maps (MECCA): when true, the session
     prepares advice-region supervoxels before the first step
@@ -157,8 +168,14 @@ class Segmenter(Protocol):
         ...
 
 
-def grid_of(method: InteractiveMethod) -> tuple[int, int, int]:
-    """The grid a method's crops are resampled to: its own, else the default 55 x 55 x 30."""
+def grid_of(
+    method: InteractiveMethod, roi_shape: Sequence[int] | None = None
+) -> tuple[int, int, int]:
+    """The grid a method's crops are resampled to: the one for ``roi_shape`` when the
+    method's grid follows the ROI (:class:`RoiGridMethod`), else its own, else the default
+    55 x 55 x 30."""
+    if roi_shape is not None and isinstance(method, RoiGridMethod):
+        return method.grid_for(roi_shape)
     if isinstance(method, GridMethod):
         g = method.grid
         return (int(g[0]), int(g[1]), int(g[2]))

@@ -114,7 +114,7 @@ def test_a_session_drives_it_with_a_box_prompt(method):
     vol = Volume((gt * 100 + rng.normal(0, 10, gt.shape)).astype(np.float32), np.eye(4))
     roi, corners = box_prompt(Box.from_mask(gt), vol.shape)
     session = Session(vol, roi, method)
-    assert session.grid == GRID
+    assert session.grid == method.grid_for(roi.shape) == (20, 20, 12)  # k: 19 voxels > 1.5 x 8
     session.add_clicks([*corners, Click(FG, (20, 18, 10))])
     result = session.step()
     assert result.mask.shape == vol.shape and result.prob_box.shape == roi.shape
@@ -158,6 +158,17 @@ def test_sampler_draws_prompted_crops(cache):
         else:
             assert s.box.max() == 1.0 and s.box.min() == 0.0
     assert modes == {"box", "roi_box", "points"}
+
+
+def test_fine_grid_batches(cache, phantoms, tmp_path):
+    sampler = Sampler(cache, SamplerConfig(grid=GRID))
+    s = sampler.sample(np.random.default_rng(0), (20, 20, 12))
+    assert s.image.shape == s.target.shape == s.box.shape == (20, 20, 12)
+    cfg = _tiny_config(phantoms, tmp_path / "cache", fine_grid_share=1.0, iterations=2)
+    assert cfg.fine_grid == (20, 20, 12)  # widths (8, 16): factor 4
+    train(cfg, tmp_path / "run")  # every batch on the finer grid
+    with pytest.raises(ConfigError, match="fine_grid_share"):
+        _tiny_config(phantoms, tmp_path / "cache", fine_grid_share=1.5)
 
 
 def test_slice_box_samples_carry_the_middle_slices_box(cache):
@@ -330,3 +341,35 @@ def test_a_new_run_starts_from_a_bundles_weights(phantoms, tmp_path, cache):
     other = _tiny_config(phantoms, tmp_path / "cache", init_from=str(bundle), widths=(4, 8))
     with pytest.raises(ConfigError, match="another network"):
         _setup(other, tmp_path / "third", False, torch.device("cpu"))
+
+
+def test_its_grid_follows_the_roi():
+    m = GeneralistMethod(GeneralistNet(TINY), GRID)  # factor 4: finer grid (20, 20, 12)
+    assert m.max_grid == (20, 20, 12)
+    assert m.grid_for((20, 22, 11)) == GRID  # at most 1.375 x the base grid
+    assert m.grid_for((24, 10, 4)) == (20, 20, 12)  # 1.5 x along i
+    assert m.grid_for((10, 10, 12)) == (20, 20, 12)  # 1.5 x along k
+    assert GeneralistMethod(GeneralistNet(TINY), GRID, max_grid=GRID).grid_for((99, 99, 99)) == GRID
+    image = np.random.default_rng(0).normal(size=(40, 40, 20)).astype(np.float32)
+    state = m.start(make_crop(image, Box((0, 0, 0), (40, 40, 20)), grid=(20, 20, 12)))
+    _, res = m.step(state, [Click(FG, (10, 10, 6))], rng=np.random.default_rng(0))
+    assert res.prob.shape == (20, 20, 12)
+    with pytest.raises(InputError, match="not one the model runs on"):
+        m.start(make_crop(image, Box((0, 0, 0), (40, 40, 20)), grid=(24, 24, 12)))
+
+
+def test_a_session_and_the_cvpr25_loop_crop_a_large_roi_finer():
+    from mecca.io import Volume
+    from mecca.session import Session
+
+    m = GeneralistMethod(GeneralistNet(TINY), GRID)
+    gt = sphere((48, 48, 24), (24, 24, 12), 9)
+    image = (gt * 2.0 + np.random.default_rng(1).normal(0, 0.3, gt.shape)).astype(np.float32)
+    small = Session(Volume(image, np.eye(4)), roi=Box((18, 18, 8), (31, 31, 17)), method=m)
+    large = Session(Volume(image, np.eye(4)), roi=Box((10, 10, 2), (38, 38, 22)), method=m)
+    assert small.grid == GRID and large.grid == (20, 20, 12)
+    large.add_click(FG, (24, 24, 12))
+    large.step()
+    assert large.result is not None and large.result.mask.shape == gt.shape
+    rec, _ = cvpr25.run_case(m, image, gt, (1.0, 1.0, 1.0), rng=np.random.default_rng(0))
+    assert len(rec["steps"]) == 5

@@ -235,7 +235,7 @@ def begin(
     rng: np.random.Generator,
 ) -> tuple[Crop, MethodState, np.ndarray, float]:
     """Start ``method`` on ``roi`` and give it the box: (crop, state, prob, seconds)."""
-    crop = make_crop(image, roi, grid_of(method))
+    crop = make_crop(image, roi, grid_of(method, roi.shape))
     t0 = time.perf_counter()
     state = method.start(crop)
     seconds = time.perf_counter() - t0
@@ -270,12 +270,11 @@ def run_case(
     ``recropped``); otherwise it gets the new click only."""
     gt_b = np.asarray(gt, dtype=bool)
     shape = gt_b.shape
-    grid = grid_of(method)
     box_dict = middle_slice_box(to_zyx(gt_b), box_shift) if use_box else None
     inner = box_to_roi(box_dict) if box_dict is not None else None
     roi = roi_for(inner, [], shape)
     crop, state, prob, box_seconds = begin(method, image, roi, inner, rng)
-    gt_grid = resample_box(gt_b.astype(np.float32), roi, grid) >= 0.5
+    gt_grid = resample_box(gt_b.astype(np.float32), roi, crop.grid) >= 0.5
     if box_dict is not None:
         pred = paste_mask(crop, prob)
         box_step = {**_scores(pred, gt_b, spacing), "seconds": box_seconds}
@@ -297,8 +296,8 @@ def run_case(
         if recropped:
             roi = grown
             crop, state, _, restart = begin(method, image, roi, inner, rng)
-            prob = resample_box(pred.astype(np.float32), roi, grid)  # the mask so far
-            gt_grid = resample_box(gt_b.astype(np.float32), roi, grid) >= 0.5
+            prob = resample_box(pred.astype(np.float32), roi, crop.grid)  # the mask so far
+            gt_grid = resample_box(gt_b.astype(np.float32), roi, crop.grid) >= 0.5
             send = list(given)
         state, result = method.step(state, to_roi_grid(crop, send), rng=rng)
         new = paste_mask(crop, result.prob)

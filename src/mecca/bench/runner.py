@@ -124,7 +124,7 @@ def run_case(
         )
     user = make_user(spec["user"], **spec["options"])
     box = random_margin_box(gt, rng)
-    grid = grid_of(method)
+    grid = grid_of(method, box.shape)
     init_prob = None if initial is None else initial_prob_on_grid(initial, image, box, grid)
     record = run_episode(
         method,

@@ -243,7 +243,9 @@ class Session:
         method: a registered method name or an ``InteractiveMethod`` (default ``"mecca"``:
             the shipped MECCA model, see :func:`mecca.methods.default_model`).
         grid: network grid (i, j, k) the crop is resampled to; None takes the method's own
-            ``grid`` (a learned model's training grid) or else 55 x 55 x 30.
+            for each ROI (:func:`mecca.interface.grid_of` with the ROI's shape: the
+            generalist's follows the ROI's size), a learned model's training grid, or else
+            55 x 55 x 30.
         normalise: crop intensity normalisation (default per-crop z-score).
         rng: generator or seed for the method's random choices.
         roi_margin_mm: margin around the first clicks when ``roi`` is None, mm per side.
@@ -252,9 +254,10 @@ class Session:
             ``AUTO_GROW_ROI`` for an ROI derived from clicks, 0 for a given one). When the mask
             touches a side of the ROI that is not the image's edge, the ROI grows by half
             its size on each such side (clipped to the image) and the click history is
-            replayed on the new crop (same network grid, so memory stays that of one crop
-            plus the ROI box); repeated up to ``grow_roi`` times per step. Not for
-            proposal methods (their accepted proposals are not clicks to replay).
+            replayed on the new crop (the grid for the grown ROI, at most the method's
+            largest, so memory stays that of one crop plus the ROI box); repeated up to
+            ``grow_roi`` times per step. Not for proposal methods (their accepted proposals
+            are not clicks to replay).
         background: background evidence (:data:`Background`; the module docstring).
     """
 
@@ -278,9 +281,7 @@ class Session:
             raise ConfigError(f"roi_margin_mm must be >= 0, got {roi_margin_mm}")
         self.volume = volume
         self.method = _resolve_method(method)
-        if grid is None:
-            grid = grid_of(self.method)
-        self.grid = tuple(int(g) for g in grid)
+        self._fixed_grid = None if grid is None else tuple(int(g) for g in grid)
         self.normalise = normalise or NormaliseConfig()
         self.roi_margin_mm = float(roi_margin_mm)
         self.advice = bool(advice)
@@ -463,8 +464,20 @@ class Session:
         self._roi_from_clicks = False
         self._predictor = self._make_predictor(box)
 
+    @property
+    def grid(self) -> tuple[int, int, int]:
+        """The network grid of the current ROI (before one: the method's base grid)."""
+        if self._predictor is not None:
+            return self._predictor.crop.grid
+        return self._grid_for(None)
+
+    def _grid_for(self, box: Box | None) -> tuple[int, int, int]:
+        if self._fixed_grid is not None:
+            return self._fixed_grid  # type: ignore[return-value]
+        return grid_of(self.method, None if box is None else box.shape)
+
     def _make_predictor(self, box: Box) -> Predictor:
-        crop = make_crop(self.volume.array, box, self.grid, normalise=self.normalise)
+        crop = make_crop(self.volume.array, box, self._grid_for(box), normalise=self.normalise)
         return Predictor(self.method, crop, guide=self.advice)
 
     def _roi_around(self, clicks: Sequence[Click]) -> Box:

@@ -363,17 +363,23 @@ class Sampler:
             case = d["cases"][cands[int(rng.integers(len(cands)))]]
         return d, case, name
 
-    def sample(self, rng: np.random.Generator) -> Sample:
-        """One sample; retries when the target vanishes from the crop."""
+    def sample(self, rng: np.random.Generator, grid: Int3 | None = None) -> Sample:
+        """One sample on ``grid`` (default the config's); retries when the target
+        vanishes from the crop."""
         for _ in range(20):
             d, case, name = self._pick(rng)
-            out = self._make(d, case, name, rng)
+            out = self._make(d, case, name, rng, grid or self.config.grid)
             if out is not None:
                 return out
         raise InputError("could not draw a training crop with the target in it (20 tries)")
 
     def _make(
-        self, d: dict[str, Any], case: dict[str, Any], name: str, rng: np.random.Generator
+        self,
+        d: dict[str, Any],
+        case: dict[str, Any],
+        name: str,
+        rng: np.random.Generator,
+        grid: Int3,
     ) -> Sample | None:
         cfg = self.config
         folder = self.top / d["name"]
@@ -404,7 +410,7 @@ class Sampler:
         c0, c1 = _crop_box(mode, start, stop, np.asarray(lab.shape), rng)
         rotate = rng.random() < cfg.p_rotate
         angle = float(rng.uniform(-cfg.max_degrees, cfg.max_degrees)) if rotate else 0.0
-        image, target = resample_crop(img, lab, c0, c1, cfg.grid, angle, values=values)
+        image, target = resample_crop(img, lab, c0, c1, grid, angle, values=values)
         image, target = _spatial(image, target, rng)
         gt = target > 0.5
         if gt.sum() < 3:

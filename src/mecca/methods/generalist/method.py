@@ -19,6 +19,12 @@ them):
   the boundary (:func:`mecca.interaction.clicks.edge_click_to_fg_bg`), as for every
   method without edge points.
 
+The grid follows the ROI (:meth:`GeneralistMethod.grid_for`): the base grid it was
+trained on, or, for a ROI at least 1.5 times that along some axis, the finer ``max_grid``
+(one network factor finer per axis: 64 x 64 x 48), so that a large object is not
+downsampled as much; chosen on val splits (``benchmarks/generalist_grid.py``,
+docs/defaults.md).
+
 ``start`` gives probability 0.5 everywhere (an empty mask) or ``init_prob``; the network's
 previous-probability channel starts at 0 (nothing predicted yet) or at ``init_prob``. A
 step without new clicks keeps the last result (the network is not re-run on its own
@@ -50,6 +56,9 @@ from mecca.methods.generalist.prompts import (
     split_clicks,
 )
 
+FINE_FROM = 1.5
+"""A ROI this many times the base grid along some axis gets ``MAX_GRID``."""
+
 ACCEPTS = frozenset({InteractionKind.FOREGROUND, InteractionKind.BACKGROUND, InteractionKind.BOX})
 
 
@@ -59,7 +68,10 @@ class GeneralistMethod:
 
     Attributes:
         net: the trained :class:`~.net.GeneralistNet`.
-        grid: the network grid it was trained on; sessions crop to it.
+        grid: the network grid it was trained on, the smallest it runs on.
+        max_grid: the grid :meth:`grid_for` gives a large ROI; None: one network factor
+            (16) finer than ``grid`` per axis (64 x 64 x 48 for the shipped 48 x 48 x 32);
+            ``grid`` itself: always ``grid``.
         roi_as_box: treat the whole crop as the box when no BOX clicks were given.
         name: ``generalist``.
         device: where the network runs.
@@ -70,17 +82,37 @@ class GeneralistMethod:
     net: GeneralistNet
     grid: tuple[int, int, int] = (48, 48, 32)
     roi_as_box: bool = False
+    max_grid: tuple[int, int, int] | None = None
     name: str = "generalist"
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     model: str = ""
 
     def __post_init__(self) -> None:
         self.net.eval().to(self.device)
+        if self.max_grid is None:
+            f = self.net.config.factor
+            self.max_grid = (self.grid[0] + f, self.grid[1] + f, self.grid[2] + f)
 
     @property
     def accepts(self) -> frozenset[InteractionKind]:
         """Foreground, background and box clicks (module docstring)."""
         return ACCEPTS
+
+    def grid_for(self, roi_shape: Sequence[int]) -> tuple[int, int, int]:
+        """The grid for a ROI of ``roi_shape`` voxels: ``max_grid`` when the ROI is at
+        least ``FINE_FROM`` times the base grid along some axis (a large object, else
+        downsampled a lot), else the base ``grid``."""
+        assert self.max_grid is not None  # set in __post_init__
+        ratio = max(int(n) / g for n, g in zip(roi_shape, self.grid, strict=True))
+        return self.max_grid if ratio >= FINE_FROM else self.grid
+
+    def _check_grid(self, grid: Sequence[int]) -> None:
+        if tuple(grid) not in (self.grid, self.max_grid):
+            raise InputError(
+                f"the crop grid {tuple(grid)} is not one the model runs on "
+                f"({self.grid}, or {self.max_grid} for a large ROI)",
+                hint="crop with grid_of(method, roi_shape) (Session does when grid is not given)",
+            )
 
     @classmethod
     def load(
@@ -96,11 +128,7 @@ class GeneralistMethod:
 
     def start(self, crop: Crop, *, init_prob: np.ndarray | None = None) -> MethodState:
         """Begin on a crop: normalised image, empty click maps, box map per ``roi_as_box``."""
-        if crop.grid != self.grid:
-            raise InputError(
-                f"the crop grid {crop.grid} differs from the model's grid {self.grid}",
-                hint="crop with the method's grid (Session does when grid is not given)",
-            )
+        self._check_grid(crop.grid)
         zeros = np.zeros(crop.grid, np.float32)
         if init_prob is None:
             prob, prev = np.full(crop.grid, 0.5, np.float32), zeros

@@ -95,6 +95,9 @@ class GeneralistConfig:
     max_degrees: float = 15.0
     round_weights: tuple[float, ...] = (0.2, 0.2, 0.2, 0.2, 0.2)
     """Probability of 0, 1, ... correction rounds before the trained one."""
+    fine_grid_share: float = 0.0
+    """Share of batches drawn on the finer grid the method gives a large ROI (one network
+    factor finer per axis, :meth:`.method.GeneralistMethod.grid_for`)."""
     batch_size: int = 4
     iterations: int = 10000
     lr: float = 1e-3
@@ -120,10 +123,18 @@ class GeneralistConfig:
             raise ConfigError("batch_size and iterations must be >= 1")
         if not math.isclose(sum(self.round_weights), 1.0, abs_tol=1e-6):
             raise ConfigError(f"round_weights must sum to 1, got {self.round_weights}")
+        if not 0.0 <= self.fine_grid_share <= 1.0:
+            raise ConfigError(f"fine_grid_share must be in [0, 1], got {self.fine_grid_share}")
 
     @property
     def grid3(self) -> tuple[int, int, int]:
         return (int(self.grid[0]), int(self.grid[1]), int(self.grid[2]))
+
+    @property
+    def fine_grid(self) -> tuple[int, int, int]:
+        """The finer grid: one network factor more per axis (as the method's max_grid)."""
+        f = self.net_config().factor
+        return (self.grid3[0] + f, self.grid3[1] + f, self.grid3[2] + f)
 
     def net_config(self) -> GeneralistNetConfig:
         return GeneralistNetConfig(
@@ -288,7 +299,7 @@ def _dice(pred: np.ndarray, gt: np.ndarray) -> float:
 
 def run_val_episode(method: GeneralistMethod, item: ValItem, steps: int) -> list[float]:
     """Dice after the box, then after each of ``steps`` CVPR 2025 clicks (original grid)."""
-    crop = make_crop(item.image, Box((0, 0, 0), item.gt.shape), method.grid)
+    crop = make_crop(item.image, Box((0, 0, 0), item.gt.shape), method.grid_for(item.gt.shape))
     last = (item.box.stop[0] - 1, item.box.stop[1] - 1, item.box.stop[2] - 1)
     corners = _to_grid(crop, [item.box.start, last])
     state = method.start(crop)
@@ -551,7 +562,9 @@ def _loop(
         for group in opt.param_groups:
             group["lr"] = learning_rate(cfg, st.iteration)
         t0 = time.perf_counter()
-        samples = [sampler.sample(st.rng) for _ in range(cfg.batch_size)]
+        fine = cfg.fine_grid_share > 0 and st.rng.random() < cfg.fine_grid_share
+        grid = cfg.fine_grid if fine else cfg.grid3
+        samples = [sampler.sample(st.rng, grid) for _ in range(cfg.batch_size)]
         t_data += time.perf_counter() - t0
         rounds = int(st.rng.choice(len(cfg.round_weights), p=cfg.round_weights))
         window.append(
