@@ -17,44 +17,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from mecca import methods, metrics
-from mecca.bench.points import BACKGROUND_POINTS, FOREGROUND_POINTS, is_foreground_turn, next_point
+from mecca import methods
+from mecca.bench.points import BACKGROUND_POINTS, FOREGROUND_POINTS, run_session
 from mecca.data.datasets import open_dataset
 from mecca.errors import InputError
-from mecca.interaction.clicks import Click, InteractionKind
-from mecca.interface import InteractiveMethod
 from mecca.io import Volume
-from mecca.session import Session
-
-
-def run_case(method: InteractiveMethod, volume: Volume, gt: np.ndarray, margin: float) -> dict:
-    """One session: Dice and seconds after each point."""
-    session = Session(volume, method=method, rng=0, roi_margin_mm=margin)
-    pred = np.zeros(gt.shape, bool)
-    dice, seconds, points = [], [], []
-    for n in range(FOREGROUND_POINTS + BACKGROUND_POINTS):
-        fg = is_foreground_turn(n)
-        point = next_point(pred, gt, fg)
-        if point is not None:
-            kind = InteractionKind.FOREGROUND if fg else InteractionKind.BACKGROUND
-            session.add_clicks([Click(kind, point)])
-            points.append([kind.value, list(point)])
-        if session.result is None and point is None:
-            dice.append(0.0)
-            seconds.append(0.0)
-            continue
-        t0 = time.perf_counter()
-        result = session.step()
-        seconds.append(time.perf_counter() - t0)
-        pred = result.mask.astype(bool)
-        dice.append(float(metrics.dice(pred, gt)))
-    return {"dice": dice, "seconds": seconds, "points": points}
 
 
 def main() -> None:
@@ -84,12 +56,16 @@ def main() -> None:
         method = methods.get(name)
         for margin in margins:
             key = f"{name}@{margin:g}mm"
-            results[key] = {cid: run_case(method, vol, gt, margin) for cid, vol, gt in cases}
-            print(f"{key}: " + " ".join(f"{r['dice'][-1]:.3f}" for r in results[key].values()),
-                  flush=True)
+            results[key] = {cid: run_session(method, vol, gt, margin) for cid, vol, gt in cases}
+            print(
+                f"{key}: " + " ".join(f"{r['dice'][-1]:.3f}" for r in results[key].values()),
+                flush=True,
+            )
     what = f"{args.data.name} {args.split}" + (f" {args.target}" if args.target else "")
-    print(f"{what}, {len(cases)} cases, Dice after each point ({FOREGROUND_POINTS} fg, "
-          f"{BACKGROUND_POINTS} bg), no box")
+    print(
+        f"{what}, {len(cases)} cases, Dice after each point ({FOREGROUND_POINTS} fg, "
+        f"{BACKGROUND_POINTS} bg), no box"
+    )
     for key, per_case in results.items():
         d = np.array([c["dice"] for c in per_case.values()])
         s = np.array([c["seconds"] for c in per_case.values()])

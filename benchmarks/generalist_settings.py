@@ -1,0 +1,127 @@
+"""Choose the generalist's inference settings on val splits (never test).
+
+Each variant sets attributes of the shipped generalist (``GeneralistMethod``); today the
+``grid`` variants (the finer grid for a large ROI, ``max_grid`` / ``FINE_FROM``;
+docs/defaults.md). Two users:
+
+* ``cvpr25``: box, then 5 clicks (:mod:`mecca.bench.cvpr25`): mean DSC after the box and
+  final DSC;
+* ``points``: 3 foreground then 3 background points, no box, a session with a user's
+  settings (:func:`mecca.bench.points.run_session`, ROI margin 40 mm): mean Dice after
+  the third foreground point and after the last point, and the share of points after
+  which Dice fell.
+
+Usage::
+
+    python benchmarks/generalist_settings.py grid [--data ../shared/data]
+        [--extra ~/.cache/mecca-data-extra] [--out results.json]
+
+Val splits: hippocampus, left atrium, ACDC LV / RV / myocardium, and the unseen CHAOS
+liver / kidneys and OpenKBP larynx (first 8 cases holding it) when the extra datasets
+are built.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mecca.bench import cvpr25
+from mecca.bench.points import run_session
+from mecca.data.datasets import open_dataset
+from mecca.errors import InputError
+from mecca.methods.generalist import method as generalist
+
+VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
+    "grid": {
+        "base grid": {"max_grid": (48, 48, 32)},
+        **{
+            f"64x64x48 from {r}": {"max_grid": (64, 64, 48), "FINE_FROM": r}
+            for r in (1.25, 1.5, 2.0)
+        },
+    },
+}
+
+
+def splits(data: Path, extra: Path) -> list[tuple[Path, str | None, int | None]]:
+    """(dataset folder, target, case cap) of every val split used."""
+    rows: list[tuple[Path, str | None, int | None]] = [
+        (data / "hippocampus", None, 8),
+        (data / "left_atrium", None, None),
+        *[(data / "acdc", t, None) for t in ("lv", "rv", "myocardium")],
+    ]
+    if (extra / "chaos_mr").is_dir():
+        rows += [(extra / "chaos_mr", t, None) for t in ("liver", "right_kidney", "left_kidney")]
+        rows += [(extra / "openkbp_ct", "larynx", 8)]
+    return rows
+
+
+def apply(method: generalist.GeneralistMethod, settings: dict[str, Any]) -> None:
+    """Set a variant: method attributes, and FINE_FROM on the module."""
+    method.max_grid = method.grid
+    generalist.FINE_FROM = 1.5
+    for key, value in settings.items():
+        if key == "FINE_FROM":
+            generalist.FINE_FROM = value
+        else:
+            setattr(method, key, value)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("which", choices=sorted(VARIANTS))
+    parser.add_argument("--data", type=Path, default=Path("../shared/data"))
+    parser.add_argument("--extra", type=Path, default=Path.home() / ".cache/mecca-data-extra")
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+    method = generalist.generalist_factory()
+    variants = VARIANTS[args.which]
+    table: dict[str, dict[str, dict[str, float]]] = {}
+    for folder, target, cap in splits(args.data, args.extra.expanduser()):
+        ds = open_dataset(folder)
+        cases = []
+        for case in ds.cases("val"):
+            try:
+                cases.append(ds.load_case(case, target))
+            except InputError:  # OpenKBP: not every patient has every organ
+                continue
+        cases = cases[:cap]
+        name = f"{folder.name}:{target or ds.default_target}"
+        for label, settings in variants.items():
+            apply(method, settings)
+            box, final, p3, p6, fell = [], [], [], [], []
+            for index, (volume, gt) in enumerate(cases):
+                rng = np.random.default_rng([0, index])
+                rec, _ = cvpr25.run_case(method, volume.array, gt, volume.spacing, rng=rng)
+                box.append(rec["box_step"]["dice"])
+                final.append(rec["steps"][-1]["dice"])
+                d = run_session(method, volume, gt, 40.0)["dice"]
+                p3.append(d[2])
+                p6.append(d[-1])
+                fell += [b < a - 1e-6 for a, b in zip(d, d[1:], strict=False)]
+            row = {
+                "cvpr25_box": float(np.mean(box)),
+                "cvpr25_final": float(np.mean(final)),
+                "points_3fg": 100 * float(np.mean(p3)),
+                "points_final": 100 * float(np.mean(p6)),
+                "points_fell_%": 100 * float(np.mean(fell)),
+                "n": len(cases),
+            }
+            table.setdefault(name, {})[label] = row
+            print(name, label, json.dumps({k: round(v, 2) for k, v in row.items()}), flush=True)
+    for label in variants:
+        means = {
+            k: round(float(np.mean([t[label][k] for t in table.values()])), 2)
+            for k in ("cvpr25_final", "points_3fg", "points_final", "points_fell_%")
+        }
+        print(label, "mean over targets", json.dumps(means), flush=True)
+    if args.out:
+        args.out.write_text(json.dumps(table, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
