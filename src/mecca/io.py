@@ -536,6 +536,17 @@ def _check_slices(files: Sequence[str], folder: Path) -> None:
     _check_slice_steps(np.diff(along), along, folder)
 
 
+def is_dicom_file(path: str | Path) -> bool:
+    """Whether ``path`` starts as a DICOM Part 10 file (``DICM`` after the 128-byte
+    preamble): 132 bytes read, whatever the file is (the server's file list and the napari
+    reader use it to tell a series folder without reading the series)."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(132)[128:] == b"DICM"
+    except OSError:
+        return False
+
+
 def dicom_series_ids(folder: str | Path) -> list[str]:
     """Series instance UIDs of the DICOM series found in a folder (not recursive)."""
     return list(sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder)))

@@ -1,24 +1,28 @@
 """*Export label map*: the widget writes the whole labels layer on the image's own grid,
 as a mask file (the file's affine, kept by the plugin's reader) or as a DICOM SEG that
-references the DICOM series the image was read from. The save dialog is replaced by a
-function giving the file name; the viewer, points and buttons are test_widget.py's
-helpers (its module-level skip without napari or a display applies here too).
+references the DICOM series the image was read from. The write runs on a worker thread:
+each export waits for it (refusals are said at once, on Qt's thread). The save dialog is
+replaced by a function giving the file name; the viewer, points and buttons are
+test_widget.py's helpers (its module-level skip without napari or a display applies here
+too).
 """
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
 import test_widget
-from test_widget import _dice, _place, _press
+from qtpy.QtCore import Qt
+from test_widget import WAIT_MS, _dice, _place, _press
 
+import mecca.io
 from mecca.io import load
 from mecca.napari_plugin import widget as widget_module
 from mecca.napari_plugin.backend import grid_affine
-from mecca.napari_plugin.reader import read
 from mecca.napari_plugin.widget import MASK, NEW_LABELS, MeccaWidget
 
 make_viewer, ball = test_widget.make_viewer, test_widget.ball  # its fixtures, here too
@@ -49,7 +53,10 @@ def _dialog(monkeypatch, path: Path | str) -> list[str]:
 
 
 def _export(qtbot, widget: MeccaWidget) -> str:
-    _press(qtbot, widget, widget.export_button)
+    """Press *Export label map*, wait until its worker is done; the status line."""
+    qtbot.mouseClick(widget.export_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: not widget.exporting, timeout=WAIT_MS)
+    assert widget.export_button.isEnabled()
     return widget.status.text()
 
 
@@ -121,10 +128,10 @@ def test_a_dicom_series_is_exported_as_a_dicom_seg(make_viewer, qtbot, tmp_path,
 
     folder = _series(tmp_path / "ct_series")
     viewer = make_viewer(show=True)
-    [(data, kwargs, kind)] = read(str(folder))  # the plugin's reader, on a folder
-    assert kind == "image" and kwargs["metadata"]["format"] == "dicom"
-    image = viewer.add_image(data, **kwargs)
-    assert image.metadata["source"] == str(folder) and image.metadata["series_uid"]
+    [image] = viewer.open(str(folder), plugin="mecca")  # the reader, on a folder
+    assert image.metadata["format"] == "dicom" and image.metadata["source"] == str(folder)
+    assert image.metadata["series_uid"]
+    data = image.data
     labels = np.zeros(data.shape, np.uint8)
     labels[1:4, 2:5, 1:3] = 1
     labels[5:, :2, 3:] = 2
@@ -179,6 +186,7 @@ def test_refusals_write_nothing(make_viewer, qtbot, ball, tmp_path, monkeypatch)
     _dialog(monkeypatch, png)
     text = _export(qtbot, widget)
     assert "'labels.png' has no ending the export writes" in text and ".nii.gz" in text
+    assert widget.export_labels(png) is None and not widget.exporting  # refused at once
 
     _dialog(monkeypatch, "")  # the dialog cancelled
     assert _export(qtbot, widget) == "Export cancelled: nothing written."
@@ -189,8 +197,45 @@ def test_refusals_write_nothing(make_viewer, qtbot, ball, tmp_path, monkeypatch)
     assert "choose a labels layer of the image's grid" in _export(qtbot, widget)
 
     beyond = viewer.layers["organs"].data.astype(np.int32)
-    beyond[4, 4, 4] = 70000  # beyond uint16: the writer refuses
+    beyond[4, 4, 4] = 70000  # beyond uint16: the writer refuses, on the worker
     viewer.layers["organs"].data = beyond
     widget.labels_box.setCurrentText("organs")
-    assert _export(qtbot, widget).startswith("Nothing exported:"), widget.status.text()
+    text = _export(qtbot, widget)
+    assert text.startswith("Nothing exported:") and "65535" in text, text
     assert not any(p.exists() for p in (out, seg, png))
+
+
+def test_the_export_writes_on_a_worker_thread(make_viewer, qtbot, tmp_path, monkeypatch):
+    viewer = make_viewer(show=True)
+    viewer.add_image(np.zeros((8, 9, 10), np.float32), name="image")
+    labels = np.zeros((8, 9, 10), np.uint8)
+    labels[2:5, 3:6, 4:7] = 3
+    viewer.add_labels(labels.copy(), name="organs")
+    widget = _dock(viewer)
+    widget.labels_box.setCurrentText("organs")
+    save_mask, release, threads = mecca.io.save_mask, threading.Event(), []
+
+    def held_save_mask(*args, **kwargs):
+        threads.append(threading.current_thread())
+        release.wait(timeout=10)  # on Qt's thread, this would hold export_labels
+        return save_mask(*args, **kwargs)
+
+    monkeypatch.setattr(mecca.io, "save_mask", held_save_mask)
+    out = tmp_path / "organs.nii.gz"
+    assert threading.current_thread() is threading.main_thread()  # the test: Qt's thread
+    worker = widget.export_labels(out)
+    assert worker is not None and widget.exporting and not widget.export_button.isEnabled()
+    assert widget.status.text() == f"Exporting 'organs' to {out} ..."
+    viewer.layers["organs"].data[0, 0, 0] = 7  # painted meanwhile: not in this export
+    assert widget.export_labels(out) is None  # one export at a time
+    assert "an export is running" in widget.status.text()
+    qtbot.waitUntil(lambda: bool(threads), timeout=WAIT_MS)
+    assert not out.exists()  # the write is held, the viewer is not
+
+    release.set()
+    qtbot.waitUntil(lambda: not widget.exporting, timeout=WAIT_MS)
+    assert threads[0] is not threading.main_thread()
+    text = widget.status.text()
+    assert text.startswith(f"Exported 'organs' to {out}") and "values 3)." in text, text
+    assert widget.export_button.isEnabled()
+    assert np.array_equal(load(out, dtype=None).array, labels)  # the layer at the press

@@ -1,7 +1,15 @@
 """napari reader: opens an image file with :func:`mecca.io.load` (NIfTI, NRRD, MetaImage,
-GIPL) as the (I, J, K) array MECCA works on. napari is not offered DICOM series folders
-(a folder may be anything, a zarr store say, and a second reader of every folder would
-make napari ask which one to use); :func:`read` opens one from Python (docs/napari.md).
+GIPL) or a folder holding a DICOM series, as the (I, J, K) array MECCA works on.
+
+Folders: npe2 matches no filename pattern against a folder; it offers every reader with
+``accepts_directories`` for every folder, and napari then asks which one to use. So
+:func:`get_reader` decides: it takes a folder only when one of its first files (by name,
+not in subfolders, as ``mecca.io.load`` reads a series) is a DICOM Part 10 file, the
+128-byte preamble then ``DICM`` (:func:`holds_dicom`, a few bytes of a few files, not the
+series); for any other folder (a zarr store, PNGs, an empty one) it returns None and napari
+uses another reader. A folder it takes may still fail to load (several series in it, say):
+``mecca.io.load`` then says why. The test is :func:`mecca.io.is_dicom_file`, as in the
+server's file list.
 
 The layer gets the voxel size as its ``scale`` and no rotation: napari shows the voxel
 axes (i, j, k) as they are, so a point placed on it is at its voxel index, as the widget
@@ -13,13 +21,16 @@ widget's export needs: ``affine`` (the image's voxel -> RAS affine, as a list), 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from mecca.io import FORMATS, file_extension, load
+from mecca.io import FORMATS, file_extension, is_dicom_file, load
 
 LayerData = tuple[Any, dict[str, Any], str]
+DICOM_PROBES = 8
+"""How many files of a folder :func:`holds_dicom` looks at (the first, by name)."""
 
 
 def read(path: str | list[str]) -> list[LayerData]:
@@ -39,13 +50,33 @@ def read(path: str | list[str]) -> list[LayerData]:
     return [(volume.array, meta, "image")]
 
 
+def holds_dicom(folder: str | Path) -> bool:
+    """Whether one of the first :data:`DICOM_PROBES` files of ``folder`` (by name; hidden
+    files, ``DICOMDIR`` and subfolders left out) is a DICOM Part 10 file: a cheap sign of
+    a series ``mecca.io.load`` reads, without reading it."""
+    try:
+        with os.scandir(folder) as entries:
+            files = sorted(
+                e.path
+                for e in entries
+                if e.is_file() and not e.name.startswith(".") and e.name != "DICOMDIR"
+            )
+    except OSError:
+        return False
+    return any(is_dicom_file(f) for f in files[:DICOM_PROBES])
+
+
 def get_reader(path: str | list[str]) -> Callable[[str | list[str]], list[LayerData]] | None:
-    """``read`` when ``path`` is one image file MECCA reads (by its ending), else None so
-    that napari asks another reader."""
+    """``read`` when ``path`` is one image file MECCA reads (by its ending) or a folder
+    holding DICOM files (:func:`holds_dicom`), else None so that napari asks another
+    reader."""
     if isinstance(path, list):
         if len(path) != 1:
             return None
         path = path[0]
-    if Path(path).is_file() and file_extension(path) in FORMATS:
+    p = Path(path).expanduser()
+    if p.is_file() and file_extension(p) in FORMATS:
+        return read
+    if p.is_dir() and holds_dicom(p):
         return read
     return None

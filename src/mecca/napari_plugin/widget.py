@@ -28,7 +28,9 @@ The layers it keeps (made on first use, named below):
 (:meth:`MeccaWidget.export_labels`): a mask file (``mecca.io.save_mask``, the image layer's
 ``metadata["affine"]`` when the reader put one there, else :func:`backend.grid_affine` of
 its scale and translate), or a DICOM SEG (``mecca.dicom_seg.write_dicom_seg``) when the
-image was read from a DICOM series (its ``metadata["source"]`` is the reference).
+image was read from a DICOM series (its ``metadata["source"]`` is the reference). The
+layers are read on Qt's thread and the file is written on a worker thread, so a large map
+does not freeze the viewer.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 from napari.layers import Image, Labels, Points, Shapes
-from napari.qt.threading import create_worker
+from napari.qt.threading import FunctionWorker, create_worker
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
     QButtonGroup,
@@ -137,6 +139,7 @@ class MeccaWidget(QWidget):
         self._base_layer: Labels | None = None
         self._view: View | None = None
         self._worker: Any = None
+        self._export_worker: FunctionWorker[str] | None = None
         self._methods: list[MethodChoice] = []
         self._pending_rules: dict[int, str] = {}  # the rules a new MECCA mask layer takes
         self._build()
@@ -582,7 +585,12 @@ class MeccaWidget(QWidget):
         folder = Path(source).parent if source else Path.cwd()
         return str(folder / (name + (SEG_ENDING if dicom else ".nii.gz")))
 
-    def export_labels(self, path: str | Path) -> Path | None:
+    @property
+    def exporting(self) -> bool:
+        """Whether an export is writing on its worker thread."""
+        return self._export_worker is not None
+
+    def export_labels(self, path: str | Path) -> FunctionWorker[str] | None:
         """Write the chosen labels layer, every value (the whole map), on the image's grid.
 
         The ending picks the format: ``.nii.gz``, ``.nii``, ``.nrrd`` or ``.mha`` are
@@ -591,26 +599,55 @@ class MeccaWidget(QWidget):
         scale and translate (:func:`backend.grid_affine`); ``.dcm`` is a DICOM SEG of one
         segment per value, named ``label <value>``, referencing the DICOM series the image
         layer was read from (its ``metadata["source"]``). An existing file is replaced
-        (the save dialog asked). The status line says what was written, or why nothing
-        was (no labels layer, an empty one, another ending, an image not from a DICOM
-        series for ``.dcm``, a failed write).
+        (the save dialog asked).
+
+        The layers are read (the labels copied) here, on Qt's thread; the file is written
+        on a worker thread, so a large map or a SEG does not freeze the viewer, and the
+        export button is disabled meanwhile. The status line says what was written when
+        the worker is done, or why nothing was: at once for a refusal (no labels layer, an
+        empty one, another ending, an image not from a DICOM series for ``.dcm``, another
+        export running), when it is done for a failed write.
 
         Returns:
-            The path written, or None when nothing was.
+            The started worker (its ``finished`` signal: the status line is set), or None
+            when refused.
         """
+        if self.exporting:
+            self.status.setText("Nothing exported: an export is running, wait for it.")
+            return None
         try:
-            written, text = self._export(Path(path).expanduser())
+            write, started = self._export(Path(path).expanduser())
         except _Refused as exc:
             self.status.setText(f"Nothing exported: {exc}")
             return None
-        except Exception as exc:  # a failed write: shown, not raised (a button's slot)
+        except Exception as exc:  # shown, not raised (a button's slot)
             self.status.setText(f"Nothing exported: {_message(exc)}")
             return None
-        self.status.setText(text)
-        return written
 
-    def _export(self, path: Path) -> tuple[Path, str]:
-        """The export (raises with what to do when it cannot): the path and the report."""
+        def work() -> str:
+            try:
+                return write()
+            except Exception as exc:  # a failed write: said in the status line
+                return f"Nothing exported: {_message(exc)}"
+
+        worker: FunctionWorker[str] = create_worker(work, _start_thread=False, _ignore_errors=True)
+        worker.returned.connect(self.status.setText)
+        worker.errored.connect(lambda exc: self.status.setText(f"Nothing exported: {exc}"))
+        worker.finished.connect(self._export_done)
+        self._export_worker = worker
+        self.export_button.setEnabled(False)
+        self.status.setText(started)
+        worker.start()
+        return worker
+
+    def _export_done(self) -> None:
+        self._export_worker = None
+        self.export_button.setEnabled(True)
+
+    def _export(self, path: Path) -> tuple[Callable[[], str], str]:
+        """Check the export and read the layers (Qt's thread; raises _Refused with what to
+        do when it cannot): the write to run on the worker, which gives the status line's
+        report, and the status line meanwhile."""
         from mecca.io import Volume, file_extension, save_mask
 
         ending = file_extension(path)
@@ -628,31 +665,36 @@ class MeccaWidget(QWidget):
                 "no labels layer to export: choose one in Labels layer, or segment first "
                 f"(the mask goes to a new {MASK!r} layer)"
             )
-        labels = np.asarray(layer.data)
-        if labels.shape != image.data.shape:
+        if layer.data.shape != image.data.shape:
             raise _Refused(
-                f"the labels layer {layer.name!r} has shape {labels.shape}, the image "
+                f"the labels layer {layer.name!r} has shape {layer.data.shape}, the image "
                 f"{image.name!r} {image.data.shape}: choose a labels layer of the image's grid"
             )
-        values = [int(v) for v in np.unique(labels) if v != 0]
-        if not values:
-            raise _Refused(
-                f"the labels layer {layer.name!r} is empty (all 0): segment something first"
-            )
+        # a copy: the layer may be painted or stepped on while the worker writes
+        labels, name = np.array(layer.data, copy=True), layer.name
+        if not labels.any():
+            raise _Refused(f"the labels layer {name!r} is empty (all 0): segment something first")
+        started = f"Exporting {name!r} to {path} ..."
         if ending == SEG_ENDING:
-            return self._export_seg(labels, values, image, layer.name, path)
+            return self._export_seg(labels, image, name, path), started
         # save_mask reads only the grid (shape, affine) of the image it is given
         grid = Volume(np.broadcast_to(np.float32(0), image.data.shape), self._image_affine(image))
-        written = save_mask(labels, grid, path, force=True)
-        return written, (
-            f"Exported {layer.name!r} to {written} ({MASK_ENDINGS[ending]} label map on the "
-            f"image's grid, values {_listed(values)})."
-        )
+
+        def write() -> str:
+            values = [int(v) for v in np.unique(labels) if v != 0]
+            written = save_mask(labels, grid, path, force=True)
+            return (
+                f"Exported {name!r} to {written} ({MASK_ENDINGS[ending]} label map on the "
+                f"image's grid, values {_listed(values)})."
+            )
+
+        return write, started
 
     def _export_seg(
-        self, labels: np.ndarray, values: list[int], image: Image, name: str, path: Path
-    ) -> tuple[Path, str]:
-        """The label map as a DICOM SEG referencing the image's DICOM series."""
+        self, labels: np.ndarray, image: Image, name: str, path: Path
+    ) -> Callable[[], str]:
+        """The write of the label map as a DICOM SEG referencing the image's DICOM series
+        (refused for an image not read from one)."""
         meta = image.metadata
         source = meta.get("source")
         if meta.get("format") != "dicom" or not source:
@@ -660,22 +702,29 @@ class MeccaWidget(QWidget):
                 f"the image {image.name!r} was not read from a DICOM series, and a DICOM "
                 "SEG must reference the series it was made on: export as .nii.gz, .nrrd "
                 "or .mha instead, or open the series folder with the MECCA reader "
-                "(mecca.napari_plugin.reader.read, docs/napari.md) and segment it there"
+                "(File > Open Folder, docs/napari.md) and segment it there"
             )
-        from mecca.dicom_seg import write_dicom_seg
-
-        names = {v: f"label {v}" for v in values}
         uid = meta.get("series_uid")
-        written = write_dicom_seg(labels, source, path, labels=names, series_uid=uid, force=True)
-        numbered = ""
-        if values != list(range(1, len(values) + 1)):
-            pairs = ", ".join(f"{v} -> {n}" for n, v in enumerate(values[:SHOWN_VALUES], 1))
-            numbered = f"; DICOM numbers segments 1..N: value {pairs}"
-        return written, (
-            f"Exported {name!r} to {written} (DICOM SEG referencing {source}, "
-            f"{len(values)} segment(s) named 'label <value>', values {_listed(values)}"
-            f"{numbered})."
-        )
+
+        def write() -> str:
+            from mecca.dicom_seg import write_dicom_seg
+
+            values = [int(v) for v in np.unique(labels) if v != 0]
+            names = {v: f"label {v}" for v in values}
+            written = write_dicom_seg(
+                labels, source, path, labels=names, series_uid=uid, force=True
+            )
+            numbered = ""
+            if values != list(range(1, len(values) + 1)):
+                pairs = ", ".join(f"{v} -> {n}" for n, v in enumerate(values[:SHOWN_VALUES], 1))
+                numbered = f"; DICOM numbers segments 1..N: value {pairs}"
+            return (
+                f"Exported {name!r} to {written} (DICOM SEG referencing {source}, "
+                f"{len(values)} segment(s) named 'label <value>', values {_listed(values)}"
+                f"{numbered})."
+            )
+
+        return write
 
     @staticmethod
     def _image_affine(image: Image) -> np.ndarray:

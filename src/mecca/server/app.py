@@ -90,6 +90,7 @@ from mecca.interface import InteractiveMethod, ProposalMethod
 from mecca.io import (
     Volume,
     file_extension,
+    is_dicom_file,
     label_map_values,
     load,
     save_mask,
@@ -456,16 +457,6 @@ def files(server: ServerDep, root: int = 0, folder: str = "") -> dict[str, Any]:
     # first such file's 132-byte preamble says (bounded work, whatever the folder holds)
     series = bool(folder) and loose is not None and is_dicom_file(loose)
     return {"root": root, "folder": folder, "entries": entries, "series": series}
-
-
-def is_dicom_file(path: Path) -> bool:
-    """Whether ``path`` starts as a DICOM Part 10 file (``DICM`` after the 128-byte
-    preamble)."""
-    try:
-        with path.open("rb") as f:
-            return f.read(132)[128:] == b"DICM"
-    except OSError:
-        return False
 
 
 @api.post("/sessions")
