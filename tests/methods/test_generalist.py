@@ -160,6 +160,17 @@ def test_sampler_draws_prompted_crops(cache):
     assert modes == {"box", "roi_box", "points"}
 
 
+def test_click_roi_samples_are_cropped_around_a_target_voxel(cache):
+    cfg = SamplerConfig(grid=GRID, p_box=0.0, p_roi_box=0.0, p_click_roi=1.0, p_init=0.0)
+    sampler = Sampler(cache, cfg)
+    rng = np.random.default_rng(2)
+    for _ in range(10):
+        s = sampler.sample(rng)
+        assert s.mode == "click_roi" and s.box.max() == 0.0
+        assert s.fg.max() == 1.0  # the first click, at the object's deepest voxel in the crop
+        assert (s.target > 0.5).sum() >= 3
+
+
 def test_fine_grid_batches(cache, phantoms, tmp_path):
     sampler = Sampler(cache, SamplerConfig(grid=GRID))
     s = sampler.sample(np.random.default_rng(0), (20, 20, 12))

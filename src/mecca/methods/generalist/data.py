@@ -25,7 +25,9 @@ to one component. The crop follows the prompt mode, as a session would crop:
 * ``roi_box``: the crop itself is the box (the target box plus 1-11 voxels per side, the
   benchmark's ROI); the box channel is all ones.
 * ``points``: no box; the crop is the target's box scaled by 0.5-3 (so the object may be
-  cut by the crop or small in it), moved by up to a fifth of its size; 1-3 foreground
+  cut by the crop or small in it), moved by up to a fifth of its size, or (``click_roi``,
+  a share ``p_click_roi``) a random voxel of the target plus 20-60 mm per side, the crop a
+  session makes around a first click (a large organ then fills it); 1-3 foreground
   clicks, sometimes background clicks; in a tenth of them a degraded copy of the truth
   stands for an initial segmentation (``init_prob``) and the clicks come from its errors.
 
@@ -286,6 +288,9 @@ class SamplerConfig:
     p_roi_box: float = 0.15
     p_slice_box: float = 0.0
     """Share of box samples whose box is the middle slice's (``slice_box``)."""
+    p_click_roi: float = 0.0
+    """Share of points samples cropped as a session crops around a first click
+    (``click_roi``)."""
     p_init: float = 0.1
     """Share of points-mode samples that start from a degraded truth (``init_prob``)."""
     p_component: float = 0.15
@@ -407,7 +412,13 @@ class Sampler:
             if found is None:
                 return None
             start, stop = start + np.asarray(found[0]), start + np.asarray(found[1]) + 1
-        c0, c1 = _crop_box(mode, start, stop, np.asarray(lab.shape), rng)
+        if mode == "points" and rng.random() < cfg.p_click_roi:
+            around = _click_roi(lab, values, start, stop, case["spacing"], rng)
+            if around is None:
+                return None
+            mode, (c0, c1) = "click_roi", around
+        else:
+            c0, c1 = _crop_box(mode, start, stop, np.asarray(lab.shape), rng)
         rotate = rng.random() < cfg.p_rotate
         angle = float(rng.uniform(-cfg.max_degrees, cfg.max_degrees)) if rotate else 0.0
         image, target = resample_crop(img, lab, c0, c1, grid, angle, values=values)
@@ -472,6 +483,30 @@ def _one_component(
     start = np.array([sl.start for sl in box])
     stop = np.array([sl.stop for sl in box])
     return labels == pick + 1, start, stop
+
+
+def _click_roi(
+    lab: np.ndarray,
+    values: Sequence[int] | None,
+    start: np.ndarray,
+    stop: np.ndarray,
+    spacing: Sequence[float],
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """The crop [c0, c1) a session makes around a first click (the click plus a margin in
+    mm, ``mecca.session``): a random voxel of the target plus 20-60 mm per side
+    (log-uniform), so that a large object fills the crop and a small one sits inside it."""
+    sub = tuple(slice(int(a), int(b)) for a, b in zip(start, stop, strict=True))
+    inside = lab[sub].astype(bool) if values is None else np.isin(lab[sub], values)
+    idx = np.flatnonzero(inside)
+    if idx.size == 0:
+        return None
+    voxel = np.array(np.unravel_index(int(idx[rng.integers(idx.size)]), inside.shape)) + start
+    margin_mm = float(np.exp(rng.uniform(np.log(20.0), np.log(60.0))))
+    margin = np.ceil(margin_mm / np.asarray(spacing, np.float64)).astype(np.int64)
+    shape = np.asarray(lab.shape)
+    c0 = np.clip(voxel - margin, 0, shape - 1)
+    return c0, np.clip(voxel + margin + 1, c0 + 1, shape)
 
 
 def _crop_box(

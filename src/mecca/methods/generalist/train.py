@@ -89,6 +89,7 @@ class GeneralistConfig:
     p_box: float = 0.45
     p_roi_box: float = 0.15
     p_slice_box: float = 0.0
+    p_click_roi: float = 0.0
     p_init: float = 0.1
     p_component: float = 0.15
     p_rotate: float = 0.3
@@ -151,6 +152,7 @@ class GeneralistConfig:
             p_box=self.p_box,
             p_roi_box=self.p_roi_box,
             p_slice_box=self.p_slice_box,
+            p_click_roi=self.p_click_roi,
             p_init=self.p_init,
             p_component=self.p_component,
             p_rotate=self.p_rotate,
