@@ -13,8 +13,12 @@ docs/defaults.md). Two users:
 
 Usage::
 
-    python benchmarks/generalist_settings.py grid [--data ../shared/data]
+    python benchmarks/generalist_settings.py grid [--weights RUN_OR_BUNDLE]
+        [--only "base grid,64x64x48 from 1.5"] [--data ../shared/data]
         [--extra ~/.cache/mecca-data-extra] [--out results.json]
+
+``--weights``: another model than the shipped one (a run folder: its best.pt);
+``--only``: some of the variants.
 
 Val splits: hippocampus, left atrium, ACDC LV / RV / myocardium, and the unseen CHAOS
 liver / kidneys and OpenKBP larynx (first 8 cases holding it) when the extra datasets
@@ -76,10 +80,14 @@ def main() -> None:
     parser.add_argument("which", choices=sorted(VARIANTS))
     parser.add_argument("--data", type=Path, default=Path("../shared/data"))
     parser.add_argument("--extra", type=Path, default=Path.home() / ".cache/mecca-data-extra")
+    parser.add_argument("--weights", type=Path)
+    parser.add_argument("--only", help="comma-separated variant names")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
-    method = generalist.generalist_factory()
+    method = generalist.generalist_factory(args.weights)
     variants = VARIANTS[args.which]
+    if args.only:
+        variants = {k: variants[k] for k in args.only.split(",")}
     table: dict[str, dict[str, dict[str, float]]] = {}
     for folder, target, cap in splits(args.data, args.extra.expanduser()):
         ds = open_dataset(folder)
