@@ -100,7 +100,7 @@ class GridMethod(Protocol):
 @runtime_checkable
 class RoiGridMethod(Protocol):
     """A method whose network grid follows the ROI's size (the generalist): a large ROI
-    gets a finer grid than its base ``grid``, up to a cap, so that it is not downsampled
+    gets a finer grid than its base ``grid``, so that it is not downsampled
     as much (:func:`grid_of` with ``roi_shape``)."""
 
     def grid_for(self, roi_shape: Sequence[int]) -> tuple[int, int, int]:

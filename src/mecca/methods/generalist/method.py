@@ -22,7 +22,7 @@ them):
 The grid follows the ROI (:meth:`GeneralistMethod.grid_for`): the base grid it was
 trained on, or, for a ROI at least 1.5 times that along some axis, the finer ``max_grid``
 (one network factor finer per axis: 64 x 64 x 48), so that a large object is not
-downsampled as much; chosen on val splits (``benchmarks/generalist_grid.py``,
+downsampled as much; chosen on val splits (``benchmarks/generalist_settings.py``,
 docs/defaults.md).
 
 ``start`` gives probability 0.5 everywhere (an empty mask) or ``init_prob``; the network's
@@ -57,7 +57,7 @@ from mecca.methods.generalist.prompts import (
 )
 
 FINE_FROM = 1.5
-"""A ROI this many times the base grid along some axis gets ``MAX_GRID``."""
+"""A ROI this many times the base grid along some axis gets ``max_grid``."""
 
 ACCEPTS = frozenset({InteractionKind.FOREGROUND, InteractionKind.BACKGROUND, InteractionKind.BOX})
 
