@@ -334,8 +334,11 @@ def test_command_lines(phantoms, tmp_path):
     run = tmp_path / "run"
     args = ["--config", str(path), "--out", str(run)]
     assert train_cli.main([*args, "--resume"]) == 2  # nothing to resume yet
-    assert train_cli.main([*args, "--set", "iterations=2"]) == 0
+    sets = ["--set", "warmup=2", "lr=0.002", "--set", "iterations=3"]  # listed and repeated
+    assert train_cli.main([*args, *sets]) == 0
     assert (run / "best.pt").is_file()
+    start = json.loads((run / "log.jsonl").read_text().splitlines()[0])["config"]
+    assert (start["iterations"], start["warmup"], start["lr"]) == (3, 2, 0.002)
     assert bundle_cli.main([str(run), str(tmp_path / "b")]) == 0
     assert bundle_cli.main([str(run), str(tmp_path / "b")]) == 2  # not empty, no --force
 
