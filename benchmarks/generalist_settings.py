@@ -7,7 +7,7 @@ docs/defaults.md). Two users:
 * ``cvpr25``: box, then 5 clicks (:mod:`mecca.bench.cvpr25`): mean DSC after the box and
   final DSC;
 * ``points``: 3 foreground then 3 background points, no box, a session with a user's
-  settings (:func:`mecca.bench.points.run_session`, ROI margin 40 mm): mean Dice after
+  settings (``run_session`` of ``benchmarks/points_only.py``, ROI margin 40 mm): mean Dice after
   the third foreground point and after the last point, and the share of points after
   which Dice fell.
 
@@ -33,9 +33,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from points_only import run_session  # the script beside this one
 
 from mecca.bench import cvpr25
-from mecca.bench.points import run_session
 from mecca.data.datasets import open_dataset
 from mecca.errors import InputError
 from mecca.methods.generalist import method as generalist

@@ -17,16 +17,55 @@ from __future__ import annotations
 
 import argparse
 import json
+import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from mecca import methods
-from mecca.bench.points import BACKGROUND_POINTS, FOREGROUND_POINTS, run_session
+from mecca import methods, metrics
+from mecca.bench.points import (
+    BACKGROUND_POINTS,
+    FOREGROUND_POINTS,
+    is_foreground_turn,
+    next_point,
+)
 from mecca.data.datasets import open_dataset
 from mecca.errors import InputError
+from mecca.interaction.clicks import Click, InteractionKind
+from mecca.interface import InteractiveMethod
 from mecca.io import Volume
+from mecca.session import Session
+
+
+def run_session(
+    method: InteractiveMethod, volume: Volume, gt: np.ndarray, margin_mm: float
+) -> dict[str, Any]:
+    """The user on one :class:`mecca.Session` with a user's settings (no ROI: the ROI comes
+    from the points with ``margin_mm`` and grows as the session grows it): Dice and
+    seconds after each point, and the points given."""
+    session = Session(volume, method=method, rng=0, roi_margin_mm=margin_mm)
+    pred = np.zeros(gt.shape, bool)
+    dice: list[float] = []
+    seconds: list[float] = []
+    points: list[list[Any]] = []
+    for n in range(FOREGROUND_POINTS + BACKGROUND_POINTS):
+        fg = is_foreground_turn(n)
+        point = next_point(pred, gt, fg)
+        if point is not None:
+            kind = InteractionKind.FOREGROUND if fg else InteractionKind.BACKGROUND
+            session.add_clicks([Click(kind, point)])
+            points.append([kind.value, list(point)])
+        if session.result is None and point is None:
+            dice.append(0.0)
+            seconds.append(0.0)
+            continue
+        t0 = time.perf_counter()
+        result = session.step()
+        seconds.append(time.perf_counter() - t0)
+        pred = result.mask.astype(bool)
+        dice.append(float(metrics.dice(pred, gt)))
+    return {"dice": dice, "seconds": seconds, "points": points}
 
 
 def main() -> None:

@@ -41,20 +41,3 @@ def test_a_background_point_goes_to_the_spill_or_else_beside_the_object():
 def test_foreground_points_come_first():
     turns = [is_foreground_turn(n) for n in range(FOREGROUND_POINTS + BACKGROUND_POINTS)]
     assert turns == [True] * FOREGROUND_POINTS + [False] * BACKGROUND_POINTS
-
-
-def test_a_session_follows_the_user_point_by_point():
-    from mecca.bench.points import run_session
-    from mecca.io import Volume
-    from mecca.methods import get
-
-    gt = _ball((32, 32, 24), (16, 16, 12), 6)
-    noise = np.random.default_rng(0).normal(0, 0.2, gt.shape)
-    volume = Volume((gt * 3.0 + noise).astype(np.float32), np.eye(4))
-    out = run_session(get("region_growing"), volume, gt, 10.0)
-    n = FOREGROUND_POINTS + BACKGROUND_POINTS
-    assert len(out["dice"]) == len(out["seconds"]) == n
-    kinds = [p[0] for p in out["points"]]
-    assert kinds[0] == "foreground" and kinds[-BACKGROUND_POINTS:] == ["background"] * 3
-    assert out["points"][0][1] == [16, 16, 12]  # the deepest voxel first
-    assert out["dice"][0] > 0.8  # a bright ball on a dark background

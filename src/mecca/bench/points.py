@@ -3,7 +3,7 @@
 What a person does who opens a scan and clicks without drawing a box (3D Slicer's
 MONAI Label module, the page's first clicks): a point inside the object, look, the next
 point where the mask misses most, then "not this" points where it spills over. Used by
-:func:`run_session` (in-process sessions: ``benchmarks/points_only.py``) and
+``benchmarks/points_only.py`` (in-process sessions, its ``run_session``) and
 ``benchmarks/slicer_clicks.py`` (the same points through Slicer's client), so both
 measure one user.
 
@@ -16,17 +16,10 @@ outside the object, as a user who marks the surroundings as "not this".
 
 from __future__ import annotations
 
-import time
-from typing import Any
-
 import numpy as np
 from scipy import ndimage
 
-from mecca import metrics
 from mecca.bench.cvpr25 import organisers_click, to_zyx
-from mecca.interaction.clicks import Click, InteractionKind
-from mecca.interface import InteractiveMethod
-from mecca.io import Volume
 
 FOREGROUND_POINTS = 3
 BACKGROUND_POINTS = 3
@@ -50,35 +43,3 @@ def next_point(pred: np.ndarray, gt: np.ndarray, foreground: bool) -> tuple[int,
 def is_foreground_turn(n: int) -> bool:
     """Whether the user's point number ``n`` (0-based) is a foreground one."""
     return n < FOREGROUND_POINTS
-
-
-def run_session(
-    method: InteractiveMethod, volume: Volume, gt: np.ndarray, margin_mm: float
-) -> dict[str, Any]:
-    """The user on one :class:`mecca.Session` with a user's settings (no ROI: the ROI comes
-    from the points with ``margin_mm`` and grows as the session grows it): Dice and
-    seconds after each point, and the points given."""
-    from mecca.session import Session  # the session imports the methods; keep this light
-
-    session = Session(volume, method=method, rng=0, roi_margin_mm=margin_mm)
-    pred = np.zeros(gt.shape, bool)
-    dice: list[float] = []
-    seconds: list[float] = []
-    points: list[list[Any]] = []
-    for n in range(FOREGROUND_POINTS + BACKGROUND_POINTS):
-        fg = is_foreground_turn(n)
-        point = next_point(pred, gt, fg)
-        if point is not None:
-            kind = InteractionKind.FOREGROUND if fg else InteractionKind.BACKGROUND
-            session.add_clicks([Click(kind, point)])
-            points.append([kind.value, list(point)])
-        if session.result is None and point is None:
-            dice.append(0.0)
-            seconds.append(0.0)
-            continue
-        t0 = time.perf_counter()
-        result = session.step()
-        seconds.append(time.perf_counter() - t0)
-        pred = result.mask.astype(bool)
-        dice.append(float(metrics.dice(pred, gt)))
-    return {"dice": dice, "seconds": seconds, "points": points}

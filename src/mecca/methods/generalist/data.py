@@ -412,7 +412,7 @@ class Sampler:
             if found is None:
                 return None
             start, stop = start + np.asarray(found[0]), start + np.asarray(found[1]) + 1
-        if mode == "points" and rng.random() < cfg.p_click_roi:
+        if mode == "points" and cfg.p_click_roi > 0 and rng.random() < cfg.p_click_roi:
             around = _click_roi(lab, values, start, stop, case["spacing"], rng)
             if around is None:
                 return None
