@@ -42,7 +42,7 @@ from mecca.methods.generalist import method as generalist
 
 VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
     "grid": {
-        "base grid": {"max_grid": (48, 48, 32)},
+        "base grid": {"max_grid": None},
         **{
             f"64x64x48 from {r}": {"max_grid": (64, 64, 48), "FINE_FROM": r}
             for r in (1.25, 1.5, 2.0)
@@ -66,7 +66,7 @@ def splits(data: Path, extra: Path) -> list[tuple[Path, str | None, int | None]]
 
 def apply(method: generalist.GeneralistMethod, settings: dict[str, Any]) -> None:
     """Set a variant: method attributes, and FINE_FROM on the module."""
-    method.max_grid = method.grid
+    method.max_grid = None
     generalist.FINE_FROM = 1.5
     for key, value in settings.items():
         if key == "FINE_FROM":

@@ -114,7 +114,7 @@ def test_a_session_drives_it_with_a_box_prompt(method):
     vol = Volume((gt * 100 + rng.normal(0, 10, gt.shape)).astype(np.float32), np.eye(4))
     roi, corners = box_prompt(Box.from_mask(gt), vol.shape)
     session = Session(vol, roi, method)
-    assert session.grid == method.grid_for(roi.shape) == (20, 20, 12)  # k: 19 voxels > 1.5 x 8
+    assert session.grid == method.grid_for(roi.shape) == GRID  # no finer grid by default
     session.add_clicks([*corners, Click(FG, (20, 18, 10))])
     result = session.step()
     assert result.mask.shape == vol.shape and result.prob_box.shape == roi.shape
@@ -357,8 +357,10 @@ def test_a_new_run_starts_from_a_bundles_weights(phantoms, tmp_path, cache):
         _setup(other, tmp_path / "third", False, torch.device("cpu"))
 
 
-def test_its_grid_follows_the_roi():
-    m = GeneralistMethod(GeneralistNet(TINY), GRID)  # factor 4: finer grid (20, 20, 12)
+def test_its_grid_follows_the_roi_when_asked():
+    assert GeneralistMethod(GeneralistNet(TINY), GRID).grid_for((99, 99, 99)) == GRID  # default
+    m = GeneralistMethod(GeneralistNet(TINY), GRID)
+    m.max_grid = m.finer_grid()  # factor 4: (20, 20, 12)
     assert m.max_grid == (20, 20, 12)
     assert m.grid_for((20, 22, 11)) == GRID  # at most 1.375 x the base grid
     assert m.grid_for((24, 10, 4)) == (20, 20, 12)  # 1.5 x along i
@@ -376,7 +378,7 @@ def test_a_session_and_the_cvpr25_loop_crop_a_large_roi_finer():
     from mecca.io import Volume
     from mecca.session import Session
 
-    m = GeneralistMethod(GeneralistNet(TINY), GRID)
+    m = GeneralistMethod(GeneralistNet(TINY), GRID, max_grid=(20, 20, 12))
     gt = sphere((48, 48, 24), (24, 24, 12), 9)
     image = (gt * 2.0 + np.random.default_rng(1).normal(0, 0.3, gt.shape)).astype(np.float32)
     small = Session(Volume(image, np.eye(4)), roi=Box((18, 18, 8), (31, 31, 17)), method=m)

@@ -19,11 +19,12 @@ them):
   the boundary (:func:`mecca.interaction.clicks.edge_click_to_fg_bg`), as for every
   method without edge points.
 
-The grid follows the ROI (:meth:`GeneralistMethod.grid_for`): the base grid it was
-trained on, or, for a ROI at least 1.5 times that along some axis, the finer ``max_grid``
-(one network factor finer per axis: 64 x 64 x 48), so that a large object is not
-downsampled as much; chosen on val splits (``benchmarks/generalist_settings.py``,
-docs/defaults.md).
+The grid may follow the ROI (:meth:`GeneralistMethod.grid_for`): with ``max_grid`` set
+(e.g. 64 x 64 x 48), a ROI at least 1.5 times the base grid along some axis runs on that
+finer grid, so that a large object is not downsampled as much. Off by default: on val it
+adds 0.7 points of final DSC on average (1.2 on the left atrium) but doubles the step on
+one thread, which took the page's click-to-overlay from 155 to 317 ms on 2 cores
+(``benchmarks/generalist_settings.py``, docs/defaults.md).
 
 ``start`` gives probability 0.5 everywhere (an empty mask) or ``init_prob``; the network's
 previous-probability channel starts at 0 (nothing predicted yet) or at ``init_prob``. A
@@ -69,9 +70,8 @@ class GeneralistMethod:
     Attributes:
         net: the trained :class:`~.net.GeneralistNet`.
         grid: the network grid it was trained on, the smallest it runs on.
-        max_grid: the grid :meth:`grid_for` gives a large ROI; None: one network factor
-            (16) finer than ``grid`` per axis (64 x 64 x 48 for the shipped 48 x 48 x 32);
-            ``grid`` itself: always ``grid``.
+        max_grid: the grid :meth:`grid_for` gives a large ROI (e.g. one network factor
+            finer per axis: :meth:`finer_grid`); None (the default): always ``grid``.
         roi_as_box: treat the whole crop as the box when no BOX clicks were given.
         name: ``generalist``.
         device: where the network runs.
@@ -89,9 +89,6 @@ class GeneralistMethod:
 
     def __post_init__(self) -> None:
         self.net.eval().to(self.device)
-        if self.max_grid is None:
-            f = self.net.config.factor
-            self.max_grid = (self.grid[0] + f, self.grid[1] + f, self.grid[2] + f)
 
     @property
     def accepts(self) -> frozenset[InteractionKind]:
@@ -99,12 +96,19 @@ class GeneralistMethod:
         return ACCEPTS
 
     def grid_for(self, roi_shape: Sequence[int]) -> tuple[int, int, int]:
-        """The grid for a ROI of ``roi_shape`` voxels: ``max_grid`` when the ROI is at
-        least ``FINE_FROM`` times the base grid along some axis (a large object, else
-        downsampled a lot), else the base ``grid``."""
-        assert self.max_grid is not None  # set in __post_init__
+        """The grid for a ROI of ``roi_shape`` voxels: ``max_grid`` (when set) when the ROI
+        is at least ``FINE_FROM`` times the base grid along some axis (a large object,
+        else downsampled a lot), else the base ``grid``."""
+        if self.max_grid is None:
+            return self.grid
         ratio = max(int(n) / g for n, g in zip(roi_shape, self.grid, strict=True))
         return self.max_grid if ratio >= FINE_FROM else self.grid
+
+    def finer_grid(self) -> tuple[int, int, int]:
+        """The base grid plus one network factor per axis (64 x 64 x 48 for 48 x 48 x 32),
+        the finer grid the second training schedule also trained on."""
+        f = self.net.config.factor
+        return (self.grid[0] + f, self.grid[1] + f, self.grid[2] + f)
 
     def _check_grid(self, grid: Sequence[int]) -> None:
         if tuple(grid) not in (self.grid, self.max_grid):
