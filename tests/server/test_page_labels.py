@@ -3,6 +3,7 @@ headless Chromium (see ``test_page.py`` for the harness): label 1 on one of two 
 balls, locked with the Labels panel's select; label 2 on the other ball never takes a
 voxel of label 1; the exported label map holds both, label 1 intact."""
 
+import contextlib
 import gzip
 import json
 import os
@@ -36,8 +37,9 @@ DX = 0.125
 STATUS = "document.getElementById('status').textContent"
 
 
-@pytest.fixture(scope="module")
-def touching_server(tmp_path_factory):
+@contextlib.contextmanager
+def touching_balls_served(tmp_path_factory, methods: tuple[str, ...]):
+    """A server whose root holds one image of the two touching balls: (url, state folder)."""
     pytest.importorskip("uvicorn")
     root = tmp_path_factory.mktemp("images")
     balls = sphere(SHAPE, CENTRES[0], 7) | sphere(SHAPE, CENTRES[1], 7)
@@ -45,9 +47,15 @@ def touching_server(tmp_path_factory):
     image = (balls * 2.0 + noise).astype(np.float32)
     save_volume(Volume(image, LPS_AFFINE), root / "touching.nii.gz")
     state = tmp_path_factory.mktemp("state")
-    settings = ServerSettings(roots=(root,), state_dir=state, methods=("geos", "random_walker"))
+    settings = ServerSettings(roots=(root,), state_dir=state, methods=methods)
     with served(settings) as url:
         yield url, state
+
+
+@pytest.fixture(scope="module")
+def touching_server(tmp_path_factory):
+    with touching_balls_served(tmp_path_factory, ("geos", "random_walker")) as served_at:
+        yield served_at
 
 
 def _mask(url: str, sid: str) -> np.ndarray:

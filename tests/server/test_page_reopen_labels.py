@@ -12,21 +12,15 @@ import numpy as np
 import pytest
 
 pytest.importorskip("fastapi")
-from server_images import served  # noqa: E402
 from test_page import (  # noqa: E402
-    LPS_AFFINE,
-    SHAPE,
     _browser,
     _open_image,
     _open_page,
     _roi_then_foreground_click,
     _wait,
 )
-from test_page_labels import CENTRES, DX, STATUS, _mask  # noqa: E402
+from test_page_labels import DX, STATUS, _mask, touching_balls_served  # noqa: E402
 
-from conftest import sphere  # noqa: E402
-from mecca.io import Volume, save_volume  # noqa: E402
-from mecca.server.settings import ServerSettings  # noqa: E402
 from mecca.server.viewer_overlay import OTHER_OUTLINE  # noqa: E402
 
 LABEL_COUNT = "(label) => nv.drawBitmap.reduce((n, v) => n + (v === label), 0)"
@@ -35,16 +29,8 @@ LINES = "[...document.querySelectorAll('#labels label')].map((l) => l.textConten
 
 @pytest.fixture(scope="module")
 def touching_server(tmp_path_factory):
-    pytest.importorskip("uvicorn")
-    root = tmp_path_factory.mktemp("images")
-    balls = sphere(SHAPE, CENTRES[0], 7) | sphere(SHAPE, CENTRES[1], 7)
-    noise = np.random.default_rng(2).normal(0, 0.2, SHAPE)
-    image = (balls * 2.0 + noise).astype(np.float32)
-    save_volume(Volume(image, LPS_AFFINE), root / "touching.nii.gz")
-    state = tmp_path_factory.mktemp("state")
-    settings = ServerSettings(roots=(root,), state_dir=state, methods=("geos",))
-    with served(settings) as url:
-        yield url, state
+    with touching_balls_served(tmp_path_factory, ("geos",)) as served_at:
+        yield served_at
 
 
 def _listing(url: str) -> dict[str, dict]:
