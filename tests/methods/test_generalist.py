@@ -30,6 +30,7 @@ from mecca.methods.generalist.train import (
     _loop,
     _setup,
     _Stop,
+    correction_round,
     dice_bce,
     learning_rate,
     train,
@@ -240,6 +241,30 @@ def test_loss_and_schedule():
     assert learning_rate(cfg, 0) == pytest.approx(1e-4)
     assert learning_rate(cfg, 10) == pytest.approx(1e-3)
     assert learning_rate(cfg, 100) == pytest.approx(1e-5)
+
+
+class _EmptyNet(torch.nn.Module):
+    """Predicts nothing anywhere: every correction round sees a mask that misses all."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.full_like(x[:, :1], -5.0)
+
+
+def test_correction_rounds_with_turns_click_the_kind_drawn():
+    net = _EmptyNet()
+    gt = sphere(GRID, (8, 8, 4), 4)[None]
+    x = np.zeros((1, 5, *GRID), np.float32)
+    kinds = set()
+    for seed in range(8):
+        rng = np.random.default_rng(seed)
+        out = correction_round(net, x, gt, torch.device("cpu"), rng, turns=[True])
+        kinds |= {c for c, m in (("fg", out[0, 2]), ("bg", out[0, 3])) if m.max() == 1.0}
+        assert (out[0, 2].max() == 1.0) + (out[0, 3].max() == 1.0) == 1  # one click a round
+    assert kinds == {"fg", "bg"}  # a background click although only misses exist
+    plain = correction_round(net, x, gt, torch.device("cpu"), np.random.default_rng(0))
+    assert plain[0, 3].max() == 0.0 and plain[0, 2].max() == 1.0  # the error user: inside
+    with pytest.raises(ConfigError, match="p_turns"):
+        GeneralistConfig(p_turns=1.5)
 
 
 def _tiny_config(phantoms: Path, cache_dir: Path, **kw) -> GeneralistConfig:

@@ -25,6 +25,7 @@ from mecca.methods.generalist.prompts import (
     initial_points,
     normalise_image,
     split_clicks,
+    turn_click,
 )
 from mecca.methods.generalist.synth import MIN_OBJECT_VOXELS, make_synthetic
 
@@ -157,6 +158,20 @@ def test_error_clicks_label_errors_by_the_truth():
         assert clicks and all(c.kind is FG and gt[c.position] for c in clicks)
         clicks = error_clicks(np.ones_like(gt), gt, rng)
         assert clicks and all(c.kind is BG and not gt[c.position] for c in clicks)
+
+
+def test_turn_clicks_take_the_kind_the_user_chose():
+    gt = sphere((20, 20, 20), (10, 10, 10), 6)
+    small = sphere((20, 20, 20), (10, 10, 10), 3)  # misses much, adds nothing
+    inside = turn_click(small, gt, FG)
+    assert inside.kind is FG and gt[inside.position] and not small[inside.position]
+    outside = turn_click(small, gt, BG)  # nothing added wrongly: the ring outside
+    assert outside.kind is BG and not gt[outside.position]
+    ring = np.argwhere(gt)
+    assert 0 < min(np.abs(np.asarray(outside.position) - r).sum() for r in ring) <= 3
+    spill = gt | sphere((20, 20, 20), (3, 3, 3), 2)
+    assert turn_click(spill, gt, BG) == Click(BG, (3, 3, 3))
+    assert turn_click(gt, gt, FG) is None
 
 
 def test_initial_points_lie_on_the_right_side():

@@ -22,7 +22,10 @@ Simulated users for training (:func:`error_clicks`): clicks from the current err
 CVPR 2025 user does (the interior-most voxel of the largest error component: foreground
 where the truth is 1, background where it is 0), with some randomness so the network sees
 more than one user: a random offset that stays in the component, another error component,
-a random voxel of the error, or a short straight scribble through the component.
+a random voxel of the error, or a short straight scribble through the component. And the
+points user (:func:`turn_click`), who decides first whether the next click is inside or
+outside (3 inside, then 3 outside), so that a background click next to a mask that
+misses much is seen too.
 """
 
 from __future__ import annotations
@@ -224,6 +227,19 @@ def error_clicks(
         ok = labels[tuple(cand.T)] == label
         points = cand[ok][:1] if ok.any() else centre[None]
     return [Click(kind, (int(p[0]), int(p[1]), int(p[2]))) for p in points]
+
+
+def turn_click(pred: np.ndarray, gt: np.ndarray, kind: InteractionKind) -> Click | None:
+    """A click of the kind the user chose, whatever the largest error is (the points user
+    of :mod:`mecca.bench.points` and 3D Slicer's "3 inside, then 3 outside"): the
+    interior-most voxel of the largest missed part (FOREGROUND) or wrongly added part
+    (BACKGROUND); a background click with nothing added wrongly goes to the 3-voxel ring
+    just outside the object. None for a foreground click with nothing missed."""
+    err = gt & ~pred if kind is FG else pred & ~gt
+    if kind is BG and not err.any():
+        err = ndimage.binary_dilation(gt, iterations=3) & ~gt
+    point = deepest_click(err)
+    return None if point is None else Click(kind, point)
 
 
 def deepest_click(mask: np.ndarray) -> tuple[int, int, int] | None:

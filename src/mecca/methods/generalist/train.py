@@ -6,7 +6,9 @@ One iteration (SAM / nnInteractive / DeepEdit style): a batch of crops with thei
 prompt (:class:`.data.Sampler`: a box, the crop as the box, or 1-3 clicks), then 0-4
 correction rounds drawn per batch, in each of which the network's own prediction
 (no gradient) becomes the previous-probability channel and every sample gets new clicks
-from its current errors (:func:`.prompts.error_clicks`); the loss (soft Dice + BCE against
+from its current errors (:func:`.prompts.error_clicks`; in a share ``p_turns`` of a
+points sample's rounds, the points user's click of a kind drawn 50/50,
+:func:`.prompts.turn_click`); the loss (soft Dice + BCE against
 the soft truth) is taken on the last round only.
 
 The run folder holds ``log.jsonl`` (a ``start`` line per launch, ``train`` lines with the
@@ -61,7 +63,14 @@ from mecca.methods.generalist.data import (
 )
 from mecca.methods.generalist.method import GeneralistMethod
 from mecca.methods.generalist.net import GeneralistNet, GeneralistNetConfig, count_parameters
-from mecca.methods.generalist.prompts import box_prompt, distance_click, error_clicks
+from mecca.methods.generalist.prompts import (
+    BG,
+    FG,
+    box_prompt,
+    distance_click,
+    error_clicks,
+    turn_click,
+)
 
 log = logging.getLogger("mecca.generalist.train")
 
@@ -96,6 +105,10 @@ class GeneralistConfig:
     max_degrees: float = 15.0
     round_weights: tuple[float, ...] = (0.2, 0.2, 0.2, 0.2, 0.2)
     """Probability of 0, 1, ... correction rounds before the trained one."""
+    p_turns: float = 0.0
+    """Share of the correction rounds of a points sample (no box) whose click follows the
+    points user (:func:`.prompts.turn_click`: foreground or background drawn 50/50, not
+    from the largest error), as 3D Slicer's "3 inside, then 3 outside" user clicks."""
     fine_grid_share: float = 0.0
     """Share of batches drawn on the finer grid the method gives a large ROI (one network
     factor finer per axis, :meth:`.method.GeneralistMethod.grid_for`)."""
@@ -124,6 +137,8 @@ class GeneralistConfig:
             raise ConfigError("batch_size and iterations must be >= 1")
         if not math.isclose(sum(self.round_weights), 1.0, abs_tol=1e-6):
             raise ConfigError(f"round_weights must sum to 1, got {self.round_weights}")
+        if not 0.0 <= self.p_turns <= 1.0:
+            raise ConfigError(f"p_turns must be in [0, 1], got {self.p_turns}")
         if not 0.0 <= self.fine_grid_share <= 1.0:
             raise ConfigError(f"fine_grid_share must be in [0, 1], got {self.fine_grid_share}")
 
@@ -197,21 +212,32 @@ def _to_device(x: np.ndarray, device: torch.device) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(x)).to(device)
 
 
+POINTS_MODES = frozenset({"points", "click_roi"})
+"""The sampler's prompt modes without a box."""
+
+
 def correction_round(
     net: GeneralistNet,
     x: np.ndarray,
     gts: np.ndarray,
     device: torch.device,
     rng: np.random.Generator,
+    turns: Sequence[bool] | None = None,
 ) -> np.ndarray:
     """One simulated correction round: predict (no gradient), put the probability in the
-    previous-probability channel and each sample's clicks from its errors in the maps."""
+    previous-probability channel and each sample's clicks from its errors in the maps
+    (a :func:`.prompts.turn_click` of a kind drawn 50/50 where ``turns[b]``)."""
     with torch.no_grad():
         prob = torch.sigmoid(net(_to_device(x, device)))[:, 0].float().cpu().numpy()
     x = x.copy()
     x[:, 1] = prob
     for b in range(len(x)):
-        clicks = error_clicks(prob[b] > 0.5, gts[b], rng)
+        pred = prob[b] > 0.5
+        if turns is not None and turns[b]:
+            click = turn_click(pred, gts[b], FG if rng.random() < 0.5 else BG)
+            clicks = [] if click is None else [click]
+        else:
+            clicks = error_clicks(pred, gts[b], rng)
         add_clicks(x[b, 2], x[b, 3], clicks)
     return x
 
@@ -229,7 +255,8 @@ def train_step(
     x, target = _batch(samples, device)
     gts = np.stack([s.target > 0.5 for s in samples])
     for _ in range(rounds):
-        x = correction_round(net, x, gts, device, rng)
+        turns = [s.mode in POINTS_MODES and rng.random() < cfg.p_turns for s in samples]
+        x = correction_round(net, x, gts, device, rng, turns)
     logits = net(_to_device(x, device))
     loss, parts = dice_bce(logits.float(), target)
     opt.zero_grad(set_to_none=True)
