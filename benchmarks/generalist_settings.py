@@ -8,8 +8,8 @@ docs/defaults.md). Two users:
   final DSC;
 * ``points``: 3 foreground then 3 background points, no box, a session with a user's
   settings (``run_session`` of ``benchmarks/points_only.py``, ROI margin 40 mm): mean Dice after
-  the third foreground point and after the last point, and the share of points after
-  which Dice fell.
+  the first and the third foreground point and after the last point, and the share of
+  points after which Dice fell.
 
 Usage::
 
@@ -101,19 +101,21 @@ def main() -> None:
         name = f"{folder.name}:{target or ds.default_target}"
         for label, settings in variants.items():
             apply(method, settings)
-            box, final, p3, p6, fell = [], [], [], [], []
+            box, final, p1, p3, p6, fell = [], [], [], [], [], []
             for index, (volume, gt) in enumerate(cases):
                 rng = np.random.default_rng([0, index])
                 rec, _ = cvpr25.run_case(method, volume.array, gt, volume.spacing, rng=rng)
                 box.append(rec["box_step"]["dice"])
                 final.append(rec["steps"][-1]["dice"])
                 d = run_session(method, volume, gt, 40.0)["dice"]
+                p1.append(d[0])
                 p3.append(d[2])
                 p6.append(d[-1])
                 fell += [b < a - 1e-6 for a, b in zip(d, d[1:], strict=False)]
             row = {
                 "cvpr25_box": float(np.mean(box)),
                 "cvpr25_final": float(np.mean(final)),
+                "points_1fg": 100 * float(np.mean(p1)),
                 "points_3fg": 100 * float(np.mean(p3)),
                 "points_final": 100 * float(np.mean(p6)),
                 "points_fell_%": 100 * float(np.mean(fell)),
@@ -124,7 +126,7 @@ def main() -> None:
     for label in variants:
         means = {
             k: round(float(np.mean([t[label][k] for t in table.values()])), 2)
-            for k in ("cvpr25_final", "points_3fg", "points_final", "points_fell_%")
+            for k in ("cvpr25_final", "points_1fg", "points_3fg", "points_final", "points_fell_%")
         }
         print(label, "mean over targets", json.dumps(means), flush=True)
     if args.out:
