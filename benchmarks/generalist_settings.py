@@ -1,11 +1,13 @@
 """Choose the generalist's inference settings on val splits (never test).
 
-Each variant sets attributes of the shipped generalist (``GeneralistMethod``); today the
+Each variant sets attributes of the shipped generalist (``GeneralistMethod``): the
 ``grid`` variants (the finer grid for a large ROI, ``max_grid`` / ``FINE_FROM``;
-docs/defaults.md). Two users:
+docs/defaults.md), the ``update`` variants (a click step's change kept near its
+clicks or not, ``local``) and the ``roi`` variants (the CVPR user's ROI grown when the mask
+reaches it, ``grow_roi`` of :func:`mecca.bench.cvpr25.run_case`). Two users:
 
 * ``cvpr25``: box, then 5 clicks (:mod:`mecca.bench.cvpr25`): mean DSC after the box and
-  final DSC;
+  final DSC, and the largest fall of the mean DSC from one click to the next;
 * ``points``: 3 foreground then 3 background points, no box, a session with a user's
   settings (``run_session`` of ``benchmarks/points_only.py``, ROI margin 40 mm): mean Dice after
   the first and the third foreground point and after the last point, and the share of
@@ -13,7 +15,7 @@ docs/defaults.md). Two users:
 
 Usage::
 
-    python benchmarks/generalist_settings.py grid [--weights RUN_OR_BUNDLE]
+    python benchmarks/generalist_settings.py grid|update|roi [--weights RUN_OR_BUNDLE]
         [--only "base grid,64x64x48 from 1.5"] [--data ../shared/data]
         [--extra ~/.cache/mecca-data-extra] [--out results.json]
 
@@ -48,7 +50,11 @@ VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
             for r in (1.25, 1.5, 2.0)
         },
     },
+    "update": {"global": {"local": False}, "local": {"local": True}},
+    "roi": {"fixed ROI": {"grow_roi": 0}, "ROI grows": {"grow_roi": 2}},
 }
+DEFAULTS: dict[str, Any] = {"max_grid": None, "local": False}
+"""What every variant starts from: the shipped method's settings."""
 
 
 def splits(data: Path, extra: Path) -> list[tuple[Path, str | None, int | None]]:
@@ -64,15 +70,21 @@ def splits(data: Path, extra: Path) -> list[tuple[Path, str | None, int | None]]
     return rows
 
 
-def apply(method: generalist.GeneralistMethod, settings: dict[str, Any]) -> None:
-    """Set a variant: method attributes, and FINE_FROM on the module."""
-    method.max_grid = None
+def apply(method: generalist.GeneralistMethod, settings: dict[str, Any]) -> int:
+    """Set a variant: method attributes, and FINE_FROM on the module; returns the CVPR
+    user's ``grow_roi``."""
+    for key, value in DEFAULTS.items():
+        setattr(method, key, value)
     generalist.FINE_FROM = 1.5
+    grow_roi = 0
     for key, value in settings.items():
-        if key == "FINE_FROM":
+        if key == "grow_roi":
+            grow_roi = value
+        elif key == "FINE_FROM":
             generalist.FINE_FROM = value
         else:
             setattr(method, key, value)
+    return grow_roi
 
 
 def main() -> None:
@@ -100,21 +112,25 @@ def main() -> None:
         cases = cases[:cap]
         name = f"{folder.name}:{target or ds.default_target}"
         for label, settings in variants.items():
-            apply(method, settings)
-            box, final, p1, p3, p6, fell = [], [], [], [], [], []
+            grow_roi = apply(method, settings)
+            box, curves, p1, p3, p6, fell = [], [], [], [], [], []
             for index, (volume, gt) in enumerate(cases):
                 rng = np.random.default_rng([0, index])
-                rec, _ = cvpr25.run_case(method, volume.array, gt, volume.spacing, rng=rng)
+                rec, _ = cvpr25.run_case(
+                    method, volume.array, gt, volume.spacing, rng=rng, grow_roi=grow_roi
+                )
                 box.append(rec["box_step"]["dice"])
-                final.append(rec["steps"][-1]["dice"])
+                curves.append([s["dice"] for s in rec["steps"]])
                 d = run_session(method, volume, gt, 40.0)["dice"]
                 p1.append(d[0])
                 p3.append(d[2])
                 p6.append(d[-1])
                 fell += [b < a - 1e-6 for a, b in zip(d, d[1:], strict=False)]
+            mean_curve = np.mean(curves, axis=0)
             row = {
                 "cvpr25_box": float(np.mean(box)),
-                "cvpr25_final": float(np.mean(final)),
+                "cvpr25_final": float(mean_curve[-1]),
+                "cvpr25_fall": float(max(0.0, np.max(mean_curve[:-1] - mean_curve[1:]))),
                 "points_1fg": 100 * float(np.mean(p1)),
                 "points_3fg": 100 * float(np.mean(p3)),
                 "points_final": 100 * float(np.mean(p6)),
@@ -126,7 +142,14 @@ def main() -> None:
     for label in variants:
         means = {
             k: round(float(np.mean([t[label][k] for t in table.values()])), 2)
-            for k in ("cvpr25_final", "points_1fg", "points_3fg", "points_final", "points_fell_%")
+            for k in (
+                "cvpr25_final",
+                "cvpr25_fall",
+                "points_1fg",
+                "points_3fg",
+                "points_final",
+                "points_fell_%",
+            )
         }
         print(label, "mean over targets", json.dumps(means), flush=True)
     if args.out:

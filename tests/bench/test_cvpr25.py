@@ -206,6 +206,37 @@ def test_a_click_outside_the_box_grows_the_roi_and_restarts_with_every_click():
     assert len(method.seen) == len(rec["steps"]) - last
 
 
+@dataclass
+class Oracle(Painter):
+    """The truth inside the crop, on the ROI's own grid: what a method that finds the
+    object sees of it through its ROI."""
+
+    truth: np.ndarray | None = None
+
+    def grid_for(self, roi_shape):
+        return tuple(int(n) for n in roi_shape)
+
+    def start(self, crop, *, init_prob=None):
+        self.seen = []
+        return MethodState(crop, prob=self.truth[crop.box.slices].astype(np.float32))
+
+
+def test_with_grow_roi_a_mask_that_reaches_the_roi_grows_it_and_the_step_reruns():
+    gt = np.zeros((40, 20, 16), bool)  # a body on the middle slice, a limb beyond the box
+    gt[6:10, 5:9, 0:16] = True
+    gt[6:36, 5:9, 10:16] = True
+    image = gt.astype(np.float32)
+    rng = np.random.default_rng(0)
+    fixed, _ = cvpr25.run_case(Oracle(truth=gt), image, gt, (1.0, 1.0, 1.0), rng=rng)
+    grows, _ = cvpr25.run_case(Oracle(truth=gt), image, gt, (1.0, 1.0, 1.0), rng=rng, grow_roi=2)
+    assert fixed["box_step"]["grown"] == 0 and fixed["box_step"]["dice"] < 60
+    assert grows["box_step"]["grown"] == 2  # the limb reaches the ROI's side twice
+    assert grows["box_step"]["dice"] > fixed["box_step"]["dice"] + 15
+    assert grows["box"][1][0] > fixed["box"][1][0]  # grown along x, where the limb goes
+    assert all(s["grown"] == 0 for s in fixed["steps"])
+    assert grows["cvpr25"]["DSC_Final"] >= fixed["cvpr25"]["DSC_Final"]
+
+
 def test_without_a_box_the_first_step_scores_zero_and_clicks_start_from_nothing():
     image, gt = _case()
     method = _native(Painter(), image)

@@ -257,3 +257,15 @@ def test_real_mask_round_trip(shared_data, name):
     log.info(msg)
     print(msg)
     assert min(dices) >= 0.97, msg
+
+
+def test_a_box_grows_by_half_on_the_sides_a_mask_touches_but_not_past_the_volume():
+    box = Box((4, 4, 0), (12, 8, 6))  # k starts at the volume's edge
+    mask = np.zeros(box.shape, bool)
+    assert box.grown_to_hold(mask, (20, 20, 10)) is None
+    mask[0, 2, 2] = True  # touches the i start
+    assert box.grown_to_hold(mask, (20, 20, 10)) == Box((0, 4, 0), (12, 8, 6))
+    mask[3, 1, 0] = mask[3, 1, 5] = True  # k start is the edge; k stop grows by 3
+    assert box.grown_to_hold(mask, (20, 20, 10)) == Box((0, 4, 0), (12, 8, 9))
+    mask[0, 2, 2] = False
+    assert box.grown_to_hold(mask, (20, 20, 6)) is None  # both touched sides are edges

@@ -21,8 +21,10 @@ from mecca.methods.generalist.data import (
     Sampler,
     SamplerConfig,
     build_cache,
+    cache_key,
     resample_crop,
 )
+from mecca.methods.generalist.method import keep_local_changes
 from mecca.methods.generalist.net import GeneralistNet, GeneralistNetConfig
 from mecca.methods.generalist.prompts import box_map, middle_slice_box
 from mecca.methods.generalist.train import (
@@ -106,6 +108,49 @@ def test_roi_as_box_and_init_prob(method):
         method.start(make_crop(crop.image, Box((0, 0, 0), GRID), grid=(8, 8, 8)))
 
 
+def test_local_changes_keep_only_the_pieces_next_to_a_click():
+    old = np.zeros((12, 12, 12), np.float32)
+    old[2:5, 2:5, 2:5] = 0.9  # a correct piece far from the click
+    new = np.zeros_like(old)
+    new[7:10, 7:10, 7:10] = 0.8  # added where the user clicked
+    new[0, 0, 0] = 0.7  # added far away
+    kept = keep_local_changes(old, new, [(8, 8, 8)])
+    np.testing.assert_array_equal(kept[7:10, 7:10, 7:10], new[7:10, 7:10, 7:10])  # clicked: new
+    np.testing.assert_array_equal(kept[2:5, 2:5, 2:5], old[2:5, 2:5, 2:5])  # far loss reverts
+    assert kept[0, 0, 0] == 0.0 and kept.dtype == np.float32  # so does the far gain
+    touching = keep_local_changes(old, new, [(10, 10, 10)])  # one voxel off the piece
+    np.testing.assert_array_equal(touching[7:10, 7:10, 7:10], new[7:10, 7:10, 7:10])
+    np.testing.assert_array_equal(keep_local_changes(old, old, [(1, 1, 1)]), old)
+
+
+def test_a_local_method_keeps_correction_clicks_near_them_once_a_box_is_given(method):
+    first = np.zeros(GRID, np.float32)
+    first[4:12, 4:12, 2:6] = 0.9
+    second = first.copy()
+    second[0:2, 0:2, 0:2] = 0.8  # a gain next to the click
+    second[14:16, 14:16, 6:8] = 0.8  # a gain far from it
+    second[4:12, 4:12, 2:6] = 0.2  # the correct mask lost, not touching the click
+
+    class Scripted(GeneralistMethod):
+        outputs: list = []
+
+        def predict(self, channels):
+            return self.outputs.pop(0)
+
+    crop, rng = _crop(), np.random.default_rng(0)
+    for local, box in [(False, True), (True, False), (True, True)]:
+        scripted = Scripted(method.net, GRID, local=local, roi_as_box=box)
+        scripted.outputs = [first.copy(), second.copy()]
+        s1, r1 = scripted.step(scripted.start(crop), [Click(FG, (8, 8, 4))], rng=rng)
+        np.testing.assert_array_equal(r1.prob, first)  # the first step is global
+        s2, r2 = scripted.step(s1, [Click(FG, (1, 1, 1))], rng=rng)
+        want = keep_local_changes(first, second, [(1, 1, 1)]) if local and box else second
+        np.testing.assert_array_equal(r2.prob, want)
+        np.testing.assert_array_equal(s2.extra["prev"], r2.prob)  # the next step reads it
+    assert r2.prob[0, 0, 0] == second[0, 0, 0] and r2.prob[15, 15, 7] == 0.0
+    np.testing.assert_array_equal(r2.prob[4:12, 4:12, 2:6], first[4:12, 4:12, 2:6])
+
+
 def test_a_session_drives_it_with_a_box_prompt(method):
     from mecca.io import Volume
     from mecca.session import Session
@@ -140,6 +185,16 @@ def test_cache_keeps_trained_targets_only(cache):
     assert all(set(c["targets"]) == {"lesion"} for c in names["ph"]["cases"])
     assert HeldOut(("chaos_mr", "a:b")).target("chaos_mr", "liver")
     assert HeldOut(("a:b",)).target("a", "b") and not HeldOut(("a:b",)).target("a", "c")
+
+
+def test_large_synthetic_volumes_are_a_dataset_of_the_cache(phantoms, tmp_path):
+    held = HeldOut(("*:distractor",))
+    index = build_cache([phantoms], tmp_path, held_out=held, large_synthetic=2)
+    names = {d["name"]: d for d in json.loads(index.read_text())["datasets"]}
+    assert set(names) == {"ph", "synthetic_large"} and len(names["synthetic_large"]["cases"]) == 2
+    assert index.parent.name == cache_key([str(phantoms)], held, "train", 0, 0, 2)
+    before = cache_key([str(phantoms)], held, "train", 400, 0)  # caches built before it
+    assert cache_key([str(phantoms)], held, "train", 400, 0, 0) == before
 
 
 def test_sampler_draws_prompted_crops(cache):

@@ -27,7 +27,11 @@ from mecca.methods.generalist.prompts import (
     split_clicks,
     turn_click,
 )
-from mecca.methods.generalist.synth import MIN_OBJECT_VOXELS, make_synthetic
+from mecca.methods.generalist.synth import (
+    MIN_OBJECT_VOXELS,
+    make_large_synthetic,
+    make_synthetic,
+)
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 FG, BG, BOX = InteractionKind.FOREGROUND, InteractionKind.BACKGROUND, InteractionKind.BOX
@@ -184,6 +188,21 @@ def test_initial_points_lie_on_the_right_side():
 
 
 # ----------------------------------------------------------------------------- synthetic
+
+
+def test_large_synthetic_volumes_hold_an_organ_sized_object():
+    a = make_large_synthetic(np.random.default_rng([3, 0]))
+    b = make_large_synthetic(np.random.default_rng([3, 0]))
+    np.testing.assert_array_equal(a.label, b.label)
+    assert a.image.dtype == np.float32 and np.isfinite(a.image).all()
+    for i in range(4):
+        vol = make_large_synthetic(np.random.default_rng([3, i]))
+        organ = np.argwhere(vol.label == 1)
+        span = (organ.max(0) - organ.min(0) + 1) / np.array(vol.label.shape)
+        assert span.min() > 0.8 and (vol.label == 1).mean() > 0.05, (i, span)
+        small = make_synthetic(np.random.default_rng([3, i]))
+        largest = max(np.bincount(small.label.ravel())[1:]) / small.label.size
+        assert largest < (vol.label == 1).mean()  # larger than any ordinary volume's object
 
 
 def test_synthetic_volumes_are_seeded_and_labelled():

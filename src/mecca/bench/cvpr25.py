@@ -52,7 +52,7 @@ import numpy as np
 from scipy import ndimage
 
 from mecca import metrics
-from mecca.data.roi import Box, Crop, make_crop, paste_mask, resample_box
+from mecca.data.roi import Box, Crop, make_crop, paste_mask, prob_to_box, resample_box
 from mecca.errors import ConfigError
 from mecca.interaction.clicks import Click, InteractionKind
 from mecca.interaction.honour import honoured_clicks
@@ -259,6 +259,7 @@ def run_case(
     box_shift: int = 0,
     clicks: int = N_CLICKS,
     keep_mask: bool = False,
+    grow_roi: int = 0,
 ) -> tuple[dict[str, Any], np.ndarray | None]:
     """One method on one case through the protocol: the benchmark's case record (``steps``:
     the ``clicks`` click steps, 5 in the challenge; ``box_step`` and ``cvpr25``: the box
@@ -267,20 +268,29 @@ def run_case(
     A click outside the method's ROI (the middle-slice box need not bound the other
     slices) re-crops: the ROI grows to hold it (:func:`roi_for`), the method restarts on
     the new crop with the box and then gets every click so far in that step (the step's
-    ``recropped``); otherwise it gets the new click only."""
+    ``recropped``); otherwise it gets the new click only. With ``grow_roi`` = N, a mask
+    that reaches a side of the ROI (not the image's edge) after the box or a click grows
+    the ROI as a session does (:meth:`mecca.data.roi.Box.grown_to_hold`) and the step
+    reruns on the new crop, at most N times a step (the step's ``grown``; its seconds
+    count)."""
     gt_b = np.asarray(gt, dtype=bool)
     shape = gt_b.shape
     box_dict = middle_slice_box(to_zyx(gt_b), box_shift) if use_box else None
     inner = box_to_roi(box_dict) if box_dict is not None else None
     roi = roi_for(inner, [], shape)
     crop, state, prob, box_seconds = begin(method, image, roi, inner, rng)
-    gt_grid = resample_box(gt_b.astype(np.float32), roi, crop.grid) >= 0.5
+    grown_box = 0
     if box_dict is not None:
         pred = paste_mask(crop, prob)
-        box_step = {**_scores(pred, gt_b, spacing), "seconds": box_seconds}
+        follow = _follow(method, image, inner, [], rng, grow_roi, roi, crop, state, prob)
+        roi, crop, state, prob, more, grown_box = follow
+        pred = paste_mask(crop, prob)
+        box_seconds += more
+        box_step = {**_scores(pred, gt_b, spacing), "seconds": box_seconds, "grown": grown_box}
     else:  # the organisers' no-box case: step 1 scores 0 and clicks start from nothing
         pred = np.zeros(shape, np.uint8)
         box_step = {"dice": 0.0, "nsd": 0.0, "dsc_cvpr25": 0.0, "seconds": 0.0}
+    gt_grid = resample_box(gt_b.astype(np.float32), roi, crop.grid) >= 0.5
     steps: list[dict[str, Any]] = []
     given: list[Click] = []
     for _ in range(clicks):
@@ -291,7 +301,8 @@ def run_case(
             z, y, x = found[0]
             given.append(Click(FG if found[1] else BG, (x, y, z)))
             send = [given[-1]]
-        grown = roi_for(inner, [c.position for c in given], shape)
+        wanted = roi_for(inner, [c.position for c in given], shape)
+        grown = _union(roi, wanted)
         restart, recropped = 0.0, grown != roi
         if recropped:
             roi = grown
@@ -300,16 +311,22 @@ def run_case(
             gt_grid = resample_box(gt_b.astype(np.float32), roi, crop.grid) >= 0.5
             send = list(given)
         state, result = method.step(state, to_roi_grid(crop, send), rng=rng)
-        new = paste_mask(crop, result.prob)
-        total = time.perf_counter() - t1
         mis = metrics.misunderstanding_rate(prob, result.prob, gt_grid)
-        prob, pred = result.prob, new
+        roi, crop, state, prob, more, grew = _follow(
+            method, image, inner, given, rng, grow_roi, roi, crop, state, result.prob
+        )
+        if grew:
+            gt_grid = resample_box(gt_b.astype(np.float32), roi, crop.grid) >= 0.5
+        restart += more
+        pred = paste_mask(crop, prob)
+        total = time.perf_counter() - t1
         honoured, labelled = honoured_clicks(pred, given)
         steps.append(
             {
                 **_scores(pred, gt_b, spacing),
                 "clicks": int(found is not None),
                 "recropped": recropped,
+                "grown": grew,
                 "proposals": 0,
                 "misunderstanding": float(mis),
                 "method_seconds": float(result.seconds + restart),
@@ -335,6 +352,43 @@ def run_case(
         },
     }
     return record, pred if keep_mask else None
+
+
+def _union(a: Box, b: Box) -> Box:
+    """The smallest box holding both."""
+    start = tuple(min(x, y) for x, y in zip(a.start, b.start, strict=True))
+    stop = tuple(max(x, y) for x, y in zip(a.stop, b.stop, strict=True))
+    return Box(start, stop)  # type: ignore[arg-type]
+
+
+def _follow(
+    method: InteractiveMethod,
+    image: np.ndarray,
+    inner: Box | None,
+    given: Sequence[Click],
+    rng: np.random.Generator,
+    times: int,
+    roi: Box,
+    crop: Crop,
+    state: MethodState,
+    prob: np.ndarray,
+) -> tuple[Box, Crop, MethodState, np.ndarray, float, int]:
+    """Grow the ROI while the mask of ``prob`` (on ``crop``'s grid) reaches a side of it,
+    at most ``times`` times: the method restarts on the grown crop with the box and gets
+    every click so far (one step). Returns (roi, crop, state, prob, seconds, times grown)."""
+    seconds, grew = 0.0, 0
+    shape = image.shape
+    for _ in range(times):
+        bigger = roi.grown_to_hold(prob_to_box(crop, prob) > 0.5, shape)
+        if bigger is None:
+            break
+        roi, grew = bigger, grew + 1
+        crop, state, prob, took = begin(method, image, roi, inner, rng)
+        if given:
+            state, result = method.step(state, to_roi_grid(crop, given), rng=rng)
+            prob, took = result.prob, took + result.seconds
+        seconds += took
+    return roi, crop, state, prob, seconds, grew
 
 
 SUMMARY_KEYS = ("DSC_AUC", "NSD_AUC", "DSC_Final", "NSD_Final")

@@ -25,6 +25,7 @@ inverses of each other), and the trilinear resampling samples exactly these posi
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -104,6 +105,25 @@ class Box:
             raise InputError(f"margin needs 1, 3 or 6 values, got {m.size}")
         start = np.asarray(self.start) - m[:3]
         stop = np.asarray(self.stop) + m[3:]
+        return Box(_int3(start, "start"), _int3(stop, "stop"))
+
+    def grown_to_hold(self, mask: np.ndarray, shape: Sequence[int]) -> Box | None:
+        """This box grown by half its size (at least 1 voxel) on each side that ``mask``
+        (the mask on this box, ``self.shape``) touches, except the sides at the edge of a
+        volume of ``shape``, clipped to it; None when the mask touches no such side.
+
+        The rule by which a session's ROI (and the CVPR 2025 protocol's, with
+        ``grow_roi``) follows an object that goes on past it."""
+        shp = _int3(shape, "shape")
+        start, stop = list(self.start), list(self.stop)
+        for axis in range(3):
+            grow = max(1, math.ceil(0.5 * self.shape[axis]))
+            if start[axis] > 0 and np.take(mask, 0, axis=axis).any():
+                start[axis] = max(0, start[axis] - grow)
+            if stop[axis] < shp[axis] and np.take(mask, -1, axis=axis).any():
+                stop[axis] = min(shp[axis], stop[axis] + grow)
+        if (tuple(start), tuple(stop)) == (self.start, self.stop):
+            return None
         return Box(_int3(start, "start"), _int3(stop, "stop"))
 
     def contains(self, points: np.ndarray) -> np.ndarray:

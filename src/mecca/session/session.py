@@ -555,17 +555,7 @@ class Session:
         """The ROI grown by half its size on each side the mask touches (not the image's
         edge), clipped to the volume; None when the mask touches no such side."""
         mask = prob_to_box(crop, result.prob) > 0.5
-        box, shape = crop.box, self.volume.shape
-        start, stop = list(box.start), list(box.stop)
-        for axis in range(3):
-            grow = max(1, math.ceil(0.5 * box.shape[axis]))
-            if start[axis] > 0 and np.take(mask, 0, axis=axis).any():
-                start[axis] = max(0, start[axis] - grow)
-            if stop[axis] < shape[axis] and np.take(mask, -1, axis=axis).any():
-                stop[axis] = min(shape[axis], stop[axis] + grow)
-        if (tuple(start), tuple(stop)) == (tuple(box.start), tuple(box.stop)):
-            return None
-        return Box((start[0], start[1], start[2]), (stop[0], stop[1], stop[2]))
+        return crop.box.grown_to_hold(mask, self.volume.shape)
 
     def _replay(self, box: Box) -> Predictor:
         """A predictor on ``box`` that has run every step of the click history."""

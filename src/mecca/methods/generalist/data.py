@@ -7,11 +7,12 @@ side, clipped to the volume) as a float16 image, robustly scaled (``(x - median)
 (p99.5 - p0.5)``, the crop is normalised again later), and the uint8 label map, as
 ``.npy`` files read by memory map, with a JSON index of the targets (label values,
 bounding box, voxels) per case. Procedural volumes (:mod:`.synth`) are stored the same
-way as the dataset ``synthetic``. One sample then costs a few milliseconds of I/O.
+way as the dataset ``synthetic``, large ones with an organ-sized object as
+``synthetic_large``. One sample then costs a few milliseconds of I/O.
 
 **Samples** (:class:`Sampler`). Datasets are drawn by weight, then a target uniformly,
-then a case having it (datasets whose cases have their own labels, ``misc`` and
-``synthetic``: a case, then one of its targets); 15 % of multi-component targets are cut
+then a case having it (datasets whose cases have their own labels, ``misc`` and the
+procedural ones: a case, then one of its targets); 15 % of multi-component targets are cut
 to one component. The crop follows the prompt mode, as a session would crop:
 
 * ``box`` (a box prompt): the target's box plus a margin drawn per side, log-uniform in
@@ -71,7 +72,7 @@ from mecca.methods.generalist.prompts import (
     middle_slice_box,
     normalise_image,
 )
-from mecca.methods.generalist.synth import make_synthetic, smooth_field
+from mecca.methods.generalist.synth import make_large_synthetic, make_synthetic, smooth_field
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +80,7 @@ CACHE_VERSION = 1
 MIN_TARGET_VOXELS = 20
 """Targets with fewer voxels in a case are not trained on in that case."""
 SYNTHETIC = "synthetic"
+SYNTHETIC_LARGE = "synthetic_large"
 Int3 = tuple[int, int, int]
 
 
@@ -204,32 +206,46 @@ def _cache_dataset(root: Path, folder: Path, held: HeldOut, split: str) -> dict[
     return {"name": ds.name, "root": str(root), "per_case_targets": per_case, "cases": cases}
 
 
-def _cache_synthetic(folder: Path, count: int, seed: int) -> dict[str, Any]:
-    """Generate and cache ``count`` procedural volumes (seeded: volume i from [seed, i])."""
+def _cache_synthetic(folder: Path, count: int, seed: int, large: bool = False) -> dict[str, Any]:
+    """Generate and cache ``count`` procedural volumes (seeded: volume i from [seed, i], a
+    large one from [seed, 1, i]) as the dataset ``synthetic`` or ``synthetic_large``."""
     cases = []
     for i in range(count):
-        vol = make_synthetic(np.random.default_rng([seed, i]))
+        if large:
+            vol = make_large_synthetic(np.random.default_rng([seed, 1, i]))
+        else:
+            vol = make_synthetic(np.random.default_rng([seed, i]))
         targets: dict[str, tuple[int, ...]] = {
             f"object_{v}": (v,) for v in range(1, int(vol.label.max()) + 1)
         }
         entry = _save_case(folder, f"synth_{i:04d}", vol.image, vol.label, targets, vol.spacing)
         if entry is not None:
             cases.append(entry)
-    return {"name": SYNTHETIC, "root": "", "per_case_targets": True, "cases": cases}
+    name = SYNTHETIC_LARGE if large else SYNTHETIC
+    return {"name": name, "root": "", "per_case_targets": True, "cases": cases}
 
 
-def cache_key(roots: Sequence[str], held: HeldOut, split: str, synthetic: int, seed: int) -> str:
-    """Short hash naming a cache built from these settings."""
-    text = json.dumps(
-        [
-            CACHE_VERSION,
-            [str(Path(r).expanduser().resolve()) for r in roots],
-            list(held.rules),
-            split,
-            synthetic,
-            seed,
-        ]
-    )
+def cache_key(
+    roots: Sequence[str],
+    held: HeldOut,
+    split: str,
+    synthetic: int,
+    seed: int,
+    large_synthetic: int = 0,
+) -> str:
+    """Short hash naming a cache built from these settings (``large_synthetic`` counts
+    only when set, so caches built before it keep their names)."""
+    parts: list[Any] = [
+        CACHE_VERSION,
+        [str(Path(r).expanduser().resolve()) for r in roots],
+        list(held.rules),
+        split,
+        synthetic,
+        seed,
+    ]
+    if large_synthetic:
+        parts.append(large_synthetic)
+    text = json.dumps(parts)
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
@@ -241,14 +257,16 @@ def build_cache(
     split: str = "train",
     synthetic: int = 0,
     seed: int = 0,
+    large_synthetic: int = 0,
 ) -> Path:
     """Build (or find) the cache of the training cases of ``roots``; returns its index.json.
 
     Datasets held out as a whole are skipped; held-out targets are never stored as
     targets (their voxels stay in the label map as unnamed values). Re-running with the
-    same settings reuses the cache.
+    same settings reuses the cache. ``synthetic`` and ``large_synthetic`` procedural
+    volumes are added as the datasets ``synthetic`` and ``synthetic_large``.
     """
-    key = cache_key([str(r) for r in roots], held_out, split, synthetic, seed)
+    key = cache_key([str(r) for r in roots], held_out, split, synthetic, seed, large_synthetic)
     top = Path(cache_dir).expanduser() / key
     index = top / "index.json"
     if index.is_file():
@@ -271,6 +289,9 @@ def build_cache(
     if synthetic > 0:
         (top / SYNTHETIC).mkdir(parents=True, exist_ok=True)
         datasets.append(_cache_synthetic(top / SYNTHETIC, synthetic, seed))
+    if large_synthetic > 0:
+        (top / SYNTHETIC_LARGE).mkdir(parents=True, exist_ok=True)
+        datasets.append(_cache_synthetic(top / SYNTHETIC_LARGE, large_synthetic, seed, True))
     text = json.dumps({"version": CACHE_VERSION, "datasets": datasets})
     atomic_write(index, lambda tmp: tmp.write_text(text, encoding="utf-8"))
     return index

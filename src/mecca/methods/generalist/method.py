@@ -26,6 +26,14 @@ adds 0.7 points of final DSC on average (1.2 on the left atrium) but doubles the
 one thread, which took the page's click-to-overlay from 155 to 317 ms on 2 cores
 (``benchmarks/generalist_settings.py``, docs/defaults.md).
 
+With ``local=True`` a correction click's change stays near it once a box is given
+(:func:`keep_local_changes`, as FocalClick's local refinement): the voxels whose side of
+0.5 changed form connected pieces, and only the pieces that touch a new click's
+3 x 3 x 3 neighbourhood take the new probability; the rest keep the last one. A click
+then cannot undo a correct part of the mask far from it. The box step, the first step
+and every step without a box are global: without a box the first points still tell the
+object's extent, and a new inside point may rightly grow the mask anywhere.
+
 ``start`` gives probability 0.5 everywhere (an empty mask) or ``init_prob``; the network's
 previous-probability channel starts at 0 (nothing predicted yet) or at ``init_prob``. A
 step without new clicks keeps the last result (the network is not re-run on its own
@@ -43,10 +51,11 @@ from typing import Any
 
 import numpy as np
 import torch
+from scipy import ndimage
 
 from mecca.data.roi import Crop
 from mecca.errors import InputError
-from mecca.interaction.clicks import Click, InteractionKind
+from mecca.interaction.clicks import STRUCTURE_26, Click, InteractionKind
 from mecca.methods.base import MethodState, StepResult
 from mecca.methods.generalist.net import GeneralistNet
 from mecca.methods.generalist.prompts import (
@@ -73,6 +82,8 @@ class GeneralistMethod:
         max_grid: the grid :meth:`grid_for` gives a large ROI (e.g. one network factor
             finer per axis: :meth:`finer_grid`); None (the default): always ``grid``.
         roi_as_box: treat the whole crop as the box when no BOX clicks were given.
+        local: keep a correction click's change near it once a box is given (module
+            docstring).
         name: ``generalist``.
         device: where the network runs.
         model: the model it runs (a bundle's folder name, else the path it was loaded
@@ -83,6 +94,7 @@ class GeneralistMethod:
     grid: tuple[int, int, int] = (48, 48, 32)
     roi_as_box: bool = False
     max_grid: tuple[int, int, int] | None = None
+    local: bool = False
     name: str = "generalist"
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     model: str = ""
@@ -173,6 +185,9 @@ class GeneralistMethod:
         if box_clicks:
             box = box_map(state.crop.grid, box_clicks[0].position, box_clicks[1].position)
         prob = self.predict(network_input(ex["image"], ex["prev"], fg, bg, box))
+        if self.local and ex["ran"] and not box_clicks and box.any():
+            points = [c.position for c in (*fg_clicks, *bg_clicks)]
+            prob = keep_local_changes(state.prob, prob, points)
         extra = {**ex, "prev": prob, "fg": fg, "bg": bg, "box": box, "prompted": True, "ran": True}
         new_state = MethodState(state.crop, state.clicks + tuple(new), prob, extra)
         return new_state, StepResult(prob, seconds=time.perf_counter() - t0)
@@ -183,6 +198,29 @@ class GeneralistMethod:
         with torch.inference_mode():
             logits = self.net(x)
         return torch.sigmoid(logits)[0, 0].float().cpu().numpy()
+
+
+def keep_local_changes(
+    old: np.ndarray, new: np.ndarray, points: Sequence[Sequence[int]]
+) -> np.ndarray:
+    """``new`` where the mask's change touches a point's 3 x 3 x 3 neighbourhood, else ``old``.
+
+    The change is the set of voxels on the other side of 0.5 than before, split into
+    26-connected pieces; a piece with a voxel within one voxel (Chebyshev) of a point is
+    kept, every other piece reverts to ``old``. Voxels whose side did not change take
+    ``new``.
+    """
+    changed = (old > 0.5) != (new > 0.5)
+    if not changed.any():
+        return new
+    labels, _ = ndimage.label(changed, structure=STRUCTURE_26)
+    near = np.zeros(changed.shape, bool)
+    for point in points:
+        lo = [max(int(p) - 1, 0) for p in point]
+        near[lo[0] : int(point[0]) + 2, lo[1] : int(point[1]) + 2, lo[2] : int(point[2]) + 2] = True
+    kept = np.unique(labels[near & changed])
+    revert = changed & ~np.isin(labels, kept)
+    return np.where(revert, old, new).astype(np.float32)
 
 
 def generalist_factory(

@@ -14,8 +14,15 @@ Voxels are anisotropic at random (slice spacing 1-4x the in-plane one). A quarte
 volumes are MECCA's lesion phantoms (:func:`mecca.data.phantoms.make_phantom`, a lesion
 with a touching look-alike distractor), whose labels are kept (1 lesion, 2 distractor).
 
-A 64 x 64 x 48 volume takes about 0.05-0.15 s; training draws from a fixed pool built
-once into the preprocessing cache.
+Large volumes (:func:`make_large_synthetic`) hold an organ-sized first object (an
+ellipsoid or blob 50-90 % of the volume across) among smaller ones, in a field of view of
+80-220 mm: a crop around a click inside it (a session's first ROI, 40 mm per side) lies
+wholly inside the object, as a click into a liver does. Without them the largest objects
+the network saw filled a third of a crop, and one click into an unseen large organ gave a
+mask far too small (docs/defaults.md).
+
+A 64 x 64 x 48 volume takes about 0.05-0.15 s, a large one about 1 s; training draws
+from a fixed pool built once into the preprocessing cache.
 """
 
 from __future__ import annotations
@@ -31,6 +38,10 @@ from mecca.data.phantoms import make_phantom
 
 MIN_OBJECT_VOXELS = 40
 """Objects smaller than this are dropped from the label map (too small to be a target)."""
+OBJECT_SIZE = (0.08, 0.3)
+"""An object's mean radius, as a fraction of the volume's smallest extent."""
+ORGAN_SIZE = (0.35, 0.6)
+"""The same for a large volume's first object (:func:`make_large_synthetic`)."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -85,12 +96,14 @@ def _object(
     shape: tuple[int, int, int],
     spacing: np.ndarray,
     rng: np.random.Generator,
+    size_range: tuple[float, float] = OBJECT_SIZE,
 ) -> np.ndarray:
-    """Bool mask of one random object of ``kind`` (ellipsoid, shell, tube, blob)."""
+    """Bool mask of one random object of ``kind`` (ellipsoid, shell, tube, blob), of a mean
+    radius in ``size_range`` times the smallest extent (tubes: 1.5-5 mm)."""
     extent = np.asarray(shape) * spacing
     xyz = _coords(shape, spacing)
     centre = rng.uniform(0.2, 0.8, size=3) * extent
-    size = rng.uniform(0.08, 0.3) * float(extent.min())
+    size = rng.uniform(*size_range) * float(extent.min())
     if kind == "tube":
         return _tube(shape, spacing, rng)
     radii = size * rng.uniform(0.6, 1.5, size=3)
@@ -137,14 +150,22 @@ def _tissue(shape: tuple[int, int, int], rng: np.random.Generator) -> np.ndarray
 
 
 def _objects_image(
-    shape: tuple[int, int, int], spacing: np.ndarray, rng: np.random.Generator
+    shape: tuple[int, int, int],
+    spacing: np.ndarray,
+    rng: np.random.Generator,
+    organ: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Clean piecewise image and label map of 2-6 objects painted over textured tissue."""
+    """Clean piecewise image and label map of 2-6 objects painted over textured tissue;
+    with ``organ`` the first is an organ-sized ellipsoid or blob (:data:`ORGAN_SIZE`)."""
     image = _tissue(shape, rng)
     label = np.zeros(shape, np.uint8)
     kinds = ("ellipsoid", "shell", "tube", "blob")
     for value in range(1, int(rng.integers(2, 7)) + 1):
-        mask = _object(str(rng.choice(kinds, p=[0.35, 0.15, 0.2, 0.3])), shape, spacing, rng)
+        if organ and value == 1:
+            kind, sizes = str(rng.choice(["ellipsoid", "blob"])), ORGAN_SIZE
+        else:
+            kind, sizes = str(rng.choice(kinds, p=[0.35, 0.15, 0.2, 0.3])), OBJECT_SIZE
+        mask = _object(kind, shape, spacing, rng, sizes)
         if mask.sum() < MIN_OBJECT_VOXELS:
             continue
         mean = np.float32(rng.uniform(-1.5, 1.5))
@@ -193,5 +214,19 @@ def make_synthetic(rng: np.random.Generator) -> SyntheticVolume:
     n_k = int(rng.integers(48, 80) / spacing[2]) + 8
     shape = (int(rng.integers(48, 80)), int(rng.integers(48, 80)), n_k)
     image, label = _objects_image(shape, spacing, rng)
+    sp = (float(spacing[0]), float(spacing[1]), float(spacing[2]))
+    return SyntheticVolume(_degrade(image, rng).astype(np.float32), label, sp)
+
+
+def make_large_synthetic(rng: np.random.Generator) -> SyntheticVolume:
+    """One large procedural volume with an organ-sized first object (module docstring):
+    80-112 voxels in-plane at 1-2 mm, slices 1-4 times thicker; deterministic for a given
+    ``rng`` state."""
+    step = float(rng.choice([1.0, 1.5, 2.0]))
+    spacing = np.array([step, step, step * float(rng.choice([1.0, 2.0, 3.0, 4.0]))])
+    n_i, n_j = int(rng.integers(80, 113)), int(rng.integers(80, 113))
+    n_k = max(16, int(min(n_i, n_j) * step * rng.uniform(0.6, 1.0) / spacing[2]))
+    shape = (n_i, n_j, n_k)
+    image, label = _objects_image(shape, spacing, rng, organ=True)
     sp = (float(spacing[0]), float(spacing[1]), float(spacing[2]))
     return SyntheticVolume(_degrade(image, rng).astype(np.float32), label, sp)

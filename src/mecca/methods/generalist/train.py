@@ -94,6 +94,8 @@ class GeneralistConfig:
     fine_kernel: int = 3
     norm: str = "instance"
     synthetic_volumes: int = 400
+    large_synthetic_volumes: int = 0
+    """Procedural volumes with an organ-sized object (dataset ``synthetic_large``)."""
     dataset_weights: dict[str, float] = field(default_factory=dict)
     p_box: float = 0.45
     p_roi_box: float = 0.15
@@ -555,6 +557,7 @@ def train(cfg: GeneralistConfig, out: str | Path, *, resume: bool = False) -> Pa
         split=cfg.train_split,
         synthetic=cfg.synthetic_volumes,
         seed=cfg.seed,
+        large_synthetic=cfg.large_synthetic_volumes,
     )
     sampler = Sampler(index, cfg.sampler_config())
     net, opt, st = _setup(cfg, out, resume, device)
