@@ -22,9 +22,10 @@ Usage::
 ``--weights``: another model than the shipped one (a run folder: its best.pt);
 ``--only``: some of the variants.
 
-Val splits: hippocampus, left atrium, ACDC LV / RV / myocardium, and the unseen CHAOS
-liver / kidneys and OpenKBP larynx (first 8 cases holding it) when the extra datasets
-are built.
+Val splits: hippocampus, left atrium, ACDC LV / RV / myocardium, and, when the extra
+datasets are built, the unseen CHAOS liver / kidneys and OpenKBP larynx and esophagus, and
+the OpenKBP spinal cord (first 8 cases holding each; the thin long targets where Dice fell
+most on test, added 2026-12-06 late).
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
     "update": {"global": {"local": False}, "local": {"local": True}},
     "roi": {"fixed ROI": {"grow_roi": 0}, "ROI grows": {"grow_roi": 2}},
 }
-DEFAULTS: dict[str, Any] = {"max_grid": None, "local": False}
+DEFAULTS: dict[str, Any] = {"max_grid": None, "local": True}
 """What every variant starts from: the shipped method's settings."""
 
 
@@ -66,7 +67,7 @@ def splits(data: Path, extra: Path) -> list[tuple[Path, str | None, int | None]]
     ]
     if (extra / "chaos_mr").is_dir():
         rows += [(extra / "chaos_mr", t, None) for t in ("liver", "right_kidney", "left_kidney")]
-        rows += [(extra / "openkbp_ct", "larynx", 8)]
+        rows += [(extra / "openkbp_ct", t, 8) for t in ("larynx", "esophagus", "spinal_cord")]
     return rows
 
 

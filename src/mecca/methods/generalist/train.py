@@ -504,7 +504,8 @@ def _validate_and_keep(
 ) -> None:
     t0 = time.perf_counter()
     net.eval()
-    result = validate(GeneralistMethod(net, cfg.grid3, device=device), items, cfg.val_steps)
+    method = GeneralistMethod(net, cfg.grid3, local=False, device=device)  # as every schedule
+    result = validate(method, items, cfg.val_steps)
     net.train()
     record = {
         "type": "val",
