@@ -195,6 +195,11 @@ def test_large_synthetic_volumes_are_a_dataset_of_the_cache(phantoms, tmp_path):
     assert index.parent.name == cache_key([str(phantoms)], held, "train", 0, 0, 2)
     before = cache_key([str(phantoms)], held, "train", 400, 0)  # caches built before it
     assert cache_key([str(phantoms)], held, "train", 400, 0, 0) == before
+    organ = build_cache([phantoms], tmp_path, held_out=held, large_synthetic=2, organ_only=True)
+    assert organ != index  # a cache of its own
+    large = {d["name"]: d for d in json.loads(organ.read_text())["datasets"]}["synthetic_large"]
+    assert all(set(c["targets"]) == {"object_1"} for c in large["cases"])
+    assert any(len(c["targets"]) > 1 for c in names["synthetic_large"]["cases"])
 
 
 def test_sampler_draws_prompted_crops(cache):

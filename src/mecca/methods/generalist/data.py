@@ -206,18 +206,21 @@ def _cache_dataset(root: Path, folder: Path, held: HeldOut, split: str) -> dict[
     return {"name": ds.name, "root": str(root), "per_case_targets": per_case, "cases": cases}
 
 
-def _cache_synthetic(folder: Path, count: int, seed: int, large: bool = False) -> dict[str, Any]:
+def _cache_synthetic(
+    folder: Path, count: int, seed: int, large: bool = False, organ_only: bool = False
+) -> dict[str, Any]:
     """Generate and cache ``count`` procedural volumes (seeded: volume i from [seed, i], a
-    large one from [seed, 1, i]) as the dataset ``synthetic`` or ``synthetic_large``."""
+    large one from [seed, 1, i]) as the dataset ``synthetic`` or ``synthetic_large``; every
+    object is a target, or with ``organ_only`` only a large volume's organ (label 1; the
+    other objects stay in the label map as context, as held-out targets do)."""
     cases = []
     for i in range(count):
         if large:
             vol = make_large_synthetic(np.random.default_rng([seed, 1, i]))
         else:
             vol = make_synthetic(np.random.default_rng([seed, i]))
-        targets: dict[str, tuple[int, ...]] = {
-            f"object_{v}": (v,) for v in range(1, int(vol.label.max()) + 1)
-        }
+        last = 1 if organ_only else int(vol.label.max())
+        targets: dict[str, tuple[int, ...]] = {f"object_{v}": (v,) for v in range(1, last + 1)}
         entry = _save_case(folder, f"synth_{i:04d}", vol.image, vol.label, targets, vol.spacing)
         if entry is not None:
             cases.append(entry)
@@ -232,9 +235,10 @@ def cache_key(
     synthetic: int,
     seed: int,
     large_synthetic: int = 0,
+    organ_only: bool = False,
 ) -> str:
-    """Short hash naming a cache built from these settings (``large_synthetic`` counts
-    only when set, so caches built before it keep their names)."""
+    """Short hash naming a cache built from these settings (``large_synthetic`` and
+    ``organ_only`` count only when set, so caches built before them keep their names)."""
     parts: list[Any] = [
         CACHE_VERSION,
         [str(Path(r).expanduser().resolve()) for r in roots],
@@ -245,6 +249,8 @@ def cache_key(
     ]
     if large_synthetic:
         parts.append(large_synthetic)
+    if organ_only:
+        parts.append("organ only")
     text = json.dumps(parts)
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
@@ -258,15 +264,19 @@ def build_cache(
     synthetic: int = 0,
     seed: int = 0,
     large_synthetic: int = 0,
+    organ_only: bool = False,
 ) -> Path:
     """Build (or find) the cache of the training cases of ``roots``; returns its index.json.
 
     Datasets held out as a whole are skipped; held-out targets are never stored as
     targets (their voxels stay in the label map as unnamed values). Re-running with the
     same settings reuses the cache. ``synthetic`` and ``large_synthetic`` procedural
-    volumes are added as the datasets ``synthetic`` and ``synthetic_large``.
+    volumes are added as the datasets ``synthetic`` and ``synthetic_large`` (with
+    ``organ_only``, a large volume's organ is its only target).
     """
-    key = cache_key([str(r) for r in roots], held_out, split, synthetic, seed, large_synthetic)
+    key = cache_key(
+        [str(r) for r in roots], held_out, split, synthetic, seed, large_synthetic, organ_only
+    )
     top = Path(cache_dir).expanduser() / key
     index = top / "index.json"
     if index.is_file():
@@ -291,7 +301,9 @@ def build_cache(
         datasets.append(_cache_synthetic(top / SYNTHETIC, synthetic, seed))
     if large_synthetic > 0:
         (top / SYNTHETIC_LARGE).mkdir(parents=True, exist_ok=True)
-        datasets.append(_cache_synthetic(top / SYNTHETIC_LARGE, large_synthetic, seed, True))
+        datasets.append(
+            _cache_synthetic(top / SYNTHETIC_LARGE, large_synthetic, seed, True, organ_only)
+        )
     text = json.dumps({"version": CACHE_VERSION, "datasets": datasets})
     atomic_write(index, lambda tmp: tmp.write_text(text, encoding="utf-8"))
     return index

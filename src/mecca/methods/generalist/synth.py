@@ -14,15 +14,16 @@ Voxels are anisotropic at random (slice spacing 1-4x the in-plane one). A quarte
 volumes are MECCA's lesion phantoms (:func:`mecca.data.phantoms.make_phantom`, a lesion
 with a touching look-alike distractor), whose labels are kept (1 lesion, 2 distractor).
 
-Large volumes (:func:`make_large_synthetic`) hold an organ-sized first object (an
-ellipsoid or blob 50-90 % of the volume across) among smaller ones, in a field of view of
-80-220 mm: a crop around a click inside it (a session's first ROI, 40 mm per side) lies
-wholly inside the object, as a click into a liver does. Without them the largest objects
+Large volumes (:func:`make_large_synthetic`) hold an organ-sized first object (label 1:
+an ellipsoid or blob, often half the volume across or more) among smaller ones that may
+cover parts of it, in a field of view of 80-220 mm: a crop around a click inside it (a
+session's first ROI, 40 mm per side) lies wholly inside the object, as a click into a
+liver does. Without them the largest objects
 the network saw filled a third of a crop, and one click into an unseen large organ gave a
 mask far too small (docs/defaults.md).
 
-A 64 x 64 x 48 volume takes about 0.05-0.15 s, a large one about 1 s; training draws
-from a fixed pool built once into the preprocessing cache.
+A volume takes about 0.05-0.15 s, a large one as much; training draws from a fixed pool
+built once into the preprocessing cache.
 """
 
 from __future__ import annotations

@@ -96,6 +96,9 @@ class GeneralistConfig:
     synthetic_volumes: int = 400
     large_synthetic_volumes: int = 0
     """Procedural volumes with an organ-sized object (dataset ``synthetic_large``)."""
+    large_synthetic_organ_only: bool = False
+    """Only the organ of a large procedural volume is a target (the fifth schedule trained
+    every object of them, so the organ was a quarter of their samples)."""
     dataset_weights: dict[str, float] = field(default_factory=dict)
     p_box: float = 0.45
     p_roi_box: float = 0.15
@@ -559,6 +562,7 @@ def train(cfg: GeneralistConfig, out: str | Path, *, resume: bool = False) -> Pa
         synthetic=cfg.synthetic_volumes,
         seed=cfg.seed,
         large_synthetic=cfg.large_synthetic_volumes,
+        organ_only=cfg.large_synthetic_organ_only,
     )
     sampler = Sampler(index, cfg.sampler_config())
     net, opt, st = _setup(cfg, out, resume, device)
