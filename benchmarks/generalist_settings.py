@@ -4,7 +4,9 @@ Each variant sets attributes of the shipped generalist (``GeneralistMethod``): t
 ``grid`` variants (the finer grid for a large ROI, ``max_grid`` / ``FINE_FROM``;
 docs/defaults.md), the ``update`` variants (a click step's change kept near its
 clicks or not, ``local``) and the ``roi`` variants (the CVPR user's ROI grown when the mask
-reaches it, ``grow_roi`` of :func:`mecca.bench.cvpr25.run_case`). Two users:
+reaches it, ``grow_roi`` of :func:`mecca.bench.cvpr25.run_case`) and the ``recrop``
+variants (a re-cropped method gets every click in one step, or the history replayed one
+click a step, ``replay``). Two users:
 
 * ``cvpr25``: box, then 5 clicks (:mod:`mecca.bench.cvpr25`): mean DSC after the box and
   final DSC, and the largest fall of the mean DSC from one click to the next;
@@ -15,7 +17,7 @@ reaches it, ``grow_roi`` of :func:`mecca.bench.cvpr25.run_case`). Two users:
 
 Usage::
 
-    python benchmarks/generalist_settings.py grid|update|roi [--weights RUN_OR_BUNDLE]
+    python benchmarks/generalist_settings.py grid|update|roi|recrop [--weights RUN_OR_BUNDLE]
         [--only "base grid,64x64x48 from 1.5"] [--data ../shared/data]
         [--extra ~/.cache/mecca-data-extra] [--out results.json]
 
@@ -53,6 +55,7 @@ VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
     },
     "update": {"global": {"local": False}, "local": {"local": True}},
     "roi": {"fixed ROI": {"grow_roi": 0}, "ROI grows": {"grow_roi": 2}},
+    "recrop": {"all clicks at once": {"replay": False}, "replayed": {"replay": True}},
 }
 DEFAULTS: dict[str, Any] = {"max_grid": None, "local": True}
 """What every variant starts from: the shipped method's settings."""
@@ -71,21 +74,21 @@ def splits(data: Path, extra: Path) -> list[tuple[Path, str | None, int | None]]
     return rows
 
 
-def apply(method: generalist.GeneralistMethod, settings: dict[str, Any]) -> int:
+def apply(method: generalist.GeneralistMethod, settings: dict[str, Any]) -> dict[str, Any]:
     """Set a variant: method attributes, and FINE_FROM on the module; returns the CVPR
-    user's ``grow_roi``."""
+    loop's options (``grow_roi``, ``replay``)."""
     for key, value in DEFAULTS.items():
         setattr(method, key, value)
     generalist.FINE_FROM = 1.5
-    grow_roi = 0
+    loop: dict[str, Any] = {}
     for key, value in settings.items():
-        if key == "grow_roi":
-            grow_roi = value
+        if key in ("grow_roi", "replay"):
+            loop[key] = value
         elif key == "FINE_FROM":
             generalist.FINE_FROM = value
         else:
             setattr(method, key, value)
-    return grow_roi
+    return loop
 
 
 def main() -> None:
@@ -113,12 +116,12 @@ def main() -> None:
         cases = cases[:cap]
         name = f"{folder.name}:{target or ds.default_target}"
         for label, settings in variants.items():
-            grow_roi = apply(method, settings)
+            loop = apply(method, settings)
             box, curves, p1, p3, p6, fell = [], [], [], [], [], []
             for index, (volume, gt) in enumerate(cases):
                 rng = np.random.default_rng([0, index])
                 rec, _ = cvpr25.run_case(
-                    method, volume.array, gt, volume.spacing, rng=rng, grow_roi=grow_roi
+                    method, volume.array, gt, volume.spacing, rng=rng, **loop
                 )
                 box.append(rec["box_step"]["dice"])
                 curves.append([s["dice"] for s in rec["steps"]])

@@ -237,6 +237,27 @@ def test_with_grow_roi_a_mask_that_reaches_the_roi_grows_it_and_the_step_reruns(
     assert grows["cvpr25"]["DSC_Final"] >= fixed["cvpr25"]["DSC_Final"]
 
 
+def test_with_replay_a_recropped_method_gets_the_earlier_clicks_one_step_each():
+    gt = np.zeros((30, 20, 16), bool)  # the limb case above: the first click re-crops
+    gt[6:10, 5:9, 0:16] = True
+    gt[6:30, 0:20, 10:16] = True
+    method = Painter()
+    method.grid = (6, 6, 16)
+    rec, _ = cvpr25.run_case(
+        method,
+        gt.astype(np.float32),
+        gt,
+        (1.0, 1.0, 1.0),
+        rng=np.random.default_rng(0),
+        replay=True,
+    )
+    last = max(i for i, s in enumerate(rec["steps"]) if s["recropped"])
+    assert last > 0  # a re-crop after earlier clicks, so there is history to replay
+    given = [Click.from_dict(c) for c in rec["clicks_given"]]
+    # since the last restart: every click so far, one a step, in order (on the crop's grid)
+    assert [[c.kind for c in step] for step in method.seen] == [[c.kind] for c in given]
+
+
 def test_without_a_box_the_first_step_scores_zero_and_clicks_start_from_nothing():
     image, gt = _case()
     method = _native(Painter(), image)

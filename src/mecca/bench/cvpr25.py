@@ -260,6 +260,7 @@ def run_case(
     clicks: int = N_CLICKS,
     keep_mask: bool = False,
     grow_roi: int = 0,
+    replay: bool = False,
 ) -> tuple[dict[str, Any], np.ndarray | None]:
     """One method on one case through the protocol: the benchmark's case record (``steps``:
     the ``clicks`` click steps, 5 in the challenge; ``box_step`` and ``cvpr25``: the box
@@ -272,7 +273,9 @@ def run_case(
     that reaches a side of the ROI (not the image's edge) after the box or a click grows
     the ROI as a session does (:meth:`mecca.data.roi.Box.grown_to_hold`) and the step
     reruns on the new crop, at most N times a step (the step's ``grown``; its seconds
-    count)."""
+    count). With ``replay``, a re-cropped method gets the earlier clicks one step each, as
+    a session replays its history on a new ROI, before the new click (the replayed steps'
+    seconds count)."""
     gt_b = np.asarray(gt, dtype=bool)
     shape = gt_b.shape
     box_dict = middle_slice_box(to_zyx(gt_b), box_shift) if use_box else None
@@ -310,6 +313,11 @@ def run_case(
             prob = resample_box(pred.astype(np.float32), roi, crop.grid)  # the mask so far
             gt_grid = resample_box(gt_b.astype(np.float32), roi, crop.grid) >= 0.5
             send = list(given)
+            if replay:
+                for earlier in given[:-1]:
+                    state, done = method.step(state, to_roi_grid(crop, [earlier]), rng=rng)
+                    restart += done.seconds
+                send = given[-1:]
         state, result = method.step(state, to_roi_grid(crop, send), rng=rng)
         mis = metrics.misunderstanding_rate(prob, result.prob, gt_grid)
         roi, crop, state, prob, more, grew = _follow(
