@@ -237,8 +237,9 @@ def cache_key(
     large_synthetic: int = 0,
     organ_only: bool = False,
 ) -> str:
-    """Short hash naming a cache built from these settings (``large_synthetic`` and
-    ``organ_only`` count only when set, so caches built before them keep their names)."""
+    """Short hash naming a cache built from these settings (``large_synthetic``, and
+    ``organ_only`` with it, count only when set, so caches built before them keep their
+    names)."""
     parts: list[Any] = [
         CACHE_VERSION,
         [str(Path(r).expanduser().resolve()) for r in roots],
@@ -249,8 +250,8 @@ def cache_key(
     ]
     if large_synthetic:
         parts.append(large_synthetic)
-    if organ_only:
-        parts.append("organ only")
+        if organ_only:
+            parts.append("organ only")
     text = json.dumps(parts)
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
