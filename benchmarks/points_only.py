@@ -1,16 +1,21 @@
-"""Dice after 3 foreground then 3 background points, no box, in-process sessions.
+"""Dice after 3 foreground then 3 background points, in-process sessions.
 
 Usage: ``.venv/bin/python benchmarks/points_only.py --data DATASET [--split val]
 [--target NAME] [--methods generalist,geos,growcut] [--margins 20] [--max-cases N]
-[--out points.json]``
+[--boxes none,roi,prompt] [--box-slack 0] [--out points.json]``
 
 The user of :mod:`mecca.bench.points` (the one ``benchmarks/slicer_clicks.py`` sends
 through 3D Slicer's client) on :class:`mecca.Session` with the settings a user gets
 (``mecca segment`` / the server: no ROI, the ROI derived from the points and grown as the
 session does), one session per case and method. ``--margins`` (mm, comma-separated) runs
 each method once per ``roi_margin_mm``: the margin around the first points, the
-session's guess of the object's size. Prints per method and margin the mean and median
-Dice after each point, and the median seconds per step. Choose settings on val splits.
+session's guess of the object's size. ``--boxes`` runs each method once per way the user
+draws a box first (the page's box tool): ``none`` (no box, the default), ``roi`` (the
+object's bounding box grown by ``--box-slack`` of its size per side, as the session's ROI
+only: the page before 2026-12-07) and ``prompt`` (the same box with ``roi_as_box``: a box
+prompt for the generalist, run as a step of its own before the points, whose Dice is
+printed as "box"). Prints per method, margin and box the mean and median Dice after each
+point, and the median seconds per step. Choose settings on val splits.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from mecca.bench.points import (
     next_point,
 )
 from mecca.data.datasets import open_dataset
+from mecca.data.roi import Box
 from mecca.errors import InputError
 from mecca.interaction.clicks import Click, InteractionKind
 from mecca.interface import InteractiveMethod
@@ -38,20 +44,40 @@ from mecca.io import Volume
 from mecca.session import Session
 
 
+def drawn_box(gt: np.ndarray, slack: float) -> Box:
+    """The object's bounding box grown by ``slack`` of its size per side, clipped: the box a
+    user draws around it."""
+    box = Box.from_mask(gt)
+    grow = np.ceil(slack * np.asarray(box.shape, float)).astype(int)
+    return box.grow(grow).clip(gt.shape)
+
+
 def run_session(
-    method: InteractiveMethod, volume: Volume, gt: np.ndarray, margin_mm: float
+    method: InteractiveMethod,
+    volume: Volume,
+    gt: np.ndarray,
+    margin_mm: float,
+    box: str = "none",
+    slack: float = 0.0,
 ) -> dict[str, Any]:
-    """The user on one :class:`mecca.Session` with a user's settings (no ROI: the ROI comes
-    from the points with ``margin_mm`` and grows as the session grows it): Dice and
-    seconds after each point, and the points given."""
-    session = Session(volume, method=method, rng=0, roi_margin_mm=margin_mm)
+    """The user on one :class:`mecca.Session` with a user's settings (without a box the
+    ROI comes from the points with ``margin_mm`` and grows as the session grows it; with
+    one, module docstring): Dice and seconds after each point, and the points given."""
+    roi = None if box == "none" else drawn_box(gt, slack)
+    session = Session(
+        volume, roi, method=method, rng=0, roi_margin_mm=margin_mm, roi_as_box=box == "prompt"
+    )
     pred = np.zeros(gt.shape, bool)
+    box_dice = None
+    if session.box is not None:
+        pred = session.step().mask.astype(bool)
+        box_dice = float(metrics.dice(pred, gt))
     dice: list[float] = []
     seconds: list[float] = []
     points: list[list[Any]] = []
     for n in range(FOREGROUND_POINTS + BACKGROUND_POINTS):
         fg = is_foreground_turn(n)
-        point = next_point(pred, gt, fg)
+        point = next_point(pred, gt, fg, within=session.roi)
         if point is not None:
             kind = InteractionKind.FOREGROUND if fg else InteractionKind.BACKGROUND
             session.add_clicks([Click(kind, point)])
@@ -65,7 +91,7 @@ def run_session(
         seconds.append(time.perf_counter() - t0)
         pred = result.mask.astype(bool)
         dice.append(float(metrics.dice(pred, gt)))
-    return {"dice": dice, "seconds": seconds, "points": points}
+    return {"dice": dice, "seconds": seconds, "points": points, "box_dice": box_dice}
 
 
 def main() -> None:
@@ -76,6 +102,8 @@ def main() -> None:
     parser.add_argument("--methods", default="generalist,geos,growcut")
     parser.add_argument("--margins", default="20", help="roi_margin_mm values, comma-separated")
     parser.add_argument("--max-cases", type=int, help="the first N cases holding the target")
+    parser.add_argument("--boxes", default="none", help="none, roi, prompt (comma-separated)")
+    parser.add_argument("--box-slack", type=float, default=0.0, help="drawn box's slack/side")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     ds = open_dataset(args.data)
@@ -94,21 +122,27 @@ def main() -> None:
     for name in args.methods.split(","):
         method = methods.get(name)
         for margin in margins:
-            key = f"{name}@{margin:g}mm"
-            results[key] = {cid: run_session(method, vol, gt, margin) for cid, vol, gt in cases}
-            print(
-                f"{key}: " + " ".join(f"{r['dice'][-1]:.3f}" for r in results[key].values()),
-                flush=True,
-            )
+            for box in args.boxes.split(","):
+                key = f"{name}@{margin:g}mm" + ("" if box == "none" else f"+{box}")
+                results[key] = {
+                    cid: run_session(method, vol, gt, margin, box, args.box_slack)
+                    for cid, vol, gt in cases
+                }
+                print(
+                    f"{key}: " + " ".join(f"{r['dice'][-1]:.3f}" for r in results[key].values()),
+                    flush=True,
+                )
     what = f"{args.data.name} {args.split}" + (f" {args.target}" if args.target else "")
     print(
         f"{what}, {len(cases)} cases, Dice after each point ({FOREGROUND_POINTS} fg, "
-        f"{BACKGROUND_POINTS} bg), no box"
+        f"{BACKGROUND_POINTS} bg), box slack {args.box_slack:g}"
     )
     for key, per_case in results.items():
         d = np.array([c["dice"] for c in per_case.values()])
         s = np.array([c["seconds"] for c in per_case.values()])
-        print(f"  {key:18s} mean   " + " ".join(f"{v:.3f}" for v in d.mean(0)))
+        first = [c["box_dice"] for c in per_case.values()]
+        box = "" if first[0] is None else f"box {np.mean(first):.3f}  "
+        print(f"  {key:18s} mean   {box}" + " ".join(f"{v:.3f}" for v in d.mean(0)))
         print(f"  {'':18s} median " + " ".join(f"{v:.3f}" for v in np.median(d, 0)))
         print(f"  {'':18s} s/step median {np.median(s):.3f}")
     if args.out:

@@ -193,3 +193,18 @@ def test_a_command_without_channel_gives_words_it_can_follow(tmp_path):
     assert result.exit_code == 2
     assert "save the channel to use as a 3D image" in result.output
     assert "--channel" not in result.output and "channel=" not in result.output
+
+
+def test_a_box_round_the_object_is_the_generalists_box_prompt(tmp_path):
+    image = _save(tmp_path / "ball.nii.gz", _image())
+    clicks = _clicks(tmp_path / "fg.json", [[{"kind": "foreground", "position": [12, 12, 8]}]])
+    args = ["segment", str(image), "--clicks", str(clicks), "--out", str(tmp_path / "m.nii.gz")]
+    done = CliRunner().invoke(main, [*args, "--method", "generalist", "--box", "7,7,3,18,18,14"])
+    assert done.exit_code == 0, done.output
+    mask = np.asarray(nib.load(str(tmp_path / "m.nii.gz")).dataobj) > 0
+    ball = sphere(SHAPE, (12, 12, 8), 5)
+    assert 2 * (mask & ball).sum() / (mask.sum() + ball.sum()) > 0.8
+    both = CliRunner().invoke(
+        main, [*args, "--force", "--box", "7,7,3,18,18,14", "--roi-from-clicks"]
+    )
+    assert both.exit_code == 2 and "one of --roi, --box and --roi-from-clicks" in both.output

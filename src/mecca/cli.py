@@ -291,6 +291,12 @@ def demo(
 )
 @click.option("--roi", help="ROI in voxels: i0,j0,k0,i1,j1,k1 (stop exclusive).")
 @click.option(
+    "--box",
+    help="A box drawn tight around the object, in voxels: i0,j0,k0,i1,j1,k1 (stop "
+    "exclusive). The generalist gets it as a box prompt with the first step (its ROI: the "
+    "box plus a quarter of its size per side); other methods take it as --roi.",
+)
+@click.option(
     "--channel",
     type=click.IntRange(min=0),
     help="Channel of a 4D IMAGE to segment (0, 1, ...: e.g. one sequence of a "
@@ -334,6 +340,7 @@ def segment(
     image: Path,
     clicks_path: Path,
     roi: str | None,
+    box: str | None,
     channel: int | None,
     roi_from_clicks: bool,
     method: str | None,
@@ -363,8 +370,9 @@ def segment(
     from mecca.session.clicks_file import parse_roi, read_clicks
     from mecca.session.clicks_file import segment as run_segment
 
-    if roi is not None and roi_from_clicks:
-        raise click.UsageError("give --roi or --roi-from-clicks, not both")
+    if sum(x is not None for x in (roi, box)) + roi_from_clicks > 1:
+        raise click.UsageError("give one of --roi, --box and --roi-from-clicks")
+    given = roi if roi is not None else box
     method = _method_of(method, model)
     clicks = read_clicks(clicks_path)
     volume = load(image, channel=channel)
@@ -373,7 +381,8 @@ def segment(
         volume,
         clicks,
         out,
-        roi=None if roi is None else parse_roi(roi),
+        roi=None if given is None else parse_roi(given),
+        roi_as_box=box is not None,
         method=methods.build(method, model),
         steps=steps,
         prob_out=prob_out,
@@ -388,8 +397,7 @@ def segment(
         f"last step {1000 * result.total_seconds:.0f} ms; wrote {out}"
     )
     if roi is None or grow_roi:
-        box = result.box
-        click.echo(f"ROI {box.start} -> {box.stop}")
+        click.echo(f"ROI {result.box.start} -> {result.box.stop}")
     if result.honoured_before is not None:
         click.echo(
             f"clicks: {100 * result.honoured_before:.0f} % of {result.labelled_clicks} "

@@ -9,10 +9,12 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
+from mecca.data.roi import Box
 from mecca.errors import ConfigError, GeometryError, InputError
 from mecca.interaction.clicks import (
     Click,
     InteractionKind,
+    box_prompt,
     component_centres,
     edge_candidates,
     edge_click_to_fg_bg,
@@ -333,3 +335,12 @@ def test_component_centres_match_whole_volume_distance_transform():
         depth = ndimage.distance_transform_edt(comp)[1:-1, 1:-1, 1:-1]
         assert labels[tuple(centre)] == label
         assert depth[tuple(centre)] == depth.max()
+
+
+def test_box_prompt_grows_the_box_and_gives_its_corners():
+    roi, (a, b) = box_prompt(Box((10, 10, 4), (30, 20, 8)), (64, 64, 16))
+    assert roi == Box((5, 7, 3), (35, 23, 9))
+    assert a == Click(InteractionKind.BOX, (10, 10, 4))
+    assert b == Click(InteractionKind.BOX, (29, 19, 7))
+    roi, _ = box_prompt(Box((0, 0, 0), (10, 10, 10)), (12, 12, 12))  # clipped to the volume
+    assert roi == Box((0, 0, 0), (12, 12, 12))

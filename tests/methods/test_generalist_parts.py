@@ -5,7 +5,6 @@ import pytest
 import torch
 
 from conftest import sphere
-from mecca.data.roi import Box
 from mecca.errors import ConfigError, InputError
 from mecca.interaction.clicks import Click, InteractionKind
 from mecca.methods.generalist.net import (
@@ -19,7 +18,6 @@ from mecca.methods.generalist.prompts import (
     CLICK_RADIUS,
     add_points,
     box_map,
-    box_prompt,
     distance_click,
     error_clicks,
     initial_points,
@@ -126,14 +124,6 @@ def test_split_clicks_refuses_edges_and_half_boxes():
         split_clicks([Click(InteractionKind.EDGE, (1, 1, 1))])
     with pytest.raises(InputError, match="two BOX clicks"):
         split_clicks([Click(BOX, (1, 1, 1))])
-
-
-def test_box_prompt_grows_the_box_and_gives_its_corners():
-    roi, (a, b) = box_prompt(Box((10, 10, 4), (30, 20, 8)), (64, 64, 16))
-    assert roi == Box((5, 7, 3), (35, 23, 9))
-    assert a == Click(BOX, (10, 10, 4)) and b == Click(BOX, (29, 19, 7))
-    roi, _ = box_prompt(Box((0, 0, 0), (10, 10, 10)), (12, 12, 12))  # clipped to the volume
-    assert roi == Box((0, 0, 0), (12, 12, 12))
 
 
 def test_normalise_image_is_invariant_to_affine_intensity_changes():

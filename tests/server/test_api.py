@@ -33,7 +33,8 @@ def root(tmp_path_factory) -> Path:
 
 
 def _client(root: Path, state: Path, **kw) -> TestClient:
-    settings = ServerSettings(roots=(root,), state_dir=state, methods=(METHOD, "mecca"), **kw)
+    kw.setdefault("methods", (METHOD, "mecca"))
+    settings = ServerSettings(roots=(root,), state_dir=state, **kw)
     return TestClient(create_app(settings), base_url="http://127.0.0.1", headers=CLIENT)
 
 
@@ -121,6 +122,33 @@ def test_sessions_autosave_and_come_back_after_a_restart(root, tmp_path):
         "mask.nii.gz",
         "session.json",
     ]
+
+
+def test_a_drawn_box_is_a_box_prompt_for_the_generalist(root, tmp_path):
+    """The page's box tool: the generalist segments the box at once; undo, a restart and a
+    method without boxes keep what the user drew."""
+    state = tmp_path / "state"
+    settings = {"methods": ("generalist", METHOD)}
+    client = _client(root, state, **settings)
+    sid = client.post("/api/sessions", json={"root": 0, "path": "lps.nii.gz"}).json()["id"]
+    lo, hi = np.subtract(CENTRE, 6), np.add(CENTRE, 6)  # the ball's box, last voxels inclusive
+    corners = [_ras(AFFINES["lps"], lo), _ras(AFFINES["lps"], hi)]
+    boxed = client.put(f"/api/sessions/{sid}/roi", json={"corners_mm": corners, "as_box": True})
+    assert boxed.status_code == 200, boxed.text
+    data = boxed.json()
+    assert data["method"] == "generalist" and data["steps"] == 1  # segmented at once
+    assert data["box"] == [lo.tolist(), (hi + 1).tolist()]
+    assert np.all(np.less(data["roi"][0], lo)) and np.all(np.greater(data["roi"][1], hi + 1))
+    mask = np.asarray(_nifti(client.get(f"/api/sessions/{sid}/mask.nii.gz").content).dataobj)
+    assert _dice(mask, ball()[1]) > 0.8
+    assert client.post(f"/api/sessions/{sid}/undo").json()["steps"] == 0
+    assert client.post(f"/api/sessions/{sid}/redo").json()["steps"] == 1
+    restarted = _client(root, state, **settings).get(f"/api/sessions/{sid}").json()
+    assert restarted["steps"] == 1 and restarted["box"] == data["box"]
+    walker = client.put(f"/api/sessions/{sid}/method", json={"method": METHOD}).json()
+    assert walker["box"] is None and walker["roi"] == data["box"]  # the box is its ROI
+    as_roi = client.put(f"/api/sessions/{sid}/roi", json={"corners_mm": corners})
+    assert as_roi.json()["box"] is None and as_roi.json()["steps"] == 0
 
 
 def test_concurrent_sessions_never_see_each_other(root, tmp_path):

@@ -237,6 +237,38 @@ def _watch(page) -> list[str]:
     return errors
 
 
+def test_a_person_draws_a_box_and_the_generalist_segments_it_at_once(tmp_path_factory, tmp_path):
+    pytest.importorskip("uvicorn")
+    sync_api = _browser()
+    root = tmp_path_factory.mktemp("images")
+    _, gt = _centred_ball(root)
+    settings = ServerSettings(
+        roots=(root,), state_dir=tmp_path_factory.mktemp("state"), methods=("generalist", "geos")
+    )
+    with served(settings) as url, sync_api.sync_playwright() as p:
+        browser, page, errors = _open_page(p, url)
+        cx, cy, side = _open_image(page, "ball.nii.gz")
+        page.keyboard.press("o")
+        assert page.is_checked("input[value=box]")
+        page.mouse.click(cx - 0.17 * side, cy - 0.17 * side)  # tight round the ball
+        page.mouse.click(cx + 0.17 * side, cy + 0.17 * side)
+        _wait(page, "window.mecca.session.steps === 1 && !window.mecca.busy", timeout=60000)
+        said = page.text_content("#status")
+        assert said.startswith("Box set: generalist segmented the object in it"), said
+        box, roi = page.evaluate("[window.mecca.session.box, window.mecca.session.roi]")
+        assert box is not None and all(r < b for r, b in zip(roi[0], box[0], strict=True))
+        voxels = page.evaluate("window.mecca.session.last.mask_voxels")
+        assert 0.3 * gt.sum() < voxels < 1.5 * gt.sum(), (voxels, gt.sum())
+        shots = DOCS_SCREENSHOTS if os.environ.get("MECCA_SCREENSHOTS") == "1" else tmp_path
+        shots.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(shots / "page_box_prompt.png"))
+        page.keyboard.press("b")  # a correction click in the margin round the box is taken
+        page.mouse.click(cx - 0.19 * side, cy)
+        _wait(page, "window.mecca.session.steps === 2 && !window.mecca.busy", timeout=60000)
+        browser.close()
+    assert not errors, errors
+
+
 def test_a_person_picks_one_of_k_proposals_and_accepts_it(tmp_path_factory, tmp_path):
     pytest.importorskip("uvicorn")
     sync_api = _browser()

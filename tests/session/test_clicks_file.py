@@ -145,7 +145,7 @@ def test_cli_runs_the_example_clicks_file_with_the_shipped_model(tmp_path):
     regions = json.loads((tmp_path / "adv.json").read_text())["regions"]
     assert 1 <= len(regions) <= 5 and regions[0]["rank"] == 1
     both = CliRunner().invoke(main, [*args, "--roi-from-clicks", "--force"])
-    assert both.exit_code != 0 and "not both" in both.output
+    assert both.exit_code != 0 and "give one of" in both.output
 
 
 def test_cli_segment_runs_the_default_and_the_generalist_and_says_so(tmp_path):

@@ -210,6 +210,54 @@ def test_set_roi_resets_and_checks_the_box():
         session.set_roi(Box((0, 0, 0), (60, 10, 10)))
 
 
+class BoxRecorder:
+    """Takes boxes and records the clicks each step gives it (on the network grid)."""
+
+    name = "box_recorder"
+    accepts = frozenset({FG, BG, InteractionKind.BOX})
+
+    def __init__(self):
+        self.steps: list[list[Click]] = []
+
+    def start(self, crop, *, init_prob=None):
+        return MethodState(crop=crop, prob=np.zeros(crop.grid, np.float32))
+
+    def step(self, state, new, *, rng):
+        self.steps.append(list(new))
+        prob = np.full(state.crop.grid, 0.6, np.float32)
+        return MethodState(state.crop, state.clicks + tuple(new), prob), StepResult(prob=prob)
+
+
+def test_the_users_box_is_a_box_prompt_for_a_method_that_takes_boxes():
+    volume, _ = _ball_volume()
+    box = Box((16, 14, 6), (32, 30, 18))
+    recorder = BoxRecorder()
+    session = Session(volume, box, method=recorder, grid=SMALL_GRID, roi_as_box=True)
+    assert session.box == box
+    assert session.roi == Box((12, 10, 3), (36, 34, 21))  # a quarter of the box per side
+    session.step()  # the box alone
+    kinds = [c.kind for c in recorder.steps[0]]
+    assert kinds == [InteractionKind.BOX, InteractionKind.BOX]
+    assert session.history == ((),)  # the corners are not clicks of the history
+    session.add_click(FG, (13, 11, 4))  # in the margin around the box: allowed
+    session.step()
+    assert [c.kind for c in recorder.steps[1]] == [FG]
+    session.undo()
+    session.undo()
+    session.add_click(BG, (20, 20, 10))
+    session.step()  # the first step again: the corners come first
+    assert [c.kind for c in recorder.steps[2]] == [InteractionKind.BOX, InteractionKind.BOX, BG]
+    session.set_roi(box)  # an ROI, not a box: no prompt, the ROI as given
+    assert session.box is None and session.roi == box
+
+
+def test_the_users_box_is_the_roi_for_a_method_without_boxes():
+    volume, _ = _ball_volume()
+    box = Box((16, 14, 6), (32, 30, 18))
+    session = Session(volume, box, method="random_walker", grid=SMALL_GRID, roi_as_box=True)
+    assert session.box is None and session.roi == box
+
+
 def test_world_click_lands_on_the_same_voxel():
     volume, _ = _ball_volume(LPS_AFFINE)
     session = Session(volume, method="random_walker", grid=SMALL_GRID)
@@ -299,9 +347,7 @@ def test_default_method_is_the_shipped_mecca_model_with_advice():
     # step 1's supervoxels were started with the crop, step 2's right after step 1
     assert segments_for_step(1) in predictor.supervoxels.computed()
     predictor.supervoxels.get(segments_for_step(2))
-    assert predictor.supervoxels.computed() == sorted(
-        {segments_for_step(1), segments_for_step(2)}
-    )
+    assert predictor.supervoxels.computed() == sorted({segments_for_step(1), segments_for_step(2)})
 
 
 def test_bad_method_and_volume():

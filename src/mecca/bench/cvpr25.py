@@ -54,7 +54,7 @@ from scipy import ndimage
 from mecca import metrics
 from mecca.data.roi import Box, Crop, make_crop, paste_mask, prob_to_box, resample_box
 from mecca.errors import ConfigError
-from mecca.interaction.clicks import Click, InteractionKind
+from mecca.interaction.clicks import Click, InteractionKind, box_prompt
 from mecca.interaction.honour import honoured_clicks
 from mecca.interface import InteractiveMethod, MethodState, grid_of, takes_only_edge_points
 
@@ -66,8 +66,6 @@ MAX_EDT_VOXELS = 60_000_000
 """Above this many voxels in the padded box, the EDT is computed 2x max-pooled."""
 TIE_SEED = 42
 """Seed of the organisers' choice among voxels of equal maximal distance."""
-BOX_MARGIN = 0.25
-"""A method's ROI: the box grown by this share of its size per side."""
 
 FG, BG, BOX = InteractionKind.FOREGROUND, InteractionKind.BACKGROUND, InteractionKind.BOX
 
@@ -176,11 +174,9 @@ def check_method(name: str, method: InteractiveMethod, protocol: str = "cvpr25")
 
 
 def box_roi(box: Box, shape: Sequence[int]) -> Box:
-    """A method's ROI for ``box``: grown by ``BOX_MARGIN`` per side (ceil, >= 1 voxel,
-    clipped)."""
-    grow = np.maximum(np.ceil(BOX_MARGIN * np.asarray(box.shape, float)), 1).astype(int)
-    (a0, a1, a2), (b0, b1, b2), (g0, g1, g2) = box.start, box.stop, grow.tolist()
-    return Box((a0 - g0, a1 - g1, a2 - g2), (b0 + g0, b1 + g1, b2 + g2)).clip(shape)
+    """A method's ROI for ``box``: grown by ``BOX_MARGIN`` (a quarter) of its size per side
+    (ceil, >= 1 voxel), clipped (:func:`mecca.interaction.clicks.box_prompt`)."""
+    return box_prompt(box, shape)[0]
 
 
 def in_roi(roi: Box, pos: Sequence[int]) -> bool:
@@ -241,8 +237,7 @@ def begin(
     seconds = time.perf_counter() - t0
     prob = state.prob if state.prob is not None else np.zeros(crop.grid, np.float32)
     if inner is not None and BOX in method.accepts:
-        last = (inner.stop[0] - 1, inner.stop[1] - 1, inner.stop[2] - 1)
-        corners = [Click(BOX, inner.start), Click(BOX, last)]
+        corners = list(box_prompt(inner, image.shape)[1])
         state, result = method.step(state, to_roi_grid(crop, corners), rng=rng)
         prob, seconds = result.prob, seconds + result.seconds
     return crop, state, prob, seconds

@@ -20,18 +20,26 @@ import numpy as np
 from scipy import ndimage
 
 from mecca.bench.cvpr25 import organisers_click, to_zyx
+from mecca.data.roi import Box
 
 FOREGROUND_POINTS = 3
 BACKGROUND_POINTS = 3
 
 
-def next_point(pred: np.ndarray, gt: np.ndarray, foreground: bool) -> tuple[int, int, int] | None:
+def next_point(
+    pred: np.ndarray, gt: np.ndarray, foreground: bool, within: Box | None = None
+) -> tuple[int, int, int] | None:
     """The user's next point (i, j, k) on (I, J, K) masks, or None when a foreground point
-    has nothing left to fix (the module docstring gives the rule)."""
+    has nothing left to fix (the module docstring gives the rule); ``within``: the box the
+    user may click in (a session's given ROI), None: anywhere."""
     pred, gt = np.asarray(pred, bool), np.asarray(gt, bool)
     err = gt & ~pred if foreground else pred & ~gt
     if not foreground and not err.any():
         err = ndimage.binary_dilation(gt, iterations=3) & ~gt
+    if within is not None:
+        inside = np.zeros(err.shape, bool)
+        inside[within.slices] = True
+        err &= inside
     if not err.any():
         return None
     found = organisers_click(np.zeros(err.shape[::-1], bool), to_zyx(err))

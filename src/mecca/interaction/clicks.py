@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
+from mecca.data.roi import Box
 from mecca.errors import GeometryError, InputError
 from mecca.metrics import bounding_box
 
@@ -47,6 +48,11 @@ Position = tuple[int, int, int]
 
 STRUCTURE_26 = ndimage.generate_binary_structure(3, 3)
 """The full 3x3x3 neighbourhood (26-connectivity)."""
+
+BOX_MARGIN = 0.25
+"""ROI margin around a box prompt, as a fraction of the box's size on each side (the
+middle of the margins the generalist saw in training, 0.02-0.6; the CVPR 2025 protocol's
+ROI)."""
 
 
 class InteractionKind(enum.Enum):
@@ -276,3 +282,22 @@ def edge_clicks_to_fg_bg(
         else:
             out.append(click)
     return out
+
+
+def box_prompt(
+    box: Box, shape: Sequence[int], margin: float = BOX_MARGIN
+) -> tuple[Box, tuple[Click, Click]]:
+    """The ROI for a box prompt and the two BOX clicks that give the box to a method.
+
+    ``box`` is on the original grid (half-open); the ROI is the box grown by ``margin`` of
+    its size per side (at least one voxel), clipped to ``shape``, so a method sees the
+    context around the box as it did in training; the clicks are the box's first and last
+    voxels, which a session maps to the network grid like any click.
+    """
+    size = np.asarray(box.shape, dtype=np.float64)
+    grow = np.maximum(np.ceil(margin * size), 1).astype(np.int64)
+    roi = box.grow(grow).clip(shape)
+    inner = box.clip(shape)
+    last = (inner.stop[0] - 1, inner.stop[1] - 1, inner.stop[2] - 1)
+    kind = InteractionKind.BOX
+    return roi, (Click(kind, inner.start), Click(kind, last))

@@ -171,6 +171,8 @@ class OpenRequest(StrictRequest):
 
 class RoiRequest(StrictRequest):
     corners_mm: list[list[float]] = Field(min_length=2, max_length=2)
+    as_box: bool = False
+    """The corners are of the user's box around the object (a box prompt), not an ROI."""
 
 
 class ClickIn(StrictRequest):
@@ -357,6 +359,7 @@ def state_of(ss: ServerSession) -> dict[str, Any]:
         "spacing": [float(x) for x in vol.spacing],
         "affine": np.asarray(vol.affine).tolist(),
         "roi": None if s.roi is None else [list(s.roi.start), list(s.roi.stop)],
+        "box": None if s.box is None else [list(s.box.start), list(s.box.stop)],
         "steps": s.n_steps,
         "pending": len(s.pending),
         "can_undo": ss.can_undo,
@@ -644,12 +647,14 @@ def image(server: ServerDep, sid: str) -> FileResponse:
     return FileResponse(ss.image_path, media_type="application/gzip", filename="image.nii.gz")
 
 
-def box_from_corners(volume: Volume, corners_mm: list[list[float]]) -> Box:
+def box_from_corners(volume: Volume, corners_mm: list[list[float]], *, in_mm: bool = False) -> Box:
     """The voxel box spanned by two RAS points (nearest voxels, both inclusive).
 
     Two corners drawn on one slice span a single voxel across it: that axis then gets the
     mean in-plane extent, centred on the slice (a box drawn on one view reaches as deep as
-    it is wide), clipped to the volume.
+    it is wide), clipped to the volume. The extent is in voxels for an ROI (generous on
+    thick slices: a region to work in) and in mm with ``in_mm`` (a box around the object,
+    which should be tight).
     """
     corners = np.array(corners_mm, dtype=np.float64)
     if corners.shape != (2, 3) or not np.all(np.isfinite(corners)):
@@ -661,8 +666,9 @@ def box_from_corners(volume: Volume, corners_mm: list[list[float]]) -> Box:
     extent = hi - lo
     thin = extent <= 1
     if int(thin.sum()) == 1:
-        depth = int(round(extent[~thin].mean()))
         axis = int(np.argmax(thin))
+        spacing = np.asarray(volume.spacing, dtype=np.float64) if in_mm else np.ones(3)
+        depth = max(1, int(round((extent[~thin] * spacing[~thin]).mean() / spacing[axis])))
         lo[axis] -= depth // 2
         hi[axis] = lo[axis] + depth
     if np.any(hi <= 0) or np.any(lo >= shape):
@@ -673,9 +679,10 @@ def box_from_corners(volume: Volume, corners_mm: list[list[float]]) -> Box:
 
 @api.put("/sessions/{sid}/roi")
 def set_roi(server: ServerDep, sid: str, body: RoiRequest) -> dict[str, Any]:
-    box = box_from_corners(server.store.get(sid).session.volume, body.corners_mm)
+    volume = server.store.get(sid).session.volume
+    box = box_from_corners(volume, body.corners_mm, in_mm=body.as_box)
 
-    return run_step(server, sid, lambda ss: ss.set_roi(box))
+    return run_step(server, sid, lambda ss: ss.set_roi(box, body.as_box))
 
 
 def voxel_clicks(volume: Volume, clicks: list[ClickIn]) -> list[tuple[Any, tuple[int, int, int]]]:

@@ -119,6 +119,8 @@ class Checkpoint:
     session: Session | None = None
     """The session itself while in memory (else replayed from ``store``)."""
     accepted: dict[int, Proposal] = field(default_factory=dict)
+    roi_as_box: bool = False
+    """Whether ``roi`` was the user's box around the object (:attr:`ServerSession.roi_as_box`)."""
 
     def to_dict(self) -> dict[str, Any]:
         roi = None if self.roi is None else [list(self.roi.start), list(self.roi.stop)]
@@ -127,6 +129,7 @@ class Checkpoint:
             "at": self.at,
             "method": self.method,
             "roi": roi,
+            "roi_as_box": self.roi_as_box,
             "store": self.store,
         }
 
@@ -136,7 +139,9 @@ class Checkpoint:
         try:
             roi = None if data["roi"] is None else Box(*data["roi"])
             InteractionStore.from_dict(data["store"])  # checked now, replayed on undo
-            return cls(str(data["op"]), int(data["at"]), str(data["method"]), roi, data["store"])
+            as_box = bool(data.get("roi_as_box", False))
+            op, at, method = str(data["op"]), int(data["at"]), str(data["method"])
+            return cls(op, at, method, roi, data["store"], roi_as_box=as_box)
         except (KeyError, TypeError, ValueError):
             raise InputError("this session's saved state is damaged (checkpoints)") from None
 
@@ -148,11 +153,15 @@ def replayed(
     store: InteractionStore,
     accepted: dict[int, Proposal],
     background: Background = None,
+    roi_as_box: bool = False,
 ) -> Session:
     """A session on ``volume`` that has run the steps of ``store`` (accepted proposals
     at their step numbers) and queued its pending clicks; ``background``: its background
-    evidence (the locked labels of its group), given before the steps run."""
-    session = Session(volume, roi, method=method, rng=0, background=background)
+    evidence (the locked labels of its group), given before the steps run; ``roi_as_box``:
+    ``roi`` is the user's box around the object (:class:`Session`)."""
+    session = Session(
+        volume, roi, method=method, rng=0, background=background, roi_as_box=roi_as_box
+    )
     for number, clicks in enumerate(store.steps, start=1):
         if not clicks and number in accepted:
             session.accept_proposal(accepted[number])
@@ -194,6 +203,9 @@ class ServerSession:
     method: str
     roi: Box | None = None
     """The ROI the user set explicitly (None: derived from the first clicks)."""
+    roi_as_box: bool = False
+    """Whether ``roi`` is the user's box around the object, which a method that takes
+    boxes gets as a box prompt (the page's box tool; :class:`Session`'s ``roi_as_box``)."""
     lock: threading.RLock = field(default_factory=threading.RLock)
     last_used: float = field(default_factory=time.monotonic)
     mask_written: Future[None] | None = None
@@ -239,9 +251,20 @@ class ServerSession:
     def __post_init__(self) -> None:
         self.group = self.group or self.id
 
-    def new_session(self, roi: Box | None, method: InteractiveMethod) -> Session:
-        """A fresh :class:`Session` of this server session (image, background evidence)."""
-        return Session(self.session.volume, roi, method=method, rng=0, background=self.background)
+    def new_session(
+        self, roi: Box | None, method: InteractiveMethod, as_box: bool | None = None
+    ) -> Session:
+        """A fresh :class:`Session` of this server session (image, background evidence);
+        ``as_box``: ``roi`` is the user's box (None: as the current ROI is)."""
+        as_box = self.roi_as_box if as_box is None else as_box
+        return Session(
+            self.session.volume,
+            roi,
+            method=method,
+            rng=0,
+            background=self.background,
+            roi_as_box=as_box and roi is not None,
+        )
 
     @property
     def image_path(self) -> Path:
@@ -289,7 +312,9 @@ class ServerSession:
     def _here(self, op: str, at: int) -> Checkpoint:
         """The current history as a checkpoint (the session object kept in memory)."""
         store = {**self.session.store.to_dict(), "redo": []}
-        return Checkpoint(op, at, self.method, self.roi, store, self.session, dict(self.accepted))
+        return Checkpoint(
+            op, at, self.method, self.roi, store, self.session, dict(self.accepted), self.roi_as_box
+        )
 
     def replace_history(self, op: str, change: Callable[[], None]) -> None:
         """Run ``change`` (which replaces ``self.session``), keeping the history before it
@@ -313,13 +338,18 @@ class ServerSession:
         method = self.session.method
         self.replace_history("reset", lambda: self._fresh(self.new_session(self.roi, method)))
 
-    def set_roi(self, box: Box) -> None:
-        """A new ROI: a fresh history (undo brings the old ROI and clicks back)."""
+    def set_roi(self, box: Box, as_box: bool = False) -> None:
+        """A new ROI: a fresh history (undo brings the old ROI and clicks back). With
+        ``as_box`` it is the user's box around the object: a method that takes boxes gets
+        it as a box prompt and segments it at once (a step without clicks)."""
         method = self.session.method
 
         def change() -> None:
-            self._fresh(self.new_session(box, method))
-            self.roi = box
+            session = self.new_session(box, method, as_box)
+            if session.box is not None:
+                session.step()
+            self._fresh(session)
+            self.roi, self.roi_as_box = box, as_box
 
         self.replace_history("roi", change)
 
@@ -371,7 +401,9 @@ class ServerSession:
         self.replace_history(
             "remove",
             lambda: self._fresh(
-                replayed(old.volume, old.method, self.roi, store, {}, self.background)
+                replayed(
+                    old.volume, old.method, self.roi, store, {}, self.background, self.roi_as_box
+                )
             ),
         )
 
@@ -390,9 +422,12 @@ class ServerSession:
         if session is None:  # saved before a restart, or an older checkpoint: replay it
             store = InteractionStore.from_dict(due.store)
             method = build(due.method)
-            session = replayed(self.session.volume, method, due.roi, store, {}, self.background)
+            session = replayed(
+                self.session.volume, method, due.roi, store, {}, self.background, due.roi_as_box
+            )
         self.checkpoints.pop()
         self.session, self.method, self.roi = session, due.method, due.roi
+        self.roi_as_box = due.roi_as_box
         self.accepted = dict(due.accepted)
         self.proposal_results = []
         self.redo_checkpoints.append((here, session.n_steps))
@@ -410,6 +445,7 @@ class ServerSession:
             older.session = None
         self.checkpoints.append(back)
         self.session, self.method, self.roi = due.session, due.method, due.roi
+        self.roi_as_box = due.roi_as_box
         self.accepted = dict(due.accepted)
         self.proposal_results = []
 
@@ -432,6 +468,7 @@ class ServerSession:
             "source": self.source,
             "method": self.method,
             "roi": None if self.roi is None else [list(self.roi.start), list(self.roi.stop)],
+            "roi_as_box": self.roi_as_box,
             "store": self.session.store.to_dict(),
             "steps": self.session.n_steps,
             "checkpoints": [c.to_dict() for c in self.checkpoints],
@@ -984,8 +1021,9 @@ class SessionStore:
         if background_file is not None:
             given = load_background(folder / background_file, volume.shape[:3])
         background = self._background(sid, given)
-        session = replayed(volume, self._method(method), roi, store, accepted, background)
-        ss = ServerSession(sid, folder, session, method, roi, accepted=accepted)
+        as_box = bool(state.get("roi_as_box", False))
+        session = replayed(volume, self._method(method), roi, store, accepted, background, as_box)
+        ss = ServerSession(sid, folder, session, method, roi, as_box, accepted=accepted)
         ss.group, ss.overlap, ss.background = group, overlap, background
         ss.label, ss.created = saved_label_value(state), saved_created(folder, state)
         ss.background_file = background_file

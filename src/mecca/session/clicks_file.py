@@ -178,10 +178,12 @@ def segment(
     force: bool = False,
     grow_roi: int | None = None,
     label_name: str = "segmentation",
+    roi_as_box: bool = False,
 ) -> SessionResult:
     """Run the clicks through a :class:`~mecca.session.Session`; write the outputs.
     ``image``: a path, or a Volume already read (e.g. one channel of a 4D file).
     ``grow_roi``: how many times a step may grow the ROI (:class:`Session`; None: automatic).
+    ``roi_as_box``: ``roi`` is a box drawn around the object (:class:`Session`).
     ``out`` ending in ``.dcm``: a DICOM SEG (one segment named ``label_name``) referencing
     the image, which must then be a DICOM series.
 
@@ -201,7 +203,7 @@ def segment(
     as_seg = file_extension(out_path) == ".dcm"
     if as_seg:
         check_dicom_source(volume)
-    session = Session(volume, roi, method=method, rng=0, grow_roi=grow_roi)
+    session = Session(volume, roi, method=method, rng=0, grow_roi=grow_roi, roi_as_box=roi_as_box)
     per_step = [_grid_clicks(session, step, clicks.space) for step in clicks.steps]
     result: SessionResult | None = None
     for t in range(n_steps):

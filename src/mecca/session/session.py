@@ -29,6 +29,13 @@ Choices, written down once
   mask that reaches its border grows it (``AUTO_GROW_ROI`` times per step). A given ROI
   (the user's box) is kept as given: clicks outside it are refused (the method only sees
   the crop, and a click outside it would be silently moved to the crop's edge).
+* **The user's box as a prompt** (``roi_as_box``, what the page does with a drawn box):
+  a method that takes BOX clicks (the generalist) gets the box as a box prompt, as it was
+  trained and as the CVPR 2025 protocol gives it: the ROI is the box grown by a quarter
+  of its size per side (:func:`~mecca.interaction.clicks.box_prompt`; clicks may fall in
+  that margin), and the first step (a replay's too) gets the box's two corner BOX clicks
+  ahead of the user's. They are not part of the click history. A method that takes no
+  box gets the box as its ROI.
 * **Steps without new clicks are allowed**: the method refines its own output (a learned
   iterative method such as MECCA improves; a click-only method such as the random walker
   returns the same mask). The very first step needs an ROI or at least one click.
@@ -74,7 +81,7 @@ from mecca import methods
 from mecca.data.roi import Box, Crop, NormaliseConfig, make_crop, prob_to_box
 from mecca.episode import clicks_to_grid
 from mecca.errors import ConfigError, InputError
-from mecca.interaction.clicks import Click, InteractionKind
+from mecca.interaction.clicks import Click, InteractionKind, box_prompt
 from mecca.interaction.guide import advice_to_box
 from mecca.interaction.honour import honour_clicks, honoured_clicks
 from mecca.interface import InteractiveMethod, Proposal, ProposalMethod, StepResult, grid_of
@@ -259,6 +266,8 @@ class Session:
             ``grow_roi`` times per step. Not for proposal methods (their accepted proposals
             are not clicks to replay).
         background: background evidence (:data:`Background`; the module docstring).
+        roi_as_box: ``roi`` is the user's box around the object: a box prompt for a method
+            that takes BOX clicks (the module docstring), the ROI for any other.
     """
 
     def __init__(
@@ -274,6 +283,7 @@ class Session:
         advice: bool = True,
         grow_roi: int | None = None,
         background: Background = None,
+        roi_as_box: bool = False,
     ) -> None:
         if np.asarray(volume.array).ndim != 3:
             raise InputError(f"the volume must be 3D (I, J, K), got shape {volume.array.shape}")
@@ -292,13 +302,15 @@ class Session:
         self._store = InteractionStore()
         self._roi: Box | None = None
         self._roi_from_clicks = False
+        self._box: Box | None = None
+        self._box_clicks: tuple[Click, ...] = ()
         self._predictor: Predictor | None = None
         self._result: SessionResult | None = None
         self._proposals: list[Proposal] = []
         self._background: Background = None
         self.set_background(background)
         if roi is not None:
-            self.set_roi(roi)
+            self.set_roi(roi, as_box=roi_as_box)
 
     # ---------------------------------------------------------------- read-only views
 
@@ -306,6 +318,11 @@ class Session:
     def roi(self) -> Box | None:
         """The ROI on the original grid, or None until the first step defines it."""
         return self._roi
+
+    @property
+    def box(self) -> Box | None:
+        """The user's box the method gets as a box prompt (original grid), or None."""
+        return self._box
 
     @property
     def store(self) -> InteractionStore:
@@ -448,8 +465,12 @@ class Session:
         bg = InteractionKind.BACKGROUND
         return mapped + [Click(bg, (int(i), int(j), int(k))) for i, j, k in chosen]
 
-    def set_roi(self, box: Box) -> None:
-        """Use ``box`` (original grid, inside the volume) as the ROI; resets the session."""
+    def set_roi(self, box: Box, *, as_box: bool = False) -> None:
+        """Use ``box`` (original grid, inside the volume) as the ROI; resets the session.
+
+        ``as_box``: ``box`` is the user's box around the object, a box prompt for a method
+        that takes BOX clicks (its ROI is then the box plus a quarter per side; the module
+        docstring)."""
         if not isinstance(box, Box):
             raise InputError(f"the ROI must be a Box, got {box!r}")
         if box.clip(self.volume.shape) != box:
@@ -460,6 +481,10 @@ class Session:
         self._store.reset()
         self._result = None
         self._proposals = []
+        self._box, self._box_clicks = None, ()
+        if as_box and InteractionKind.BOX in self.method.accepts:
+            self._box = box
+            box, self._box_clicks = box_prompt(box, self.volume.shape)
         self._roi = box
         self._roi_from_clicks = False
         self._predictor = self._make_predictor(box)
@@ -518,7 +543,8 @@ class Session:
         t0 = time.perf_counter()
         predictor = self._current_predictor()
         clicks = self._store.pending
-        result = predictor.step(self._grid_clicks(predictor.crop, clicks), rng=self._rng)
+        given = self._step_clicks(self.n_steps, clicks)
+        result = predictor.step(self._grid_clicks(predictor.crop, given), rng=self._rng)
         if self._predictor is None:  # the first clicks defined the ROI
             self._predictor, self._roi = predictor, predictor.crop.box
             self._roi_from_clicks = True
@@ -560,9 +586,15 @@ class Session:
     def _replay(self, box: Box) -> Predictor:
         """A predictor on ``box`` that has run every step of the click history."""
         predictor = self._make_predictor(box)
-        for clicks in self._store.steps:
-            predictor.step(self._grid_clicks(predictor.crop, clicks), rng=self._rng)
+        for index, clicks in enumerate(self._store.steps):
+            given = self._step_clicks(index, clicks)
+            predictor.step(self._grid_clicks(predictor.crop, given), rng=self._rng)
         return predictor
+
+    def _step_clicks(self, index: int, clicks: Sequence[Click]) -> list[Click]:
+        """What step ``index`` (0 = the first) gives the method: the box prompt's corners
+        first in the first step, then the user's clicks."""
+        return [*self._box_clicks, *clicks] if index == 0 else list(clicks)
 
     def propose(self, k: int | None = None) -> list[SessionResult]:
         """K proposals of a proposal method (``partial``): larger partial segmentations of

@@ -5,7 +5,8 @@ background click maps and a box map; output: a probability. Trained open-set on 
 target of the training splits, procedural volumes and simulated correction clicks.
 
 Modules: :mod:`.net` (the network), :mod:`.prompts` (click and box channels, simulated
-users, :func:`.prompts.box_prompt`), :mod:`.synth` (procedural volumes), :mod:`.data`
+users; a box prompt's ROI and clicks: :func:`mecca.interaction.clicks.box_prompt`),
+:mod:`.synth` (procedural volumes), :mod:`.data`
 (preprocessing cache, training crops), :mod:`.train` (the resumable trainer, a CLI),
 :mod:`.method` (:class:`GeneralistMethod`) and :mod:`.bundle` (export and load).
 Registered in :mod:`mecca.methods` as ``generalist`` (``SPECS``, built lazily so that
@@ -46,7 +47,7 @@ def __getattr__(name: str) -> Any:
 
         return GeneralistMethod
     if name == "box_prompt":
-        from mecca.methods.generalist.prompts import box_prompt
+        from mecca.interaction.clicks import box_prompt
 
         return box_prompt
     raise AttributeError(name)

@@ -230,7 +230,8 @@ def model_card(meta: dict[str, Any]) -> str:
         f"- Network: residual U-Net {meta['net_config']['widths']}, "
         f"{meta['parameters'] / 1e6:.2f} M parameters, grid {meta['grid']} (i, j, k)",
         f"- Prompts: {', '.join(meta['accepts'])} clicks; a box = two BOX clicks at its "
-        "corners, the ROI = box + 25 % of its size per side (`prompts.box_prompt`); edge "
+        "corners, the ROI = box + 25 % of its size per side "
+        "(`mecca.interaction.clicks.box_prompt`); edge "
         "points as a foreground/background pair",
         f"- Forward pass: {fwd['median_ms']} ms (median, 1 CPU thread, measured at export "
         f"on {fwd['cpus']} {fwd['machine']} cores at load average {fwd['load_average']})",

@@ -10,8 +10,8 @@ them):
 
 * FOREGROUND / BACKGROUND clicks: a point each; a scribble is the set of its voxels.
 * BOX: two BOX clicks at opposite corners of the box, in one step
-  (:func:`.prompts.box_prompt` makes them and the ROI to crop from a box on the original
-  grid: the box plus a quarter of its size per side). A new pair replaces the box.
+  (:func:`mecca.interaction.clicks.box_prompt` makes them and the ROI to crop from a box
+  on the original grid: the box plus a quarter of its size per side). A new pair replaces the box.
 * With ``roi_as_box=True`` the crop itself counts as the box from the first step (the
   benchmark's ROI, a ground-truth box plus 1-11 voxels, is such a box), unless BOX
   clicks say otherwise.

@@ -11,9 +11,10 @@ Encoding (the network's channels 2-4):
   keeps the maps in [0, 1] and makes adding clicks order-free.
 * **Box**: 1 inside the user's box, 0 outside, all 0 when there is none. A box reaches the
   method as two :attr:`~mecca.interaction.clicks.InteractionKind.BOX` clicks at opposite
-  corners (inclusive voxels, any order) in one step; :func:`box_prompt` turns a box on
-  the original grid into the ROI a session should crop (the box plus a margin of
-  :data:`BOX_MARGIN` of its size per side, so the network sees context) and the two clicks.
+  corners (inclusive voxels, any order) in one step;
+  :func:`mecca.interaction.clicks.box_prompt` turns a box on the original grid into the
+  ROI a session should crop (the box plus a margin of ``BOX_MARGIN`` of its size per side,
+  so the network sees context) and the two clicks.
 * **Edge points** are not taken: in simulation they become the foreground/background
   pair across the boundary that the project already makes
   (:func:`mecca.interaction.clicks.edge_click_to_fg_bg`).
@@ -35,7 +36,7 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import ndimage
 
-from mecca.data.roi import Box, NormaliseConfig, normalise
+from mecca.data.roi import NormaliseConfig, normalise
 from mecca.errors import InputError
 from mecca.interaction.clicks import STRUCTURE_26, Click, InteractionKind, component_centres
 
@@ -43,9 +44,6 @@ CLICK_SIGMA = 1.5
 """Width of a click's Gaussian bump, grid voxels."""
 CLICK_RADIUS = 3
 """The bump is evaluated within this many voxels of the click (0.135 at the cut)."""
-BOX_MARGIN = 0.25
-"""ROI margin around a box prompt, as a fraction of the box's size on each side (the
-middle of the margins seen in training, 0.02-0.6)."""
 
 FG, BG, BOX = InteractionKind.FOREGROUND, InteractionKind.BACKGROUND, InteractionKind.BOX
 ROBUST = NormaliseConfig(mode="zscore", percentiles=(0.5, 99.5))
@@ -121,23 +119,6 @@ def split_clicks(clicks: Sequence[Click]) -> tuple[list[Click], list[Click], lis
             hint="send both corners in the same step",
         )
     return fg, bg, box
-
-
-def box_prompt(
-    box: Box, shape: Sequence[int], margin: float = BOX_MARGIN
-) -> tuple[Box, tuple[Click, Click]]:
-    """The ROI for a box prompt and the two BOX clicks that give the box to the method.
-
-    ``box`` is on the original grid (half-open); the ROI is the box grown by ``margin`` of
-    its size per side (at least one voxel), clipped to ``shape``; the clicks are the box's
-    first and last voxels, which a session maps to the network grid like any click.
-    """
-    size = np.asarray(box.shape, dtype=np.float64)
-    grow = np.maximum(np.ceil(margin * size), 1).astype(np.int64)
-    roi = box.grow(grow).clip(shape)
-    inner = box.clip(shape)
-    last = (inner.stop[0] - 1, inner.stop[1] - 1, inner.stop[2] - 1)
-    return roi, (Click(BOX, inner.start), Click(BOX, last))
 
 
 def middle_slice_box(mask: np.ndarray) -> tuple[tuple[int, int, int], tuple[int, int, int]] | None:

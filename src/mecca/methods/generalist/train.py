@@ -18,7 +18,7 @@ iteration, random-generator states, best score) and ``best.pt`` (the best valida
 score). Launching again with the same ``--out`` resumes from ``last.pt``; a finished run
 says so and exits. Validation (:func:`validate`) plays the CVPR 2025 protocol on the
 first ``val_cases`` cases of each dataset's val split per target: the box (given as
-:func:`.prompts.box_prompt` does), then 5 clicks at the interior-most voxel of the
+:func:`mecca.interaction.clicks.box_prompt` does), then 5 clicks at the interior-most voxel of the
 largest error, Dice on the original grid after each; held-out data is reported under
 ``unseen:*`` and never enters the score. The score is the mean over the seen datasets
 of the Dice after the fifth click. CUDA is used when present, else the CPU with
@@ -49,7 +49,7 @@ from mecca.config import config_to_dict, load_config, parse_overrides
 from mecca.data.datasets import open_dataset
 from mecca.data.roi import Box, make_crop, prob_to_box
 from mecca.errors import ConfigError, InputError, MeccaError
-from mecca.interaction.clicks import Click, InteractionKind
+from mecca.interaction.clicks import Click, InteractionKind, box_prompt
 from mecca.io import atomic_write
 from mecca.methods.generalist.bundle import load_weights
 from mecca.methods.generalist.data import (
@@ -66,7 +66,6 @@ from mecca.methods.generalist.net import GeneralistNet, GeneralistNetConfig, cou
 from mecca.methods.generalist.prompts import (
     BG,
     FG,
-    box_prompt,
     distance_click,
     error_clicks,
     turn_click,

@@ -604,7 +604,9 @@ function inputClicks() {
 
 function paintInput() {
   if (!state.session || !state.rasLut) return;
-  if (state.session.roi) paintRoi(state.session.roi);
+  // the user's box when it is a box prompt (the ROI around it is where clicks may go), else the ROI
+  const box = state.session.box || state.session.roi;
+  if (box) paintRoi(box);
   if (state.corner) for (const v of markerVoxels("corner", mmToVoxel(state.corner))) paintVoxel(v, MARK.corner);
   for (const c of inputClicks()) {
     const label = MARK[c.kind];
@@ -800,18 +802,26 @@ function refusedClick(kind, mm) {
 
 function onCanvasClick(mm, t0) {
   if (!state.sid || !state.loaded || mode() === "look" || mm === null) return;
-  if (mode() === "roi") {
+  if (mode() === "roi" || mode() === "box") {
+    // two corners: an ROI (where to work), or the user's box around the object, which a
+    // method that takes boxes (the generalist) gets as a box prompt and segments at once
+    const asBox = mode() === "box";
+    const what = asBox ? "box" : "ROI";
     if (!state.corner) {
       state.corner = mm;
       drawInput();
-      status("First ROI corner set; click the opposite corner.");
+      status(`First ${what} corner set; click the opposite corner.`);
       return;
     }
     const corners = [state.corner, mm];
     state.corner = null;
     const had = state.session.steps;
-    run(() => api(`/api/sessions/${state.sid}/roi`, { method: "PUT", json: { corners_mm: corners } }), undefined,
-      (data) => `ROI set${had ? ` (${count(had, "earlier step")}: Undo brings them back)` : ""}. Now click (choose a click mode). ${summary(data)}`);
+    const undo = had ? ` (${count(had, "earlier step")}: Undo brings them back)` : "";
+    const said = (data) => !asBox ? `ROI set${undo}. Now click (choose a click mode).`
+      : data.box ? `Box set${undo}: ${data.method} segmented the object in it. Correct it with foreground/background clicks.`
+        : `Box set as the ROI${undo} (${data.method} takes no box prompt). Now click (choose a click mode).`;
+    run(() => api(`/api/sessions/${state.sid}/roi`, { method: "PUT", json: { corners_mm: corners, as_box: asBox } }), undefined,
+      (data) => `${said(data)} ${summary(data)}`);
     return;
   }
   if (mode() === "remove") return removeClickAt(mm);
@@ -1040,9 +1050,9 @@ async function main() {
     }
   });
   document.addEventListener("keydown", (e) => {
-    // shortcuts, ignored while typing in a field: modes r/f/b/e/s/x/d/l, undo z, redo y, advice a
+    // shortcuts, ignored while typing in a field: modes r/o/f/b/e/s/x/d/l, undo z, redo y, advice a
     if (e.target.closest("input:not([type=radio]):not([type=checkbox]), select, textarea") || e.ctrlKey || e.metaKey || e.altKey) return;
-    const modes = { r: "roi", f: "foreground", b: "background", e: "edge", s: "scribble_fg",
+    const modes = { r: "roi", o: "box", f: "foreground", b: "background", e: "edge", s: "scribble_fg",
       x: "scribble_bg", d: "remove", l: "look" };
     const radio = modes[e.key] && document.querySelector(`input[name=mode][value=${modes[e.key]}]`);
     if (radio) radio.checked = true;
