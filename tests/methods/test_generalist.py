@@ -256,6 +256,24 @@ def test_slice_box_samples_carry_the_middle_slices_box(cache):
         assert ii.min() > 0 and jj.min() > 0 and ii.max() < GRID[0] - 1
 
 
+def test_loose_box_samples_carry_a_box_with_room_to_spare(cache, phantoms, tmp_path):
+    def box_over_object(p_loose_box: float) -> float:
+        cfg = SamplerConfig(grid=GRID, p_box=1.0, p_roi_box=0.0, p_loose_box=p_loose_box)
+        sampler, rng, ratios = Sampler(cache, cfg), np.random.default_rng(3), []
+        for _ in range(20):
+            s = sampler.sample(rng)
+            assert s.mode == "box"
+            found = np.argwhere(s.target > 0.5)
+            bbox = np.prod(found.max(0) - found.min(0) + 1)
+            ratios.append(s.box.sum() / bbox)
+        return float(np.median(ratios))
+
+    tight, loose = box_over_object(0.0), box_over_object(1.0)
+    assert 0.7 < tight < 1.3 and loose > 1.25 * tight, (tight, loose)
+    with pytest.raises(ConfigError, match="p_loose_box"):
+        _tiny_config(phantoms, tmp_path / "cache", p_loose_box=2.0)
+
+
 def test_middle_slice_box_is_the_cvpr25_box():
     mask = np.zeros((20, 20, 9), bool)
     mask[5:8, 5:8, 1:4] = True  # slices 1-3: a small part

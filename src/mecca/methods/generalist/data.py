@@ -17,7 +17,10 @@ to one component. The crop follows the prompt mode, as a session would crop:
 
 * ``box`` (a box prompt): the target's box plus a margin drawn per side, log-uniform in
   2-60 % of its size; the box channel is the target's box on the grid with each side
-  moved by about 4 % of its size (a person's box is not tight).
+  moved by about 4 % of its size (a person's box is not tight). In a share
+  ``p_loose_box`` of them the box is drawn loosely: each side moved out by a uniform
+  share of the box's size up to ``loose_box_slack``, the crop then made around that
+  looser box (as a session crops around a drawn box).
 * ``slice_box`` (a share ``p_slice_box`` of the box samples): the box of the CVPR 2025
   challenge, drawn on the target's middle slice and spanning its k range
   (:func:`.prompts.middle_slice_box`), which need not bound the object on the other
@@ -325,6 +328,10 @@ class SamplerConfig:
     p_click_roi: float = 0.0
     """Share of points samples cropped as a session crops around a first click
     (``click_roi``)."""
+    p_loose_box: float = 0.0
+    """Share of ``box`` samples whose box is drawn loosely (module docstring)."""
+    loose_box_slack: float = 0.3
+    """The most a loose box's side moves out, as a share of the box's size."""
     p_init: float = 0.1
     """Share of points-mode samples that start from a degraded truth (``init_prob``)."""
     p_component: float = 0.15
@@ -446,11 +453,19 @@ class Sampler:
             if found is None:
                 return None
             start, stop = start + np.asarray(found[0]), start + np.asarray(found[1]) + 1
+        slack = None
+        if mode == "box" and cfg.p_loose_box > 0 and rng.random() < cfg.p_loose_box:
+            slack = rng.uniform(0.0, cfg.loose_box_slack, size=6)
         if mode == "points" and cfg.p_click_roi > 0 and rng.random() < cfg.p_click_roi:
             around = _click_roi(lab, values, start, stop, case["spacing"], rng)
             if around is None:
                 return None
             mode, (c0, c1) = "click_roi", around
+        elif slack is not None:  # cropped around the loose box, as a session crops
+            size = stop - start
+            lo = start - np.rint(slack[:3] * size).astype(np.int64)
+            hi = stop + np.rint(slack[3:] * size).astype(np.int64)
+            c0, c1 = _crop_box(mode, lo, hi, np.asarray(lab.shape), rng)
         else:
             c0, c1 = _crop_box(mode, start, stop, np.asarray(lab.shape), rng)
         rotate = rng.random() < cfg.p_rotate
@@ -461,11 +476,16 @@ class Sampler:
         if gt.sum() < 3:
             return None
         image = normalise_image(augment_intensity(image, rng))
-        prev, fg, bg, box = self._prompt(mode, gt, target, rng)
+        prev, fg, bg, box = self._prompt(mode, gt, target, rng, slack)
         return Sample(image, target, prev, fg, bg, box, d["name"], name, mode)
 
     def _prompt(
-        self, mode: str, gt: np.ndarray, target: np.ndarray, rng: np.random.Generator
+        self,
+        mode: str,
+        gt: np.ndarray,
+        target: np.ndarray,
+        rng: np.random.Generator,
+        slack: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         grid = gt.shape
         zeros = np.zeros(grid, np.float32)
@@ -473,7 +493,7 @@ class Sampler:
         if mode == "roi_box":
             return prev, fg, bg, np.ones(grid, np.float32)
         if mode == "box":
-            return prev, fg, bg, _jittered_box(gt, rng)
+            return prev, fg, bg, _jittered_box(gt, rng, slack)
         if mode == "slice_box":
             corners = middle_slice_box(gt)
             assert corners is not None  # the caller checked that gt is not empty
@@ -693,14 +713,19 @@ def _coarser(x: np.ndarray, axis: int, factor: int) -> np.ndarray:
     return back[0, 0].numpy()
 
 
-def _jittered_box(gt: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def _jittered_box(
+    gt: np.ndarray, rng: np.random.Generator, slack: np.ndarray | None = None
+) -> np.ndarray:
     """The box channel of a person's box: the truth's box on the grid, each side moved
-    by a normal draw of 4 % of the box size (at most 10 %)."""
+    by a normal draw of 4 % of the box size (at most 10 %), and out by ``slack`` (6
+    shares of the size: the low then the high sides) for a loose box."""
     box = _bbox(gt)
     assert box is not None
     start, stop = np.asarray(box[0]), np.asarray(box[1]) - 1
     size = stop - start + 1
     shift = np.clip(rng.normal(0, 0.04, size=6), -0.1, 0.1) * np.concatenate([size, size])
+    if slack is not None:
+        shift += np.concatenate([-slack[:3], slack[3:]]) * np.concatenate([size, size])
     a = np.rint(start + shift[:3]).astype(np.int64)
     b = np.rint(stop + shift[3:]).astype(np.int64)
     return box_map(gt.shape, a, np.maximum(a, b))

@@ -103,6 +103,8 @@ class GeneralistConfig:
     p_roi_box: float = 0.15
     p_slice_box: float = 0.0
     p_click_roi: float = 0.0
+    p_loose_box: float = 0.0
+    loose_box_slack: float = 0.3
     p_init: float = 0.1
     p_component: float = 0.15
     p_rotate: float = 0.3
@@ -145,6 +147,11 @@ class GeneralistConfig:
             raise ConfigError(f"p_turns must be in [0, 1], got {self.p_turns}")
         if not 0.0 <= self.fine_grid_share <= 1.0:
             raise ConfigError(f"fine_grid_share must be in [0, 1], got {self.fine_grid_share}")
+        if not 0.0 <= self.p_loose_box <= 1.0 or self.loose_box_slack < 0:
+            raise ConfigError(
+                "p_loose_box must be in [0, 1] and loose_box_slack >= 0, got "
+                f"{self.p_loose_box}, {self.loose_box_slack}"
+            )
 
     @property
     def grid3(self) -> tuple[int, int, int]:
@@ -172,6 +179,8 @@ class GeneralistConfig:
             p_roi_box=self.p_roi_box,
             p_slice_box=self.p_slice_box,
             p_click_roi=self.p_click_roi,
+            p_loose_box=self.p_loose_box,
+            loose_box_slack=self.loose_box_slack,
             p_init=self.p_init,
             p_component=self.p_component,
             p_rotate=self.p_rotate,
