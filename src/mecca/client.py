@@ -357,6 +357,12 @@ class RemoteSession:
         return None if roi is None else (tuple(roi[0]), tuple(roi[1]))
 
     @property
+    def box(self) -> tuple[tuple[int, ...], tuple[int, ...]] | None:
+        """The user's box the method takes as a box prompt ``(start, stop)``, or None."""
+        box = self._state.get("box")
+        return None if box is None else (tuple(box[0]), tuple(box[1]))
+
+    @property
     def result(self) -> RemoteResult | None:
         """The current result, or None before the first step."""
         return self._result
@@ -422,14 +428,17 @@ class RemoteSession:
         self._update(state, changed=False)
         return self.pending[len(self.pending) - len(body) :]
 
-    def set_roi(self, start: Sequence[int], stop: Sequence[int]) -> None:
+    def set_roi(self, start: Sequence[int], stop: Sequence[int], *, as_box: bool = False) -> None:
         """Use the box ``[start, stop)`` (voxels) as the ROI; resets the session's clicks.
 
         Sent as its first and last voxels' centres; a box one voxel thick on one axis is
-        made as deep as it is wide by the server (a box drawn on one slice)."""
+        made as deep as it is wide by the server (a box drawn on one slice). ``as_box``:
+        the box is drawn tight around the object, a box prompt for a method that takes
+        boxes, which the server segments at once (docs/server.md)."""
         last = [int(v) - 1 for v in stop]
         corners = [self._world([int(v) for v in start]), self._world(last)]
-        self._update(self._get("PUT", "/roi", {"corners_mm": corners}), changed=True)
+        body = {"corners_mm": corners, "as_box": as_box}
+        self._update(self._get("PUT", "/roi", body), changed=True)
 
     def step(self) -> RemoteResult:
         """Run the method with the queued clicks; returns the new result."""

@@ -230,6 +230,21 @@ def test_label_value_and_an_existing_labels_layer(make_viewer, qtbot, ball):
     assert np.array_equal(viewer.layers["organs"].data, kept)
 
 
+def test_a_rectangle_tight_round_the_object_is_the_generalists_box_prompt(make_viewer, qtbot, ball):
+    image, gt = ball
+    viewer, widget = _open(make_viewer, image, "generalist")
+    lo, hi = np.subtract(CENTRE, RADIUS) - 0.5, np.add(CENTRE, RADIUS) + 0.5
+    i = CENTRE[0]
+    rect = np.array([[i, lo[1], lo[2]], [i, lo[1], hi[2]], [i, hi[1], hi[2]], [i, hi[1], lo[2]]])
+    widget.roi_layer().add_rectangles(rect)
+    _press(qtbot, widget, widget.box_button)
+    session = widget.backend.session
+    assert session.box is not None and session.n_steps == 1  # segmented at once
+    assert session.roi.start[1] < session.box.start[1]  # the crop: the box and a margin
+    assert _dice(viewer.layers[MASK].data, gt) > 0.8
+    assert widget._view.roi == (session.box.start, session.box.stop)  # the box is shown
+
+
 def test_the_roi_drawn_as_a_rectangle_bounds_the_session(make_viewer, qtbot, ball, shots):
     image, gt = ball
     viewer, widget = _open(make_viewer, image)

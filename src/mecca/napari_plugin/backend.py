@@ -57,7 +57,8 @@ class View:
         mask: uint8 mask, or None before the first step.
         prob: float32 foreground probability, or None.
         advice: int32 advice regions (1 = least confident), or None (none, or no step).
-        roi: the ROI ``(start, stop)``, or None until the first step defines it.
+        roi: the ROI ``(start, stop)``, or None until the first step defines it; the
+            user's box instead when the method takes it as a box prompt.
         clicks: the clicks of every step so far, then those queued, as (kind, (i, j, k)).
         steps: steps run (and not undone); can_undo / can_redo: what the buttons may do.
         seconds: the method's time for the last step, or None.
@@ -84,7 +85,7 @@ class Backend(Protocol):
     def undo(self) -> View: ...
     def redo(self) -> View: ...
     def reset(self) -> View: ...
-    def set_roi(self, box: Corners) -> View: ...
+    def set_roi(self, box: Corners, as_box: bool = False) -> View: ...
     def set_background(self, background: BackgroundFn) -> None: ...
     def view(self) -> View: ...
 
@@ -191,11 +192,15 @@ class LocalBackend(_History):
             raise
         return self.view()
 
-    def set_roi(self, box: Corners) -> View:
-        """Segment inside ``box`` from now on (resets the session)."""
+    def set_roi(self, box: Corners, as_box: bool = False) -> View:
+        """Segment inside ``box`` from now on (resets the session). ``as_box``: the box is
+        drawn tight around the object: a method that takes boxes gets it as a box prompt
+        and segments it at once (``Session``'s ``roi_as_box``, as the server does)."""
         from mecca.data.roi import Box
 
-        self.session.set_roi(Box(*box))
+        self.session.set_roi(Box(*box), as_box=as_box)
+        if self.session.box is not None:
+            self.session.step()
         return self.view()
 
     def set_background(self, background: BackgroundFn) -> None:
@@ -205,7 +210,8 @@ class LocalBackend(_History):
     def view(self) -> View:
         """The session's state as arrays on the image grid."""
         s, result = self.session, self.session.result
-        roi = None if s.roi is None else (s.roi.start, s.roi.stop)
+        shown = s.box if s.box is not None else s.roi
+        roi = None if shown is None else (shown.start, shown.stop)
         clicks = tuple(_pair(c) for step in s.history for c in step) + tuple(
             _pair(c) for c in s.pending
         )
@@ -274,10 +280,11 @@ class RemoteBackend(_History):
         self.session.step()
         return self.view()
 
-    def set_roi(self, box: Corners) -> View:
-        """Segment inside ``box`` from now on (resets the session's clicks)."""
+    def set_roi(self, box: Corners, as_box: bool = False) -> View:
+        """Segment inside ``box`` from now on (resets the session's clicks); ``as_box``:
+        a box prompt (:meth:`LocalBackend.set_roi`), segmented by the server at once."""
         self._prepare()
-        self.session.set_roi(*box)
+        self.session.set_roi(*box, as_box=as_box)
         return self.view()
 
     def set_background(self, background: BackgroundFn) -> None:
@@ -289,7 +296,8 @@ class RemoteBackend(_History):
     def view(self) -> View:
         """The session's state, the arrays fetched from the server."""
         s, result = self.session, self.session.result
-        roi = None if s.roi is None else (tuple(s.roi[0]), tuple(s.roi[1]))
+        shown = s.box if s.box is not None else s.roi
+        roi = None if shown is None else (tuple(shown[0]), tuple(shown[1]))
         advice = None if result is None else result.advice
         clicks = tuple(_pair(c) for step in s.history for c in step) + tuple(
             _pair(c) for c in s.pending

@@ -12,8 +12,10 @@ The layers it keeps (made on first use, named below):
   widget (foreground lime, background magenta, edge yellow). After each action the layer
   shows the session's clicks, so undo takes the last step's points away.
 * ``MECCA ROI`` -- a shapes layer: draw a rectangle on a slice and press *ROI from
-  rectangle*; the session's ROI (drawn or derived from the clicks) is shown as one
-  rectangle per slice of the axis the view looks along.
+  rectangle*, or *Box prompt from rectangle* for a rectangle drawn tight around the
+  object (the generalist segments it at once; docs/napari.md); the session's ROI (drawn
+  or derived from the clicks; the box for a box prompt) is shown as one rectangle per
+  slice of the axis the view looks along.
 * ``MECCA probability`` (image, additive) and ``MECCA advice`` (labels: the regions the
   method is least sure of, 1 = least confident), when the method gives them.
 * the chosen labels layer (or a new ``MECCA mask``): the mask is written with the chosen
@@ -203,6 +205,7 @@ class MeccaWidget(QWidget):
 
         buttons = QGridLayout()
         self.roi_button = QPushButton("ROI from rectangle")
+        self.box_button = QPushButton("Box prompt from rectangle")
         self.step_button = QPushButton("Step")
         self.undo_button = QPushButton("Undo")
         self.redo_button = QPushButton("Redo")
@@ -216,18 +219,24 @@ class MeccaWidget(QWidget):
         self.next_button.setToolTip("keep the mask in the labels layer, start the next label")
         self.step_button.setToolTip("send the new points and run the method once")
         self.roi_button.setToolTip("use the last rectangle of the ROI layer (resets the session)")
+        self.box_button.setToolTip(
+            "the last rectangle of the ROI layer is drawn tight around the object: the "
+            "generalist segments it at once (a box prompt; other methods: the ROI)"
+        )
         buttons.addWidget(self.step_button, 0, 0, 1, 2)
         buttons.addWidget(self.roi_button, 0, 2)
         buttons.addWidget(self.undo_button, 1, 0)
         buttons.addWidget(self.redo_button, 1, 1)
         buttons.addWidget(self.reset_button, 1, 2)
-        buttons.addWidget(self.next_button, 2, 0, 1, 3)
-        buttons.addWidget(self.export_button, 3, 0, 1, 3)
+        buttons.addWidget(self.box_button, 2, 0, 1, 3)
+        buttons.addWidget(self.next_button, 3, 0, 1, 3)
+        buttons.addWidget(self.export_button, 4, 0, 1, 3)
         self.step_button.clicked.connect(self.step)
         self.undo_button.clicked.connect(self.undo)
         self.redo_button.clicked.connect(self.redo)
         self.reset_button.clicked.connect(self.reset)
-        self.roi_button.clicked.connect(self.roi_from_rectangle)
+        self.roi_button.clicked.connect(lambda: self.roi_from_rectangle())
+        self.box_button.clicked.connect(lambda: self.roi_from_rectangle(as_box=True))
         self.next_button.clicked.connect(self.next_object)
         self.export_button.clicked.connect(self.export)
 
@@ -553,8 +562,9 @@ class MeccaWidget(QWidget):
         self.value_spin.setValue(self.value_spin.value() + 1)
         self._run(lambda b: b.reset(), "Next object")
 
-    def roi_from_rectangle(self) -> None:
-        """Use the last rectangle drawn in the ROI layer as the ROI (resets the session)."""
+    def roi_from_rectangle(self, as_box: bool = False) -> None:
+        """Use the last rectangle drawn in the ROI layer as the ROI (resets the session);
+        ``as_box``: as a box drawn tight around the object (a box prompt)."""
         image, layer = self.image_layer, self.roi_layer()
         if image is None or not len(layer.data):
             self.status.setText("Draw a rectangle in the MECCA ROI layer first.")
@@ -564,7 +574,7 @@ class MeccaWidget(QWidget):
         except MeccaError as exc:
             self.status.setText(_message(exc))
             return
-        self._run(lambda b: b.set_roi(box), "ROI")
+        self._run(lambda b: b.set_roi(box, as_box), "Box" if as_box else "ROI")
 
     # ---------------------------------------------------------------- export
 
@@ -767,6 +777,7 @@ class MeccaWidget(QWidget):
         view, idle = self._view, not self.busy
         self.step_button.setEnabled(idle)
         self.roi_button.setEnabled(idle)
+        self.box_button.setEnabled(idle)
         self.undo_button.setEnabled(idle and view is not None and view.can_undo)
         self.redo_button.setEnabled(idle and view is not None and view.can_redo)
         self.reset_button.setEnabled(idle and view is not None)
