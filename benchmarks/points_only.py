@@ -69,7 +69,7 @@ def run_session(
     )
     pred = np.zeros(gt.shape, bool)
     box_dice = None
-    if session.box is not None:
+    if session.box_prompted:
         pred = session.step().mask.astype(bool)
         box_dice = float(metrics.dice(pred, gt))
     dice: list[float] = []

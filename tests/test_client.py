@@ -142,8 +142,9 @@ def test_roi_world_clicks_and_upload(server, root):
     assert session.history == ((("foreground", CENTRE),),)
     np.testing.assert_array_equal(result.mask, _server_mask(url, token, session.id))
     session.set_roi((i - 8, j - 8, k - 6), (i + 8, j + 8, k + 6), as_box=True)
-    assert session.box is None  # the random walker takes no box prompt: the box is its ROI
-    assert session.roi == ((i - 8, j - 8, k - 6), (i + 8, j + 8, k + 6))
+    assert session.box == ((i - 8, j - 8, k - 6), (i + 8, j + 8, k + 6))
+    assert session.roi == ((i - 12, j - 12, k - 9), (i + 12, j + 12, k + 9))  # + a quarter
+    assert session.n_steps == 0  # the random walker takes no box prompt: nothing run yet
     session.delete()
 
 

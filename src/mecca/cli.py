@@ -293,8 +293,8 @@ def demo(
 @click.option(
     "--box",
     help="A box drawn tight around the object, in voxels: i0,j0,k0,i1,j1,k1 (stop "
-    "exclusive). The generalist gets it as a box prompt with the first step (its ROI: the "
-    "box plus a quarter of its size per side); other methods take it as --roi.",
+    "exclusive). The ROI is the box plus a quarter of its size per side, and the "
+    "generalist gets the box as a box prompt with the first step.",
 )
 @click.option(
     "--channel",

@@ -358,7 +358,7 @@ class RemoteSession:
 
     @property
     def box(self) -> tuple[tuple[int, ...], tuple[int, ...]] | None:
-        """The user's box the method takes as a box prompt ``(start, stop)``, or None."""
+        """The user's box around the object ``(start, stop)`` (``as_box``), or None."""
         box = self._state.get("box")
         return None if box is None else (tuple(box[0]), tuple(box[1]))
 
@@ -433,8 +433,9 @@ class RemoteSession:
 
         Sent as its first and last voxels' centres; a box one voxel thick on one axis is
         made as deep as it is wide by the server (a box drawn on one slice). ``as_box``:
-        the box is drawn tight around the object, a box prompt for a method that takes
-        boxes, which the server segments at once (docs/server.md)."""
+        the box is drawn tight around the object (the ROI: the box plus a quarter per
+        side), a box prompt for a method that takes boxes, which the server then segments
+        at once (docs/server.md)."""
         last = [int(v) - 1 for v in stop]
         corners = [self._world([int(v) for v in start]), self._world(last)]
         body = {"corners_mm": corners, "as_box": as_box}

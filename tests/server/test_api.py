@@ -146,7 +146,7 @@ def test_a_drawn_box_is_a_box_prompt_for_the_generalist(root, tmp_path):
     restarted = _client(root, state, **settings).get(f"/api/sessions/{sid}").json()
     assert restarted["steps"] == 1 and restarted["box"] == data["box"]
     walker = client.put(f"/api/sessions/{sid}/method", json={"method": METHOD}).json()
-    assert walker["box"] is None and walker["roi"] == data["box"]  # the box is its ROI
+    assert walker["box"] == data["box"] and walker["roi"] == data["roi"]  # the same crop
     as_roi = client.put(f"/api/sessions/{sid}/roi", json={"corners_mm": corners})
     assert as_roi.json()["box"] is None and as_roi.json()["steps"] == 0
 

@@ -233,7 +233,7 @@ def test_the_users_box_is_a_box_prompt_for_a_method_that_takes_boxes():
     box = Box((16, 14, 6), (32, 30, 18))
     recorder = BoxRecorder()
     session = Session(volume, box, method=recorder, grid=SMALL_GRID, roi_as_box=True)
-    assert session.box == box
+    assert session.box == box and session.box_prompted
     assert session.roi == Box((12, 10, 3), (36, 34, 21))  # a quarter of the box per side
     session.step()  # the box alone
     kinds = [c.kind for c in recorder.steps[0]]
@@ -251,11 +251,12 @@ def test_the_users_box_is_a_box_prompt_for_a_method_that_takes_boxes():
     assert session.box is None and session.roi == box
 
 
-def test_the_users_box_is_the_roi_for_a_method_without_boxes():
+def test_a_method_without_boxes_segments_in_the_same_crop_round_the_users_box():
     volume, _ = _ball_volume()
     box = Box((16, 14, 6), (32, 30, 18))
     session = Session(volume, box, method="random_walker", grid=SMALL_GRID, roi_as_box=True)
-    assert session.box is None and session.roi == box
+    assert session.box == box and not session.box_prompted
+    assert session.roi == Box((12, 10, 3), (36, 34, 21))
 
 
 def test_world_click_lands_on_the_same_voxel():

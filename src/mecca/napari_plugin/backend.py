@@ -58,7 +58,7 @@ class View:
         prob: float32 foreground probability, or None.
         advice: int32 advice regions (1 = least confident), or None (none, or no step).
         roi: the ROI ``(start, stop)``, or None until the first step defines it; the
-            user's box instead when the method takes it as a box prompt.
+            user's box instead when one was given (``as_box``).
         clicks: the clicks of every step so far, then those queued, as (kind, (i, j, k)).
         steps: steps run (and not undone); can_undo / can_redo: what the buttons may do.
         seconds: the method's time for the last step, or None.
@@ -194,12 +194,13 @@ class LocalBackend(_History):
 
     def set_roi(self, box: Corners, as_box: bool = False) -> View:
         """Segment inside ``box`` from now on (resets the session). ``as_box``: the box is
-        drawn tight around the object: a method that takes boxes gets it as a box prompt
-        and segments it at once (``Session``'s ``roi_as_box``, as the server does)."""
+        drawn tight around the object (the ROI: the box plus a quarter per side): a method
+        that takes boxes gets it as a box prompt and segments it at once (``Session``'s
+        ``roi_as_box``, as the server does)."""
         from mecca.data.roi import Box
 
         self.session.set_roi(Box(*box), as_box=as_box)
-        if self.session.box is not None:
+        if self.session.box_prompted:
             self.session.step()
         return self.view()
 

@@ -172,7 +172,8 @@ class OpenRequest(StrictRequest):
 class RoiRequest(StrictRequest):
     corners_mm: list[list[float]] = Field(min_length=2, max_length=2)
     as_box: bool = False
-    """The corners are of the user's box around the object (a box prompt), not an ROI."""
+    """The corners are of the user's box around the object (the ROI: the box plus a quarter
+    per side; a box prompt for a method that takes boxes), not of an ROI."""
 
 
 class ClickIn(StrictRequest):

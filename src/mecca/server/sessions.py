@@ -340,13 +340,14 @@ class ServerSession:
 
     def set_roi(self, box: Box, as_box: bool = False) -> None:
         """A new ROI: a fresh history (undo brings the old ROI and clicks back). With
-        ``as_box`` it is the user's box around the object: a method that takes boxes gets
-        it as a box prompt and segments it at once (a step without clicks)."""
+        ``as_box`` it is the user's box around the object (the ROI: the box plus a quarter
+        per side): a method that takes boxes gets it as a box prompt and segments it at
+        once (a step without clicks)."""
         method = self.session.method
 
         def change() -> None:
             session = self.new_session(box, method, as_box)
-            if session.box is not None:
+            if session.box_prompted:
                 session.step()
             self._fresh(session)
             self.roi, self.roi_as_box = box, as_box

@@ -161,8 +161,13 @@ class ServerSettings:
                 "e.g. --allow-host 192.168.1.20 --allow-host myhost.lan",
             )
         for name in (
-            "max_upload_bytes", "max_voxels", "max_decompressed_bytes", "max_sessions",
-            "max_loaded_sessions", "max_memory_bytes", "step_workers",
+            "max_upload_bytes",
+            "max_voxels",
+            "max_decompressed_bytes",
+            "max_sessions",
+            "max_loaded_sessions",
+            "max_memory_bytes",
+            "step_workers",
         ):
             if int(getattr(self, name)) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")

@@ -30,12 +30,12 @@ Choices, written down once
   (the user's box) is kept as given: clicks outside it are refused (the method only sees
   the crop, and a click outside it would be silently moved to the crop's edge).
 * **The user's box as a prompt** (``roi_as_box``, what the page does with a drawn box):
-  a method that takes BOX clicks (the generalist) gets the box as a box prompt, as it was
-  trained and as the CVPR 2025 protocol gives it: the ROI is the box grown by a quarter
-  of its size per side (:func:`~mecca.interaction.clicks.box_prompt`; clicks may fall in
-  that margin), and the first step (a replay's too) gets the box's two corner BOX clicks
-  ahead of the user's. They are not part of the click history. A method that takes no
-  box gets the box as its ROI.
+  the ROI is the box grown by a quarter of its size per side
+  (:func:`~mecca.interaction.clicks.box_prompt`; clicks may fall in that margin), for
+  every method, as the CVPR 2025 protocol crops; a method that takes BOX clicks (the
+  generalist) also gets the box as a box prompt, as it was trained: the first step (a
+  replay's too) gets the box's two corner BOX clicks ahead of the user's. They are not
+  part of the click history.
 * **Steps without new clicks are allowed**: the method refines its own output (a learned
   iterative method such as MECCA improves; a click-only method such as the random walker
   returns the same mask). The very first step needs an ROI or at least one click.
@@ -266,8 +266,9 @@ class Session:
             ``grow_roi`` times per step. Not for proposal methods (their accepted proposals
             are not clicks to replay).
         background: background evidence (:data:`Background`; the module docstring).
-        roi_as_box: ``roi`` is the user's box around the object: a box prompt for a method
-            that takes BOX clicks (the module docstring), the ROI for any other.
+        roi_as_box: ``roi`` is the user's box around the object (the ROI is the box plus a
+            quarter per side; a box prompt for a method that takes BOX clicks; the module
+            docstring).
     """
 
     def __init__(
@@ -321,8 +322,13 @@ class Session:
 
     @property
     def box(self) -> Box | None:
-        """The user's box the method gets as a box prompt (original grid), or None."""
+        """The user's box around the object (original grid; ``roi_as_box``), or None."""
         return self._box
+
+    @property
+    def box_prompted(self) -> bool:
+        """Whether the method gets :attr:`box` as a box prompt (it takes BOX clicks)."""
+        return bool(self._box_clicks)
 
     @property
     def store(self) -> InteractionStore:
@@ -468,9 +474,9 @@ class Session:
     def set_roi(self, box: Box, *, as_box: bool = False) -> None:
         """Use ``box`` (original grid, inside the volume) as the ROI; resets the session.
 
-        ``as_box``: ``box`` is the user's box around the object, a box prompt for a method
-        that takes BOX clicks (its ROI is then the box plus a quarter per side; the module
-        docstring)."""
+        ``as_box``: ``box`` is the user's box around the object: the ROI is the box plus a
+        quarter per side, and a method that takes BOX clicks gets it as a box prompt (the
+        module docstring)."""
         if not isinstance(box, Box):
             raise InputError(f"the ROI must be a Box, got {box!r}")
         if box.clip(self.volume.shape) != box:
@@ -482,9 +488,10 @@ class Session:
         self._result = None
         self._proposals = []
         self._box, self._box_clicks = None, ()
-        if as_box and InteractionKind.BOX in self.method.accepts:
-            self._box = box
-            box, self._box_clicks = box_prompt(box, self.volume.shape)
+        if as_box:
+            self._box, (box, corners) = box, box_prompt(box, self.volume.shape)
+            if InteractionKind.BOX in self.method.accepts:
+                self._box_clicks = corners
         self._roi = box
         self._roi_from_clicks = False
         self._predictor = self._make_predictor(box)

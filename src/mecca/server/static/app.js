@@ -604,7 +604,7 @@ function inputClicks() {
 
 function paintInput() {
   if (!state.session || !state.rasLut) return;
-  // the user's box when it is a box prompt (the ROI around it is where clicks may go), else the ROI
+  // the user's box when one was drawn (the ROI around it is where clicks may go), else the ROI
   const box = state.session.box || state.session.roi;
   if (box) paintRoi(box);
   if (state.corner) for (const v of markerVoxels("corner", mmToVoxel(state.corner))) paintVoxel(v, MARK.corner);
@@ -818,8 +818,8 @@ function onCanvasClick(mm, t0) {
     const had = state.session.steps;
     const undo = had ? ` (${count(had, "earlier step")}: Undo brings them back)` : "";
     const said = (data) => !asBox ? `ROI set${undo}. Now click (choose a click mode).`
-      : data.box ? `Box set${undo}: ${data.method} segmented the object in it. Correct it with foreground/background clicks.`
-        : `Box set as the ROI${undo} (${data.method} takes no box prompt). Now click (choose a click mode).`;
+      : data.accepts.includes("box") ? `Box set${undo}: ${data.method} segmented the object in it. Correct it with foreground/background clicks.`
+        : `Box set${undo}: ${data.method} takes no box prompt, it segments in the box and a quarter of its size around it. Now click (choose a click mode).`;
     run(() => api(`/api/sessions/${state.sid}/roi`, { method: "PUT", json: { corners_mm: corners, as_box: asBox } }), undefined,
       (data) => `${said(data)} ${summary(data)}`);
     return;
