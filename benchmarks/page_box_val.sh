@@ -3,7 +3,8 @@
 # by SLACK of its size per side) drawn first, as the ROI only or as a box prompt, then 3
 # foreground and 3 background points (benchmarks/points_only.py); docs/server.md quotes it.
 #
-#   bash benchmarks/page_box_val.sh [DATA_ROOT] [OUT]      (SLACKS="0 0.25", EXTRA=...)
+#   bash benchmarks/page_box_val.sh [DATA_ROOT] [OUT]
+#       (SLACKS="0 0.25", BOXES=roi,prompt, WEIGHTS=RUN for another generalist, EXTRA=...)
 #
 # 11 targets: hippocampus, left atrium, ACDC LV / RV / myocardium and, when the extra
 # datasets are built (EXTRA, default ~/.cache/mecca-data-extra), CHAOS liver and kidneys,
@@ -27,8 +28,9 @@ for slack in ${SLACKS:-0 0.25}; do
     name=$(basename "$data")$([[ $target != - ]] && echo "_$target")
     file=$out/${name}_slack$slack.json
     [[ -f $file ]] && continue
-    args=(--data "$data" --split val --methods generalist --margins 40 --boxes roi,prompt
-      --box-slack "$slack" --out "$file")
+    args=(--data "$data" --split val --methods generalist --margins 40
+      --boxes "${BOXES:-roi,prompt}" --box-slack "$slack" --out "$file")
+    [[ -n ${WEIGHTS:-} ]] && args+=(--weights "$WEIGHTS")
     [[ $target != - ]] && args+=(--target "$target")
     [[ $cap != - ]] && args+=(--max-cases "$cap")
     echo "== $(date -u +%H:%M:%S) $name slack $slack"

@@ -2,7 +2,7 @@
 
 Usage: ``.venv/bin/python benchmarks/points_only.py --data DATASET [--split val]
 [--target NAME] [--methods generalist,geos,growcut] [--margins 20] [--max-cases N]
-[--boxes none,roi,prompt] [--box-slack 0] [--out points.json]``
+[--boxes none,roi,prompt] [--box-slack 0] [--weights RUN_OR_BUNDLE] [--out points.json]``
 
 The user of :mod:`mecca.bench.points` (the one ``benchmarks/slicer_clicks.py`` sends
 through 3D Slicer's client) on :class:`mecca.Session` with the settings a user gets
@@ -14,8 +14,9 @@ draws a box first (the page's box tool): ``none`` (no box, the default), ``roi``
 object's bounding box grown by ``--box-slack`` of its size per side, as the session's ROI
 only: the page before 2026-12-07) and ``prompt`` (the same box with ``roi_as_box``: a box
 prompt for the generalist, run as a step of its own before the points, whose Dice is
-printed as "box"). Prints per method, margin and box the mean and median Dice after each
-point, and the median seconds per step. Choose settings on val splits.
+printed as "box"). ``--weights``: another generalist model than the shipped one (a run
+folder: its best.pt). Prints per method, margin and box the mean and median Dice after
+each point, and the median seconds per step. Choose settings on val splits.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from mecca.errors import InputError
 from mecca.interaction.clicks import Click, InteractionKind
 from mecca.interface import InteractiveMethod
 from mecca.io import Volume
+from mecca.methods.generalist.method import generalist_factory
 from mecca.session import Session
 
 
@@ -104,6 +106,7 @@ def main() -> None:
     parser.add_argument("--max-cases", type=int, help="the first N cases holding the target")
     parser.add_argument("--boxes", default="none", help="none, roi, prompt (comma-separated)")
     parser.add_argument("--box-slack", type=float, default=0.0, help="drawn box's slack/side")
+    parser.add_argument("--weights", type=Path, help="the generalist's model (run or bundle)")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     ds = open_dataset(args.data)
@@ -120,7 +123,11 @@ def main() -> None:
     margins = [float(m) for m in args.margins.split(",")]
     results: dict[str, Any] = {}
     for name in args.methods.split(","):
-        method = methods.get(name)
+        method = (
+            generalist_factory(args.weights)
+            if name == "generalist" and args.weights
+            else methods.get(name)
+        )
         for margin in margins:
             for box in args.boxes.split(","):
                 key = f"{name}@{margin:g}mm" + ("" if box == "none" else f"+{box}")
