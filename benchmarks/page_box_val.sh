@@ -25,7 +25,8 @@ fi
 for slack in ${SLACKS:-0 0.25}; do
   for row in "${rows[@]}"; do
     read -r data target cap <<< "$row"
-    name=$(basename "$data")$([[ $target != - ]] && echo "_$target")
+    name=$(basename "$data")
+    [[ $target != - ]] && name+="_$target"
     file=$out/${name}_slack$slack.json
     [[ -f $file ]] && continue
     args=(--data "$data" --split val --methods generalist --margins 40
