@@ -174,8 +174,8 @@ def check_method(name: str, method: InteractiveMethod, protocol: str = "cvpr25")
 
 
 def box_roi(box: Box, shape: Sequence[int]) -> Box:
-    """A method's ROI for ``box``: grown by ``BOX_MARGIN`` (a quarter) of its size per side
-    (ceil, >= 1 voxel), clipped (:func:`mecca.interaction.clicks.box_prompt`)."""
+    """A method's ROI for ``box``: the box prompt's ROI, the box grown by a quarter of its
+    size per side (ceil, >= 1 voxel), clipped (:func:`mecca.interaction.clicks.box_prompt`)."""
     return box_prompt(box, shape)[0]
 
 
