@@ -200,6 +200,11 @@ def test_large_synthetic_volumes_are_a_dataset_of_the_cache(phantoms, tmp_path):
     large = {d["name"]: d for d in json.loads(organ.read_text())["datasets"]}["synthetic_large"]
     assert all(set(c["targets"]) == {"object_1"} for c in large["cases"])
     assert any(len(c["targets"]) > 1 for c in names["synthetic_large"]["cases"])
+    vessels = build_cache(
+        [phantoms], tmp_path, held_out=held, large_synthetic=2, organ_vessels=True
+    )
+    assert vessels not in (index, organ)
+    assert vessels.parent.name == cache_key([str(phantoms)], held, "train", 0, 0, 2, False, True)
 
 
 def test_sampler_draws_prompted_crops(cache):

@@ -27,6 +27,7 @@ from mecca.methods.generalist.prompts import (
 )
 from mecca.methods.generalist.synth import (
     MIN_OBJECT_VOXELS,
+    _add_vessels,
     make_large_synthetic,
     make_synthetic,
 )
@@ -193,6 +194,22 @@ def test_large_synthetic_volumes_hold_an_organ_sized_object():
         small = make_synthetic(np.random.default_rng([3, i]))
         largest = max(np.bincount(small.label.ravel())[1:]) / small.label.size
         assert largest < (vol.label == 1).mean()  # larger than any ordinary volume's object
+
+
+def test_organ_vessels_change_the_organ_only_and_keep_its_label():
+    organ = sphere((40, 40, 20), (20, 20, 10), 12)
+    image = np.zeros(organ.shape, np.float32)
+    _add_vessels(image, organ, 0.0, np.array([1.0, 1.0, 2.0]), np.random.default_rng(4))
+    changed = image != 0
+    assert changed.any() and not (changed & ~organ).any()
+    values = image[changed]
+    assert (np.abs(values) >= 0.4).all() and (np.all(values > 0) or np.all(values < 0))
+    a = make_large_synthetic(np.random.default_rng([3, 0]), vessels=True)
+    b = make_large_synthetic(np.random.default_rng([3, 0]), vessels=True)
+    np.testing.assert_array_equal(a.image, b.image)
+    organ_span = np.argwhere(a.label == 1)
+    span = (organ_span.max(0) - organ_span.min(0) + 1) / np.array(a.label.shape)
+    assert span.min() > 0.8  # still organ-sized: the tubes are part of it
 
 
 def test_synthetic_volumes_are_seeded_and_labelled():

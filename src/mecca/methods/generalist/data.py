@@ -210,16 +210,22 @@ def _cache_dataset(root: Path, folder: Path, held: HeldOut, split: str) -> dict[
 
 
 def _cache_synthetic(
-    folder: Path, count: int, seed: int, large: bool = False, organ_only: bool = False
+    folder: Path,
+    count: int,
+    seed: int,
+    large: bool = False,
+    organ_only: bool = False,
+    vessels: bool = False,
 ) -> dict[str, Any]:
     """Generate and cache ``count`` procedural volumes (seeded: volume i from [seed, i], a
     large one from [seed, 1, i]) as the dataset ``synthetic`` or ``synthetic_large``; every
     object is a target, or with ``organ_only`` only a large volume's organ (label 1; the
-    other objects stay in the label map as context, as held-out targets do)."""
+    other objects stay in the label map as context, as held-out targets do); ``vessels``:
+    a large volume's organ holds tubes of its own label."""
     cases = []
     for i in range(count):
         if large:
-            vol = make_large_synthetic(np.random.default_rng([seed, 1, i]))
+            vol = make_large_synthetic(np.random.default_rng([seed, 1, i]), vessels=vessels)
         else:
             vol = make_synthetic(np.random.default_rng([seed, i]))
         last = 1 if organ_only else int(vol.label.max())
@@ -239,10 +245,11 @@ def cache_key(
     seed: int,
     large_synthetic: int = 0,
     organ_only: bool = False,
+    vessels: bool = False,
 ) -> str:
     """Short hash naming a cache built from these settings (``large_synthetic``, and
-    ``organ_only`` with it, count only when set, so caches built before them keep their
-    names)."""
+    ``organ_only`` and ``vessels`` with it, count only when set, so caches built before
+    them keep their names)."""
     parts: list[Any] = [
         CACHE_VERSION,
         [str(Path(r).expanduser().resolve()) for r in roots],
@@ -255,6 +262,8 @@ def cache_key(
         parts.append(large_synthetic)
         if organ_only:
             parts.append("organ only")
+        if vessels:
+            parts.append("organ vessels")
     text = json.dumps(parts)
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
@@ -269,6 +278,7 @@ def build_cache(
     seed: int = 0,
     large_synthetic: int = 0,
     organ_only: bool = False,
+    organ_vessels: bool = False,
 ) -> Path:
     """Build (or find) the cache of the training cases of ``roots``; returns its index.json.
 
@@ -276,10 +286,18 @@ def build_cache(
     targets (their voxels stay in the label map as unnamed values). Re-running with the
     same settings reuses the cache. ``synthetic`` and ``large_synthetic`` procedural
     volumes are added as the datasets ``synthetic`` and ``synthetic_large`` (with
-    ``organ_only``, a large volume's organ is its only target).
+    ``organ_only``, a large volume's organ is its only target; with ``organ_vessels`` it
+    holds tubes of its own label).
     """
     key = cache_key(
-        [str(r) for r in roots], held_out, split, synthetic, seed, large_synthetic, organ_only
+        [str(r) for r in roots],
+        held_out,
+        split,
+        synthetic,
+        seed,
+        large_synthetic,
+        organ_only,
+        organ_vessels,
     )
     top = Path(cache_dir).expanduser() / key
     index = top / "index.json"
@@ -306,7 +324,9 @@ def build_cache(
     if large_synthetic > 0:
         (top / SYNTHETIC_LARGE).mkdir(parents=True, exist_ok=True)
         datasets.append(
-            _cache_synthetic(top / SYNTHETIC_LARGE, large_synthetic, seed, True, organ_only)
+            _cache_synthetic(
+                top / SYNTHETIC_LARGE, large_synthetic, seed, True, organ_only, organ_vessels
+            )
         )
     text = json.dumps({"version": CACHE_VERSION, "datasets": datasets})
     atomic_write(index, lambda tmp: tmp.write_text(text, encoding="utf-8"))

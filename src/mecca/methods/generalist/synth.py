@@ -20,7 +20,11 @@ cover parts of it, in a field of view of 80-220 mm: a crop around a click inside
 session's first ROI, 40 mm per side) lies wholly inside the object, as a click into a
 liver does. Without them the largest objects
 the network saw filled a third of a crop, and one click into an unseen large organ gave a
-mask far too small (docs/defaults.md).
+mask far too small (docs/defaults.md). With ``vessels`` the organ also holds 2-6 tubes of
+another intensity (all brighter or all darker than it) and a stronger texture, which
+stay part of it, as the vessels inside a liver are part of the liver in its masks: with
+homogeneous organs alone the network stopped at the first internal structure and gave a
+ball around one click in a liver (docs/defaults.md).
 
 A volume takes about 0.05-0.15 s, a large one as much; training draws from a fixed pool
 built once into the preprocessing cache.
@@ -43,6 +47,8 @@ OBJECT_SIZE = (0.08, 0.3)
 """An object's mean radius, as a fraction of the volume's smallest extent."""
 ORGAN_SIZE = (0.35, 0.6)
 """The same for a large volume's first object (:func:`make_large_synthetic`)."""
+ORGAN_VESSELS = (2, 7)
+"""How many tubes an organ with ``vessels`` holds (numpy's [low, high) range)."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -123,10 +129,21 @@ def _object(
     return labels == 1 + int(np.argmax(np.bincount(labels.ravel())[1:]))
 
 
-def _tube(shape: tuple[int, int, int], spacing: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """A tube of radius 1.5-5 mm along a smooth curve through 3-5 random points."""
+def _tube(
+    shape: tuple[int, int, int],
+    spacing: np.ndarray,
+    rng: np.random.Generator,
+    within: np.ndarray | None = None,
+) -> np.ndarray:
+    """A tube of radius 1.5-5 mm along a smooth curve through 3-5 random points (voxels of
+    the bool mask ``within`` when given)."""
     extent = np.asarray(shape) * spacing
-    nodes = rng.uniform(0.1, 0.9, size=(int(rng.integers(3, 6)), 3)) * extent
+    n_nodes = int(rng.integers(3, 6))
+    if within is None:
+        nodes = rng.uniform(0.1, 0.9, size=(n_nodes, 3)) * extent
+    else:
+        inside = np.argwhere(within)
+        nodes = inside[rng.integers(len(inside), size=n_nodes)] * spacing
     t = np.linspace(0, 1, len(nodes))
     fine = np.linspace(0, 1, 400)
     curve = np.stack([np.interp(fine, t, nodes[:, a]) for a in range(3)], axis=1)
@@ -155,9 +172,11 @@ def _objects_image(
     spacing: np.ndarray,
     rng: np.random.Generator,
     organ: bool = False,
+    vessels: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Clean piecewise image and label map of 2-6 objects painted over textured tissue;
-    with ``organ`` the first is an organ-sized ellipsoid or blob (:data:`ORGAN_SIZE`)."""
+    with ``organ`` the first is an organ-sized ellipsoid or blob (:data:`ORGAN_SIZE`),
+    with ``vessels`` also holding tubes of its own label (:func:`_add_vessels`)."""
     image = _tissue(shape, rng)
     label = np.zeros(shape, np.uint8)
     kinds = ("ellipsoid", "shell", "tube", "blob")
@@ -175,9 +194,29 @@ def _objects_image(
         if abs(mean - around) < 0.25 and rng.random() < 0.8:  # most objects are visible
             mean = np.float32(around + rng.choice([-1, 1]) * rng.uniform(0.25, 1.0))
         texture = smooth_field(shape, rng.uniform(2, 8), rng)
-        image[mask] = (mean + np.float32(rng.uniform(0.0, 0.2)) * texture)[mask]
+        organ_vessels = vessels and organ and value == 1
+        strength = rng.uniform(0.1, 0.4) if organ_vessels else rng.uniform(0.0, 0.2)
+        image[mask] = (mean + np.float32(strength) * texture)[mask]
+        if organ_vessels:
+            _add_vessels(image, mask, float(mean), spacing, rng)
         label[mask] = value
     return image, _drop_small(label)
+
+
+def _add_vessels(
+    image: np.ndarray,
+    organ: np.ndarray,
+    mean: float,
+    spacing: np.ndarray,
+    rng: np.random.Generator,
+) -> None:
+    """Paint tubes clipped to ``organ`` into ``image`` (in place), all brighter or all
+    darker than the organ's ``mean`` by 0.4-1.5; their voxels keep the organ's label."""
+    shape = (int(organ.shape[0]), int(organ.shape[1]), int(organ.shape[2]))
+    sign = float(rng.choice([-1.0, 1.0]))
+    for _ in range(int(rng.integers(*ORGAN_VESSELS))):
+        tube = _tube(shape, spacing, rng, within=organ) & organ
+        image[tube] = np.float32(mean + sign * rng.uniform(0.4, 1.5))
 
 
 def _drop_small(label: np.ndarray) -> np.ndarray:
@@ -219,15 +258,15 @@ def make_synthetic(rng: np.random.Generator) -> SyntheticVolume:
     return SyntheticVolume(_degrade(image, rng).astype(np.float32), label, sp)
 
 
-def make_large_synthetic(rng: np.random.Generator) -> SyntheticVolume:
+def make_large_synthetic(rng: np.random.Generator, *, vessels: bool = False) -> SyntheticVolume:
     """One large procedural volume with an organ-sized first object (module docstring):
-    80-112 voxels in-plane at 1-2 mm, slices 1-4 times thicker; deterministic for a given
-    ``rng`` state."""
+    80-112 voxels in-plane at 1-2 mm, slices 1-4 times thicker; with ``vessels`` the organ
+    holds tubes of its own label; deterministic for a given ``rng`` state."""
     step = float(rng.choice([1.0, 1.5, 2.0]))
     spacing = np.array([step, step, step * float(rng.choice([1.0, 2.0, 3.0, 4.0]))])
     n_i, n_j = int(rng.integers(80, 113)), int(rng.integers(80, 113))
     n_k = max(16, int(min(n_i, n_j) * step * rng.uniform(0.6, 1.0) / spacing[2]))
     shape = (n_i, n_j, n_k)
-    image, label = _objects_image(shape, spacing, rng, organ=True)
+    image, label = _objects_image(shape, spacing, rng, organ=True, vessels=vessels)
     sp = (float(spacing[0]), float(spacing[1]), float(spacing[2]))
     return SyntheticVolume(_degrade(image, rng).astype(np.float32), label, sp)

@@ -98,6 +98,9 @@ class GeneralistConfig:
     large_synthetic_organ_only: bool = False
     """Only the organ of a large procedural volume is a target (the fifth schedule trained
     every object of them, so the organ was a quarter of their samples)."""
+    large_synthetic_vessels: bool = False
+    """The organ of a large procedural volume holds tubes of its own label, as a liver holds
+    its vessels (:func:`.synth.make_large_synthetic`)."""
     dataset_weights: dict[str, float] = field(default_factory=dict)
     p_box: float = 0.45
     p_roi_box: float = 0.15
@@ -571,6 +574,7 @@ def train(cfg: GeneralistConfig, out: str | Path, *, resume: bool = False) -> Pa
         seed=cfg.seed,
         large_synthetic=cfg.large_synthetic_volumes,
         organ_only=cfg.large_synthetic_organ_only,
+        organ_vessels=cfg.large_synthetic_vessels,
     )
     sampler = Sampler(index, cfg.sampler_config())
     net, opt, st = _setup(cfg, out, resume, device)
