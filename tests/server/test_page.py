@@ -237,6 +237,30 @@ def _watch(page) -> list[str]:
     return errors
 
 
+def test_after_one_click_the_page_suggests_a_box_for_a_large_organ(tmp_path_factory):
+    pytest.importorskip("uvicorn")
+    sync_api = _browser()
+    root = tmp_path_factory.mktemp("images")
+    _centred_ball(root)
+    settings = ServerSettings(
+        roots=(root,), state_dir=tmp_path_factory.mktemp("state"), methods=("generalist", "geos")
+    )
+    tip = "draw a tight box round it (Box tool, key o)"
+    with served(settings) as url, sync_api.sync_playwright() as p:
+        browser, page, errors = _open_page(p, url)
+        cx, cy, _ = _open_image(page, "ball.nii.gz")
+        page.check("input[value=foreground]")
+        page.mouse.click(cx, cy)
+        _wait(page, "window.mecca.session.steps === 1 && !window.mecca.busy", timeout=60000)
+        assert tip in page.text_content("#status")
+        page.check("input[value=background]")  # a second click: the tip has done its work
+        page.mouse.click(cx + 0.3 * page.locator("#gl").bounding_box()["height"], cy)
+        _wait(page, "window.mecca.session.steps === 2 && !window.mecca.busy", timeout=60000)
+        assert tip not in page.text_content("#status")
+        browser.close()
+    assert not errors, errors
+
+
 def test_a_person_draws_a_box_and_the_generalist_segments_it_at_once(tmp_path_factory, tmp_path):
     pytest.importorskip("uvicorn")
     sync_api = _browser()

@@ -167,6 +167,16 @@ def test_cli_segment_runs_the_default_and_the_generalist_and_says_so(tmp_path):
     mask = load(tmp_path / "mask.nii.gz", dtype=None)
     gt = np.asarray(nib.load(root / "labelsTr" / "phantom_000.nii.gz").dataobj) > 0
     assert _dice(mask.array, gt) > 0.3
+    assert "tip: one click" not in result.output  # an ROI and two clicks were given
+    one = tmp_path / "one_click.json"
+    step = [{"kind": "foreground", "position": [45, 52, 21]}]
+    one.write_text(json.dumps({"format": "mecca.clicks", "version": 1, "steps": [step]}))
+    tip = "tip: one click often marks only part of a large organ"
+    first = ["segment", str(image), "--clicks", str(one), "--out", str(tmp_path / "m1.nii.gz")]
+    alone = CliRunner().invoke(main, first)
+    assert alone.exit_code == 0 and tip in alone.output and "--box" in alone.output
+    geos = CliRunner().invoke(main, [*first, "--method", "geos", "--force"])
+    assert geos.exit_code == 0 and tip not in geos.output  # it takes no box
     # a bundle given without --method runs the method the bundle names
     named = CliRunner().invoke(main, [*args, "--model", "mecca_phantom", "--force"])
     assert named.exit_code != 0 and "cannot take" in named.output  # mecca takes edge points

@@ -110,6 +110,16 @@ function summary(data) {
   return `${data.method}: ${count(data.steps, "step")}${pending}${roi}${mask}.`;
 }
 
+function oneClickTip(data) {
+  // one foreground click, no box, a method that takes boxes (the generalist): on val and an
+  // unseen MRI one click marked a tenth of a liver, a tight box most of it (docs/defaults.md)
+  const clicks = data.clicks || [];
+  const one = data.steps === 1 && !data.box && (data.accepts || []).includes("box") &&
+    clicks.length === 1 && clicks[0].kind === "foreground";
+  return one ? " A large organ? One click often marks only part of it: " +
+    "draw a tight box round it (Box tool, key o)." : "";
+}
+
 function showBusy() {
   // the busy indicator: shown while a request is in flight or clicks wait their turn
   const queued = state.queue.reduce((n, e) => n + (e.clicks ? e.clicks.length : 1), 0);
@@ -700,7 +710,7 @@ async function execute({ action, t0, say }) {
     }
     update(data);
     await refreshOverlays();
-    let line = say ? say(data) : summary(data);
+    let line = (say ? say(data) : summary(data)) + oneClickTip(data);
     if (t0 !== undefined && data.last) {
       const end = performance.now();
       const ms = end - t0;
