@@ -238,7 +238,13 @@ def model_card(meta: dict[str, Any]) -> str:
         f"- Trained on the `{cfg['train_split']}` splits of: "
         + ", ".join(Path(d).name for d in meta["datasets"] if Path(d).name not in meta["held_out"])
         + f" (datasets without splits: every case), plus {cfg['synthetic_volumes']} "
-        "procedural volumes; every target of each",
+        "procedural volumes"
+        + (
+            f" and {cfg['large_synthetic_volumes']} with an organ-sized object"
+            if cfg.get("large_synthetic_volumes")
+            else ""
+        )
+        + "; every target of each",
         f"- Held out (never trained on): {', '.join(meta['held_out'])}",
         f"- Training: {tr['iterations']} iterations of {cfg['batch_size']} crops "
         f"(0-{len(cfg['round_weights']) - 1} simulated correction rounds each), "
