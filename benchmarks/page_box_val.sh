@@ -14,7 +14,7 @@ set -euo pipefail
 root=${1:-../shared/data}
 out=${2:-runs/box_val}
 extra=${EXTRA:-$HOME/.cache/mecca-data-extra}
-export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
+export PATH=$PWD/.venv/bin:$PATH OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 mkdir -p "$out"
 rows=("$root/hippocampus - 8" "$root/left_atrium - -" "$root/acdc lv -" "$root/acdc rv -"
   "$root/acdc myocardium -")
@@ -35,6 +35,6 @@ for slack in ${SLACKS:-0 0.25}; do
     [[ $target != - ]] && args+=(--target "$target")
     [[ $cap != - ]] && args+=(--max-cases "$cap")
     echo "== $(date -u +%H:%M:%S) $name slack $slack"
-    python benchmarks/points_only.py "${args[@]}" | grep -v "passed over" || true
+    python benchmarks/points_only.py "${args[@]}" | { grep -v "passed over" || true; }
   done
 done

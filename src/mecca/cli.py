@@ -412,7 +412,7 @@ def segment(
             )
         )
     if given is None and _one_foreground_click(clicks) and InteractionKind.BOX in built.accepts:
-        # measured: one click marked a tenth of an unseen liver, a tight box most of it
+        # measured on unseen livers: one click marks part of the organ, a tight box most of it
         click.echo(
             "tip: one click often marks only part of a large organ; a tight box round it "
             "does better: --box i0,j0,k0,i1,j1,k1 (docs/segment.md)"

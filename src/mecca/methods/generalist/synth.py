@@ -22,9 +22,9 @@ liver does. Without them the largest objects
 the network saw filled a third of a crop, and one click into an unseen large organ gave a
 mask far too small (docs/defaults.md). With ``vessels`` the organ also holds 2-6 tubes of
 another intensity (all brighter or all darker than it) and a stronger texture, which
-stay part of it, as the vessels inside a liver are part of the liver in its masks: with
-homogeneous organs alone the network stopped at the first internal structure and gave a
-ball around one click in a liver (docs/defaults.md).
+stay part of it, as the vessels inside a liver are part of the liver in its masks (on
+their own they did not make one click fill a liver; making that sample common in
+training did: docs/training.md, the eighth and ninth schedules).
 
 A volume takes about 0.05-0.15 s, a large one as much; training draws from a fixed pool
 built once into the preprocessing cache.

@@ -111,8 +111,8 @@ function summary(data) {
 }
 
 function oneClickTip(data) {
-  // one foreground click, no box, a method that takes boxes (the generalist): on val and an
-  // unseen MRI one click marked a tenth of a liver, a tight box most of it (docs/defaults.md)
+  // one foreground click, no box, a method that takes boxes (the generalist): on unseen
+  // livers one click marks part of the organ, a tight box most of it (docs/defaults.md)
   const clicks = data.clicks || [];
   const one = data.steps === 1 && !data.box && (data.accepts || []).includes("box") &&
     clicks.length === 1 && clicks[0].kind === "foreground";
