@@ -6,7 +6,8 @@ docs/defaults.md), the ``update`` variants (a click step's change kept near its
 clicks or not, ``local``) and the ``roi`` variants (the CVPR user's ROI grown when the mask
 reaches it, ``grow_roi`` of :func:`mecca.bench.cvpr25.run_case`) and the ``recrop``
 variants (a re-cropped method gets every click in one step, or the history replayed one
-click a step, ``replay``). Two users:
+click a step, ``replay``) and the ``tta`` variants (test-time flips, ``flips``). Two
+users:
 
 * ``cvpr25``: box, then 5 clicks (:mod:`mecca.bench.cvpr25`): mean DSC after the box and
   final DSC, and the largest fall of the mean DSC from one click to the next;
@@ -17,7 +18,7 @@ click a step, ``replay``). Two users:
 
 Usage::
 
-    python benchmarks/generalist_settings.py grid|update|roi|recrop [--weights RUN_OR_BUNDLE]
+    python benchmarks/generalist_settings.py grid|update|roi|recrop|tta [--weights RUN_OR_BUNDLE]
         [--only "base grid,64x64x48 from 1.5"] [--data ../shared/data]
         [--extra ~/.cache/mecca-data-extra] [--out results.json]
 
@@ -56,8 +57,13 @@ VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
     "update": {"global": {"local": False}, "local": {"local": True}},
     "roi": {"fixed ROI": {"grow_roi": 0}, "ROI grows": {"grow_roi": 2}},
     "recrop": {"all clicks at once": {"replay": False}, "replayed": {"replay": True}},
+    "tta": {
+        "no flips": {"flips": ()},
+        "flip i": {"flips": ((0,),)},
+        "flip i, j, ij": {"flips": ((0,), (1,), (0, 1))},
+    },
 }
-DEFAULTS: dict[str, Any] = {"max_grid": None, "local": True}
+DEFAULTS: dict[str, Any] = {"max_grid": None, "local": True, "flips": ()}
 """What every variant starts from: the shipped method's settings."""
 
 

@@ -36,6 +36,7 @@ from mecca.methods.generalist.train import (
     dice_bce,
     learning_rate,
     train,
+    train_step,
 )
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -62,6 +63,18 @@ def _crop():
 def test_it_is_an_interactive_method_taking_points_and_boxes(method):
     assert isinstance(method, InteractiveMethod)
     assert method.accepts == frozenset({FG, BG, BOX}) and method.name == "generalist"
+
+
+def test_test_time_flips_average_the_flipped_copies(method):
+    channels = np.random.default_rng(1).random((5, *GRID)).astype(np.float32)
+    flips = ((0,), (1, 2))
+    expected = [method.predict(channels)]
+    for axes in flips:
+        copy = np.flip(channels, [a + 1 for a in axes]).copy()  # axis 0 holds the channels
+        expected.append(np.flip(method.predict(copy), axes))
+    flipped = GeneralistMethod(method.net, GRID, flips=flips)
+    np.testing.assert_allclose(flipped.predict(channels), np.mean(expected, 0), atol=1e-5)
+    assert not np.allclose(flipped.predict(channels), expected[0], atol=1e-4)
 
 
 def test_steps_give_a_probability_and_keep_old_states(method):
@@ -235,6 +248,53 @@ def test_click_roi_samples_are_cropped_around_a_target_voxel(cache):
         assert s.mode == "click_roi" and s.box.max() == 0.0
         assert s.fg.max() == 1.0  # the first click, at the object's deepest voxel in the crop
         assert (s.target > 0.5).sum() >= 3
+
+
+def test_first_click_samples_hold_one_foreground_click_of_the_named_dataset(cache):
+    sampler = Sampler(cache, SamplerConfig(grid=GRID))  # p_click_roi 0: forced all the same
+    rng = np.random.default_rng(4)
+    for _ in range(8):
+        s = sampler.first_click_sample(rng, "synthetic")
+        assert s.mode == "first_click" and s.dataset == "synthetic"
+        assert s.fg.max() == 1.0 and s.bg.max() == 0.0 and s.box.max() == 0.0
+        assert s.prev.max() == 0.0  # nothing before the click
+        clicked = np.argwhere(s.fg == 1.0)
+        assert len(clicked) == 1 and s.target[tuple(clicked[0])] > 0.5  # inside the object
+    with pytest.raises(ConfigError, match="no dataset 'liver'"):
+        sampler.first_click_sample(rng, "liver")
+
+
+class _Recording(torch.nn.Module):
+    """Keeps every input the wrapped net sees."""
+
+    def __init__(self, net: torch.nn.Module) -> None:
+        super().__init__()
+        self.net, self.seen = net, []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.seen.append(x.detach().clone())
+        return self.net(x)
+
+
+def test_first_click_samples_skip_the_batchs_correction_rounds(cache, phantoms, tmp_path):
+    cfg = _tiny_config(phantoms, tmp_path / "cache", p_first_click=0.5)
+    sampler, rng = Sampler(cache, cfg.sampler_config()), np.random.default_rng(0)
+    samples = [sampler.first_click_sample(rng, "synthetic"), sampler.sample(rng)]
+    net = _Recording(GeneralistNet(cfg.net_config()))
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-3)
+    train_step(net, opt, samples, 2, cfg, torch.device("cpu"), rng)
+    assert len(net.seen) == 3  # two rounds without gradient, then the trained forward
+    trained = net.seen[-1].numpy()
+    first = samples[0]
+    for c, a in enumerate((first.prev, first.fg, first.bg, first.box), start=1):
+        np.testing.assert_array_equal(trained[0, c], a)  # its first prompt, untouched
+    assert trained[1, 1].max() > 0  # the other sample carries the rounds' probability
+    with pytest.raises(ConfigError, match="p_first_click"):
+        _tiny_config(phantoms, tmp_path / "cache", p_first_click=1.5)
+    every = _tiny_config(
+        phantoms, tmp_path / "cache", p_first_click=1.0, first_click_dataset="synthetic"
+    )
+    assert (train(every, tmp_path / "run") / "last.pt").is_file()  # first clicks only
 
 
 def test_fine_grid_batches(cache, phantoms, tmp_path):

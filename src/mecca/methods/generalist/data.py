@@ -34,6 +34,10 @@ to one component. The crop follows the prompt mode, as a session would crop:
   session makes around a first click (a large organ then fills it); 1-3 foreground
   clicks, sometimes background clicks; in a tenth of them a degraded copy of the truth
   stands for an initial segmentation (``init_prob``) and the clicks come from its errors.
+* ``first_click`` (:meth:`Sampler.first_click_sample`, drawn by the trainer): a named
+  dataset's target, cropped as ``click_roi`` around one foreground click at its
+  interior-most voxel in the crop and nothing else, the case of a person who clicks once
+  into a large organ; the trainer keeps a fixed share of them in every batch.
 
 The crop is resampled trilinearly to the grid exactly as :func:`mecca.data.roi.make_crop`
 does, or (30 %) through a rotation of up to 15 degrees in the (i, j) plane; the label is
@@ -416,8 +420,16 @@ class Sampler:
             for d, t, w in zip(self.datasets, self._by_target, self.weights, strict=True)
         }
 
-    def _pick(self, rng: np.random.Generator) -> tuple[dict[str, Any], dict[str, Any], str]:
-        di = int(rng.choice(len(self.datasets), p=self.weights))
+    def _pick(
+        self, rng: np.random.Generator, dataset: str | None = None
+    ) -> tuple[dict[str, Any], dict[str, Any], str]:
+        if dataset is None:
+            di = int(rng.choice(len(self.datasets), p=self.weights))
+        else:
+            names = [d["name"] for d in self.datasets]
+            if dataset not in names:
+                raise ConfigError(f"no dataset {dataset!r} in the training cache: {names}")
+            di = names.index(dataset)
         d = self.datasets[di]
         if d["per_case_targets"]:
             case = d["cases"][int(rng.integers(len(d["cases"])))]
@@ -439,6 +451,18 @@ class Sampler:
                 return out
         raise InputError("could not draw a training crop with the target in it (20 tries)")
 
+    def first_click_sample(
+        self, rng: np.random.Generator, dataset: str, grid: Int3 | None = None
+    ) -> Sample:
+        """A ``first_click`` sample of ``dataset`` (module docstring): one foreground click,
+        the crop a session makes around it."""
+        for _ in range(20):
+            d, case, name = self._pick(rng, dataset)
+            out = self._make(d, case, name, rng, grid or self.config.grid, first_click=True)
+            if out is not None:
+                return out
+        raise InputError("could not draw a first-click crop with the target in it (20 tries)")
+
     def _make(
         self,
         d: dict[str, Any],
@@ -446,6 +470,7 @@ class Sampler:
         name: str,
         rng: np.random.Generator,
         grid: Int3,
+        first_click: bool = False,
     ) -> Sample | None:
         cfg = self.config
         folder = self.top / d["name"]
@@ -462,7 +487,7 @@ class Sampler:
                 full[sub] = comp[0]
                 lab, values = full, None
                 start, stop = start + comp[1], start + comp[2]
-        u = rng.random()
+        u = 1.0 if first_click else rng.random()
         mode = "box" if u < cfg.p_box else "roi_box" if u < cfg.p_box + cfg.p_roi_box else "points"
         if mode == "box" and rng.random() < cfg.p_slice_box:
             mode = "slice_box"
@@ -476,7 +501,9 @@ class Sampler:
         slack = None
         if mode == "box" and cfg.p_loose_box > 0 and rng.random() < cfg.p_loose_box:
             slack = rng.uniform(0.0, cfg.loose_box_slack, size=6)
-        if mode == "points" and cfg.p_click_roi > 0 and rng.random() < cfg.p_click_roi:
+        if first_click or (
+            mode == "points" and cfg.p_click_roi > 0 and rng.random() < cfg.p_click_roi
+        ):
             around = _click_roi(lab, values, start, stop, case["spacing"], rng)
             if around is None:
                 return None
@@ -496,6 +523,8 @@ class Sampler:
         if gt.sum() < 3:
             return None
         image = normalise_image(augment_intensity(image, rng))
+        if first_click:
+            mode = "first_click"
         prev, fg, bg, box = self._prompt(mode, gt, target, rng, slack)
         return Sample(image, target, prev, fg, bg, box, d["name"], name, mode)
 
@@ -518,6 +547,9 @@ class Sampler:
             corners = middle_slice_box(gt)
             assert corners is not None  # the caller checked that gt is not empty
             return prev, fg, bg, box_map(grid, corners[0], corners[1])
+        if mode == "first_click":
+            add_clicks(fg, bg, initial_points(gt, rng, 1, 0))
+            return prev, fg, bg, zeros
         if rng.random() < self.config.p_init:
             prev = degraded_truth(target, rng)
             clicks = error_clicks(prev > 0.5, gt, rng) or initial_points(gt, rng, 1, 0)

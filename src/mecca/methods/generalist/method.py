@@ -34,6 +34,12 @@ then cannot undo a correct part of the mask far from it. The box step, the first
 and every step without a box are global: without a box the first points still tell the
 object's extent, and a new inside point may rightly grow the mask anywhere.
 
+With ``flips`` set (test-time augmentation; off by default) each step also runs the
+network on the input flipped along those grid axes, in one batch, and averages the
+probabilities after flipping them back: the training drew every flip, so each is an
+equally good guess, and their mean is a smoother one; the step costs one more forward per
+flip.
+
 ``start`` gives probability 0.5 everywhere (an empty mask) or ``init_prob``; the network's
 previous-probability channel starts at 0 (nothing predicted yet) or at ``init_prob``. A
 step without new clicks keeps the last result (the network is not re-run on its own
@@ -85,6 +91,8 @@ class GeneralistMethod:
         local: keep a correction click's change near it once a box is given (module
             docstring; on by default: on val it lowered the falls of the mean Dice from one
             click to the next at the same final Dice, docs/defaults.md).
+        flips: test-time flips (module docstring), e.g. ``((0,), (1,))``: grid axes to
+            flip, one tuple a extra forward; empty (the default): the network once.
         name: ``generalist``.
         device: where the network runs.
         model: the model it runs (a bundle's folder name, else the path it was loaded
@@ -96,6 +104,7 @@ class GeneralistMethod:
     roi_as_box: bool = False
     max_grid: tuple[int, int, int] | None = None
     local: bool = True
+    flips: tuple[tuple[int, ...], ...] = ()
     name: str = "generalist"
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     model: str = ""
@@ -196,9 +205,16 @@ class GeneralistMethod:
     def predict(self, channels: np.ndarray) -> np.ndarray:
         """Float32 probability (I, J, K) for the (5, I, J, K) input channels."""
         x = torch.from_numpy(np.ascontiguousarray(channels))[None].to(self.device)
+        if self.flips:  # the copies on the batch axis; spatial axes are 2, 3, 4 there
+            x = torch.cat([x, *(torch.flip(x, [a + 2 for a in axes]) for axes in self.flips)])
         with torch.inference_mode():
-            logits = self.net(x)
-        return torch.sigmoid(logits)[0, 0].float().cpu().numpy()
+            prob = torch.sigmoid(self.net(x))[:, 0]
+        if self.flips:  # each copy flipped back onto the grid, then their mean
+            copies = [
+                torch.flip(p, list(axes)) for p, axes in zip(prob[1:], self.flips, strict=True)
+            ]
+            prob = torch.stack([prob[0], *copies]).mean(0, keepdim=True)
+        return prob[0].float().cpu().numpy()
 
 
 def keep_local_changes(

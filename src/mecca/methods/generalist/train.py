@@ -55,6 +55,8 @@ from mecca.methods.generalist.bundle import load_weights
 from mecca.methods.generalist.data import (
     MIN_TARGET_VOXELS,
     HeldOut,
+    Int3,
+    Sample,
     Sampler,
     SamplerConfig,
     add_clicks,
@@ -118,6 +120,13 @@ class GeneralistConfig:
     """Share of the correction rounds of a points sample (no box) whose click follows the
     points user (:func:`.prompts.turn_click`: foreground or background drawn 50/50, not
     from the largest error), as 3D Slicer's "3 inside, then 3 outside" user clicks."""
+    p_first_click: float = 0.0
+    """Share of each batch's samples drawn as a first click into ``first_click_dataset``
+    (:meth:`.data.Sampler.first_click_sample`), trained on their first prediction whatever
+    the batch's rounds: one click into a large organ stays learnt, while the other weights
+    and rounds are free (the tenth and eleventh schedules unlearnt it when its samples
+    were only a weight over all rounds)."""
+    first_click_dataset: str = "synthetic_large"
     fine_grid_share: float = 0.0
     """Share of batches drawn on the finer grid the method gives a large ROI (one network
     factor finer per axis, :meth:`.method.GeneralistMethod.grid_for`)."""
@@ -148,6 +157,8 @@ class GeneralistConfig:
             raise ConfigError(f"round_weights must sum to 1, got {self.round_weights}")
         if not 0.0 <= self.p_turns <= 1.0:
             raise ConfigError(f"p_turns must be in [0, 1], got {self.p_turns}")
+        if not 0.0 <= self.p_first_click <= 1.0:
+            raise ConfigError(f"p_first_click must be in [0, 1], got {self.p_first_click}")
         if not 0.0 <= self.fine_grid_share <= 1.0:
             raise ConfigError(f"fine_grid_share must be in [0, 1], got {self.fine_grid_share}")
         if not 0.0 <= self.p_loose_box <= 1.0 or self.loose_box_slack < 0:
@@ -267,12 +278,17 @@ def train_step(
     device: torch.device,
     rng: np.random.Generator,
 ) -> dict[str, float]:
-    """One iteration on a batch: ``rounds`` correction rounds, then a gradient step."""
+    """One iteration on a batch: ``rounds`` correction rounds, then a gradient step
+    (``first_click`` samples keep their first prompt: they are trained on no round)."""
     x, target = _batch(samples, device)
+    first = x.copy()
     gts = np.stack([s.target > 0.5 for s in samples])
     for _ in range(rounds):
         turns = [s.mode in POINTS_MODES and rng.random() < cfg.p_turns for s in samples]
         x = correction_round(net, x, gts, device, rng, turns)
+    keep = np.array([s.mode == "first_click" for s in samples])
+    if rounds and keep.any():
+        x[keep] = first[keep]
     logits = net(_to_device(x, device))
     loss, parts = dice_bce(logits.float(), target)
     opt.zero_grad(set_to_none=True)
@@ -613,7 +629,7 @@ def _loop(
         t0 = time.perf_counter()
         fine = cfg.fine_grid_share > 0 and st.rng.random() < cfg.fine_grid_share
         grid = cfg.fine_grid if fine else cfg.grid3
-        samples = [sampler.sample(st.rng, grid) for _ in range(cfg.batch_size)]
+        samples = [_draw(sampler, st.rng, grid, cfg) for _ in range(cfg.batch_size)]
         t_data += time.perf_counter() - t0
         rounds = int(st.rng.choice(len(cfg.round_weights), p=cfg.round_weights))
         window.append(
@@ -636,6 +652,13 @@ def _loop(
             t_window = time.perf_counter()
     save_checkpoint(out / "last.pt", _payload(cfg, net, opt, st))
     log.info("stopped at iteration %d", st.iteration)
+
+
+def _draw(sampler: Sampler, rng: np.random.Generator, grid: Int3, cfg: GeneralistConfig) -> Sample:
+    """One sample of a batch: a first click (a share ``p_first_click``) or the sampler's."""
+    if cfg.p_first_click > 0 and rng.random() < cfg.p_first_click:
+        return sampler.first_click_sample(rng, cfg.first_click_dataset, grid)
+    return sampler.sample(rng, grid)
 
 
 def _train_record(
