@@ -67,14 +67,34 @@ def test_it_is_an_interactive_method_taking_points_and_boxes(method):
 
 def test_test_time_flips_average_the_flipped_copies(method):
     channels = np.random.default_rng(1).random((5, *GRID)).astype(np.float32)
-    flips = ((0,), (1, 2))
-    expected = [method.predict(channels)]
+    flips, once = ((0,), (1, 2)), GeneralistMethod(method.net, GRID, flips=())
+    expected = [once.predict(channels)]
     for axes in flips:
         copy = np.flip(channels, [a + 1 for a in axes]).copy()  # axis 0 holds the channels
-        expected.append(np.flip(method.predict(copy), axes))
+        expected.append(np.flip(once.predict(copy), axes))
     flipped = GeneralistMethod(method.net, GRID, flips=flips)
     np.testing.assert_allclose(flipped.predict(channels), np.mean(expected, 0), atol=1e-5)
     assert not np.allclose(flipped.predict(channels), expected[0], atol=1e-4)
+    np.testing.assert_array_equal(flipped.predict(channels, flip=False), expected[0])
+
+
+def test_a_points_only_first_step_runs_unflipped_and_the_rest_flipped(method):
+    class Recording(GeneralistMethod):
+        seen: list = []
+
+        def predict(self, channels, *, flip=True):
+            self.seen.append(flip)
+            return super().predict(channels, flip=flip)
+
+    crop, rng = _crop(), np.random.default_rng(0)
+    points = Recording(method.net, GRID)
+    s1, _ = points.step(points.start(crop), [Click(FG, (8, 8, 4))], rng=rng)
+    points.step(s1, [Click(BG, (1, 1, 1))], rng=rng)
+    assert points.seen == [False, True]  # one click's reach is the single pass's call
+    boxed = Recording(method.net, GRID, roi_as_box=True)
+    boxed.seen = []
+    boxed.step(boxed.start(crop), [Click(FG, (8, 8, 4))], rng=rng)
+    assert boxed.seen == [True]  # a box is given: flipped from the first step
 
 
 def test_steps_give_a_probability_and_keep_old_states(method):
@@ -147,7 +167,7 @@ def test_a_local_method_keeps_correction_clicks_near_them_once_a_box_is_given(me
     class Scripted(GeneralistMethod):
         outputs: list = []
 
-        def predict(self, channels):
+        def predict(self, channels, *, flip=True):
             return self.outputs.pop(0)
 
     crop, rng = _crop(), np.random.default_rng(0)
@@ -262,6 +282,8 @@ def test_first_click_samples_hold_one_foreground_click_of_the_named_dataset(cach
         assert len(clicked) == 1 and s.target[tuple(clicked[0])] > 0.5  # inside the object
     with pytest.raises(ConfigError, match="no dataset 'liver'"):
         sampler.first_click_sample(rng, "liver")
+    drawn = {sampler.first_click_sample(rng).dataset for _ in range(12)}
+    assert drawn == {"ph", "synthetic"}  # unnamed: any dataset, by weight
 
 
 class _Recording(torch.nn.Module):
@@ -291,9 +313,7 @@ def test_first_click_samples_skip_the_batchs_correction_rounds(cache, phantoms, 
     assert trained[1, 1].max() > 0  # the other sample carries the rounds' probability
     with pytest.raises(ConfigError, match="p_first_click"):
         _tiny_config(phantoms, tmp_path / "cache", p_first_click=1.5)
-    every = _tiny_config(
-        phantoms, tmp_path / "cache", p_first_click=1.0, first_click_dataset="synthetic"
-    )
+    every = _tiny_config(phantoms, tmp_path / "cache", p_first_click=1.0)
     assert (train(every, tmp_path / "run") / "last.pt").is_file()  # first clicks only
 
 

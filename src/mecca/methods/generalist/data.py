@@ -34,8 +34,8 @@ to one component. The crop follows the prompt mode, as a session would crop:
   session makes around a first click (a large organ then fills it); 1-3 foreground
   clicks, sometimes background clicks; in a tenth of them a degraded copy of the truth
   stands for an initial segmentation (``init_prob``) and the clicks come from its errors.
-* ``first_click`` (:meth:`Sampler.first_click_sample`, drawn by the trainer): a named
-  dataset's target, cropped as ``click_roi`` around one foreground click at its
+* ``first_click`` (:meth:`Sampler.first_click_sample`, drawn by the trainer): a target
+  (of a named dataset, or of any drawn by weight), cropped as ``click_roi`` around one foreground click at its
   interior-most voxel in the crop and nothing else, the case of a person who clicks once
   into a large organ; the trainer keeps a fixed share of them in every batch.
 
@@ -452,10 +452,10 @@ class Sampler:
         raise InputError("could not draw a training crop with the target in it (20 tries)")
 
     def first_click_sample(
-        self, rng: np.random.Generator, dataset: str, grid: Int3 | None = None
+        self, rng: np.random.Generator, dataset: str | None = None, grid: Int3 | None = None
     ) -> Sample:
-        """A ``first_click`` sample of ``dataset`` (module docstring): one foreground click,
-        the crop a session makes around it."""
+        """A ``first_click`` sample (module docstring) of ``dataset``, or of a dataset drawn
+        by weight when None: one foreground click, the crop a session makes around it."""
         for _ in range(20):
             d, case, name = self._pick(rng, dataset)
             out = self._make(d, case, name, rng, grid or self.config.grid, first_click=True)

@@ -1,0 +1,132 @@
+"""The page as a new user meets it: `mecca serve` with defaults, one image, headless Chromium.
+
+Serves a copy of IMAGE (never a link: the server refuses links out of its roots) with
+``mecca serve --root`` as the README says, opens the page at 1100 x 700, opens the image
+with the default method and, on the axial view through the organ's interior-most voxel
+(the organ: voxels of LABEL equal to ``--value``), either clicks once there (foreground)
+or, with ``--box``, draws the Box tool's two corners tight round the organ on that slice.
+Then it saves a screenshot, exports the mask and prints what the user saw (the status
+line), the mask's Dice against the organ and the page errors (none expected).
+
+Usage::
+
+    python benchmarks/page_new_user.py IMAGE LABEL --value N [--box] --out DIR [--port P]
+
+Needs Debian's ``chromium`` (``make browser``) and the ``playwright`` package (``make
+install``). Seconds are those of the machine it runs on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+from playwright.sync_api import sync_playwright
+from scipy import ndimage
+
+CHROMIUM = "/usr/bin/chromium"
+CANVAS_XY = """(mm) => {
+  // canvas pixels of a point in mm on the axial view through it (NiiVue's own mapping)
+  nv.scene.crosshairPos = nv.mm2frac(mm);
+  nv.drawScene();
+  const p = nv.frac2canvasPos(nv.mm2frac(mm)), r = nv.canvas.getBoundingClientRect();
+  const dpr = window.devicePixelRatio || 1;
+  return [r.left + p[0] / dpr, r.top + p[1] / dpr];
+}"""
+
+
+def organ_points(label: Path, value: int, box: bool) -> list[list[float]]:
+    """Points in RAS mm to click: the organ's interior-most voxel, or (``box``) the two
+    corners of its bounding box on that voxel's axial slice, half a voxel outside it."""
+    img = nib.load(label)
+    organ = np.asarray(img.dataobj) == value
+    depth = ndimage.distance_transform_edt(organ)
+    centre = np.array(np.unravel_index(int(np.argmax(depth)), organ.shape), float)
+    voxels = [centre]
+    if box:
+        axial = organ[:, :, int(centre[2])]
+        ii, jj = np.nonzero(axial)
+        voxels = [
+            np.array([ii.min() - 0.5, jj.min() - 0.5, centre[2]]),
+            np.array([ii.max() + 0.5, jj.max() + 0.5, centre[2]]),
+        ]
+    return [(img.affine @ np.append(v, 1.0))[:3].tolist() for v in voxels]
+
+
+def wait(page, condition: str, timeout: int = 60000) -> None:
+    page.wait_for_function(f"() => ({condition})", timeout=timeout)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("image", type=Path)
+    parser.add_argument("label", type=Path)
+    parser.add_argument("--value", type=int, required=True)
+    parser.add_argument("--box", action="store_true")
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--port", type=int, default=8765)
+    args = parser.parse_args()
+    root, state = args.out / "root", args.out / "state"
+    root.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(args.image, root / args.image.name)
+    url = f"http://127.0.0.1:{args.port}"
+    cmd = ["mecca", "serve", "--root", str(root), "--state-dir", str(state)]
+    server = subprocess.Popen([*cmd, "--port", str(args.port)])
+    try:
+        for _ in range(120):
+            try:
+                urllib.request.urlopen(f"{url}/api/info", timeout=1)
+                break
+            except OSError:
+                time.sleep(0.5)
+        return drive(url, args, state)
+    finally:
+        server.terminate()
+        server.wait(timeout=20)
+
+
+def drive(url: str, args: argparse.Namespace, state: Path) -> int:
+    points = organ_points(args.label, args.value, args.box)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1100, "height": 700})
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(url)
+        wait(page, "window.mecca && window.mecca.ready")
+        page.select_option("#view", "axial")
+        page.click(f"#files li[data-path='{args.image.name}']")
+        wait(page, "window.mecca.loaded === true")
+        page.wait_for_timeout(500)
+        page.check("input[value=box]" if args.box else "input[value=foreground]")
+        for mm in points:
+            x, y = page.evaluate(CANVAS_XY, mm)
+            page.mouse.click(x, y)
+        wait(page, "window.mecca.session.steps === 1 && !window.mecca.busy")
+        status = page.text_content("#status")
+        shot = args.out / ("page_box.png" if args.box else "page_one_click.png")
+        page.screenshot(path=str(shot))
+        page.fill("#exportName", "mask.nii.gz")
+        page.click("#export")
+        wait(page, "document.getElementById('status').textContent.startsWith('Exported')")
+        sid = page.evaluate("window.mecca.sid")
+        browser.close()
+    mask = np.asarray(nib.load(state / "exports" / sid / "mask.nii.gz").dataobj) > 0
+    organ = np.asarray(nib.load(args.label).dataobj) == args.value
+    dice = 2 * (mask & organ).sum() / (mask.sum() + organ.sum())
+    said = {"status": status, "dice": round(float(dice), 4), "voxels": int(mask.sum())}
+    said |= {"organ_voxels": int(organ.sum()), "screenshot": str(shot), "page_errors": errors}
+    print(json.dumps(said, indent=1))
+    return 1 if errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
