@@ -15,7 +15,8 @@ pytest.importorskip("fastapi")
 from fastapi.testclient import TestClient  # noqa: E402
 
 from mecca.errors import ConfigError  # noqa: E402
-from mecca.server.app import create_app  # noqa: E402
+from mecca.io import Volume  # noqa: E402
+from mecca.server.app import SLICE_BOX_DEPTH, box_from_corners, create_app  # noqa: E402
 from mecca.server.settings import ServerSettings  # noqa: E402
 from mecca.server.viewer_overlay import OTHER_OUTLINE  # noqa: E402
 
@@ -149,6 +150,17 @@ def test_a_drawn_box_is_a_box_prompt_for_the_generalist(root, tmp_path):
     assert walker["box"] == data["box"] and walker["roi"] == data["roi"]  # the same crop
     as_roi = client.put(f"/api/sessions/{sid}/roi", json={"corners_mm": corners})
     assert as_roi.json()["box"] is None and as_roi.json()["steps"] == 0
+
+
+def test_a_box_drawn_on_one_slice_reaches_across_slices():
+    volume = Volume(np.zeros((40, 40, 30), np.float32), np.diag([1.0, 1.0, 2.0, 1.0]))
+    corners = [[10.0, 10.0, 16.0], [21.0, 31.0, 16.0]]  # 12 x 22 voxels of 1 mm, slice 8
+    box = box_from_corners(volume, corners, in_mm=True)
+    across = round(SLICE_BOX_DEPTH * (12 + 22) / 2 / 2.0)  # the mean in-plane size in mm
+    assert box.start[:2] == (10, 10) and box.stop[:2] == (22, 32)
+    assert box.stop[2] - box.start[2] == across and box.start[2] == 8 - across // 2
+    roi = box_from_corners(volume, corners)  # an ROI: as deep as wide in voxels
+    assert roi.stop[2] - roi.start[2] == 17
 
 
 def test_concurrent_sessions_never_see_each_other(root, tmp_path):

@@ -35,9 +35,9 @@ to one component. The crop follows the prompt mode, as a session would crop:
   clicks, sometimes background clicks; in a tenth of them a degraded copy of the truth
   stands for an initial segmentation (``init_prob``) and the clicks come from its errors.
 * ``first_click`` (:meth:`Sampler.first_click_sample`, drawn by the trainer): a target
-  (of a named dataset, or of any drawn by weight), cropped as ``click_roi`` around one foreground click at its
-  interior-most voxel in the crop and nothing else, the case of a person who clicks once
-  into a large organ; the trainer keeps a fixed share of them in every batch.
+  (of a named dataset, or of any drawn by weight), cropped as ``click_roi`` around one
+  foreground click at its interior-most voxel in the crop and nothing else, the case of a
+  person who clicks once; the trainer keeps a fixed share of them in every batch.
 
 The crop is resampled trilinearly to the grid exactly as :func:`mecca.data.roi.make_crop`
 does, or (30 %) through a rotation of up to 15 degrees in the (i, j) plane; the label is
