@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +81,21 @@ def splits(data: Path, extra: Path) -> list[tuple[Path, str | None, int | None]]
     return rows
 
 
+def val_cases(data: Path, extra: Path) -> Iterator[tuple[str, list[tuple[Any, np.ndarray]]]]:
+    """(``dataset:target``, its first val cases as (volume, truth)) for each of
+    :func:`splits`; a case without the target is passed over (OpenKBP: not every patient
+    has every organ)."""
+    for folder, target, cap in splits(data, extra):
+        ds = open_dataset(folder)
+        cases = []
+        for case in ds.cases("val"):
+            try:
+                cases.append(ds.load_case(case, target))
+            except InputError:
+                continue
+        yield f"{folder.name}:{target or ds.default_target}", cases[:cap]
+
+
 def apply(method: generalist.GeneralistMethod, settings: dict[str, Any]) -> dict[str, Any]:
     """Set a variant: method attributes, and FINE_FROM on the module; returns the CVPR
     loop's options (``grow_roi``, ``replay``)."""
@@ -113,16 +129,7 @@ def main() -> None:
     table: dict[str, dict[str, dict[str, float]]] = {}
     points_runs: dict[tuple[str, int, str], list[float]] = {}  # variants that differ only
     # in the CVPR loop's options share the points user's sessions (run once)
-    for folder, target, cap in splits(args.data, args.extra.expanduser()):
-        ds = open_dataset(folder)
-        cases = []
-        for case in ds.cases("val"):
-            try:
-                cases.append(ds.load_case(case, target))
-            except InputError:  # OpenKBP: not every patient has every organ
-                continue
-        cases = cases[:cap]
-        name = f"{folder.name}:{target or ds.default_target}"
+    for name, cases in val_cases(args.data, args.extra.expanduser()):
         for label, settings in variants.items():
             loop = apply(method, settings)
             box, curves, p1, p3, p6, fell = [], [], [], [], [], []

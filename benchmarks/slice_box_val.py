@@ -23,12 +23,10 @@ import json
 from pathlib import Path
 
 import numpy as np
-from generalist_settings import splits  # the script beside this one
+from generalist_settings import val_cases  # the script beside this one
 from scipy import ndimage
 
 from mecca.bench import cvpr25
-from mecca.data.datasets import open_dataset
-from mecca.errors import InputError
 from mecca.io import Volume
 from mecca.methods.registry import DEFAULT_METHOD
 from mecca.server import app
@@ -80,18 +78,10 @@ def main() -> None:
     args = parser.parse_args()
     depths = [float(d) for d in args.depths.split(",")]
     table: dict[str, dict[str, list[float]]] = {}
-    for folder, target, cap in splits(args.data, args.extra.expanduser()):
-        ds = open_dataset(folder)
-        cases = []
-        for case in ds.cases("val"):
-            try:
-                cases.append(ds.load_case(case, target))
-            except InputError:  # OpenKBP: not every patient has every organ
-                continue
-        name = f"{folder.name}:{target or ds.default_target}"
+    for name, cases in val_cases(args.data, args.extra.expanduser()):
         for depth in depths:
             app.SLICE_BOX_DEPTH = depth
-            curves = [run(volume, gt, args.clicks) for volume, gt in cases[:cap]]
+            curves = [run(volume, gt, args.clicks) for volume, gt in cases]
             mean = [round(100 * float(v), 2) for v in np.mean(curves, axis=0)]
             table.setdefault(name, {})[str(depth)] = mean
             print(name, f"depth x{depth}", "Dice after the box, then each click:", mean, flush=True)
