@@ -64,7 +64,7 @@ VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
         "flip i, j, ij": {"flips": ((0,), (1,), (0, 1))},
     },
 }
-DEFAULTS: dict[str, Any] = {"max_grid": None, "local": True, "flips": generalist.FLIPS}
+DEFAULTS: dict[str, Any] = {"max_grid": None, "local": False, "flips": generalist.FLIPS}
 """What every variant starts from: the shipped method's settings."""
 
 
