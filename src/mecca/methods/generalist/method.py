@@ -27,12 +27,13 @@ one thread, which took the page's click-to-overlay from 155 to 317 ms on 2 cores
 (``benchmarks/generalist_settings.py``, docs/defaults.md).
 
 With ``local=True`` (off by default since the flips) a correction click's change stays
-near it once a box is given (:func:`keep_local_changes`, as FocalClick's local refinement): the voxels whose
-side of 0.5 changed form connected pieces, and only the pieces that touch a new click's
-3 x 3 x 3 neighbourhood take the new probability; the rest keep the last one. A click
-then cannot undo a correct part of the mask far from it. The box step, the first step
-and every step without a box are global: without a box the first points still tell the
-object's extent, and a new inside point may rightly grow the mask anywhere. On val it
+near it once a box is given (:func:`keep_local_changes`, as FocalClick's local
+refinement): the voxels whose side of 0.5 changed form connected pieces, and only the
+pieces that touch a new click's 3 x 3 x 3 neighbourhood take the new probability; the
+rest keep the last one. A click then cannot undo a correct part of the mask far from
+it. The box step, the first step and every step without a box are global: without a box
+the first points still tell the object's extent, and a new inside point may rightly grow
+the mask anywhere. On val it
 lowered the falls of the mean Dice from click to click with a single pass; with the flips
 the global step was better (box + 5 clicks 78.1 against 77.6) and fell no more
 (docs/defaults.md), so it is off.
