@@ -78,7 +78,9 @@ def main() -> int:
     root.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(args.image, root / args.image.name)
     url = f"http://127.0.0.1:{args.port}"
-    cmd = ["mecca", "serve", "--root", str(root), "--state-dir", str(state)]
+    beside = Path(sys.executable).with_name("mecca")  # the venv's command, else PATH's
+    cmd = [str(beside) if beside.exists() else "mecca", "serve", "--root", str(root)]
+    cmd += ["--state-dir", str(state)]
     server = subprocess.Popen([*cmd, "--port", str(args.port)])
     try:
         for _ in range(120):
