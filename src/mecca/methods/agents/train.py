@@ -55,7 +55,13 @@ from mecca.rl.actions import ACTIONS, action_values
 from mecca.rl.env import VoxelEnv
 from mecca.rl.rewards import RewardConfig, compute_reward
 from mecca.rl.semisup import DeltaSchedule, HeldLabels, run_split, simulated_labels
-from mecca.runtime import DistInfo, dist_from_env, init_distributed, resolve_device
+from mecca.runtime import (
+    DistInfo,
+    dist_from_env,
+    init_distributed,
+    resolve_device,
+    shutdown_distributed,
+)
 from mecca.training.run import Trainer, Validation, due
 
 log = logging.getLogger(__name__)
@@ -486,7 +492,9 @@ def train(
     progress: bool = True,
 ) -> Path:
     """Train (or resume) a run; see :class:`AgentTrainer`."""
-    return AgentTrainer(cfg, data, out, device=device, resume=resume, progress=progress).run()
+    run = AgentTrainer(cfg, data, out, device=device, resume=resume, progress=progress).run()
+    shutdown_distributed()  # under torchrun: every rank done, then the group ends
+    return run
 
 
 def train_request(request: TrainRequest) -> Path:
