@@ -3,7 +3,7 @@
 # fg/bg clicks; docs/cvpr25.md) on the hippocampus and left-atrium test splits and on every
 # ACDC and BraTS target, one run per split and target:
 #
-#   bash benchmarks/cvpr25_figures.sh fast|medsam_lite|tta|extra|generalist|val [DATA_ROOT] [OUT]
+#   bash benchmarks/cvpr25_figures.sh fast|medsam_lite|tta|extra|generalist|carried|val [DATA_ROOT] [OUT]
 #
 # fast         every method but the two slow ones, all test cases (results: OUT/<split>)
 # extra        the generalist and the classical methods on every target of the three
@@ -14,6 +14,10 @@
 # generalist   the generalist alone on every split and target of fast and extra (results:
 #              OUT/<split>_generalist), for when its weights or settings change: its rows
 #              there replace its rows of the combined runs (benchmarks/cvpr25_table.py)
+# carried      each method of fast that starts from init_prob (intercnn, deepigeos, itermrl,
+#              focal_itermrl, err_itermrl) alone on every split of fast (results:
+#              OUT/<split>_<method>): the re-crop rule (--recrop carry, since 2026-12-07)
+#              changes only their rows and the generalist's, which replace those of fast
 # val          model selection, never on test: the generalist alone (WEIGHTS=BUNDLE|RUN for
 #              another model than the shipped one) on the val splits of the hippocampus,
 #              left atrium, ACDC (3 targets) and CHAOS liver (unseen)
@@ -28,7 +32,7 @@
 # hippocampus model (the report's model column says which ran). Every run resumes
 # (--resume): rerunning continues where a stopped one ended.
 set -euo pipefail
-which=${1:?usage: cvpr25_figures.sh fast|medsam_lite|tta|extra|generalist|val [DATA_ROOT] [OUT]}
+which=${1:?usage: cvpr25_figures.sh fast|medsam_lite|tta|extra|generalist|carried|val [DATA_ROOT] [OUT]}
 root=${2:-../shared/data}
 out=${3:-runs/cvpr25}
 jobs=${JOBS:-1}
@@ -39,6 +43,12 @@ case $which in
   medsam_lite|tta) methods=$which; suffix="_$which" ;;
   extra) methods=generalist,growcut,geos,graphcut,random_walker; suffix="" ;;
   generalist) methods=generalist; suffix="_generalist" ;;
+  carried)  # one method at a time, each into its own folders
+    for m in intercnn deepigeos itermrl focal_itermrl err_itermrl; do
+      bash "$0" "carried:$m" "$root" "$out"
+    done
+    exit 0 ;;
+  carried:*) methods=${which#carried:}; suffix="_$methods" ;;
   val) methods=generalist; suffix="" ;;
   *) echo "unknown preset $which" >&2; exit 2 ;;
 esac

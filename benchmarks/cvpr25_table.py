@@ -7,7 +7,9 @@ Reads every ``<run>/results.json`` written by ``mecca benchmark --protocol cvpr2
 one row per method: DSC after the box and after each click, DSC AUC and NSD AUC (the
 organisers' trapezoid over the 5 clicks, maximum 4), final DSC and NSD@2mm, the median
 seconds of a click step (the method's own time) and the share of clicks the method's own
-mask honoured. Means over the run's cases; the case count is given per run. A method that
+mask honoured. Means over the run's cases; the case count and how a re-cropped method
+started again (``recrop``: ``carry`` since 2026-12-07, ``restart`` before) are given per
+run. A method that
 was rerun on its own (``<run>_<method>``, e.g. ``hippocampus_generalist`` after its
 weights changed) is shown from that run only, not from the combined one.
 """
@@ -65,9 +67,10 @@ def main() -> None:
         first = next(iter(results["methods"].values()))
         n = len(first["cases"])
         target = results.get("target") or "default target"
+        recrop = results.get("recrop", "restart")  # runs before 2026-12-07 restarted
         print(
             f"## {path.parent.name}: {Path(results['dataset']).name} {results['split']}, "
-            f"{target}, {n} cases\n"
+            f"{target}, {n} cases, re-crop: {recrop}\n"
         )
         print(
             "| method (model) | box | click 1 | click 2 | click 3 | click 4 | click 5 | "

@@ -5,8 +5,9 @@ Each variant sets attributes of the shipped generalist (``GeneralistMethod``): t
 docs/defaults.md), the ``update`` variants (a click step's change kept near its
 clicks or not, ``local``) and the ``roi`` variants (the CVPR user's ROI grown when the mask
 reaches it, ``grow_roi`` of :func:`mecca.bench.cvpr25.run_case`) and the ``recrop``
-variants (a re-cropped method gets every click in one step, or the history replayed one
-click a step, ``replay``) and the ``tta`` variants (test-time flips, ``flips``). Two
+variants (a re-cropped method starts from the mask so far with every click in one step,
+or from nothing with every click in one step or the history replayed one click a step,
+``recrop``) and the ``tta`` variants (test-time flips, ``flips``). Two
 users:
 
 * ``cvpr25``: box, then 5 clicks (:mod:`mecca.bench.cvpr25`): mean DSC after the box and
@@ -57,7 +58,11 @@ VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
     },
     "update": {"global": {"local": False}, "local": {"local": True}},
     "roi": {"fixed ROI": {"grow_roi": 0}, "ROI grows": {"grow_roi": 2}},
-    "recrop": {"all clicks at once": {"replay": False}, "replayed": {"replay": True}},
+    "recrop": {
+        "mask carried": {"recrop": "carry"},
+        "all clicks at once": {"recrop": "restart"},
+        "replayed": {"recrop": "replay"},
+    },
     "tta": {
         "no flips": {"flips": ()},
         "flip i": {"flips": ((0,),)},
@@ -98,13 +103,13 @@ def val_cases(data: Path, extra: Path) -> Iterator[tuple[str, list[tuple[Any, np
 
 def apply(method: generalist.GeneralistMethod, settings: dict[str, Any]) -> dict[str, Any]:
     """Set a variant: method attributes, and FINE_FROM on the module; returns the CVPR
-    loop's options (``grow_roi``, ``replay``)."""
+    loop's options (``grow_roi``, ``recrop``)."""
     for key, value in DEFAULTS.items():
         setattr(method, key, value)
     generalist.FINE_FROM = 1.5
     loop: dict[str, Any] = {}
     for key, value in settings.items():
-        if key in ("grow_roi", "replay"):
+        if key in ("grow_roi", "recrop"):
             loop[key] = value
         elif key == "FINE_FROM":
             generalist.FINE_FROM = value

@@ -931,6 +931,14 @@ def train(
 @click.option(
     "--no-box", is_flag=True, help="cvpr25: no box step (clicks only), as for some structures."
 )
+@click.option(
+    "--recrop",
+    type=click.Choice(["carry", "restart", "replay"]),
+    default="carry",
+    show_default=True,
+    help="cvpr25: when a click leaves the ROI, the method starts again on the grown ROI from "
+    "the mask so far (carry), from nothing (restart), or replaying the clicks one a step.",
+)
 def benchmark(
     data: Path,
     split: str,
@@ -948,6 +956,7 @@ def benchmark(
     resume: bool,
     no_progress: bool,
     no_box: bool,
+    recrop: str,
 ) -> None:
     """Compare methods with one simulated-user protocol: results.json, .csv, report.md, plots.
 
@@ -980,6 +989,7 @@ def benchmark(
         jobs=jobs,
         initial=initial,
         box=not no_box,
+        recrop=recrop,
     )
     run_benchmark(settings, out, force=force, progress=not no_progress, resume=resume)
     click.echo((out / "report.md").read_text(encoding="utf-8"))

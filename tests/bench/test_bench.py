@@ -2,6 +2,7 @@
 
 import csv
 import json
+import shutil
 from dataclasses import replace
 
 import imageio.v3 as iio
@@ -45,6 +46,7 @@ def test_a_tiny_benchmark_writes_the_schema_and_reproduces(phantoms, tmp_path):
     again = run_benchmark(settings, tmp_path / "b", progress=False)
     res = report["methods"]["random_walker"]
     assert report["protocol"] == "cvpr25" and report["steps"] == 2
+    assert report["recrop"] == "carry"  # the default: a re-cropped method keeps its mask
     for key in (
         "dice_mean",
         "dice_std",
@@ -127,10 +129,16 @@ def test_resume_keeps_finished_cases_and_runs_only_the_rest(phantoms, tmp_path):
     assert last_dice(grown)[0] == last_dice(first)[0]
     assert last_dice(grown)[2] == last_dice(fresh)[2]  # case 2 ran now
     assert (out / "montage.png").is_file()  # drawn from the saved montage masks
+    copy = tmp_path / "copy"  # case 1 still marked, for the re-crop rule below
+    shutil.copytree(out, copy)
     other_seed = run_benchmark(
         replace(settings, max_cases=3, seed=1), out, progress=False, resume=True
     )
     assert last_dice(other_seed)[1] != 12.5  # other settings: nothing is reused
+    restarted = run_benchmark(
+        replace(settings, max_cases=3, recrop="restart"), copy, progress=False, resume=True
+    )
+    assert last_dice(restarted)[1] != 12.5  # another re-crop rule: nothing is reused
 
 
 @pytest.mark.parametrize("protocol", ["mecca", "mecca_guided"])
@@ -314,3 +322,17 @@ def test_cases_without_the_target_are_passed_over_and_named(phantoms, tmp_path):
     )
     assert parallel["methods"]["region_growing"]["cases"].keys() == cases.keys()
     assert "without the target, not run: 1" in (tmp_path / "r" / "report.md").read_text()
+
+
+def test_the_cli_passes_the_recrop_rule_and_records_it(phantoms, tmp_path):
+    from click.testing import CliRunner
+
+    from mecca.cli import main
+
+    args = ["benchmark", "--data", str(phantoms), "--split", "train", "--methods"]
+    args += ["random_walker", "--protocol", "cvpr25", "--steps", "1", "--max-cases", "1"]
+    result = CliRunner().invoke(main, [*args, "--recrop", "restart", "--out", str(tmp_path / "r")])
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "r" / "results.json").read_text())["recrop"] == "restart"
+    bad = CliRunner().invoke(main, [*args, "--recrop", "again", "--out", str(tmp_path / "b")])
+    assert bad.exit_code == 2 and "carry" in bad.output

@@ -1,7 +1,7 @@
 """The CVPR 2025 protocol as the organisers run it (mecca.bench.cvpr25)."""
 
 import json
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pytest
@@ -10,6 +10,7 @@ from mecca import metrics
 from mecca.bench import cvpr25
 from mecca.bench.runner import BenchSettings, run_benchmark
 from mecca.data.phantoms import write_phantom_dataset
+from mecca.data.roi import resample_box
 from mecca.errors import ConfigError
 from mecca.interaction.clicks import Click, InteractionKind
 from mecca.interface import MethodState, StepResult
@@ -249,13 +250,57 @@ def test_with_replay_a_recropped_method_gets_the_earlier_clicks_one_step_each():
         gt,
         (1.0, 1.0, 1.0),
         rng=np.random.default_rng(0),
-        replay=True,
+        recrop="replay",
     )
     last = max(i for i, s in enumerate(rec["steps"]) if s["recropped"])
     assert last > 0  # a re-crop after earlier clicks, so there is history to replay
     given = [Click.from_dict(c) for c in rec["clicks_given"]]
     # since the last restart: every click so far, one a step, in order (on the crop's grid)
     assert [[c.kind for c in step] for step in method.seen] == [[c.kind] for c in given]
+
+
+@dataclass
+class Carrier(Painter):
+    """A box-taking Painter that starts from ``init_prob`` and records its starts."""
+
+    starts: list = field(default_factory=list)
+    first_steps: list = field(default_factory=list)  # each start's first step's clicks
+
+    def start(self, crop, *, init_prob=None):
+        state = super().start(crop)
+        self.starts.append((crop, None if init_prob is None else np.array(init_prob)))
+        if init_prob is None:
+            return state
+        return MethodState(crop, prob=np.asarray(init_prob, np.float32))
+
+    def step(self, state, new, *, rng):
+        if not self.seen:
+            self.first_steps.append(list(new))
+        return super().step(state, new, rng=rng)
+
+
+def test_by_default_a_recropped_method_starts_from_the_mask_so_far_with_box_and_clicks():
+    gt = np.zeros((30, 20, 16), bool)  # the limb case: the first click leaves the box's ROI
+    gt[6:10, 5:9, 0:16] = True
+    gt[6:30, 0:20, 10:16] = True
+    method = Carrier(kinds=frozenset({FG, BG, BOX}))
+    method.grid = (6, 6, 16)  # the first ROI's own shape: the box step paints the box
+    image = gt.astype(np.float32)
+    rec, _ = cvpr25.run_case(method, image, gt, (1.0, 1.0, 1.0), rng=np.random.default_rng(0))
+    assert rec["steps"][0]["recropped"]
+    assert method.starts[0][1] is None  # the first start: nothing before it
+    crop, carried = method.starts[1]
+    box_mask = np.zeros(gt.shape, np.float32)  # the box step's mask: the box itself
+    box_mask[cvpr25.box_to_roi(rec["cvpr25_box"]).slices] = 1.0
+    assert carried is not None and carried.max() == 1.0
+    np.testing.assert_array_equal(carried, resample_box(box_mask, crop.box, crop.grid))
+    # no box step of its own: the box's corners come with every click so far, in one step
+    assert [c.kind for c in method.first_steps[0]] == [BOX, BOX]  # the box step
+    assert [c.kind for c in method.first_steps[1]] == [BOX, BOX, FG]
+    with pytest.raises(ConfigError, match="recrop"):
+        cvpr25.run_case(
+            method, image, gt, (1.0, 1.0, 1.0), rng=np.random.default_rng(0), recrop="x"
+        )
 
 
 def test_without_a_box_the_first_step_scores_zero_and_clicks_start_from_nothing():

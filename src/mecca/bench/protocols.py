@@ -38,6 +38,9 @@ class BenchSettings:
     start from one (``itermrl``)."""
     box: bool = True
     """``cvpr25``: start with the organisers' box (False: no box, clicks only)."""
+    recrop: str = "carry"
+    """``cvpr25``: how a method starts again when a click leaves its ROI
+    (:data:`mecca.bench.cvpr25.RECROPS`)."""
 
 
 MONTAGE_CASE = 0

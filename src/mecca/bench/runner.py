@@ -55,10 +55,10 @@ mask; :mod:`mecca.bench.plots`).
 
 Every finished case is also written to ``--out/cases/NNNN.json`` (and the montage case's
 masks to ``cases/montage.npz``); ``resume=True`` (``--resume``) keeps the cases already
-there whose settings match (data, split, target, protocol, steps, seed, initial, weights;
-every requested method present) and runs only the others, so an interrupted run, or one
-grown with a larger ``--max-cases``, loses no finished case. Resuming assumes the same
-shipped models as the first run.
+there whose settings match (data, split, target, protocol, steps, seed, initial, weights,
+``cvpr25``'s box and recrop; every requested method present) and runs only the others,
+so an interrupted run, or one grown with a larger ``--max-cases``, loses no finished case.
+Resuming assumes the same shipped models as the first run.
 
 ``jobs > 1`` runs cases in that many worker processes (spawned, each loading the methods
 once and using ``max(1, cpus // jobs)`` torch threads). The numbers do not depend on it;
@@ -121,6 +121,7 @@ def run_case(
             use_box=settings.box,
             clicks=settings.steps,
             keep_mask=keep_mask,
+            recrop=settings.recrop,
         )
     user = make_user(spec["user"], **spec["options"])
     box = random_margin_box(gt, rng)
@@ -252,6 +253,7 @@ def _case_key(settings: BenchSettings) -> dict[str, Any]:
         "initial": settings.initial,
         "weights": [list(w) for w in settings.weights],
         "box": settings.box,
+        **({"recrop": settings.recrop} if PROTOCOLS[settings.protocol].get("cvpr25") else {}),
     }
 
 
@@ -394,6 +396,7 @@ def run_benchmark(
         "steps": settings.steps,
         "seed": settings.seed,
         "weights": [list(w) for w in settings.weights],
+        **({"recrop": settings.recrop} if PROTOCOLS[settings.protocol].get("cvpr25") else {}),
         "models": {  # the model each learned method ran (None: it has none)
             name: methods.model_for(
                 name, dict(settings.weights).get(name), Path(settings.data).name
