@@ -14,10 +14,10 @@
 # generalist   the generalist alone on every split and target of fast and extra (results:
 #              OUT/<split>_generalist), for when its weights or settings change: its rows
 #              there replace its rows of the combined runs (benchmarks/cvpr25_table.py)
-# carried      each method of fast that starts from init_prob (intercnn, deepigeos, itermrl,
-#              focal_itermrl, err_itermrl) alone on every split of fast (results:
-#              OUT/<split>_<method>): the re-crop rule (--recrop carry, since 2026-12-07)
-#              changes only their rows and the generalist's, which replace those of fast
+# carried      intercnn alone on every split of fast (results: OUT/<split>_intercnn): of
+#              the methods of fast, the re-crop rule --recrop carry (since 2026-12-07)
+#              changes only its rows and the generalist's (the methods that carry their
+#              mask, docs/cvpr25.md); they replace those of fast
 # val          model selection, never on test: the generalist alone (WEIGHTS=BUNDLE|RUN for
 #              another model than the shipped one) on the val splits of the hippocampus,
 #              left atrium, ACDC (3 targets) and CHAOS liver (unseen)
@@ -43,12 +43,7 @@ case $which in
   medsam_lite|tta) methods=$which; suffix="_$which" ;;
   extra) methods=generalist,growcut,geos,graphcut,random_walker; suffix="" ;;
   generalist) methods=generalist; suffix="_generalist" ;;
-  carried)  # one method at a time, each into its own folders
-    for m in intercnn deepigeos itermrl focal_itermrl err_itermrl; do
-      bash "$0" "carried:$m" "$root" "$out"
-    done
-    exit 0 ;;
-  carried:*) methods=${which#carried:}; suffix="_$methods" ;;
+  carried) methods=intercnn; suffix="_intercnn" ;;
   val) methods=generalist; suffix="" ;;
   *) echo "unknown preset $which" >&2; exit 2 ;;
 esac

@@ -118,6 +118,16 @@ class ConfidenceMethod(Protocol):
     def gives_confidence(self) -> bool: ...
 
 
+@runtime_checkable
+class MaskCarrier(Protocol):
+    """A method that, started again on a new crop, continues from the mask so far
+    (``start(crop, init_prob=...)``) better than from nothing: the CVPR 2025 loop then
+    hands it that mask on a re-crop (:data:`mecca.bench.cvpr25.RECROPS`). Chosen per
+    method on val (docs/cvpr25.md)."""
+
+    carries_mask: bool
+
+
 @dataclass(frozen=True, eq=False)
 class Proposal:
     """A larger partial segmentation offered to the user (bool arrays on the network grid).
@@ -185,6 +195,11 @@ def grid_of(
 def gives_confidence(method: InteractiveMethod) -> bool:
     """Whether the method's steps return confidence maps (see :class:`ConfidenceMethod`)."""
     return isinstance(method, ConfidenceMethod) and bool(method.gives_confidence)
+
+
+def carries_mask(method: InteractiveMethod) -> bool:
+    """Whether the method continues from the mask so far on a new crop (:class:`MaskCarrier`)."""
+    return isinstance(method, MaskCarrier) and bool(method.carries_mask)
 
 
 def takes_only_edge_points(accepts: frozenset[InteractionKind]) -> bool:

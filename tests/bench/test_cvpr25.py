@@ -192,6 +192,7 @@ def test_a_click_outside_the_box_grows_the_roi_and_restarts_with_every_click():
     image = gt.astype(np.float32)
     method = Painter()
     method.grid = (6, 6, 16)  # the ROI: box x 6..9, y 5..8, z 0..15, grown by 1, 1, 4
+    # the default re-crop rule (carry) restarts a method that does not carry its mask
     rec, _ = cvpr25.run_case(method, image, gt, (1.0, 1.0, 1.0), rng=np.random.default_rng(0))
     assert rec["cvpr25_box"]["z_mid"] == 8  # z 0..15: body only, the limb starts at 10
     first = rec["clicks_given"][0]
@@ -263,6 +264,7 @@ def test_with_replay_a_recropped_method_gets_the_earlier_clicks_one_step_each():
 class Carrier(Painter):
     """A box-taking Painter that starts from ``init_prob`` and records its starts."""
 
+    carries_mask: bool = True
     starts: list = field(default_factory=list)
     first_steps: list = field(default_factory=list)  # each start's first step's clicks
 
@@ -297,6 +299,13 @@ def test_by_default_a_recropped_method_starts_from_the_mask_so_far_with_box_and_
     # no box step of its own: the box's corners come with every click so far, in one step
     assert [c.kind for c in method.first_steps[0]] == [BOX, BOX]  # the box step
     assert [c.kind for c in method.first_steps[1]] == [BOX, BOX, FG]
+    restarted = Carrier(kinds=frozenset({FG, BG, BOX}))
+    restarted.grid = (6, 6, 16)
+    cvpr25.run_case(
+        restarted, image, gt, (1.0, 1.0, 1.0), rng=np.random.default_rng(0), recrop="restart"
+    )
+    assert all(init is None for _, init in restarted.starts)  # from nothing, box step first
+    assert [c.kind for c in restarted.first_steps[1]] == [BOX, BOX]
     with pytest.raises(ConfigError, match="recrop"):
         cvpr25.run_case(
             method, image, gt, (1.0, 1.0, 1.0), rng=np.random.default_rng(0), recrop="x"
@@ -395,3 +404,12 @@ def test_each_click_step_reports_the_share_of_clicks_the_mask_honours():
         honoured[name] = [s["honoured_clicks"] for s in rec["steps"] if s["clicks"]]
     assert honoured["painter"] and all(h == 100.0 for h in honoured["painter"])
     assert honoured["deaf"][0] == 0.0  # a click is taken where the mask is wrong
+
+
+def test_the_methods_chosen_on_val_carry_their_mask_and_the_others_restart():
+    from mecca import methods
+    from mecca.interface import carries_mask
+
+    carriers = {"generalist", "intercnn"}  # docs/cvpr25.md: chosen per method on val
+    for name in ("generalist", "intercnn", "deepigeos", "itermrl", "random_walker", "unet"):
+        assert carries_mask(methods.get(name)) == (name in carriers), name

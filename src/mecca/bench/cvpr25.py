@@ -32,10 +32,11 @@ repository JunMa11/CVPR-MedSegFMCompetition) does, re-implemented here (docs/cvp
   the box-only prediction is its ``start`` state on that ROI. A click
   outside the ROI (the middle-slice box need not bound the other slices) grows the ROI to
   hold it (:func:`roi_for`; the step is ``recropped``) and the method starts again on the
-  new crop (``recrop``, :data:`RECROPS`): by default (``carry``) from the mask so far,
-  as the organisers hand every step the previous prediction (``prev_pred``), with the box
-  and every click so far in one step, so no click and no part of the mask is lost.
-  Without a box, the ROI is the whole volume.
+  new crop (``recrop``, :data:`RECROPS`): by default (``carry``) a method that
+  continues from a mask (:func:`mecca.interface.carries_mask`) starts from the mask so
+  far, as the organisers hand every step the previous prediction (``prev_pred``), with
+  the box and every click so far in one step; every other method restarts. No click is
+  lost either way. Without a box, the ROI is the whole volume.
 * **Methods that take only edge points** (``takes_only_edge_points``: mecca,
   edge_itermrl) cannot take fg/bg clicks; the protocol refuses them
   (:func:`check_method`) rather than score them for clicks they never received.
@@ -58,7 +59,13 @@ from mecca.data.roi import Box, Crop, make_crop, paste_mask, prob_to_box, resamp
 from mecca.errors import ConfigError
 from mecca.interaction.clicks import Click, InteractionKind, box_prompt
 from mecca.interaction.honour import honoured_clicks
-from mecca.interface import InteractiveMethod, MethodState, grid_of, takes_only_edge_points
+from mecca.interface import (
+    InteractiveMethod,
+    MethodState,
+    carries_mask,
+    grid_of,
+    takes_only_edge_points,
+)
 
 N_CLICKS = 5
 """Click steps after the box step (the organisers' ``n_clicks``)."""
@@ -72,12 +79,13 @@ TIE_SEED = 42
 FG, BG, BOX = InteractionKind.FOREGROUND, InteractionKind.BACKGROUND, InteractionKind.BOX
 
 RECROPS = ("carry", "restart", "replay")
-"""How a method starts again on a grown ROI: ``carry`` (the default) from the mask so far
-(``init_prob``, resampled onto the new crop) with the box and every click in one step;
-``restart`` from nothing, the box step first, then every click in one step; ``replay`` as
-``restart`` but the earlier clicks one step each, as a session replays its history. On
-val the generalist ended 0.6 points higher with ``carry`` than with ``restart`` (box + 5
-clicks, 11 targets; docs/cvpr25.md)."""
+"""How a method starts again on a grown ROI: ``carry`` (the default): a method that
+continues from a mask (:func:`~mecca.interface.carries_mask`, chosen per method on val)
+from the mask so far (``init_prob``, resampled onto the new crop) with the box and every
+click in one step, any other as ``restart``; ``restart``: from nothing, the box step
+first, then every click in one step; ``replay``: as ``restart`` but the earlier clicks one
+step each, as a session replays its history. On val the generalist ended 0.6 points
+higher carrying its mask than restarting (box + 5 clicks, 11 targets; docs/cvpr25.md)."""
 
 
 def to_zyx(array: np.ndarray) -> np.ndarray:
@@ -314,10 +322,11 @@ def run_case(
         restart, recropped = 0.0, grown != roi
         if recropped:
             roi = grown
-            crop, state, prob, restart = _recrop(method, image, roi, inner, pred, recrop, rng)
+            carry = recrop == "carry" and carries_mask(method)
+            crop, state, prob, restart = _recrop(method, image, roi, inner, pred, carry, rng)
             gt_grid = resample_box(gt_b.astype(np.float32), roi, crop.grid) >= 0.5
             send = list(given)
-            if recrop == "carry" and inner is not None and BOX in method.accepts:
+            if carry and inner is not None and BOX in method.accepts:
                 send = [*box_prompt(inner, shape)[1], *given]
             elif recrop == "replay":
                 for earlier in given[:-1]:
@@ -374,13 +383,13 @@ def _recrop(
     roi: Box,
     inner: Box | None,
     pred: np.ndarray,
-    recrop: str,
+    carry: bool,
     rng: np.random.Generator,
 ) -> tuple[Crop, MethodState, np.ndarray, float]:
     """Start ``method`` again on the grown ``roi``: (crop, state, the mask so far on the
-    new crop, seconds). ``carry`` starts from that mask (the box comes with the clicks);
+    new crop, seconds). With ``carry`` from that mask (the box comes with the clicks);
     otherwise :func:`begin` (the box step first)."""
-    if recrop != "carry":
+    if not carry:
         crop, state, _, seconds = begin(method, image, roi, inner, rng)
         return crop, state, resample_box(pred.astype(np.float32), roi, crop.grid), seconds
     crop = make_crop(image, roi, grid_of(method, roi.shape))

@@ -104,6 +104,9 @@ class GeneralistMethod:
         flips: test-time flips (module docstring), e.g. ``((0,), (1,))``: grid axes to
             flip, one tuple an extra forward (default :data:`FLIPS`); empty: the network once.
         name: ``generalist``.
+        carries_mask: started again on a new crop, it continues from the mask so far
+            (:class:`mecca.interface.MaskCarrier`; on val 78.7 against 78.1 restarting,
+            docs/cvpr25.md).
         device: where the network runs.
         model: the model it runs (a bundle's folder name, else the path it was loaded
             from), which the tools name to the user.
@@ -116,6 +119,7 @@ class GeneralistMethod:
     local: bool = False
     flips: tuple[tuple[int, ...], ...] = FLIPS
     name: str = "generalist"
+    carries_mask: bool = True
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     model: str = ""
 
