@@ -936,8 +936,9 @@ def train(
     type=click.Choice(["carry", "restart", "replay"]),
     default="carry",
     show_default=True,
-    help="cvpr25: when a click leaves the ROI, the method starts again on the grown ROI from "
-    "the mask so far (carry), from nothing (restart), or replaying the clicks one a step.",
+    help="cvpr25: when a click leaves the ROI, the method starts again on the grown ROI: "
+    "from the mask so far if it carries its mask (carry: the generalist, intercnn; the "
+    "others restart), from nothing (restart), or replaying the clicks one a step (replay).",
 )
 def benchmark(
     data: Path,
