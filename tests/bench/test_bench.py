@@ -334,5 +334,6 @@ def test_the_cli_passes_the_recrop_rule_and_records_it(phantoms, tmp_path):
     result = CliRunner().invoke(main, [*args, "--recrop", "restart", "--out", str(tmp_path / "r")])
     assert result.exit_code == 0, result.output
     assert json.loads((tmp_path / "r" / "results.json").read_text())["recrop"] == "restart"
+    assert "protocol cvpr25, seed 0, re-crop restart" in result.output  # the report's title
     bad = CliRunner().invoke(main, [*args, "--recrop", "again", "--out", str(tmp_path / "b")])
     assert bad.exit_code == 2 and "carry" in bad.output

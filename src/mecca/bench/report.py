@@ -113,7 +113,8 @@ def format_report(report: dict[str, Any]) -> str:
         f"# Benchmark: {report['dataset']} ({report['split']}"
         + (f", target {report['target']}" if report.get("target") else "")
         + "), protocol "
-        f"{report['protocol']}, seed {report['seed']}",
+        f"{report['protocol']}, seed {report['seed']}"
+        + (f", re-crop {report['recrop']}" if report.get("recrop") else ""),
         "",
     ]
     skipped = report.get("skipped_cases") or []
