@@ -6,6 +6,9 @@ user of ``points_only.py`` (3 foreground then 3 background points, no box, ROI m
 
     python benchmarks/session_carry_probe.py [--out results.json]
 
+Variants: ``replay`` (the session today), ``carry`` (every growth), ``carry after the
+first step`` (the first step's growth replayed, later ones carried).
+
 It subclasses :class:`mecca.Session` through private methods (``_replay``,
 ``_grown_roi``, ``_current_predictor``), so it measures the idea, not a product path:
 the real option needs an undo that rebuilds the history it folded (docs/defaults.md).
@@ -33,6 +36,8 @@ class CarrySession(Session):
     """A session whose grown ROI starts from the mask so far (the probe's option)."""
 
     _carry_from: tuple[Crop, np.ndarray] | None = None
+    first_steps: int = 1
+    """Carry only once the history has more steps than this - 1 (1: always)."""
 
     def _grown_roi(self, crop: Crop, result: StepResult) -> Box | None:
         self._carry_from = (crop, result.prob)
@@ -44,7 +49,7 @@ class CarrySession(Session):
         return super()._current_predictor()
 
     def _replay(self, box: Box) -> Predictor:
-        if self._carry_from is None or not self._store.steps:
+        if self._carry_from is None or len(self._store.steps) < self.first_steps:
             return super()._replay(box)
         crop0, prob0 = self._carry_from
         full = np.zeros(self.volume.shape, np.float32)
@@ -58,6 +63,20 @@ class CarrySession(Session):
         return predictor
 
 
+class CarryLaterSession(CarrySession):
+    """Carries only from the second step on: the first step's growth is replayed (a
+    fresh first step on the grown ROI)."""
+
+    first_steps = 2
+
+
+VARIANTS: dict[str, type[Session]] = {
+    "replay": Session,
+    "carry": CarrySession,
+    "carry after the first step": CarryLaterSession,
+}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", type=Path, default=Path("../shared/data"))
@@ -67,7 +86,7 @@ def main() -> None:
     method = generalist.generalist_factory(None)
     table: dict[str, dict[str, dict[str, float]]] = {}
     for name, cases in val_cases(args.data, args.extra.expanduser()):
-        for label, cls in (("replay", Session), ("carry", CarrySession)):
+        for label, cls in VARIANTS.items():
             points_only.Session = cls  # type: ignore[misc]  # run_session builds this one
             dice, seconds = [], []
             for volume, gt in cases:
@@ -83,7 +102,7 @@ def main() -> None:
                 "max_s": float(np.max(seconds)),
             }
             print(name, label, json.dumps({k: round(v, 3) for k, v in table[name][label].items()}))
-    for label in ("replay", "carry"):
+    for label in VARIANTS:
         keys = ("first", "final", "fell_%", "median_s", "max_s")
         means = {k: round(float(np.mean([t[label][k] for t in table.values()])), 3) for k in keys}
         print(label, "mean over targets", json.dumps(means))
