@@ -37,7 +37,7 @@ class CarrySession(Session):
 
     _carry_from: tuple[Crop, np.ndarray] | None = None
     first_steps: int = 1
-    """Carry only once the history has more steps than this - 1 (1: always)."""
+    """Carry only once the click history holds at least this many steps (1: always)."""
 
     def _grown_roi(self, crop: Crop, result: StepResult) -> Box | None:
         self._carry_from = (crop, result.prob)
