@@ -241,6 +241,13 @@ def roi_for(inner: Box | None, points: Sequence[Sequence[int]], shape: Sequence[
     return box_roi(Box((lo[0], lo[1], lo[2]), (hi[0], hi[1], hi[2])), shape)
 
 
+def box_clicks(method: InteractiveMethod, inner: Box | None, shape: Sequence[int]) -> list[Click]:
+    """The box's two BOX clicks (on the image grid) for a method that takes them, else none."""
+    if inner is None or BOX not in method.accepts:
+        return []
+    return list(box_prompt(inner, shape)[1])
+
+
 def begin(
     method: InteractiveMethod,
     image: np.ndarray,
@@ -254,8 +261,8 @@ def begin(
     state = method.start(crop)
     seconds = time.perf_counter() - t0
     prob = state.prob if state.prob is not None else np.zeros(crop.grid, np.float32)
-    if inner is not None and BOX in method.accepts:
-        corners = list(box_prompt(inner, image.shape)[1])
+    corners = box_clicks(method, inner, image.shape)
+    if corners:
         state, result = method.step(state, to_roi_grid(crop, corners), rng=rng)
         prob, seconds = result.prob, seconds + result.seconds
     return crop, state, prob, seconds
@@ -325,10 +332,8 @@ def run_case(
             carry = recrop == "carry" and carries_mask(method)
             crop, state, prob, restart = _recrop(method, image, roi, inner, pred, carry, rng)
             gt_grid = resample_box(gt_b.astype(np.float32), roi, crop.grid) >= 0.5
-            send = list(given)
-            if carry and inner is not None and BOX in method.accepts:
-                send = [*box_prompt(inner, shape)[1], *given]
-            elif recrop == "replay":
+            send = [*box_clicks(method, inner, shape), *given] if carry else list(given)
+            if recrop == "replay":
                 for earlier in given[:-1]:
                     state, done = method.step(state, to_roi_grid(crop, [earlier]), rng=rng)
                     restart += done.seconds

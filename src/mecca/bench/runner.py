@@ -241,6 +241,11 @@ CASES = "cases"
 """Subfolder of ``--out`` holding each finished case (what ``resume`` reads)."""
 
 
+def _recrop_setting(settings: BenchSettings) -> dict[str, str]:
+    """``{"recrop": ...}`` for the ``cvpr25`` protocols (the only ones that re-crop), else {}."""
+    return {"recrop": settings.recrop} if PROTOCOLS[settings.protocol].get("cvpr25") else {}
+
+
 def _case_key(settings: BenchSettings) -> dict[str, Any]:
     """The settings a case's numbers depend on (not the methods list, jobs, max_cases)."""
     return {
@@ -253,7 +258,7 @@ def _case_key(settings: BenchSettings) -> dict[str, Any]:
         "initial": settings.initial,
         "weights": [list(w) for w in settings.weights],
         "box": settings.box,
-        **({"recrop": settings.recrop} if PROTOCOLS[settings.protocol].get("cvpr25") else {}),
+        **_recrop_setting(settings),
     }
 
 
@@ -396,7 +401,7 @@ def run_benchmark(
         "steps": settings.steps,
         "seed": settings.seed,
         "weights": [list(w) for w in settings.weights],
-        **({"recrop": settings.recrop} if PROTOCOLS[settings.protocol].get("cvpr25") else {}),
+        **_recrop_setting(settings),
         "models": {  # the model each learned method ran (None: it has none)
             name: methods.model_for(
                 name, dict(settings.weights).get(name), Path(settings.data).name
