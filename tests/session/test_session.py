@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from conftest import sphere
+from mecca import methods
 from mecca.data.roi import Box
 from mecca.errors import ConfigError, InputError, OverwriteError
 from mecca.interaction.clicks import Click, InteractionKind
@@ -14,6 +15,7 @@ from mecca.io import Volume, load
 from mecca.methods.base import MethodState, StepResult
 from mecca.methods.classical import RandomWalkerMethod
 from mecca.session import InteractionStore, Predictor, Session
+from mecca.session.labels import LabelSession
 
 FG, BG, EDGE = InteractionKind.FOREGROUND, InteractionKind.BACKGROUND, InteractionKind.EDGE
 SHAPE = (48, 44, 24)
@@ -328,10 +330,20 @@ def test_confidence_gives_advice_on_the_original_grid():
     np.testing.assert_array_equal(session.redo().advice, session.result.advice)
 
 
-def test_default_method_is_the_shipped_mecca_model_with_advice():
+def test_default_method_is_the_generalist_as_everywhere_a_user_arrives():
+    volume, gt = _ball_volume()
+    session = Session(volume)
+    assert session.method.name == methods.registry.DEFAULT_METHOD == "generalist"
+    session.add_click("foreground", CENTRE)
+    result = session.step()
+    assert _dice(result.mask, gt) > 0.5
+    assert LabelSession(volume).method == "generalist"
+
+
+def test_the_shipped_mecca_model_gives_advice():
     volume, gt = _ball_volume()
     box = Box((10, 10, 4), (38, 34, 20))
-    session = Session(volume, roi=box)
+    session = Session(volume, roi=box, method="mecca")
     assert session.method.name == "mecca" and session.grid == session.method.grid
     predictor = session.predictor
     assert predictor is not None and predictor.supervoxels is not None

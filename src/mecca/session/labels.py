@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from mecca import methods
 from mecca.data.roi import Box
 from mecca.errors import ConfigError, InputError
 from mecca.interface import InteractiveMethod
@@ -59,13 +60,15 @@ class LabelSession:
 
     Args:
         volume: the image all labels belong to.
-        method: the default method of new labels (a name or an ``InteractiveMethod``).
+        method: the default method of new labels (a name or an ``InteractiveMethod``;
+            default the registry's ``DEFAULT_METHOD``, the generalist).
         session_options: passed to every label's :class:`~mecca.session.Session` (grid,
             normalise, rng, roi_margin_mm, advice).
     """
 
     def __init__(
-        self, volume: Volume, method: str | InteractiveMethod = "mecca", **session_options: Any
+        self, volume: Volume, method: str | InteractiveMethod = methods.registry.DEFAULT_METHOD,
+        **session_options: Any
     ) -> None:
         self.volume = volume
         self.method = method

@@ -247,8 +247,9 @@ class Session:
         volume: the image; its array is (I, J, K), clicks are voxel (i, j, k) indices.
         roi: the box to segment in, on the original grid; None derives it from the first
             step's clicks.
-        method: a registered method name or an ``InteractiveMethod`` (default ``"mecca"``:
-            the shipped MECCA model, see :func:`mecca.methods.default_model`).
+        method: a registered method name or an ``InteractiveMethod`` (default: the
+            registry's ``DEFAULT_METHOD``, the generalist, as ``mecca segment``, the page
+            and MONAI Label run when nothing is named).
         grid: network grid (i, j, k) the crop is resampled to; None takes the method's own
             for each ROI (:func:`mecca.interface.grid_of` with the ROI's shape: the
             generalist's follows the ROI's size), a learned model's training grid, or else
@@ -275,7 +276,7 @@ class Session:
         self,
         volume: Volume,
         roi: Box | None = None,
-        method: str | InteractiveMethod = "mecca",
+        method: str | InteractiveMethod = methods.registry.DEFAULT_METHOD,
         *,
         grid: Sequence[int] | None = None,
         normalise: NormaliseConfig | None = None,
