@@ -67,8 +67,10 @@ class LabelSession:
     """
 
     def __init__(
-        self, volume: Volume, method: str | InteractiveMethod = methods.registry.DEFAULT_METHOD,
-        **session_options: Any
+        self,
+        volume: Volume,
+        method: str | InteractiveMethod = methods.registry.DEFAULT_METHOD,
+        **session_options: Any,
     ) -> None:
         self.volume = volume
         self.method = method
