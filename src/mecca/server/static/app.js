@@ -435,17 +435,19 @@ async function exportLabels() {
   status(`Exported ${done.exported} (${labels.length} labels${seg}) to ${done.folder} in the server's state folder.`);
 }
 
-async function paintOtherLabels() {
+async function otherLabelLayers(overlays) {
   // the labels not being edited: their mask outlines, over the edited label's probability
   // colours but not over its mask outline or advice regions
   const outline = state.legend.find((row) => row.name === "mask outline").label;
+  const layers = [];
   for (const l of state.labels) {
     if (l.sid === state.sid || !l.steps) continue;
     const reply = await request(`/api/sessions/${l.sid}/overlay?outline_only=true`);
     if (reply.status !== 200) continue;
-    paintBox(new Uint8Array(await reply.arrayBuffer()), reply.headers.get("X-Mecca-Box"), outline);
-    state.overlays.push(`label ${l.value} outline`);
+    layers.push([new Uint8Array(await reply.arrayBuffer()), reply.headers.get("X-Mecca-Box"), outline]);
+    overlays.push(`label ${l.value} outline`);
   }
+  return layers;
 }
 
 // Overlays live in NiiVue's drawing layer: one uint8 label volume on the image grid,
@@ -511,11 +513,13 @@ function paintBox(bytes, boxHeader, below = 256) {
 }
 
 async function refreshOverlays() {
+  // every request first, then one paint with no await in between: input markers drawn
+  // while a request waits (drawInput) must not end up in the overlays kept as state.base
   const data = state.session;
   if (!nv.drawBitmap || !state.rasLut) prepareDrawing();
-  nv.drawBitmap.fill(0);
-  state.overlays = [];
   ensureColormap();
+  const layers = [];
+  const overlays = [];
   if (data && data.last) {
     const prob = $("showProb").checked;
     const advice = $("showAdvice").checked;
@@ -523,10 +527,13 @@ async function refreshOverlays() {
     if (!reply.ok) throw new Error(`overlay: HTTP ${reply.status}`);
     const bytes = new Uint8Array(await reply.arrayBuffer());
     state.phases.overlay = performance.now();
-    if (reply.status === 200) paintBox(bytes, reply.headers.get("X-Mecca-Box"));
-    state.overlays.push(prob ? "probability" : "mask", "mask outline", ...(advice ? ["advice"] : []));
+    if (reply.status === 200) layers.push([bytes, reply.headers.get("X-Mecca-Box"), 256]);
+    overlays.push(prob ? "probability" : "mask", "mask outline", ...(advice ? ["advice"] : []));
   }
-  await paintOtherLabels();
+  layers.push(...await otherLabelLayers(overlays));
+  nv.drawBitmap.fill(0);
+  for (const [bytes, box, below] of layers) paintBox(bytes, box, below);
+  state.overlays = overlays;
   state.base = nv.drawBitmap.slice(); // the overlays without the input markers
   paintInput();
   state.phases.paint = performance.now();
