@@ -152,7 +152,7 @@ def _ran_line(method: str, model: str | None) -> str:
         return f"method {method}"
     if model not in shipped_bundles():
         return f"method {method}, model {model}"
-    return f"method {method}, model {model} (what it was trained on: mecca models {model})"
+    return f"method {method}, model {model} (run 'mecca models {model}' for what it was trained on)"
 
 
 def _parse_labels(text: str | None) -> tuple[int, ...] | None:

@@ -37,6 +37,7 @@ from typing import Any
 
 import numpy as np
 
+from mecca import methods
 from mecca.data.roi import Box
 from mecca.errors import InputError, OverwriteError
 from mecca.interaction.clicks import InteractionKind
@@ -171,7 +172,7 @@ def segment(
     out: str | Path,
     *,
     roi: Box | None = None,
-    method: str | InteractiveMethod = "mecca",
+    method: str | InteractiveMethod = methods.registry.DEFAULT_METHOD,
     steps: int | None = None,
     prob_out: str | Path | None = None,
     advice_out: str | Path | None = None,

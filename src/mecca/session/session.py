@@ -25,8 +25,12 @@ Choices, written down once
   the volume. A derived ROI stays until :meth:`Session.reset` (which forgets it) or
   :meth:`Session.set_roi`, and follows the user: a later click outside it grows it to
   hold every click (their box plus the margin, joined with the ROI) and the history is
-  replayed on the new crop before the step; and, unless ``grow_roi`` says otherwise, a
-  mask that reaches its border grows it (``AUTO_GROW_ROI`` times per step). A given ROI
+  rebuilt on the new crop before the step; and, unless ``grow_roi`` says otherwise, a
+  mask that reaches its border grows it (``AUTO_GROW_ROI`` times per step). Rebuilt: a
+  method that carries its mask (:func:`~mecca.interface.carries_mask`, the generalist)
+  starts on the grown crop from the mask so far and gets every click of the history in
+  one step, once the history holds ``CARRY_FROM_STEPS`` steps; otherwise the history is
+  replayed, one step each. A given ROI
   (the user's box) is kept as given: clicks outside it are refused (the method only sees
   the crop, and a click outside it would be silently moved to the crop's edge).
 * **The user's box as a prompt** (``roi_as_box``, what the page does with a drawn box):
@@ -43,7 +47,9 @@ Choices, written down once
   before queueing any, and errors are :class:`~mecca.errors.InputError` saying what to do.
 * **Undo/redo** act on whole steps. Queued clicks that have not been run are not part of
   any step and stay queued (:meth:`Session.clear_pending` drops them); running a new step
-  clears the redo stack.
+  clears the redo stack. Undoing the step that carried the mask onto a grown ROI brings
+  back the crop, ROI and result from before that step exactly (the session keeps, for each
+  step, the predictor that holds its result); a replayed history stays on the grown ROI.
 * **Advice**: when the method returns a confidence map and no advice of its own, the
   predictor computes advice regions with :func:`mecca.interaction.guide.advice_regions`
   (once per step, kept for undo/redo). The SLIC supervoxels they need depend only on the
@@ -78,13 +84,20 @@ import numpy as np
 from scipy import ndimage
 
 from mecca import methods
-from mecca.data.roi import Box, Crop, NormaliseConfig, make_crop, prob_to_box
+from mecca.data.roi import Box, Crop, NormaliseConfig, make_crop, prob_to_box, resample
 from mecca.episode import clicks_to_grid
 from mecca.errors import ConfigError, InputError
 from mecca.interaction.clicks import Click, InteractionKind, box_prompt
 from mecca.interaction.guide import advice_to_box
 from mecca.interaction.honour import honour_clicks, honoured_clicks
-from mecca.interface import InteractiveMethod, Proposal, ProposalMethod, StepResult, grid_of
+from mecca.interface import (
+    InteractiveMethod,
+    Proposal,
+    ProposalMethod,
+    StepResult,
+    carries_mask,
+    grid_of,
+)
 from mecca.io import Volume, save_mask
 from mecca.session.predictor import Predictor
 from mecca.session.store import InteractionStore
@@ -103,6 +116,15 @@ AUTO_GROW_ROI = 2
 """How many times a step may grow an ROI derived from clicks when ``grow_roi`` is None:
 such an ROI is a guess (the clicks plus a margin), so a mask reaching its border means
 the object goes on (measured: benchmarks/slicer_clicks.py, docs/user-guide.md)."""
+
+CARRY_FROM_STEPS = 2
+"""A grown ROI carries the mask so far (rather than replaying the click history) once the
+history holds this many steps, for a method that carries its mask
+(:func:`mecca.interface.carries_mask`). Measured on val splits (the points user of
+``benchmarks/points_only.py``; docs/defaults.md, "A grown ROI keeps the mask"): carrying
+from the first step lost one click into a large organ (the first step's ROI is a guess
+around one click; its mask is no start for the grown one), from the second on it ended
+higher than replaying."""
 
 MAX_EVIDENCE_POINTS = 48
 """Background-evidence points given to a method per step (see the module docstring)."""
@@ -272,6 +294,10 @@ class Session:
             docstring).
     """
 
+    carry_from_steps: int | None = CARRY_FROM_STEPS
+    """A grown ROI carries the mask so far once the click history holds this many steps
+    (None: it always replays; ``benchmarks/session_carry.py`` measures both)."""
+
     def __init__(
         self,
         volume: Volume,
@@ -307,6 +333,11 @@ class Session:
         self._box: Box | None = None
         self._box_clicks: tuple[Click, ...] = ()
         self._predictor: Predictor | None = None
+        self._frames: list[tuple[Predictor, int]] = []
+        """For each step run: the predictor holding its result, and that predictor's step
+        count then (undo and redo show them; a carried ROI growth leaves earlier steps on
+        the predictor of the smaller ROI)."""
+        self._redo_frames: list[tuple[Predictor, int]] = []
         self._result: SessionResult | None = None
         self._proposals: list[Proposal] = []
         self._background: Background = None
@@ -486,6 +517,7 @@ class Session:
                 hint="use box.clip(volume.shape)",
             )
         self._store.reset()
+        self._frames, self._redo_frames = [], []
         self._result = None
         self._proposals = []
         self._box, self._box_clicks = None, ()
@@ -534,7 +566,8 @@ class Session:
                     tuple(np.maximum(around.stop, self._roi.stop).tolist()),  # type: ignore[arg-type]
                 )
                 logger.info("a click left the ROI: grown to %s-%s", grown.start, grown.stop)
-                self._predictor, self._roi = self._replay(grown), grown
+                self._redo_frames.clear()  # the step about to run clears the redo stack
+                self._predictor, self._roi = self._rebuild(grown, self._predictor), grown
         if self._predictor is not None:
             return self._predictor
         if not self._store.pending:
@@ -558,6 +591,7 @@ class Session:
             self._roi_from_clicks = True
             logger.info("ROI from the first clicks: %s-%s", self._roi.start, self._roi.stop)
         self._store.commit()
+        self._record_frame(predictor)
         self._proposals = []  # made from the state before this step
         if not isinstance(self.method, ProposalMethod):
             for _ in range(self._grow_times()):
@@ -565,7 +599,8 @@ class Session:
                 if grown is None:
                     break
                 logger.info("the mask reaches the ROI: grown to %s-%s", grown.start, grown.stop)
-                predictor = self._replay(grown)
+                predictor = self._rebuild(grown, predictor)
+                self._frames[-1] = (predictor, predictor.n_steps)  # earlier steps: as they were
                 assert predictor.result is not None
                 result = predictor.result
                 self._predictor, self._roi = predictor, grown
@@ -591,13 +626,51 @@ class Session:
         mask = prob_to_box(crop, result.prob) > 0.5
         return crop.box.grown_to_hold(mask, self.volume.shape)
 
+    def _record_frame(self, predictor: Predictor) -> None:
+        """Record the step just run (committed to the store) as held by ``predictor``."""
+        self._frames.append((predictor, predictor.n_steps))
+        self._redo_frames.clear()
+
+    def _rebuild(self, box: Box, source: Predictor) -> Predictor:
+        """A predictor on the grown ROI ``box`` that holds the click history: carried from
+        ``source``'s mask when the method carries its mask and the history holds
+        :attr:`carry_from_steps` steps, else replayed (the module docstring)."""
+        steps = self._store.steps
+        carry = self.carry_from_steps is not None and len(steps) >= self.carry_from_steps
+        if not carry or not carries_mask(self.method) or source.result is None:
+            return self._replay(box)
+        before = np.zeros(box.shape, np.float32)
+        inner = tuple(
+            slice(a - b, c - b)
+            for a, b, c in zip(source.crop.box.start, box.start, source.crop.box.stop, strict=True)
+        )
+        before[inner] = prob_to_box(source.crop, source.result.prob)
+        crop = make_crop(self.volume.array, box, self._grid_for(box), normalise=self.normalise)
+        predictor = Predictor(
+            self.method, crop, init_prob=resample(before, crop.grid), guide=self.advice
+        )
+        clicks = [c for index, step in enumerate(steps) for c in self._step_clicks(index, step)]
+        predictor.step(self._grid_clicks(crop, clicks), rng=self._rng)
+        return predictor
+
     def _replay(self, box: Box) -> Predictor:
-        """A predictor on ``box`` that has run every step of the click history."""
+        """A predictor on ``box`` that has run every step of the click history, one step
+        each (it then holds every step's result)."""
         predictor = self._make_predictor(box)
         for index, clicks in enumerate(self._store.steps):
             given = self._step_clicks(index, clicks)
             predictor.step(self._grid_clicks(predictor.crop, given), rng=self._rng)
+        self._frames = [(predictor, n) for n in range(1, predictor.n_steps + 1)]
         return predictor
+
+    def _show(self, predictor: Predictor, n_steps: int) -> StepResult | None:
+        """Make ``predictor`` at ``n_steps`` steps current (its ROI too); its result."""
+        while predictor.n_steps > n_steps:
+            predictor.undo()
+        while predictor.n_steps < n_steps:
+            predictor.redo()
+        self._predictor, self._roi = predictor, predictor.crop.box
+        return predictor.result
 
     def _step_clicks(self, index: int, clicks: Sequence[Click]) -> list[Click]:
         """What step ``index`` (0 = the first) gives the method: the box prompt's corners
@@ -653,6 +726,7 @@ class Session:
         state, result = method.accept(self._predictor.state, proposal)
         self._predictor.push(state, result)
         self._store.commit()
+        self._record_frame(self._predictor)
         self._proposals = []
         self._result = self._to_original(self._predictor.crop, result, t0)
         return self._result
@@ -664,7 +738,9 @@ class Session:
             raise InputError("nothing to undo: no step has been run")
         self._store.undo()
         self._proposals = []
-        result = self._predictor.undo()
+        undone = self._frames.pop()
+        self._redo_frames.append(undone)
+        result = self._show(*(self._frames[-1] if self._frames else (undone[0], 0)))
         self._result = (
             None if result is None else self._to_original(self._predictor.crop, result, t0)
         )
@@ -673,17 +749,21 @@ class Session:
     def redo(self) -> SessionResult:
         """Redo the last undone step exactly as it was (no method call)."""
         t0 = time.perf_counter()
-        if self._predictor is None or not self._store.can_redo:
+        if self._predictor is None or not self._store.can_redo or not self._redo_frames:
             raise InputError("nothing to redo", hint="redo is possible right after undo")
         self._store.redo()
         self._proposals = []
-        result = self._predictor.redo()
+        frame = self._redo_frames.pop()
+        self._frames.append(frame)
+        result = self._show(*frame)
+        assert result is not None
         self._result = self._to_original(self._predictor.crop, result, t0)
         return self._result
 
     def reset(self) -> None:
         """Back to no clicks and the start state; an ROI from clicks is forgotten too."""
         self._store.reset()
+        self._frames, self._redo_frames = [], []
         self._result = None
         self._proposals = []
         if self._roi_from_clicks:
