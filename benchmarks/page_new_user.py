@@ -7,10 +7,16 @@ with the default method and, on the axial view through the organ's interior-most
 or, with ``--box``, draws the Box tool's two corners tight round the organ on that slice.
 Then it saves a screenshot, exports the mask and prints what the user saw (the status
 line), the mask's Dice against the organ and the page errors (none expected).
+``--corrections N`` then gives N correction clicks, one a step, each at the interior-most
+voxel of the largest error of the mask the page exported (the CVPR 2025 user's click:
+foreground for a missed part, background for a wrongly added one), on the axial view
+through it, and presses Undo once at the end: it prints the Dice, status line and ROI
+after each step and after the undo.
 
 Usage::
 
-    python benchmarks/page_new_user.py IMAGE LABEL --value N [--box] --out DIR [--port P]
+    python benchmarks/page_new_user.py IMAGE LABEL --value N [--box] [--corrections N]
+        --out DIR [--port P]
 
 Needs Debian's ``chromium`` (``make browser``) and the ``playwright`` package (``make
 install``). Seconds are those of the machine it runs on.
@@ -31,6 +37,9 @@ import nibabel as nib
 import numpy as np
 from playwright.sync_api import sync_playwright
 from scipy import ndimage
+
+from mecca.interaction.clicks import InteractionKind
+from mecca.methods.generalist.prompts import distance_click
 
 CHROMIUM = "/usr/bin/chromium"
 CANVAS_XY = """(mm) => {
@@ -65,12 +74,37 @@ def wait(page, condition: str, timeout: int = 60000) -> None:
     page.wait_for_function(f"() => ({condition})", timeout=timeout)
 
 
+def dice(mask: np.ndarray, organ: np.ndarray) -> float:
+    return round(float(2 * (mask & organ).sum() / (mask.sum() + organ.sum())), 4)
+
+
+def export(page, state: Path, name: str) -> np.ndarray:
+    """Export the mask as the user does (the Export button) and read it back."""
+    page.fill("#exportName", name)
+    page.click("#export")
+    wait(page, "document.getElementById('status').textContent.startsWith('Exported')")
+    sid = page.evaluate("window.mecca.sid")
+    return np.asarray(nib.load(state / "exports" / sid / name).dataobj) > 0
+
+
+def step_said(page, kind: str, mask: np.ndarray, organ: np.ndarray) -> dict[str, object]:
+    """What the user saw after a step: the click's kind, the Dice, the ROI, the status."""
+    session = page.evaluate("window.mecca.session")
+    return {
+        "click": kind,
+        "dice": dice(mask, organ),
+        "roi": " - ".join(",".join(map(str, c)) for c in session["roi"]),
+        "steps": session["steps"],
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("image", type=Path)
     parser.add_argument("label", type=Path)
     parser.add_argument("--value", type=int, required=True)
     parser.add_argument("--box", action="store_true")
+    parser.add_argument("--corrections", type=int, default=0, help="correction clicks after")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--port", type=int, default=8765)
     args = parser.parse_args()
@@ -116,16 +150,37 @@ def drive(url: str, args: argparse.Namespace, state: Path) -> int:
         status = page.text_content("#status")
         shot = args.out / ("page_box.png" if args.box else "page_one_click.png")
         page.screenshot(path=str(shot))
-        page.fill("#exportName", "mask.nii.gz")
-        page.click("#export")
-        wait(page, "document.getElementById('status').textContent.startsWith('Exported')")
-        sid = page.evaluate("window.mecca.sid")
+        image = nib.load(args.label)
+        organ = np.asarray(image.dataobj) == args.value
+        mask = export(page, state, "mask.nii.gz")
+        said = {"status": status, "dice": dice(mask, organ), "voxels": int(mask.sum())}
+        said |= {"organ_voxels": int(organ.sum()), "screenshot": str(shot)}
+        steps = []
+        for n in range(2, args.corrections + 2):
+            click = distance_click(mask, organ)
+            if click is None:
+                break
+            fg = click.kind is InteractionKind.FOREGROUND
+            page.check("input[value=foreground]" if fg else "input[value=background]")
+            mm = (image.affine @ np.append(np.asarray(click.position, float), 1.0))[:3]
+            x, y = page.evaluate(CANVAS_XY, mm.tolist())
+            page.mouse.click(x, y)
+            try:
+                wait(page, f"window.mecca.session.steps === {n} && !window.mecca.busy")
+            except Exception:
+                page.screenshot(path=str(args.out / "page_stuck.png"))
+                print("stuck:", click, x, y, page.text_content("#status"), flush=True)
+                raise
+            mask = export(page, state, f"mask_{n}.nii.gz")
+            steps.append(step_said(page, click.kind.value, mask, organ))
+        if steps:
+            page.screenshot(path=str(args.out / "page_corrections.png"))
+            page.click("#undo")
+            wait(page, f"window.mecca.session.steps === {len(steps)} && !window.mecca.busy")
+            undone = export(page, state, "mask_undone.nii.gz")
+            said |= {"corrections": steps, "after_undo": step_said(page, "undo", undone, organ)}
+        said["page_errors"] = errors
         browser.close()
-    mask = np.asarray(nib.load(state / "exports" / sid / "mask.nii.gz").dataobj) > 0
-    organ = np.asarray(nib.load(args.label).dataobj) == args.value
-    dice = 2 * (mask & organ).sum() / (mask.sum() + organ.sum())
-    said = {"status": status, "dice": round(float(dice), 4), "voxels": int(mask.sum())}
-    said |= {"organ_voxels": int(organ.sum()), "screenshot": str(shot), "page_errors": errors}
     print(json.dumps(said, indent=1))
     return 1 if errors else 0
 

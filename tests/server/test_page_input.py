@@ -10,6 +10,7 @@ import json
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 pytest.importorskip("fastapi")
@@ -24,6 +25,8 @@ from test_page import (  # noqa: E402
     _wait,
 )
 
+from conftest import sphere  # noqa: E402
+from mecca.io import Volume, save_volume  # noqa: E402
 from mecca.server.settings import ServerSettings  # noqa: E402
 
 BURST = 10
@@ -412,5 +415,58 @@ def test_a_click_is_the_pages_alone_and_moves_the_crosshair_with_the_next_redraw
         assert page.evaluate("window.niivueDowns") == 1  # NiiVue navigates
         assert page.evaluate(CROSSHAIR_VOXEL) != moved
         assert page.evaluate("window.mecca.session.clicks.length") == 1  # no click sent
+        browser.close()
+    assert not errors, errors
+
+
+SCREEN_XY = """(mm) => {
+  // page pixels of a point in mm on the axial view through it (NiiVue's own mapping)
+  nv.scene.crosshairPos = nv.mm2frac(mm);
+  nv.drawScene();
+  const p = nv.frac2canvasPos(nv.mm2frac(mm)), r = nv.canvas.getBoundingClientRect();
+  const dpr = window.devicePixelRatio || 1;
+  return [r.left + p[0] / dpr, r.top + p[1] / dpr];
+}"""
+
+
+def test_a_click_outside_an_roi_from_clicks_grows_it_but_one_outside_a_drawn_roi_is_refused(
+    tmp_path,
+):
+    """Two balls 80 mm apart: after a click into one, the other lies outside the ROI the
+    session derived (the click plus 40 mm). A click there is sent and grows the ROI (as
+    the session does for 3D Slicer and the CLI); after an ROI is drawn, it is refused."""
+    pytest.importorskip("uvicorn")
+    sync_api = _browser()
+    root = tmp_path / "images"
+    root.mkdir()
+    shape, centres = (120, 40, 12), ((90, 20, 6), (10, 20, 6))
+    image = np.random.default_rng(0).normal(0, 0.2, shape)
+    for c in centres:
+        image[sphere(shape, c, 5)] += 2.0
+    save_volume(Volume(image.astype(np.float32), np.eye(4)), root / "two_far.nii.gz")
+    settings = ServerSettings(roots=(root,), state_dir=tmp_path / "state", methods=("geos",))
+    with served(settings) as url, sync_api.sync_playwright() as p:
+        browser, page, errors = _open_page(p, url)
+        page.select_option("#view", "axial")
+        _open_image(page, "two_far.nii.gz", "geos")
+        page.check("input[value=foreground]")
+        page.mouse.click(*page.evaluate(SCREEN_XY, list(centres[0])))
+        _wait(page, "window.mecca.session.steps === 1 && !window.mecca.busy")
+        roi = page.evaluate("window.mecca.session.roi")
+        assert roi[0][0] > centres[1][0]
+        assert page.evaluate("window.mecca.session.roi_follows_clicks")
+        page.mouse.click(*page.evaluate(SCREEN_XY, list(centres[1])))
+        _wait(page, "window.mecca.session.steps === 2 && !window.mecca.busy")
+        grown = page.evaluate("window.mecca.session.roi")
+        assert grown[0][0] <= centres[1][0] < grown[1][0]
+        page.check("input[value=roi]")  # an ROI drawn round the first ball: clicks stay in it
+        for corner in ((75, 5, 6), (105, 35, 6)):
+            page.mouse.click(*page.evaluate(SCREEN_XY, list(corner)))
+        _wait(page, "window.mecca.session.roi[0][0] >= 70 && !window.mecca.busy")
+        assert not page.evaluate("window.mecca.session.roi_follows_clicks")
+        page.check("input[value=foreground]")
+        page.mouse.click(*page.evaluate(SCREEN_XY, list(centres[1])))
+        _wait(page, f"{STATUS}.includes('outside the ROI box')")
+        assert page.evaluate("window.mecca.session.clicks.length") == 0
         browser.close()
     assert not errors, errors

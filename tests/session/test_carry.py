@@ -69,7 +69,7 @@ def test_a_grown_roi_starts_from_the_mask_so_far_with_every_click_in_one_step():
     method = Cubes()
     session = _session(method)
     first, second, third = _three_steps(session)
-    assert second.box == first.box and third.box != first.box
+    assert second.box == first.box and third.box != first.box and session.roi_follows_clicks
     # steps 1-2 on the first ROI; then a predictor on the grown ROI that starts from the
     # mask so far and gets both earlier clicks in one step, then the new click
     assert method.calls == [

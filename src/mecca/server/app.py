@@ -360,6 +360,7 @@ def state_of(ss: ServerSession) -> dict[str, Any]:
         "spacing": [float(x) for x in vol.spacing],
         "affine": np.asarray(vol.affine).tolist(),
         "roi": None if s.roi is None else [list(s.roi.start), list(s.roi.stop)],
+        "roi_follows_clicks": s.roi_follows_clicks,  # a click outside it grows it
         "box": None if s.box is None else [list(s.box.start), list(s.box.stop)],
         "steps": s.n_steps,
         "pending": len(s.pending),

@@ -358,6 +358,12 @@ class Session:
         return self._box
 
     @property
+    def roi_follows_clicks(self) -> bool:
+        """Whether a click outside the ROI grows it (an ROI derived from the clicks, a
+        method that is not a proposal method) rather than being refused."""
+        return self._roi_from_clicks and not isinstance(self.method, ProposalMethod)
+
+    @property
     def box_prompted(self) -> bool:
         """Whether the method gets :attr:`box` as a box prompt (it takes BOX clicks)."""
         return bool(self._box_clicks)
@@ -451,8 +457,7 @@ class Session:
                 f"click {click.position} is outside the volume of shape {self.volume.shape}",
                 hint="voxel indices (i, j, k) run from 0 to shape - 1",
             )
-        follows = self._roi_from_clicks and not isinstance(self.method, ProposalMethod)
-        if self._roi is not None and not follows and not self._roi.contains(pos)[0]:
+        if self._roi is not None and not self.roi_follows_clicks and not self._roi.contains(pos)[0]:
             raise InputError(
                 f"click {click.position} is outside the ROI {self._roi.start}-{self._roi.stop}",
                 hint="click inside the ROI, or set_roi() a larger box (this resets the session)",

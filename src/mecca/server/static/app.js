@@ -813,7 +813,8 @@ function refusedClick(kind, mm) {
   if (!data.accepts.includes(kind)) return `${data.method} takes no ${kind} clicks (it takes ${data.accepts.join(", ")})`;
   const ijk = mmToVoxel(mm);
   if (ijk.some((v, a) => v < 0 || v >= data.shape[a])) return "the click is outside the image";
-  if (data.roi && ijk.some((v, a) => v < data.roi[0][a] || v >= data.roi[1][a])) return "the click is outside the ROI box";
+  const outside = data.roi && ijk.some((v, a) => v < data.roi[0][a] || v >= data.roi[1][a]);
+  if (outside && !data.roi_follows_clicks) return "the click is outside the ROI box"; // else it grows
   return null;
 }
 
