@@ -429,12 +429,14 @@ SCREEN_XY = """(mm) => {
 }"""
 
 
-def test_a_click_outside_an_roi_from_clicks_grows_it_but_one_outside_a_drawn_roi_is_refused(
+def test_a_click_outside_an_roi_from_clicks_or_a_box_grows_it_one_outside_a_drawn_roi_is_refused(
     tmp_path,
 ):
     """Two balls 80 mm apart: after a click into one, the other lies outside the ROI the
     session derived (the click plus 40 mm). A click there is sent and grows the ROI (as
-    the session does for 3D Slicer and the CLI); after an ROI is drawn, it is refused."""
+    the session does for 3D Slicer and the CLI); after an ROI is drawn, it is refused;
+    after a box is drawn round the first ball (a prompt: the object may go on beyond
+    it), it is sent and grows the box's ROI."""
     pytest.importorskip("uvicorn")
     sync_api = _browser()
     root = tmp_path / "images"
@@ -468,5 +470,16 @@ def test_a_click_outside_an_roi_from_clicks_grows_it_but_one_outside_a_drawn_roi
         page.mouse.click(*page.evaluate(SCREEN_XY, list(centres[1])))
         _wait(page, f"{STATUS}.includes('outside the ROI box')")
         assert page.evaluate("window.mecca.session.clicks.length") == 0
+        page.check("input[value=box]")  # a box round the first ball is a prompt, not a limit
+        for corner in ((84, 14, 6), (97, 27, 6)):
+            page.mouse.click(*page.evaluate(SCREEN_XY, list(corner)))
+        _wait(page, "window.mecca.session.box !== null && !window.mecca.busy")
+        assert page.evaluate("window.mecca.session.roi_follows_clicks")
+        steps = page.evaluate("window.mecca.session.steps")
+        page.check("input[value=foreground]")
+        page.mouse.click(*page.evaluate(SCREEN_XY, list(centres[1])))
+        _wait(page, f"window.mecca.session.steps === {steps + 1} && !window.mecca.busy")
+        roi = page.evaluate("window.mecca.session.roi")
+        assert roi[0][0] <= centres[1][0] and roi[1][0] > centres[0][0]
         browser.close()
     assert not errors, errors

@@ -4,14 +4,15 @@ history holds ``CARRY_FROM_STEPS`` steps), and undo/redo across that growth are 
 import numpy as np
 import pytest
 
-from mecca.interaction.clicks import InteractionKind
+from mecca.data.roi import Box
+from mecca.interaction.clicks import InteractionKind, box_prompt
 from mecca.io import Volume
 from mecca.methods.base import MethodState, StepResult
 from mecca.server.sessions import replayed
 from mecca.session import InteractionStore, Session
 from mecca.session.session import CARRY_FROM_STEPS
 
-FG, BG = InteractionKind.FOREGROUND, InteractionKind.BACKGROUND
+FG, BG, BOX = InteractionKind.FOREGROUND, InteractionKind.BACKGROUND, InteractionKind.BOX
 SHAPE = (40, 40, 20)
 
 
@@ -20,7 +21,7 @@ class Cubes:
     probability it started from; records what it was started with and given. Its grid is
     the ROI's own, so nothing is resampled."""
 
-    accepts = frozenset({FG, BG})
+    accepts = frozenset({FG, BG, BOX})
     name = "cubes"
 
     def __init__(self, carries: bool = True) -> None:
@@ -39,6 +40,8 @@ class Cubes:
         self.calls.append(("step", len(new)))
         prob = state.prob.copy()
         for click in new:
+            if click.kind is BOX:
+                continue
             i, j, k = click.position
             prob[max(i - 1, 0) : i + 2, max(j - 1, 0) : j + 2, max(k - 1, 0) : k + 2] = (
                 1.0 if click.kind is FG else 0.0
@@ -141,3 +144,30 @@ def test_a_reloaded_session_replays_to_the_same_mask():
     again = replayed(session.volume, Cubes(), None, store, {})
     assert again.result.box == third.box
     np.testing.assert_array_equal(again.result.prob_box, third.prob_box)
+
+
+def test_a_click_outside_the_users_box_grows_its_roi_from_the_box_step_on():
+    method = Cubes()
+    box = Box((8, 8, 8), (14, 14, 12))
+    session = _session(method, roi=box, roi_as_box=True)
+    first_roi = session.roi
+    assert first_roi == box_prompt(box, SHAPE)[0] and session.roi_follows_clicks
+    session.add_click(FG, (10, 10, 10))
+    inside = session.step()
+    session.add_click(FG, (30, 12, 10))  # the object goes on beyond the box
+    grown = session.step()
+    joint = Box((8, 8, 8), (31, 14, 12))  # the box and both clicks, plus a quarter per side
+    assert grown.box == session.roi == box_prompt(joint, SHAPE)[0]
+    # the box step counts: carried from the mask so far, the box corners and both clicks
+    assert method.calls[-3:] == [("start", True), ("step", 3), ("step", 1)]
+    assert grown.mask[10, 10, 10] == 1 and grown.mask[30, 12, 10] == 1
+    undone = session.undo()
+    assert undone.box == first_roi
+    np.testing.assert_array_equal(undone.prob_box, inside.prob_box)
+    session.redo()
+    session.reset()
+    assert session.roi == first_roi and session.n_steps == 0
+    given = _session(Cubes(), roi=box)  # an ROI given as such stays a limit
+    assert not given.roi_follows_clicks
+    with pytest.raises(Exception, match="outside the ROI"):
+        given.add_click(FG, (30, 12, 10))

@@ -30,16 +30,21 @@ Choices, written down once
   method that carries its mask (:func:`~mecca.interface.carries_mask`, the generalist)
   starts on the grown crop from the mask so far and gets every click of the history in
   one step, once the history holds ``CARRY_FROM_STEPS`` steps; otherwise the history is
-  replayed, one step each. A given ROI
-  (the user's box) is kept as given: clicks outside it are refused (the method only sees
-  the crop, and a click outside it would be silently moved to the crop's edge).
+  replayed, one step each. A given ROI (:meth:`Session.set_roi`) is kept as given:
+  clicks outside it are refused (the method only sees the crop, and a click outside it
+  would be silently moved to the crop's edge).
 * **The user's box as a prompt** (``roi_as_box``, what the page does with a drawn box):
   the ROI is the box grown by a quarter of its size per side
   (:func:`~mecca.interaction.clicks.box_prompt`; clicks may fall in that margin), for
   every method, as the CVPR 2025 protocol crops; a method that takes BOX clicks (the
   generalist) also gets the box as a box prompt, as it was trained: the first step (a
   replay's too) gets the box's two corner BOX clicks ahead of the user's. They are not
-  part of the click history.
+  part of the click history. The box is a prompt, not a limit: a box drawn on one slice
+  cannot say how far the object runs across slices, so a click outside its ROI grows the
+  ROI to hold the box and every click (their joint box plus a quarter per side), as the
+  CVPR 2025 loop re-crops; the history is rebuilt there (carried from the box step on,
+  for a method that takes the box and carries its mask), and :meth:`Session.reset` goes
+  back to the box's own ROI.
 * **Steps without new clicks are allowed**: the method refines its own output (a learned
   iterative method such as MECCA improves; a click-only method such as the random walker
   returns the same mask). The very first step needs an ROI or at least one click.
@@ -359,9 +364,11 @@ class Session:
 
     @property
     def roi_follows_clicks(self) -> bool:
-        """Whether a click outside the ROI grows it (an ROI derived from the clicks, a
-        method that is not a proposal method) rather than being refused."""
-        return self._roi_from_clicks and not isinstance(self.method, ProposalMethod)
+        """Whether a click outside the ROI grows it rather than being refused: an ROI
+        derived from the clicks, or the ROI of the user's box around the object (a prompt,
+        not a limit; module docstring), for a method that is not a proposal method."""
+        follows = self._roi_from_clicks or self._box is not None
+        return follows and not isinstance(self.method, ProposalMethod)
 
     @property
     def box_prompted(self) -> bool:
@@ -556,16 +563,26 @@ class Session:
         points = [c.position for c in clicks]
         return Box.around_points(points, margin, self.volume.shape)
 
+    def _box_roi(self, clicks: Sequence[Click]) -> Box:
+        """The ROI of the user's box grown to hold ``clicks``: their joint box plus a
+        quarter of its size per side, as the CVPR 2025 loop re-crops."""
+        assert self._box is not None
+        points = np.asarray([c.position for c in clicks], int).reshape(-1, 3)
+        start = np.minimum(self._box.start, points.min(0))
+        stop = np.maximum(self._box.stop, points.max(0) + 1)
+        joint = Box(tuple(start.tolist()), tuple(stop.tolist()))  # type: ignore[arg-type]
+        return box_prompt(joint, self.volume.shape)[0]
+
     def _current_predictor(self) -> Predictor:
         """The predictor, a new one on an ROI around the queued clicks (not stored), or,
-        when queued clicks leave an ROI derived from clicks, one on the ROI grown to hold
-        every click with the history replayed (stored: the history is unchanged)."""
-        if self._roi_from_clicks and not isinstance(self.method, ProposalMethod):
+        when queued clicks leave an ROI that follows the clicks, one on the ROI grown to
+        hold every click with the history rebuilt (stored: the history is unchanged)."""
+        if self.roi_follows_clicks:
             assert self._roi is not None and self._predictor is not None
             points = np.asarray([c.position for c in self._store.pending], int).reshape(-1, 3)
             if not self._roi.contains(points).all():
-                clicks = [c for step in self._store.steps for c in step]
-                around = self._roi_around([*clicks, *self._store.pending])
+                clicks = [*(c for step in self._store.steps for c in step), *self._store.pending]
+                around = self._roi_around(clicks) if self._box is None else self._box_roi(clicks)
                 grown = Box(
                     tuple(np.minimum(around.start, self._roi.start).tolist()),  # type: ignore[arg-type]
                     tuple(np.maximum(around.stop, self._roi.stop).tolist()),  # type: ignore[arg-type]
@@ -641,7 +658,8 @@ class Session:
         ``source``'s mask when the method carries its mask and the history holds
         :attr:`carry_from_steps` steps, else replayed (the module docstring)."""
         steps = self._store.steps
-        carry = self.carry_from_steps is not None and len(steps) >= self.carry_from_steps
+        after = 1 if self.box_prompted else self.carry_from_steps  # the box step is a start
+        carry = self.carry_from_steps is not None and after is not None and len(steps) >= after
         if not carry or not carries_mask(self.method) or source.result is None:
             return self._replay(box)
         before = np.zeros(box.shape, np.float32)
@@ -774,6 +792,9 @@ class Session:
         if self._roi_from_clicks:
             self._roi, self._predictor = None, None
             self._roi_from_clicks = False
+        elif self._box is not None and self._roi != box_prompt(self._box, self.volume.shape)[0]:
+            self._roi = box_prompt(self._box, self.volume.shape)[0]  # clicks grew it
+            self._predictor = self._make_predictor(self._roi)
         elif self._predictor is not None:
             self._predictor.reset()
 
