@@ -7,13 +7,15 @@ runs that user with the default method (the generalist): the corners are the obj
 2D bounding box on the axial slice (k) through its interior-most voxel, half a voxel
 outside it, as a person draws it tight; the session segments the box at once (as the
 server does), then 3 correction clicks follow at the interior-most voxel of the largest
-error inside the ROI (the CVPR 2025 user's click; the page takes clicks in the ROI only).
+error (the CVPR 2025 user's click): anywhere, as the page takes them since 2026-12-07 (a
+click outside the box's ROI grows it), or with ``--inside-roi`` only inside the ROI, as
+the page took them before.
 Printed per target and depth factor: mean Dice after the box and after the 3 clicks.
 
 Usage::
 
     python benchmarks/slice_box_val.py [--depths 1,1.5,2] [--data ../shared/data]
-        [--extra ~/.cache/mecca-data-extra] [--out results.json]
+        [--extra ~/.cache/mecca-data-extra] [--inside-roi] [--out results.json]
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ def slice_corners(volume: Volume, gt: np.ndarray) -> list[list[float]]:
     return [volume.voxel_to_world(np.array(c, float)).tolist() for c in (lo, hi)]
 
 
-def run(volume: Volume, gt: np.ndarray, clicks: int) -> list[float]:
+def run(volume: Volume, gt: np.ndarray, clicks: int, inside_roi: bool = False) -> list[float]:
     """Dice after the box and after each correction click."""
     session = Session(volume, method=DEFAULT_METHOD)
     box = app.box_from_corners(volume, slice_corners(volume, gt), in_mm=True)
@@ -50,9 +52,11 @@ def run(volume: Volume, gt: np.ndarray, clicks: int) -> list[float]:
     session.step()
     dice = [_dice(session.result.mask, gt)]
     for _ in range(clicks):
-        inside_roi = np.zeros(gt.shape, bool)  # the page takes clicks in the ROI only
-        inside_roi[session.roi.slices] = True
-        mask, truth = session.result.mask & inside_roi, gt & inside_roi
+        mask, truth = session.result.mask.astype(bool), gt
+        if inside_roi:  # the page before 2026-12-07: clicks in the box's ROI only
+            roi = np.zeros(gt.shape, bool)
+            roi[session.roi.slices] = True
+            mask, truth = mask & roi, gt & roi
         found = cvpr25.organisers_click(cvpr25.to_zyx(mask), cvpr25.to_zyx(truth))
         if found is None:
             dice.append(dice[-1])
@@ -74,6 +78,7 @@ def main() -> None:
     parser.add_argument("--clicks", type=int, default=3)
     parser.add_argument("--data", type=Path, default=Path("../shared/data"))
     parser.add_argument("--extra", type=Path, default=Path.home() / ".cache/mecca-data-extra")
+    parser.add_argument("--inside-roi", action="store_true", help="clicks in the ROI only")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     depths = [float(d) for d in args.depths.split(",")]
@@ -81,7 +86,7 @@ def main() -> None:
     for name, cases in val_cases(args.data, args.extra.expanduser()):
         for depth in depths:
             app.SLICE_BOX_DEPTH = depth
-            curves = [run(volume, gt, args.clicks) for volume, gt in cases]
+            curves = [run(volume, gt, args.clicks, args.inside_roi) for volume, gt in cases]
             mean = [round(100 * float(v), 2) for v in np.mean(curves, axis=0)]
             table.setdefault(name, {})[str(depth)] = mean
             print(name, f"depth x{depth}", "Dice after the box, then each click:", mean, flush=True)
