@@ -1,7 +1,7 @@
 """Click-to-overlay latency of the web page in headless Chromium, as a user feels it.
 
 Usage: ``.venv/bin/python benchmarks/browser_latency.py [--clicks 20] [--method generalist]
-[--out latency.json]``
+[--threads N] [--out latency.json]``
 
 Starts ``mecca serve`` in-process on a free port with the brats2015 folder of
 ``../shared/data`` as its image root (240 x 240 x 155 volumes; else an MR phantom of that
@@ -55,6 +55,7 @@ def main() -> None:
         default=0.0,
         help="pause before each click, as a person looks before clicking (0: back to back)",
     )
+    parser.add_argument("--threads", type=int, help="torch threads (default: mecca serve's)")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     import uvicorn
@@ -63,7 +64,7 @@ def main() -> None:
     from mecca.server.app import create_app
     from mecca.server.settings import ServerSettings, use_server_threads
 
-    threads = use_server_threads()  # as `mecca serve` does
+    threads = use_server_threads(args.threads)  # as `mecca serve` does without --threads
 
     root, name = image_root()
     settings = ServerSettings(

@@ -641,7 +641,7 @@ def _model_lines(summary: dict[str, Any]) -> list[str]:
 @click.option(
     "--threads",
     type=int,
-    help="Torch threads for the methods (default: half the CPU cores, at least 1: the "
+    help="Torch threads for the methods (default: half the CPU cores, at least 2: a "
     "viewer in a browser on the same machine needs the rest).",
 )
 def serve(

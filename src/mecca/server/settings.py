@@ -22,15 +22,20 @@ MIN_TOKEN_DISTINCT = 8
 
 def use_server_threads(threads: int | None = None) -> int:
     """Set torch's thread count for a server and return it: ``threads``, else half the CPU
-    cores (at least 1).
+    cores, at least 2 (1 on one core).
 
     Why: the page's viewer renders on the same CPU when no GPU is there (software WebGL),
-    and torch's OpenMP threads spin while they wait; on 2 cores, 2 torch threads made a
-    MECCA step 3x slower beside Chromium than 1 thread (benchmarks/browser_latency.py).
+    and torch's OpenMP threads spin while they wait; on 2 cores, 2 torch threads once made
+    a MECCA step 3x slower beside Chromium than 1 thread. Since the page keeps left clicks
+    from NiiVue (no frame redrawn per click) and the generalist runs 4 passes a step, 2
+    threads are the faster on 2 cores: click-to-overlay 279 against 310 ms for the
+    generalist, 192 against 208 for MECCA (``benchmarks/browser_latency.py --threads``,
+    2026-12-07, docs/server.md).
     """
     import torch
 
-    n = max(1, (os.cpu_count() or 2) // 2) if threads is None else int(threads)
+    cores = os.cpu_count() or 2
+    n = min(cores, max(2, cores // 2)) if threads is None else int(threads)
     if n < 1:
         raise ConfigError(f"threads must be >= 1, got {n}")
     torch.set_num_threads(n)
