@@ -269,3 +269,9 @@ def test_a_box_grows_by_half_on_the_sides_a_mask_touches_but_not_past_the_volume
     assert box.grown_to_hold(mask, (20, 20, 10)) == Box((0, 4, 0), (12, 8, 9))
     mask[0, 2, 2] = False
     assert box.grown_to_hold(mask, (20, 20, 6)) is None  # both touched sides are edges
+
+
+def test_union_is_the_smallest_box_holding_both():
+    a, b = Box((2, 5, 1), (6, 9, 4)), Box((4, 0, 3), (10, 7, 5))
+    assert a.union(b) == b.union(a) == Box((2, 0, 1), (10, 9, 5))
+    assert a.union(a) == a

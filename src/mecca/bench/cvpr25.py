@@ -234,11 +234,9 @@ def roi_for(inner: Box | None, points: Sequence[Sequence[int]], shape: Sequence[
     click so far, grown as :func:`box_roi` does; the whole volume without a box."""
     if inner is None:
         return Box((0, 0, 0), (int(shape[0]), int(shape[1]), int(shape[2])))
-    lo, hi = list(inner.start), list(inner.stop)
-    for pt in points:
-        for d in range(3):
-            lo[d], hi[d] = min(lo[d], int(pt[d])), max(hi[d], int(pt[d]) + 1)
-    return box_roi(Box((lo[0], lo[1], lo[2]), (hi[0], hi[1], hi[2])), shape)
+    if len(points):
+        inner = inner.union(Box.around_points(points, 0, shape))
+    return box_roi(inner, shape)
 
 
 def box_clicks(method: InteractiveMethod, inner: Box | None, shape: Sequence[int]) -> list[Click]:
@@ -325,7 +323,7 @@ def run_case(
             given.append(Click(FG if found[1] else BG, (x, y, z)))
             send = [given[-1]]
         wanted = roi_for(inner, [c.position for c in given], shape)
-        grown = _union(roi, wanted)
+        grown = roi.union(wanted)
         restart, recropped = 0.0, grown != roi
         if recropped:
             roi = grown
@@ -402,13 +400,6 @@ def _recrop(
     t0 = time.perf_counter()
     state = method.start(crop, init_prob=prob)
     return crop, state, prob, time.perf_counter() - t0
-
-
-def _union(a: Box, b: Box) -> Box:
-    """The smallest box holding both."""
-    start = tuple(min(x, y) for x, y in zip(a.start, b.start, strict=True))
-    stop = tuple(max(x, y) for x, y in zip(a.stop, b.stop, strict=True))
-    return Box(start, stop)  # type: ignore[arg-type]
 
 
 def _follow(

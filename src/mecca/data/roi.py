@@ -107,6 +107,12 @@ class Box:
         stop = np.asarray(self.stop) + m[3:]
         return Box(_int3(start, "start"), _int3(stop, "stop"))
 
+    def union(self, other: Box) -> Box:
+        """The smallest box holding both."""
+        start = np.minimum(self.start, other.start)
+        stop = np.maximum(self.stop, other.stop)
+        return Box(_int3(start, "start"), _int3(stop, "stop"))
+
     def grown_to_hold(self, mask: np.ndarray, shape: Sequence[int]) -> Box | None:
         """This box grown by half its size (at least 1 voxel) on each side that ``mask``
         (the mask on this box, ``self.shape``) touches, except the sides at the edge of a

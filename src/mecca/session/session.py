@@ -567,11 +567,8 @@ class Session:
         """The ROI of the user's box grown to hold ``clicks``: their joint box plus a
         quarter of its size per side, as the CVPR 2025 loop re-crops."""
         assert self._box is not None
-        points = np.asarray([c.position for c in clicks], int).reshape(-1, 3)
-        start = np.minimum(self._box.start, points.min(0))
-        stop = np.maximum(self._box.stop, points.max(0) + 1)
-        joint = Box(tuple(start.tolist()), tuple(stop.tolist()))  # type: ignore[arg-type]
-        return box_prompt(joint, self.volume.shape)[0]
+        points = Box.around_points([c.position for c in clicks], 0, self.volume.shape)
+        return box_prompt(self._box.union(points), self.volume.shape)[0]
 
     def _current_predictor(self) -> Predictor:
         """The predictor, a new one on an ROI around the queued clicks (not stored), or,
@@ -583,10 +580,7 @@ class Session:
             if not self._roi.contains(points).all():
                 clicks = [*(c for step in self._store.steps for c in step), *self._store.pending]
                 around = self._roi_around(clicks) if self._box is None else self._box_roi(clicks)
-                grown = Box(
-                    tuple(np.minimum(around.start, self._roi.start).tolist()),  # type: ignore[arg-type]
-                    tuple(np.maximum(around.stop, self._roi.stop).tolist()),  # type: ignore[arg-type]
-                )
+                grown = around.union(self._roi)
                 logger.info("a click left the ROI: grown to %s-%s", grown.start, grown.stop)
                 self._redo_frames.clear()  # the step about to run clears the redo stack
                 self._predictor, self._roi = self._rebuild(grown, self._predictor), grown
