@@ -7,7 +7,10 @@ clicks or not, ``local``) and the ``roi`` variants (the CVPR user's ROI grown wh
 reaches it, ``grow_roi`` of :func:`mecca.bench.cvpr25.run_case`) and the ``recrop``
 variants (a re-cropped method starts from the mask so far with every click in one step,
 or from nothing with every click in one step or the history replayed one click a step,
-``recrop``) and the ``tta`` variants (test-time flips, ``flips``). Two
+``recrop``) and the ``tta`` variants (test-time flips, ``flips``), the ``threshold``
+variants (the mask's threshold, ``logit_offset``) and the ``box_context`` variants (a box
+prompt's ROI widened to a least extent, ``BOX_MIN_EXTENT`` of
+:mod:`mecca.interaction.clicks`). Two
 users:
 
 * ``cvpr25``: box, then 5 clicks (:mod:`mecca.bench.cvpr25`): mean DSC after the box and
@@ -19,7 +22,8 @@ users:
 
 Usage::
 
-    python benchmarks/generalist_settings.py grid|update|roi|recrop|tta [--weights RUN_OR_BUNDLE]
+    python benchmarks/generalist_settings.py grid|update|roi|recrop|tta|threshold|box_context
+        [--weights RUN_OR_BUNDLE]
         [--only "base grid,64x64x48 from 1.5"] [--data ../shared/data]
         [--extra ~/.cache/mecca-data-extra] [--out results.json]
 
@@ -46,6 +50,7 @@ from points_only import run_session  # the script beside this one
 from mecca.bench import cvpr25
 from mecca.data.datasets import open_dataset
 from mecca.errors import InputError
+from mecca.interaction import clicks
 from mecca.methods.generalist import method as generalist
 
 VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
@@ -63,13 +68,28 @@ VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
         "all clicks at once": {"recrop": "restart"},
         "replayed": {"recrop": "replay"},
     },
+    "threshold": {
+        "p > 0.5": {"logit_offset": 0.0},
+        "p > 0.4": {"logit_offset": 0.405},
+        "p > 0.3": {"logit_offset": 0.847},
+    },
+    "box_context": {
+        "margin alone": {"BOX_MIN_EXTENT": None},
+        "at least 16x16x8": {"BOX_MIN_EXTENT": (16, 16, 8)},
+        "at least 24x24x12": {"BOX_MIN_EXTENT": (24, 24, 12)},
+    },
     "tta": {
         "no flips": {"flips": ()},
         "flip i": {"flips": ((0,),)},
         "flip i, j, ij": {"flips": ((0,), (1,), (0, 1))},
     },
 }
-DEFAULTS: dict[str, Any] = {"max_grid": None, "local": False, "flips": generalist.FLIPS}
+DEFAULTS: dict[str, Any] = {
+    "max_grid": None,
+    "local": False,
+    "flips": generalist.FLIPS,
+    "logit_offset": 0.0,
+}
 """What every variant starts from: the shipped method's settings."""
 
 
@@ -102,17 +122,20 @@ def val_cases(data: Path, extra: Path) -> Iterator[tuple[str, list[tuple[Any, np
 
 
 def apply(method: generalist.GeneralistMethod, settings: dict[str, Any]) -> dict[str, Any]:
-    """Set a variant: method attributes, and FINE_FROM on the module; returns the CVPR
-    loop's options (``grow_roi``, ``recrop``)."""
+    """Set a variant: method attributes, FINE_FROM and BOX_MIN_EXTENT on their modules;
+    returns the CVPR loop's options (``grow_roi``, ``recrop``)."""
     for key, value in DEFAULTS.items():
         setattr(method, key, value)
     generalist.FINE_FROM = 1.5
+    clicks.BOX_MIN_EXTENT = None
     loop: dict[str, Any] = {}
     for key, value in settings.items():
         if key in ("grow_roi", "recrop"):
             loop[key] = value
         elif key == "FINE_FROM":
             generalist.FINE_FROM = value
+        elif key == "BOX_MIN_EXTENT":
+            clicks.BOX_MIN_EXTENT = value
         else:
             setattr(method, key, value)
     return loop

@@ -275,3 +275,11 @@ def test_union_is_the_smallest_box_holding_both():
     a, b = Box((2, 5, 1), (6, 9, 4)), Box((4, 0, 3), (10, 7, 5))
     assert a.union(b) == b.union(a) == Box((2, 0, 1), (10, 9, 5))
     assert a.union(a) == a
+
+
+def test_a_box_widened_to_a_least_extent_stays_centred_and_inside():
+    box = Box((10, 10, 10), (12, 40, 11))
+    assert box.at_least((6, 6, 6), (64, 64, 64)) == Box((8, 10, 8), (14, 40, 14))
+    assert box.at_least((6, 6, 6), (13, 64, 64)) == Box((7, 10, 8), (13, 40, 14))  # shifted in
+    assert box.at_least((99, 6, 6), (20, 64, 64)).shape[0] == 20  # at most the volume
+    assert box.at_least((1, 1, 1), (64, 64, 64)) == box

@@ -344,3 +344,16 @@ def test_box_prompt_grows_the_box_and_gives_its_corners():
     assert b == Click(InteractionKind.BOX, (29, 19, 7))
     roi, _ = box_prompt(Box((0, 0, 0), (10, 10, 10)), (12, 12, 12))  # clipped to the volume
     assert roi == Box((0, 0, 0), (12, 12, 12))
+
+
+def test_a_thin_objects_box_prompt_is_widened_to_hold_some_context():
+    # a spinal cord's box: 3 x 2 voxels across, 73 slices long
+    thin = Box((63, 75, 53), (66, 77, 126))
+    roi, (a, b) = box_prompt(thin, (128, 128, 128), min_extent=(16, 16, 8))
+    assert roi.shape[:2] == (16, 16) and roi.start[:2] == (57, 68)  # about its centre
+    assert (roi.start[2], roi.stop[2]) == (34, 128)  # long enough: the margin alone
+    assert (a.position, b.position) == ((63, 75, 53), (65, 76, 125))  # the box is the prompt
+    assert box_prompt(thin, (128, 128, 128))[0].shape[:2] == (5, 4)  # off by default
+    # at the volume's edge the widening shifts inwards; a short volume is taken whole
+    edge, _ = box_prompt(Box((0, 0, 0), (2, 2, 2)), (128, 128, 5), min_extent=(16, 16, 8))
+    assert edge == Box((0, 0, 0), (16, 16, 5))

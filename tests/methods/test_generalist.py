@@ -141,6 +141,19 @@ def test_roi_as_box_and_init_prob(method):
         method.start(make_crop(crop.image, Box((0, 0, 0), GRID), grid=(8, 8, 8)))
 
 
+def test_a_logit_offset_lowers_the_threshold_of_the_returned_probability(method):
+    crop, clicks = _crop(), [Click(FG, (8, 8, 4))]
+    plain_state, plain = method.step(method.start(crop), clicks, rng=np.random.default_rng(0))
+    shifted_method = GeneralistMethod(method.net, GRID, logit_offset=0.847)  # threshold 0.3
+    state, shifted = shifted_method.step(
+        shifted_method.start(crop), clicks, rng=np.random.default_rng(0)
+    )
+    near = np.abs(plain.prob - 0.3) < 1e-3  # float rounding at the threshold itself
+    np.testing.assert_array_equal((shifted.prob > 0.5)[~near], (plain.prob > 0.3)[~near])
+    np.testing.assert_array_equal(state.extra["prev"], plain_state.extra["prev"])  # raw kept
+    assert np.all(shifted.prob > plain.prob - 1e-6) and np.any(shifted.prob > plain.prob + 0.01)
+
+
 def test_local_changes_keep_only_the_pieces_next_to_a_click():
     old = np.zeros((12, 12, 12), np.float32)
     old[2:5, 2:5, 2:5] = 0.9  # a correct piece far from the click
@@ -339,6 +352,21 @@ def test_slice_box_samples_carry_the_middle_slices_box(cache):
         # the crop is the box grown by a quarter per side: the box lies off the crop's edges
         ii, jj, kk = np.nonzero(s.box)
         assert ii.min() > 0 and jj.min() > 0 and ii.max() < GRID[0] - 1
+
+
+def test_box_crops_are_widened_to_the_least_extent_as_box_prompt_widens(cache):
+    def box_share(extent: tuple[int, int, int] | None) -> float:
+        cfg = SamplerConfig(grid=GRID, p_box=1.0, p_roi_box=0.0, box_min_extent=extent)
+        sampler, rng, shares = Sampler(cache, cfg), np.random.default_rng(5), []
+        for _ in range(12):
+            s = sampler.sample(rng)
+            assert s.mode == "box" and s.box.any()
+            shares.append(s.box.mean())
+        return float(np.median(shares))
+
+    # the cached regions are wider than their objects' boxes, so a large least extent
+    # leaves the box a smaller share of the crop
+    assert box_share((200, 200, 200)) < 0.5 * box_share(None)
 
 
 def test_loose_box_samples_carry_a_box_with_room_to_spare(cache, phantoms, tmp_path):
@@ -543,6 +571,30 @@ def test_a_new_run_starts_from_a_bundles_weights(phantoms, tmp_path, cache):
     other = _tiny_config(phantoms, tmp_path / "cache", init_from=str(bundle), widths=(4, 8))
     with pytest.raises(ConfigError, match="another network"):
         _setup(other, tmp_path / "third", False, torch.device("cpu"))
+
+
+def test_a_deeper_network_starts_from_a_trained_ones_weights(phantoms, tmp_path, cache):
+    run = train(_tiny_config(phantoms, tmp_path / "cache", iterations=2), tmp_path / "run")
+    cfg = _tiny_config(phantoms, tmp_path / "cache", init_from=str(run), blocks=(1, 3))
+    deep, _, _ = _setup(cfg, tmp_path / "deeper", False, torch.device("cpu"))
+    start, _ = load_weights(run)
+    for name, value in start.state_dict().items():  # every trained weight copied
+        torch.testing.assert_close(deep.state_dict()[name], value)
+    added = [k for k in deep.state_dict() if k.startswith(("encoder.1.1.", "encoder.1.2."))]
+    assert added and all(k in deep.state_dict() for k in added)
+    for block in ("encoder.1.1", "encoder.1.2"):  # each added block passes its input on
+        assert not deep.state_dict()[f"{block}.norm2.weight"].any()
+        assert not deep.state_dict()[f"{block}.norm2.bias"].any()
+    x = torch.randn(1, 5, *GRID)
+    with torch.no_grad():
+        # the same up to the added blocks' final leaky ReLU (0.01 x a negative feature)
+        torch.testing.assert_close(deep.eval()(x), start.eval()(x), atol=0.05, rtol=0.0)
+    deep_run = train(
+        _tiny_config(phantoms, tmp_path / "cache", blocks=(2, 2), iterations=2), tmp_path / "deep"
+    )
+    fewer = _tiny_config(phantoms, tmp_path / "cache", init_from=str(deep_run))  # (1, 1)
+    with pytest.raises(ConfigError, match="another network"):  # blocks are never dropped
+        _setup(fewer, tmp_path / "fewer", False, torch.device("cpu"))
 
 
 def test_its_grid_follows_the_roi_when_asked():

@@ -113,6 +113,23 @@ class Box:
         stop = np.maximum(self.stop, other.stop)
         return Box(_int3(start, "start"), _int3(stop, "stop"))
 
+    def at_least(self, extent: Sequence[int], shape: Sequence[int]) -> Box:
+        """This box widened about its centre to at least ``extent`` voxels per axis (the
+        extra split between both sides, shifted inwards at a volume's edge), within a
+        volume of ``shape``; an axis already that long, or the volume's whole length,
+        stays as it is."""
+        shp = _int3(shape, "shape")
+        start, stop = list(self.start), list(self.stop)
+        for axis in range(3):
+            need = min(int(extent[axis]), shp[axis]) - (stop[axis] - start[axis])
+            if need <= 0:
+                continue
+            start[axis] -= need // 2
+            stop[axis] += need - need // 2
+            shift = max(0, -start[axis]) - max(0, stop[axis] - shp[axis])
+            start[axis], stop[axis] = start[axis] + shift, stop[axis] + shift
+        return Box(_int3(start, "start"), _int3(stop, "stop"))
+
     def grown_to_hold(self, mask: np.ndarray, shape: Sequence[int]) -> Box | None:
         """This box grown by half its size (at least 1 voxel) on each side that ``mask``
         (the mask on this box, ``self.shape``) touches, except the sides at the edge of a

@@ -66,6 +66,7 @@ import torch.nn.functional as F
 from scipy import ndimage
 
 from mecca.data.datasets import Dataset, open_dataset
+from mecca.data.roi import Box
 from mecca.errors import ConfigError, DatasetError, InputError
 from mecca.interaction.clicks import Click
 from mecca.io import atomic_write, load_label
@@ -356,6 +357,10 @@ class SamplerConfig:
     """Share of ``box`` samples whose box is drawn loosely (module docstring)."""
     loose_box_slack: float = 0.3
     """The most a loose box's side moves out, as a share of the box's size."""
+    box_min_extent: tuple[int, int, int] | None = None
+    """The least extent (voxels per axis) of a ``box`` or ``slice_box`` crop, widened about
+    its centre as :func:`mecca.interaction.clicks.box_prompt` widens a box's ROI
+    (``BOX_MIN_EXTENT``); None: the margin alone (the schedules up to the ninth)."""
     p_init: float = 0.1
     """Share of points-mode samples that start from a degraded truth (``init_prob``)."""
     p_component: float = 0.15
@@ -515,6 +520,10 @@ class Sampler:
             c0, c1 = _crop_box(mode, lo, hi, np.asarray(lab.shape), rng)
         else:
             c0, c1 = _crop_box(mode, start, stop, np.asarray(lab.shape), rng)
+        if mode in ("box", "slice_box") and cfg.box_min_extent is not None:
+            crop = Box(tuple(c0.tolist()), tuple(c1.tolist()))
+            wide = crop.at_least(cfg.box_min_extent, lab.shape)
+            c0, c1 = np.asarray(wide.start), np.asarray(wide.stop)
         rotate = rng.random() < cfg.p_rotate
         angle = float(rng.uniform(-cfg.max_degrees, cfg.max_degrees)) if rotate else 0.0
         image, target = resample_crop(img, lab, c0, c1, grid, angle, values=values)

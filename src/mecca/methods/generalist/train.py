@@ -110,6 +110,8 @@ class GeneralistConfig:
     p_click_roi: float = 0.0
     p_loose_box: float = 0.0
     loose_box_slack: float = 0.3
+    box_min_extent: tuple[int, int, int] | None = None
+    """See :class:`.data.SamplerConfig` (the tenth-and-later rule of ``box_prompt``)."""
     p_init: float = 0.1
     p_component: float = 0.15
     p_rotate: float = 0.3
@@ -198,6 +200,7 @@ class GeneralistConfig:
             p_click_roi=self.p_click_roi,
             p_loose_box=self.p_loose_box,
             loose_box_slack=self.loose_box_slack,
+            box_min_extent=self.box_min_extent,
             p_init=self.p_init,
             p_component=self.p_component,
             p_rotate=self.p_rotate,
@@ -517,13 +520,37 @@ def _start_from(net: GeneralistNet, cfg: GeneralistConfig) -> None:
     if not Path(cfg.init_from).expanduser().exists():
         source = resolve_bundle(cfg.init_from)  # a shipped bundle's name
     start, grid = load_weights(source)
-    if start.config.to_dict() != net.config.to_dict() or list(grid) != list(cfg.grid3):
+    if list(grid) != list(cfg.grid3) or not deepens(start.config, net.config):
         raise ConfigError(
             f"init_from {cfg.init_from!r} holds another network or grid than the config's",
-            hint="use the config the weights were trained with",
+            hint="use the config the weights were trained with (or one with more blocks)",
         )
-    net.load_state_dict(start.state_dict())
-    log.info("weights from %s", cfg.init_from)
+    added = deepen_from(net, start)
+    log.info("weights from %s (%d blocks added)", cfg.init_from, added)
+
+
+def deepens(small: GeneralistNetConfig, large: GeneralistNetConfig) -> bool:
+    """Whether ``large`` is ``small`` or ``small`` with more encoder blocks at some levels."""
+    a, b = small.to_dict(), large.to_dict()
+    same = all(a[k] == b[k] for k in a if k != "blocks")
+    return same and all(m >= n for n, m in zip(a["blocks"], b["blocks"], strict=True))
+
+
+def deepen_from(net: GeneralistNet, start: GeneralistNet) -> int:
+    """Copy ``start``'s weights into ``net`` (the same network or a deeper one,
+    :func:`deepens`); each added residual block starts with its last norm's scale and
+    shift at 0, so that it passes its input on (up to its final leaky ReLU) and the deeper
+    network starts as the trained one. Returns the number of blocks added."""
+    own, given = net.state_dict(), start.state_dict()
+    missing, unexpected = net.load_state_dict(given, strict=False)
+    if unexpected:
+        raise ConfigError(f"weights the network has no place for: {unexpected[:3]}")
+    blocks = sorted({k.rsplit(".", 2)[0] for k in missing})
+    with torch.no_grad():
+        for block in blocks:
+            own[f"{block}.norm2.weight"].zero_()
+            own[f"{block}.norm2.bias"].zero_()
+    return len(blocks)
 
 
 def _validate_and_keep(
