@@ -220,6 +220,7 @@ def test_demo_on_a_dataset_folder_runs_the_default_or_the_generalist(phantoms):
     result = CliRunner().invoke(main, ["demo", "--data", str(phantoms), "--steps", "2"])
     assert result.exit_code == 0, result.output
     assert "method generalist  model generalist  user error_centre" in result.output
+    assert "  target " in result.output.splitlines()[0]  # what it segments, named
     assert len(_step_rows(result.output)) == 3
     args = ["demo", "--data", str(phantoms), "--steps", "2", "--method", "generalist"]
     result = CliRunner().invoke(main, args)

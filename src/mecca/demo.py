@@ -46,7 +46,8 @@ def _dataset_case(
             raise DatasetError(f"no case {case_id!r}", path=data)
     values = ds.resolve_target(target)
     volume, mask = ds.load_case(cases[0], values)
-    return f"{data.name}/{cases[0].case_id}", volume.array, mask
+    name = target or ds.default_target or "labels " + ",".join(str(v) for v in values)
+    return f"{data.name}/{cases[0].case_id}  target {name}", volume.array, mask
 
 
 def default_user(method: InteractiveMethod) -> str:
