@@ -7,8 +7,9 @@ clicks or not, ``local``) and the ``roi`` variants (the CVPR user's ROI grown wh
 reaches it, ``grow_roi`` of :func:`mecca.bench.cvpr25.run_case`) and the ``recrop``
 variants (a re-cropped method starts from the mask so far with every click in one step,
 or from nothing with every click in one step or the history replayed one click a step,
-``recrop``) and the ``tta`` variants (test-time flips, ``flips``), the ``threshold``
-variants (the mask's threshold, ``logit_offset``) and the ``box_context`` variants (a box
+``recrop``) and the ``tta`` variants (test-time flips, ``flips``), the ``threshold`` and
+``box_threshold`` variants (the mask's threshold, ``logit_offset``, and the box-only
+step's, ``box_logit_offset``) and the ``box_context`` variants (a box
 prompt's ROI widened to a least extent, ``BOX_MIN_EXTENT`` of
 :mod:`mecca.interaction.clicks`). Two
 users:
@@ -73,6 +74,11 @@ VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
         "p > 0.4": {"logit_offset": 0.405},
         "p > 0.3": {"logit_offset": 0.847},
     },
+    "box_threshold": {
+        "box step p > 0.5": {"box_logit_offset": 0.0},
+        "box step p > 0.4": {"box_logit_offset": 0.405},
+        "box step p > 0.3": {"box_logit_offset": 0.847},
+    },
     "box_context": {
         "margin alone": {"BOX_MIN_EXTENT": None},
         "at least 16x16x8": {"BOX_MIN_EXTENT": (16, 16, 8)},
@@ -89,6 +95,7 @@ DEFAULTS: dict[str, Any] = {
     "local": False,
     "flips": generalist.FLIPS,
     "logit_offset": 0.0,
+    "box_logit_offset": 0.0,
 }
 """What every variant starts from: the shipped method's settings."""
 

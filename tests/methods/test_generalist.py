@@ -152,6 +152,18 @@ def test_a_logit_offset_lowers_the_threshold_of_the_returned_probability(method)
     np.testing.assert_array_equal((shifted.prob > 0.5)[~near], (plain.prob > 0.3)[~near])
     np.testing.assert_array_equal(state.extra["prev"], plain_state.extra["prev"])  # raw kept
     assert np.all(shifted.prob > plain.prob - 1e-6) and np.any(shifted.prob > plain.prob + 0.01)
+    box = [Click(BOX, (3, 3, 1)), Click(BOX, (12, 12, 6))]
+    boxed = GeneralistMethod(method.net, GRID, box_logit_offset=0.847)  # the box step only
+    s1, r1 = boxed.step(boxed.start(crop), box, rng=np.random.default_rng(0))
+    p1 = method.step(method.start(crop), box, rng=np.random.default_rng(0))[1].prob
+    assert np.any(r1.prob > p1 + 0.01) and np.array_equal(s1.extra["prev"], p1)
+    r2 = boxed.step(s1, clicks, rng=np.random.default_rng(0))[1]
+    p2 = method.step(
+        method.step(method.start(crop), box, rng=np.random.default_rng(0))[0],
+        clicks,
+        rng=np.random.default_rng(0),
+    )[1]
+    np.testing.assert_array_equal(r2.prob, p2.prob)  # a click step: the plain threshold
 
 
 def test_local_changes_keep_only_the_pieces_next_to_a_click():

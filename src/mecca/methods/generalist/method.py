@@ -107,6 +107,8 @@ class GeneralistMethod:
             previous-probability channel keeps its own output), i.e. a decision threshold
             of ``sigmoid(-logit_offset)``; 0 (the default): 0.5. Thresholds 0.4 and 0.3 were
             measured on val and not adopted (docs/defaults.md).
+        box_logit_offset: the same for a step whose prompt is a box and no click yet (the
+            mask a user sees right after drawing a box), in place of ``logit_offset``.
         name: ``generalist``.
         carries_mask: started again on a new crop, it continues from the mask so far
             (:class:`mecca.interface.MaskCarrier`; on val 78.7 against 78.1 restarting,
@@ -123,6 +125,7 @@ class GeneralistMethod:
     local: bool = False
     flips: tuple[tuple[int, ...], ...] = FLIPS
     logit_offset: float = 0.0
+    box_logit_offset: float = 0.0
     name: str = "generalist"
     carries_mask: bool = True
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
@@ -218,7 +221,8 @@ class GeneralistMethod:
         if self.local and ex["ran"] and not box_clicks and box.any():
             points = [c.position for c in (*fg_clicks, *bg_clicks)]
             raw = keep_local_changes(ex["prev"], raw, points)
-        prob = shift_logits(raw, self.logit_offset)
+        box_only = bool(box.any()) and not fg.any() and not bg.any()
+        prob = shift_logits(raw, self.box_logit_offset if box_only else self.logit_offset)
         extra = {**ex, "prev": raw, "fg": fg, "bg": bg, "box": box, "prompted": True, "ran": True}
         new_state = MethodState(state.crop, state.clicks + tuple(new), prob, extra)
         return new_state, StepResult(prob, seconds=time.perf_counter() - t0)
