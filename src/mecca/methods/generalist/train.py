@@ -111,7 +111,7 @@ class GeneralistConfig:
     p_loose_box: float = 0.0
     loose_box_slack: float = 0.3
     box_min_extent: tuple[int, int, int] | None = None
-    """See :class:`.data.SamplerConfig` (the tenth-and-later rule of ``box_prompt``)."""
+    """See :class:`.data.SamplerConfig` (tried by the sixteenth schedule; None: off)."""
     p_init: float = 0.1
     p_component: float = 0.15
     p_rotate: float = 0.3
