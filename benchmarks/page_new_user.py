@@ -57,6 +57,8 @@ def organ_points(label: Path, value: int, box: bool) -> list[list[float]]:
     corners of its bounding box on that voxel's axial slice, half a voxel outside it."""
     img = nib.load(label)
     organ = np.asarray(img.dataobj) == value
+    if not organ.any():
+        raise SystemExit(f"{label} has no voxel of value {value}: choose another case or --value")
     depth = ndimage.distance_transform_edt(organ)
     centre = np.array(np.unravel_index(int(np.argmax(depth)), organ.shape), float)
     voxels = [centre]
