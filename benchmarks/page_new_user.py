@@ -42,14 +42,7 @@ from mecca.interaction.clicks import InteractionKind
 from mecca.methods.generalist.prompts import distance_click
 
 CHROMIUM = "/usr/bin/chromium"
-CANVAS_XY = """(mm) => {
-  // canvas pixels of a point in mm on the axial view through it (NiiVue's own mapping)
-  nv.scene.crosshairPos = nv.mm2frac(mm);
-  nv.drawScene();
-  const p = nv.frac2canvasPos(nv.mm2frac(mm)), r = nv.canvas.getBoundingClientRect();
-  const dpr = window.devicePixelRatio || 1;
-  return [r.left + p[0] / dpr, r.top + p[1] / dpr];
-}"""
+CANVAS_XY = "mm => window.screenPointOf(mm)"  # the page's own helper (app.js)
 
 
 def organ_points(label: Path, value: int, box: bool) -> list[list[float]]:

@@ -419,14 +419,7 @@ def test_a_click_is_the_pages_alone_and_moves_the_crosshair_with_the_next_redraw
     assert not errors, errors
 
 
-SCREEN_XY = """(mm) => {
-  // page pixels of a point in mm on the axial view through it (NiiVue's own mapping)
-  nv.scene.crosshairPos = nv.mm2frac(mm);
-  nv.drawScene();
-  const p = nv.frac2canvasPos(nv.mm2frac(mm)), r = nv.canvas.getBoundingClientRect();
-  const dpr = window.devicePixelRatio || 1;
-  return [r.left + p[0] / dpr, r.top + p[1] / dpr];
-}"""
+SCREEN_XY = "mm => window.screenPointOf(mm)"  # the page's own helper (app.js)
 
 
 def test_a_click_outside_an_roi_from_clicks_or_a_box_grows_it_one_outside_a_drawn_roi_is_refused(

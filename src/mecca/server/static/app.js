@@ -38,6 +38,16 @@ const nv = window.nv = new niivue.Niivue({ backColor: [0.07, 0.07, 0.07, 1], sho
   multiplanarShowRender: niivue.SHOW_RENDER.ALWAYS, crosshairWidth: 0.4, crosshairGap: 14,
   crosshairColor: [1, 0.3, 0.3, 0.8] });
 
+// page pixels of a point in mm, the view moved through it (NiiVue's own mapping): where a
+// scripted user clicks (the browser tests, benchmarks/page_new_user.py)
+window.screenPointOf = (mm) => {
+  nv.scene.crosshairPos = nv.mm2frac(mm);
+  nv.drawScene();
+  const p = nv.frac2canvasPos(nv.mm2frac(mm)), r = nv.canvas.getBoundingClientRect();
+  const dpr = window.devicePixelRatio || 1;
+  return [r.left + p[0] / dpr, r.top + p[1] / dpr];
+};
+
 function askToken() {
   // the server wants a token this tab does not have (or has wrong): ask once per refusal
   const given = window.prompt("This MECCA server needs its access token:");
