@@ -15,7 +15,12 @@ from mecca.errors import ConfigError, InputError, OverwriteError
 from mecca.interaction.clicks import Click, InteractionKind
 from mecca.methods.base import InteractiveMethod
 from mecca.methods.generalist import GeneralistMethod, box_prompt
-from mecca.methods.generalist.bundle import export_bundle, load_weights
+from mecca.methods.generalist.bundle import (
+    add_box_weights,
+    export_bundle,
+    load_box_weights,
+    load_weights,
+)
 from mecca.methods.generalist.data import (
     HeldOut,
     Sampler,
@@ -139,6 +144,32 @@ def test_roi_as_box_and_init_prob(method):
         method.start(crop, init_prob=np.zeros((4, 4, 4), np.float32))
     with pytest.raises(InputError, match="grid"):
         method.start(make_crop(crop.image, Box((0, 0, 0), GRID), grid=(8, 8, 8)))
+
+
+def test_box_weights_run_every_input_with_a_box_and_only_those(method):
+    torch.manual_seed(1)
+    other = GeneralistNet(TINY)
+    both = GeneralistMethod(method.net, GRID, box_net=other)
+    only_box = GeneralistMethod(other, GRID)
+    crop, rng = _crop(), np.random.default_rng(0)
+
+    def run(m, steps, roi_as_box=False):
+        m.roi_as_box = roi_as_box
+        state, out = m.start(crop), []
+        for clicks in steps:
+            state, result = m.step(state, clicks, rng=rng)
+            out.append(result.prob)
+        return out
+
+    points = [[Click(FG, (8, 8, 4))], [Click(BG, (2, 2, 2))]]
+    for a, b in zip(run(both, points), run(method, points), strict=True):
+        np.testing.assert_array_equal(a, b)  # no box: the first weights
+    boxed = [[Click(BOX, (3, 3, 1)), Click(BOX, (12, 12, 7))], [Click(FG, (8, 8, 4))]]
+    for a, b in zip(run(both, boxed), run(only_box, boxed), strict=True):
+        np.testing.assert_array_equal(a, b)  # a box, then clicks: the box weights
+    for a, b in zip(run(both, points, True), run(only_box, points, True), strict=True):
+        np.testing.assert_array_equal(a, b)  # the ROI as the box counts as a box
+    both.roi_as_box = only_box.roi_as_box = False
 
 
 def test_a_logit_offset_lowers_the_threshold_of_the_returned_probability(method):
@@ -549,6 +580,30 @@ def test_bundle_round_trip(phantoms, tmp_path):
         load_weights(bundle)
 
 
+def test_box_weights_in_a_bundle(phantoms, tmp_path):
+    run = train(_tiny_config(phantoms, tmp_path / "cache", iterations=2), tmp_path / "run")
+    bundle = export_bundle(run, tmp_path / "bundle", checkpoint="best.pt")
+    assert load_box_weights(bundle, GRID) is None and GeneralistMethod.load(bundle).box_net is None
+    add_box_weights(bundle, run / "last.pt", "Made for the test.")
+    meta = json.loads((bundle / "configs" / "metadata.json").read_text())
+    assert meta["box_model"]["description"] == "Made for the test."
+    assert "models/box_model.pt" in (bundle / "docs" / "README.md").read_text()
+    box_net = GeneralistMethod.load(bundle).box_net
+    last, _ = load_weights(run / "last.pt")
+    assert box_net is not None
+    for name, value in last.state_dict().items():  # float16 in the bundle
+        torch.testing.assert_close(box_net.state_dict()[name], value, atol=2e-3, rtol=2e-3)
+    assert load_box_weights(run, GRID) is None  # a run folder has none
+    with pytest.raises(InputError, match="differs"):
+        load_box_weights(bundle, (32, 32, 16))
+    with pytest.raises(InputError, match="not a generalist bundle"):
+        add_box_weights(tmp_path / "nothing", run / "last.pt", "")
+    weights = bundle / "models" / "box_model.pt"
+    weights.write_bytes(weights.read_bytes() + b"0")
+    with pytest.raises(InputError, match="box_model.pt does not match"):
+        GeneralistMethod.load(bundle)
+
+
 def test_command_lines(phantoms, tmp_path):
     import yaml
 
@@ -569,6 +624,10 @@ def test_command_lines(phantoms, tmp_path):
     assert (start["iterations"], start["warmup"], start["lr"]) == (3, 2, 0.002)
     assert bundle_cli.main([str(run), str(tmp_path / "b")]) == 0
     assert bundle_cli.main([str(run), str(tmp_path / "b")]) == 2  # not empty, no --force
+    assert bundle_cli.main([str(run), str(tmp_path / "b"), "--box", "--description", "x"]) == 0
+    assert (tmp_path / "b" / "models" / "box_model.pt").is_file()
+    assert bundle_cli.main([str(run), str(tmp_path / "b"), "--force"]) == 0  # a new export
+    assert not (tmp_path / "b" / "models" / "box_model.pt").exists()  # drops the old ones
 
 
 def test_a_new_run_starts_from_a_bundles_weights(phantoms, tmp_path, cache):

@@ -9,6 +9,9 @@ The bundle follows the MONAI-Bundle folder layout the project's other models use
                               data, training settings and validation figures, SHA-256
       models/model.pt         {"kind", "net_config", "grid", "net": float16 state dict}
                               (``torch.load(weights_only=True)``; about 4.5 MB)
+      models/box_model.pt     optional, the same layout: the weights for inputs with a box
+                              (:class:`~.method.GeneralistMethod`'s ``box_net``), added by
+                              :func:`add_box_weights` (``--box``)
       docs/README.md          the model card
 
 Weights are stored as float16 (half the size; the network runs in float32 after
@@ -76,12 +79,15 @@ def _weights_file(path: Path) -> Path:
     )
 
 
-def _check_bundle(folder: Path) -> None:
-    """InputError when a bundle's weights do not match the SHA-256 of its metadata."""
+def _check_bundle(folder: Path, *, box: bool = False) -> None:
+    """InputError when a bundle's weights (``box``: its box weights) do not match the
+    SHA-256 of its metadata."""
     meta = json.loads((folder / "configs" / "metadata.json").read_text(encoding="utf-8"))
-    if _sha256(folder / "models" / "model.pt") != meta.get("sha256"):
+    file = "box_model.pt" if box else "model.pt"
+    expected = (meta.get("box_model") or {}).get("sha256") if box else meta.get("sha256")
+    if _sha256(folder / "models" / file) != expected:
         raise InputError(
-            "models/model.pt does not match the SHA-256 in configs/metadata.json",
+            f"models/{file} does not match the SHA-256 in configs/metadata.json",
             path=folder,
             hint="the file is damaged or was replaced; export the bundle again",
         )
@@ -92,7 +98,27 @@ def load_weights(path: str | Path) -> tuple[GeneralistNet, tuple[int, int, int]]
     path = Path(path).expanduser()
     if (path / "configs" / "metadata.json").is_file():
         _check_bundle(path)
-    weights = _weights_file(path)
+    return _read_weights(_weights_file(path))
+
+
+def load_box_weights(path: str | Path, grid: Sequence[int]) -> GeneralistNet | None:
+    """A bundle's box weights (``models/box_model.pt``, float32, eval mode), None for a
+    bundle without them, a run folder or a checkpoint; ``grid`` is the bundle's grid,
+    which they must share."""
+    folder = Path(path).expanduser()
+    weights = folder / "models" / "box_model.pt"
+    if not (folder / "configs" / "metadata.json").is_file() or not weights.is_file():
+        return None
+    _check_bundle(folder, box=True)
+    net, box_grid = _read_weights(weights)
+    if tuple(box_grid) != tuple(int(g) for g in grid):
+        raise InputError(
+            f"the box weights' grid {box_grid} differs from {tuple(grid)}", path=weights
+        )
+    return net
+
+
+def _read_weights(weights: Path) -> tuple[GeneralistNet, tuple[int, int, int]]:
     try:
         data = torch.load(weights, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises several types for damaged files
@@ -105,6 +131,16 @@ def load_weights(path: str | Path) -> tuple[GeneralistNet, tuple[int, int, int]]
     net.load_state_dict({k: v.float() for k, v in data["net"].items()})
     g = data["grid"]
     return net.eval(), (int(g[0]), int(g[1]), int(g[2]))
+
+
+def _half_payload(data: dict[str, Any]) -> dict[str, Any]:
+    """What a bundle stores of a checkpoint: its network config, grid and float16 weights."""
+    return {
+        "kind": "generalist",
+        "net_config": data["net_config"],
+        "grid": data["grid"],
+        "net": {k: (v.half() if v.is_floating_point() else v) for k, v in data["net"].items()},
+    }
 
 
 def _forward_ms(config: GeneralistNetConfig, grid: list[int]) -> dict[str, Any]:
@@ -165,13 +201,9 @@ def export_bundle(
         raise OverwriteError("bundle folder is not empty", path=out, hint="pass --force")
     weights = out / "models" / "model.pt"
     weights.parent.mkdir(parents=True, exist_ok=True)
-    payload = {
-        "kind": "generalist",
-        "net_config": data["net_config"],
-        "grid": data["grid"],
-        "net": {k: (v.half() if v.is_floating_point() else v) for k, v in data["net"].items()},
-    }
+    payload = _half_payload(data)
     atomic_write(weights, lambda tmp: torch.save(payload, tmp))
+    (out / "models" / "box_model.pt").unlink(missing_ok=True)  # an old bundle's: not these
     cfg = data["config"]
     net = GeneralistNet(GeneralistNetConfig.from_dict(data["net_config"]))
     meta = {
@@ -193,13 +225,41 @@ def export_bundle(
         "forward_ms": _forward_ms(net.config, data["grid"]),
         "sha256": _sha256(weights),
     }
+    _write_meta(out, meta)
+    return out
+
+
+def _write_meta(out: Path, meta: dict[str, Any]) -> None:
+    """configs/metadata.json and the model card made from it."""
     (out / "configs").mkdir(exist_ok=True)
     text = json.dumps(meta, indent=1)
     atomic_write(out / "configs" / "metadata.json", lambda t: t.write_text(text, encoding="utf-8"))
     (out / "docs").mkdir(exist_ok=True)
     card = model_card(meta)
     atomic_write(out / "docs" / "README.md", lambda t: t.write_text(card, encoding="utf-8"))
-    return out
+
+
+def add_box_weights(bundle: str | Path, checkpoint: str | Path, description: str) -> Path:
+    """Add (or replace) a bundle's box weights: ``checkpoint`` (a generalist checkpoint or a
+    run folder's best.pt) as ``models/box_model.pt``, its SHA-256 and ``description`` (how
+    they were made) in the metadata and the model card; returns the bundle folder."""
+    bundle = Path(bundle)
+    meta_file = bundle / "configs" / "metadata.json"
+    if not meta_file.is_file():
+        raise InputError("not a generalist bundle (no configs/metadata.json)", path=bundle)
+    source = _weights_file(Path(checkpoint))
+    data = torch.load(source, map_location="cpu", weights_only=True)
+    if not isinstance(data, dict) or data.get("kind") != "generalist":
+        raise InputError("not a generalist checkpoint", path=source)
+    meta = json.loads(meta_file.read_text(encoding="utf-8"))
+    if list(data["grid"]) != list(meta["grid"]):
+        raise InputError(f"the checkpoint's grid {data['grid']} is not the bundle's {meta['grid']}")
+    weights = bundle / "models" / "box_model.pt"
+    payload = _half_payload(data)
+    atomic_write(weights, lambda tmp: torch.save(payload, tmp))
+    meta["box_model"] = {"description": description, "sha256": _sha256(weights)}
+    _write_meta(bundle, meta)
+    return bundle
 
 
 def _val_lines(val: dict[str, Any] | None) -> list[str]:
@@ -213,6 +273,16 @@ def _val_lines(val: dict[str, Any] | None) -> list[str]:
         cells = " | ".join(f"{100 * d:.1f}" for d in v["dice_per_step"])
         lines.append(f"| {group} | {v['n']} | {cells} |")
     return lines
+
+
+def _box_lines(box: dict[str, Any] | None) -> list[str]:
+    if not box:
+        return []
+    return [
+        "- Box weights: `models/box_model.pt` (float16, the same network), SHA-256 "
+        f"`{box['sha256']}`; they run every input whose box channel is set (a box prompt, "
+        "or the ROI as the box), `models/model.pt` every points-only input. " + box["description"],
+    ]
 
 
 def model_card(meta: dict[str, Any]) -> str:
@@ -251,6 +321,7 @@ def model_card(meta: dict[str, Any]) -> str:
         f"{tr['train_hours']} h on {tr['device']} with {tr['threads']} thread(s), torch "
         f"{tr['torch']}; AdamW lr {cfg['lr']}, cosine",
         f"- Weights: `models/model.pt` (float16), SHA-256 `{meta['sha256']}`",
+        *_box_lines(meta.get("box_model")),
         "",
         f"Validation Dice (%) on the `{cfg['val_split']}` splits (first {cfg['val_cases']} "
         "cases per target), CVPR 2025 protocol: box, then clicks at the interior-most voxel "
@@ -293,11 +364,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--checkpoint", default="best.pt")
     parser.add_argument("--name", default=None)
     parser.add_argument("--force", action="store_true")
+    parser.add_argument(
+        "--box",
+        action="store_true",
+        help="add RUN's checkpoint to the bundle OUT as its box weights (models/box_model.pt)",
+    )
+    parser.add_argument("--description", default="", help="with --box: how they were made")
     args = parser.parse_args(argv)
     try:
-        path = export_bundle(
-            args.run, args.out, checkpoint=args.checkpoint, name=args.name, force=args.force
-        )
+        if args.box:
+            path = add_box_weights(args.out, args.run / args.checkpoint, args.description)
+        else:
+            path = export_bundle(
+                args.run, args.out, checkpoint=args.checkpoint, name=args.name, force=args.force
+            )
     except MeccaError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
