@@ -25,7 +25,7 @@ points-only input. Since the ninth schedule, every schedule that trained the box
 further lost the points user's skills (one click into a large organ above all), and the
 reverse; with two weight sets neither costs the other. The box weights are the mean of
 the first weights and those fine-tuned on box prompts alone (WiSE-FT); on val, box then
-5 clicks 80.25 against 78.66, the points user unchanged by construction (docs/defaults.md).
+5 clicks 80.21 against 78.66, the points user unchanged by construction (docs/defaults.md).
 
 The grid may follow the ROI (:meth:`GeneralistMethod.grid_for`): with ``max_grid`` set
 (e.g. 64 x 64 x 48), a ROI at least 1.5 times the base grid along some axis runs on that
