@@ -23,7 +23,8 @@ users:
 
 Usage::
 
-    python benchmarks/generalist_settings.py grid|update|roi|recrop|tta|threshold|box_context
+    python benchmarks/generalist_settings.py
+        grid|update|roi|recrop|tta|threshold|box_threshold|box_context
         [--weights RUN_OR_BUNDLE]
         [--only "base grid,64x64x48 from 1.5"] [--data ../shared/data]
         [--extra ~/.cache/mecca-data-extra] [--out results.json]

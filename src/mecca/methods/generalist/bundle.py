@@ -133,6 +133,14 @@ def _read_weights(weights: Path) -> tuple[GeneralistNet, tuple[int, int, int]]:
     return net.eval(), (int(g[0]), int(g[1]), int(g[2]))
 
 
+def _read_checkpoint(path: Path) -> dict[str, Any]:
+    """A training checkpoint of the generalist (InputError for anything else)."""
+    data = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(data, dict) or data.get("kind") != "generalist":
+        raise InputError("not a generalist checkpoint", path=path)
+    return data
+
+
 def _half_payload(data: dict[str, Any]) -> dict[str, Any]:
     """What a bundle stores of a checkpoint: its network config, grid and float16 weights."""
     return {
@@ -194,9 +202,7 @@ def export_bundle(
     """Write a bundle from a run's checkpoint; returns the bundle folder. ``description``
     (one paragraph) goes into the metadata and the model card."""
     run, out = Path(run), Path(out)
-    data = torch.load(run / checkpoint, map_location="cpu", weights_only=True)
-    if not isinstance(data, dict) or data.get("kind") != "generalist":
-        raise InputError("not a generalist checkpoint", path=run / checkpoint)
+    data = _read_checkpoint(run / checkpoint)
     if out.exists() and any(out.iterdir()) and not force:
         raise OverwriteError("bundle folder is not empty", path=out, hint="pass --force")
     weights = out / "models" / "model.pt"
@@ -247,10 +253,7 @@ def add_box_weights(bundle: str | Path, checkpoint: str | Path, description: str
     meta_file = bundle / "configs" / "metadata.json"
     if not meta_file.is_file():
         raise InputError("not a generalist bundle (no configs/metadata.json)", path=bundle)
-    source = _weights_file(Path(checkpoint))
-    data = torch.load(source, map_location="cpu", weights_only=True)
-    if not isinstance(data, dict) or data.get("kind") != "generalist":
-        raise InputError("not a generalist checkpoint", path=source)
+    data = _read_checkpoint(_weights_file(Path(checkpoint)))
     meta = json.loads(meta_file.read_text(encoding="utf-8"))
     if list(data["grid"]) != list(meta["grid"]):
         raise InputError(f"the checkpoint's grid {data['grid']} is not the bundle's {meta['grid']}")
