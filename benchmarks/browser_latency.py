@@ -1,12 +1,13 @@
 """Click-to-overlay latency of the web page in headless Chromium, as a user feels it.
 
 Usage: ``.venv/bin/python benchmarks/browser_latency.py [--clicks 20] [--method generalist]
-[--threads N] [--out latency.json]``
+[--tool roi|box] [--threads N] [--out latency.json]``
 
 Starts ``mecca serve`` in-process on a free port with the brats2015 folder of
 ``../shared/data`` as its image root (240 x 240 x 155 volumes; else an MR phantom of that
 size), opens the first case in the page (axial view), draws an ROI of 30 % of the view
-around the centre, then clicks ``--clicks`` times inside it (edge points for MECCA,
+around the centre (``--tool box``: the same two corners with the Box tool, a box prompt
+the generalist segments at once), then clicks ``--clicks`` times inside it (edge points for MECCA,
 foreground otherwise), ``--think-ms`` after the previous overlay appeared. Each
 click's time runs from the pointer release to the moment the
 new overlays are on screen (``window.mecca.lastLatencyMs``, measured by the page). Prints
@@ -56,6 +57,9 @@ def main() -> None:
         help="pause before each click, as a person looks before clicking (0: back to back)",
     )
     parser.add_argument("--threads", type=int, help="torch threads (default: mecca serve's)")
+    parser.add_argument(
+        "--tool", choices=("roi", "box"), default="roi", help="the two corners' tool"
+    )
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     import uvicorn
@@ -99,10 +103,13 @@ def main() -> None:
         assert box is not None
         cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
         side = min(box["width"], box["height"])
-        page.check("input[value=roi]")
+        page.check(f"input[value={args.tool}]")
         page.mouse.click(cx - 0.15 * side, cy - 0.15 * side)
         page.mouse.click(cx + 0.15 * side, cy + 0.15 * side)
-        page.wait_for_function("() => window.mecca.session.roi !== null", timeout=30000)
+        page.wait_for_function(
+            "() => window.mecca.session.roi !== null && !window.mecca.busy", timeout=30000
+        )
+        before = int(page.evaluate("window.mecca.session.steps"))  # 1 after a box prompt
         page.check(f"input[value={kind}]")
         rng = np.random.default_rng(0)
         for n in range(args.clicks + 1):  # the first click warms up
@@ -112,7 +119,7 @@ def main() -> None:
             page.wait_for_function(
                 # a function, not an expression: Playwright polls expressions with eval,
                 # which the page's Content-Security-Policy refuses
-                f"() => window.mecca.session.steps === {n + 1} && !window.mecca.busy",
+                f"() => window.mecca.session.steps === {before + n + 1} && !window.mecca.busy",
                 timeout=60000,
                 polling=250,  # the page times itself; polling every frame would load the CPU
             )
@@ -125,7 +132,8 @@ def main() -> None:
     q1, med, q3 = np.percentile(latencies, [25, 50, 75])
     phase_medians = {k: float(np.median([p[k] for p in phases])) for k in phases[0]}
     print(
-        f"{name} ({args.method}), {args.clicks} clicks: click-to-overlay median {med:.0f} ms "
+        f"{name} ({args.method}, {args.tool} tool), {args.clicks} clicks: "
+        f"click-to-overlay median {med:.0f} ms "
         f"[{q1:.0f}, {q3:.0f}]; server step median {np.median(server_ms):.0f} ms"
     )
     print("  phase medians (ms): " + ", ".join(f"{k} {v:.0f}" for k, v in phase_medians.items()))
@@ -135,6 +143,7 @@ def main() -> None:
                 {
                     "volume": name,
                     "method": args.method,
+                    "tool": args.tool,
                     "clicks": args.clicks,
                     "think_ms": args.think_ms,
                     "torch_threads": threads,

@@ -2,17 +2,17 @@
 
 Each variant sets attributes of the shipped generalist (``GeneralistMethod``): the
 ``grid`` variants (the finer grid for a large ROI, ``max_grid`` / ``FINE_FROM``;
-docs/defaults.md), the ``update`` variants (a click step's change kept near its
-clicks or not, ``local``) and the ``roi`` variants (the CVPR user's ROI grown when the mask
-reaches it, ``grow_roi`` of :func:`mecca.bench.cvpr25.run_case`) and the ``recrop``
-variants (a re-cropped method starts from the mask so far with every click in one step,
-or from nothing with every click in one step or the history replayed one click a step,
-``recrop``) and the ``tta`` variants (test-time flips, ``flips``), the ``threshold`` and
-``box_threshold`` variants (the mask's threshold, ``logit_offset``, and the box-only
-step's, ``box_logit_offset``) and the ``box_context`` variants (a box
+docs/defaults.md), the ``box_grid`` variants (the finer grid for a box prompt's large ROI
+alone, ``box_fine``, with ``fine_flips``), the ``update`` variants (a click step's change
+kept near its clicks or not, ``local``) and the ``roi`` variants (the CVPR user's ROI
+grown when the mask reaches it, ``grow_roi`` of :func:`mecca.bench.cvpr25.run_case`) and
+the ``recrop`` variants (a re-cropped method starts from the mask so far with every click
+in one step, or from nothing with every click in one step or the history replayed one
+click a step, ``recrop``) and the ``tta`` variants (test-time flips, ``flips``), the
+``threshold`` and ``box_threshold`` variants (the mask's threshold, ``logit_offset``, and
+the box-only step's, ``box_logit_offset``) and the ``box_context`` variants (a box
 prompt's ROI widened to a least extent, ``BOX_MIN_EXTENT`` of
-:mod:`mecca.interaction.clicks`). Two
-users:
+:mod:`mecca.interaction.clicks`). Two users:
 
 * ``cvpr25``: box, then 5 clicks (:mod:`mecca.bench.cvpr25`): mean DSC after the box and
   final DSC, and the largest fall of the mean DSC from one click to the next;
@@ -24,7 +24,7 @@ users:
 Usage::
 
     python benchmarks/generalist_settings.py
-        grid|update|roi|recrop|tta|threshold|box_threshold|box_context
+        grid|box_grid|update|roi|recrop|tta|threshold|box_threshold|box_context
         [--weights RUN_OR_BUNDLE]
         [--only "base grid,64x64x48 from 1.5"] [--data ../shared/data]
         [--extra ~/.cache/mecca-data-extra] [--out results.json]
@@ -56,12 +56,21 @@ from mecca.interaction import clicks
 from mecca.methods.generalist import method as generalist
 
 VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
-    "grid": {
-        "base grid": {"max_grid": None},
+    "grid": {  # every input (4 flipped copies on either grid, as first measured)
+        "base grid": {"max_grid": None, "box_fine": False},
         **{
-            f"64x64x48 from {r}": {"max_grid": (64, 64, 48), "FINE_FROM": r}
+            f"64x64x48 from {r}": {
+                "max_grid": (64, 64, 48),
+                "FINE_FROM": r,
+                "fine_flips": generalist.FLIPS,
+            }
             for r in (1.25, 1.5, 2.0)
         },
+    },
+    "box_grid": {  # box prompts alone on the finer grid (default since 2026-12-07: no flips)
+        "box on the base grid": {"box_fine": False},
+        "box on 64x64x48 from 1.5 flip i": {"box_fine": True, "fine_flips": ((0,),)},
+        "box on 64x64x48 from 1.5 no flips": {"box_fine": True, "fine_flips": ()},
     },
     "update": {"global": {"local": False}, "local": {"local": True}},
     "roi": {"fixed ROI": {"grow_roi": 0}, "ROI grows": {"grow_roi": 2}},
@@ -93,6 +102,8 @@ VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
 }
 DEFAULTS: dict[str, Any] = {
     "max_grid": None,
+    "box_fine": True,
+    "fine_flips": generalist.FINE_FLIPS,
     "local": False,
     "flips": generalist.FLIPS,
     "logit_offset": 0.0,

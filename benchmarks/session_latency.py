@@ -1,13 +1,15 @@
 """Latency of one ``Session.step()`` with a learned model, as a user feels it.
 
 Usage: ``.venv/bin/python benchmarks/session_latency.py [--model NAME|DIR | --method NAME]
-[--repeats 20] [--grid 55 55 30] [--threads 2] [--out latency.json]``
+[--box] [--repeats 20] [--grid 55 55 30] [--threads 2] [--out latency.json]``
 
 ``--model`` times an agent bundle (MECCA, IteR-MRL) with edge points; ``--method`` times a
 registry method as the commands build it (``--method generalist``: the default model on its
 own grid, ``--grid`` ignored), given one foreground/background click per step at the
 largest error's centre (the CVPR 2025 user's kind of click) instead of edge points; the
-step then includes the session's click honouring.
+step then includes the session's click honouring. ``--box`` (with ``--method``): each
+session gets the target's tight box as a box prompt (``roi_as_box``, the page's Box tool),
+its first step the box and the first click.
 
 The volume is 240 x 240 x 155 (the BraTS grid): the first brats2015 case of
 ``../shared/data`` when present, else an MR phantom of that size. The ROI is the target's
@@ -83,18 +85,27 @@ def time_steps(
     advice: bool = True,
     full_size: list[float] | None = None,
     user: SimulatedUser | None = None,
+    as_box: bool = False,
 ) -> list[float]:
     """Wall ms of ``repeats`` Session.step() calls (5 steps per session, then a new one).
 
     ``think_s`` seconds pass before each step's clicks are given; with ``full_size`` a list,
     the ms to build the full-size arrays of each result are appended to it.
     """
-    box = roi_box(gt)
+    box = Box.from_mask(gt) if as_box else roi_box(gt)
     user = user or EdgeUser()
     rng = np.random.default_rng(0)
     times: list[float] = []
     while len(times) < repeats + 1:  # the first call warms up
-        session = Session(vol, box, method=method, grid=grid, rng=0, advice=advice)  # type: ignore[arg-type]
+        session = Session(
+            vol,
+            box,
+            method=method,
+            grid=grid,
+            rng=0,
+            advice=advice,
+            roi_as_box=as_box,  # type: ignore[arg-type]
+        )
         pred = np.zeros(gt.shape, bool)
         for t in range(1, 6):
             time.sleep(think_s)
@@ -120,6 +131,7 @@ def main() -> None:
     which = parser.add_mutually_exclusive_group()
     which.add_argument("--model", default="mecca_phantom", help="agent bundle name or folder")
     which.add_argument("--method", help="a registry method with its default model")
+    parser.add_argument("--box", action="store_true", help="a box prompt first (--method)")
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--grid", type=int, nargs=3, default=(55, 55, 30))
     parser.add_argument("--threads", type=int, default=2)
@@ -141,18 +153,27 @@ def main() -> None:
     think = args.think_ms / 1e3
     results = {
         "back_to_back": summary(
-            time_steps(vol, gt, method, grid, args.repeats, full_size=full, user=user)  # type: ignore[arg-type]
+            time_steps(
+                vol, gt, method, grid, args.repeats, full_size=full, user=user, as_box=args.box
+            )  # type: ignore[arg-type]
         ),
         "with_think_time": summary(
-            time_steps(vol, gt, method, grid, args.repeats, think_s=think, user=user)  # type: ignore[arg-type]
+            time_steps(
+                vol, gt, method, grid, args.repeats, think_s=think, user=user, as_box=args.box
+            )  # type: ignore[arg-type]
         ),
         "without_advice": summary(
-            time_steps(vol, gt, method, grid, args.repeats, advice=False, user=user)  # type: ignore[arg-type]
+            time_steps(
+                vol, gt, method, grid, args.repeats, advice=False, user=user, as_box=args.box
+            )  # type: ignore[arg-type]
         ),
     }
     results["full_size"] = summary(full)
     if grid is None:
-        grid = grid_of(method, roi_box(gt).shape)  # type: ignore[arg-type]
+        if args.box:
+            grid = Session(vol, Box.from_mask(gt), method=method, roi_as_box=True).grid  # type: ignore[arg-type]
+        else:
+            grid = grid_of(method, roi_box(gt).shape)  # type: ignore[arg-type]
     # the vector unit torch's kernels use (AVX2, AVX512, ...): machines of one name differ,
     # and the step time with them
     cpu = torch.backends.cpu.get_cpu_capability()
@@ -169,6 +190,7 @@ def main() -> None:
                 {
                     "source": source,
                     "model": model,
+                    "box_prompt": args.box,
                     "grid": grid,
                     "threads": args.threads,
                     "think_ms": args.think_ms,

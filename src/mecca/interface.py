@@ -103,8 +103,9 @@ class RoiGridMethod(Protocol):
     gets a finer grid than its base ``grid``, so that it is not downsampled
     as much (:func:`grid_of` with ``roi_shape``)."""
 
-    def grid_for(self, roi_shape: Sequence[int]) -> tuple[int, int, int]:
-        """The grid to crop a ROI of ``roi_shape`` voxels (i, j, k) to."""
+    def grid_for(self, roi_shape: Sequence[int], *, boxed: bool = False) -> tuple[int, int, int]:
+        """The grid to crop a ROI of ``roi_shape`` voxels (i, j, k) to; ``boxed``: the ROI
+        is a box prompt's (the box plus its margin), which may run on another grid."""
         ...
 
 
@@ -179,13 +180,13 @@ class Segmenter(Protocol):
 
 
 def grid_of(
-    method: InteractiveMethod, roi_shape: Sequence[int] | None = None
+    method: InteractiveMethod, roi_shape: Sequence[int] | None = None, *, boxed: bool = False
 ) -> tuple[int, int, int]:
-    """The grid a method's crops are resampled to: the one for ``roi_shape`` when the
-    method's grid follows the ROI (:class:`RoiGridMethod`), else its own, else the default
-    55 x 55 x 30."""
+    """The grid a method's crops are resampled to: the one for ``roi_shape`` (``boxed``: a
+    box prompt's ROI) when the method's grid follows the ROI (:class:`RoiGridMethod`),
+    else its own, else the default 55 x 55 x 30."""
     if roi_shape is not None and isinstance(method, RoiGridMethod):
-        return method.grid_for(roi_shape)
+        return method.grid_for(roi_shape, boxed=boxed)
     if isinstance(method, GridMethod):
         g = method.grid
         return (int(g[0]), int(g[1]), int(g[2]))

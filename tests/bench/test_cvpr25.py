@@ -215,7 +215,7 @@ class Oracle(Painter):
 
     truth: np.ndarray | None = None
 
-    def grid_for(self, roi_shape):
+    def grid_for(self, roi_shape, *, boxed=False):
         return tuple(int(n) for n in roi_shape)
 
     def start(self, crop, *, init_prob=None):

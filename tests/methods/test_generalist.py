@@ -249,7 +249,7 @@ def test_a_session_drives_it_with_a_box_prompt(method):
     vol = Volume((gt * 100 + rng.normal(0, 10, gt.shape)).astype(np.float32), np.eye(4))
     roi, corners = box_prompt(Box.from_mask(gt), vol.shape)
     session = Session(vol, roi, method)
-    assert session.grid == method.grid_for(roi.shape) == GRID  # no finer grid by default
+    assert session.grid == method.grid_for(roi.shape) == GRID  # an ROI, not a box prompt
     session.add_clicks([*corners, Click(FG, (20, 18, 10))])
     result = session.step()
     assert result.mask.shape == vol.shape and result.prob_box.shape == roi.shape
@@ -700,3 +700,58 @@ def test_a_session_and_the_cvpr25_loop_crop_a_large_roi_finer():
     assert large.result is not None and large.result.mask.shape == gt.shape
     rec, _ = cvpr25.run_case(m, image, gt, (1.0, 1.0, 1.0), rng=np.random.default_rng(0))
     assert len(rec["steps"]) == 5
+
+
+class _Batches(torch.nn.Module):
+    """A network that records the batch size (the flipped copies) of each call."""
+
+    def __init__(self, net: GeneralistNet) -> None:
+        super().__init__()
+        self.net, self.config, self.batches = net, net.config, []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.batches.append(int(x.shape[0]))
+        return self.net(x)
+
+
+def test_a_box_prompts_large_roi_runs_on_the_finer_grid_with_fewer_flips():
+    from mecca.io import Volume
+    from mecca.session import Session
+
+    m = GeneralistMethod(GeneralistNet(TINY), GRID)
+    assert m.grid_for((24, 10, 4)) == GRID  # points-only: the base grid
+    assert m.grid_for((24, 10, 4), boxed=True) == (20, 20, 12)  # 1.5 x along i
+    assert m.grid_for((20, 22, 11), boxed=True) == GRID  # at most 1.375 x
+    assert GeneralistMethod(GeneralistNet(TINY), GRID, roi_as_box=True).grid_for((24, 10, 4)) == (
+        20,
+        20,
+        12,
+    )
+    assert (
+        GeneralistMethod(GeneralistNet(TINY), GRID, box_fine=False).grid_for(
+            (24, 10, 4), boxed=True
+        )
+        == GRID
+    )
+    net = _Batches(GeneralistNet(TINY))
+    m = GeneralistMethod(net, GRID)  # type: ignore[arg-type]
+    for grid, copies in ((GRID, 1 + len(m.flips)), ((20, 20, 12), 1 + len(m.fine_flips))):
+        m.predict(np.zeros((5, *grid), np.float32))
+        assert net.batches[-1] == copies
+    assert (1 + len(m.flips), 1 + len(m.fine_flips)) == (4, 1)
+
+    gt = sphere((48, 48, 24), (24, 24, 12), 9)
+    vol = Volume(
+        (gt * 2.0 + np.random.default_rng(1).normal(0, 0.3, gt.shape)).astype(np.float32), np.eye(4)
+    )
+    boxed = Session(vol, roi=Box.from_mask(gt), method=m, roi_as_box=True)
+    points = Session(vol, roi=Box((10, 10, 2), (38, 38, 22)), method=m)
+    assert boxed.grid == (20, 20, 12) and points.grid == GRID
+    result = boxed.step()  # the box alone
+    assert result.mask.shape == gt.shape and net.batches[-1] == 1
+    boxed.add_click(FG, (24, 24, 12))
+    boxed.step()
+    assert boxed.grid == (20, 20, 12) and net.batches[-1] == 1
+    net.batches.clear()
+    rec, _ = cvpr25.run_case(m, vol.array, gt, (1.0, 1.0, 1.0), rng=np.random.default_rng(0))
+    assert len(rec["steps"]) == 5 and set(net.batches) == {1}  # the box's ROI: the finer grid

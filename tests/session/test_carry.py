@@ -28,7 +28,7 @@ class Cubes:
         self.carries_mask = carries
         self.calls: list[tuple[str, object]] = []
 
-    def grid_for(self, shape):
+    def grid_for(self, shape, *, boxed=False):
         return tuple(int(n) for n in shape)
 
     def start(self, crop, *, init_prob=None):

@@ -254,12 +254,12 @@ def begin(
     rng: np.random.Generator,
 ) -> tuple[Crop, MethodState, np.ndarray, float]:
     """Start ``method`` on ``roi`` and give it the box: (crop, state, prob, seconds)."""
-    crop = make_crop(image, roi, grid_of(method, roi.shape))
+    corners = box_clicks(method, inner, image.shape)
+    crop = make_crop(image, roi, grid_of(method, roi.shape, boxed=bool(corners)))
     t0 = time.perf_counter()
     state = method.start(crop)
     seconds = time.perf_counter() - t0
     prob = state.prob if state.prob is not None else np.zeros(crop.grid, np.float32)
-    corners = box_clicks(method, inner, image.shape)
     if corners:
         state, result = method.step(state, to_roi_grid(crop, corners), rng=rng)
         prob, seconds = result.prob, seconds + result.seconds
@@ -395,7 +395,8 @@ def _recrop(
     if not carry:
         crop, state, _, seconds = begin(method, image, roi, inner, rng)
         return crop, state, resample_box(pred.astype(np.float32), roi, crop.grid), seconds
-    crop = make_crop(image, roi, grid_of(method, roi.shape))
+    boxed = bool(box_clicks(method, inner, image.shape))
+    crop = make_crop(image, roi, grid_of(method, roi.shape, boxed=boxed))
     prob = resample_box(pred.astype(np.float32), roi, crop.grid)
     t0 = time.perf_counter()
     state = method.start(crop, init_prob=prob)

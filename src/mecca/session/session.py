@@ -551,7 +551,7 @@ class Session:
     def _grid_for(self, box: Box | None) -> tuple[int, int, int]:
         if self._fixed_grid is not None:
             return self._fixed_grid  # type: ignore[return-value]
-        return grid_of(self.method, None if box is None else box.shape)
+        return grid_of(self.method, None if box is None else box.shape, boxed=self.box_prompted)
 
     def _make_predictor(self, box: Box) -> Predictor:
         crop = make_crop(self.volume.array, box, self._grid_for(box), normalise=self.normalise)

@@ -27,12 +27,13 @@ reverse; with two weight sets neither costs the other. The box weights are the m
 the first weights and those fine-tuned on box prompts alone (WiSE-FT); on val, box then
 5 clicks 80.21 against 78.66, the points user unchanged by construction (docs/defaults.md).
 
-The grid may follow the ROI (:meth:`GeneralistMethod.grid_for`): with ``max_grid`` set
-(e.g. 64 x 64 x 48), a ROI at least 1.5 times the base grid along some axis runs on that
-finer grid, so that a large object is not downsampled as much. Off by default: on val it
-adds 0.7 points of final DSC on average (1.2 on the left atrium) but doubles the step on
-one thread, which took the page's click-to-overlay from 155 to 317 ms on 2 cores
-(``benchmarks/generalist_settings.py``, docs/defaults.md).
+The grid may follow the ROI (:meth:`GeneralistMethod.grid_for`): a ROI at least 1.5 times
+the base grid along some axis runs on a finer grid (64 x 64 x 48 for 48 x 48 x 32), so that
+a large object is not downsampled as much, without flipped copies (``fine_flips``) so
+that the step costs less than on the base grid. On by default for a box prompt
+(``box_fine``, since 2026-12-07, late: on val, box then 5 clicks 80.9 against 80.2);
+off for points-only inputs, where it lost one click into the liver (val, 26 against 55).
+``max_grid`` turns it on for every input (docs/defaults.md).
 
 With ``local=True`` (off by default since the flips) a correction click's change stays
 near it once a box is given (:func:`keep_local_changes`, as FocalClick's local
@@ -94,6 +95,13 @@ FLIPS: tuple[tuple[int, ...], ...] = ((0,), (1,), (0, 1))
 clicks' mean final DSC 77.6 against 76.2 with none, both with the local update on, and
 78.1 with it off as now; the points user's 66.8 against 65.8; docs/defaults.md)."""
 
+FINE_FLIPS: tuple[tuple[int, ...], ...] = ()
+"""The test-time flips on a grid finer than the base one: none, one forward, which on the
+finer grid (2.7 times the voxels) costs less than the 4 of :data:`FLIPS` on the base grid
+(42 against 89 ms on 2 threads). On val, a box prompt's large ROI on the finer grid: box
+then 5 clicks 80.90 with one forward, 81.04 with flip i (2 forwards, 73 ms; the page's
+click-to-overlay then at its 300 ms bar), 80.21 on the base grid (docs/defaults.md)."""
+
 ACCEPTS = frozenset({InteractionKind.FOREGROUND, InteractionKind.BACKGROUND, InteractionKind.BOX})
 
 
@@ -105,12 +113,16 @@ class GeneralistMethod:
         net: the trained :class:`~.net.GeneralistNet`.
         grid: the network grid it was trained on, the smallest it runs on.
         max_grid: the grid :meth:`grid_for` gives a large ROI (e.g. one network factor
-            finer per axis: :meth:`finer_grid`); None (the default): always ``grid``.
+            finer per axis: :meth:`finer_grid`); None (the default): ``grid``, but for a
+            box prompt's ROI when ``box_fine``.
+        box_fine: a large ROI around a box prompt (``grid_for(..., boxed=True)``, or any
+            ROI with ``roi_as_box``) runs on :meth:`finer_grid` (True, the default).
         roi_as_box: treat the whole crop as the box when no BOX clicks were given.
         local: keep a correction click's change near it once a box is given (module
             docstring; off by default).
         flips: test-time flips (module docstring), e.g. ``((0,), (1,))``: grid axes to
             flip, one tuple an extra forward (default :data:`FLIPS`); empty: the network once.
+        fine_flips: the flips on a grid finer than ``grid`` (default :data:`FINE_FLIPS`).
         logit_offset: added to the logit of the probability a step returns (the network's
             previous-probability channel keeps its own output), i.e. a decision threshold
             of ``sigmoid(-logit_offset)``; 0 (the default): 0.5. Thresholds 0.4 and 0.3 were
@@ -133,8 +145,10 @@ class GeneralistMethod:
     grid: tuple[int, int, int] = (48, 48, 32)
     roi_as_box: bool = False
     max_grid: tuple[int, int, int] | None = None
+    box_fine: bool = True
     local: bool = False
     flips: tuple[tuple[int, ...], ...] = FLIPS
+    fine_flips: tuple[tuple[int, ...], ...] = FINE_FLIPS
     logit_offset: float = 0.0
     box_logit_offset: float = 0.0
     name: str = "generalist"
@@ -153,14 +167,18 @@ class GeneralistMethod:
         """Foreground, background and box clicks (module docstring)."""
         return ACCEPTS
 
-    def grid_for(self, roi_shape: Sequence[int]) -> tuple[int, int, int]:
-        """The grid for a ROI of ``roi_shape`` voxels: ``max_grid`` (when set) when the ROI
-        is at least ``FINE_FROM`` times the base grid along some axis (a large object,
-        else downsampled a lot), else the base ``grid``."""
-        if self.max_grid is None:
+    def grid_for(self, roi_shape: Sequence[int], *, boxed: bool = False) -> tuple[int, int, int]:
+        """The grid for a ROI of ``roi_shape`` voxels: the finer grid (``max_grid``, else,
+        for a box prompt's ROI (``boxed`` or ``roi_as_box``) with ``box_fine``,
+        :meth:`finer_grid`) when the ROI is at least ``FINE_FROM`` times the base grid
+        along some axis (a large object, else downsampled a lot), else the base ``grid``."""
+        fine = self.max_grid
+        if fine is None and self.box_fine and (boxed or self.roi_as_box):
+            fine = self.finer_grid()
+        if fine is None:
             return self.grid
         ratio = max(int(n) / g for n, g in zip(roi_shape, self.grid, strict=True))
-        return self.max_grid if ratio >= FINE_FROM else self.grid
+        return fine if ratio >= FINE_FROM else self.grid
 
     def finer_grid(self) -> tuple[int, int, int]:
         """The base grid plus one network factor per axis (64 x 64 x 48 for 48 x 48 x 32),
@@ -169,10 +187,11 @@ class GeneralistMethod:
         return (self.grid[0] + f, self.grid[1] + f, self.grid[2] + f)
 
     def _check_grid(self, grid: Sequence[int]) -> None:
-        if tuple(grid) not in (self.grid, self.max_grid):
+        fine = self.max_grid or (self.finer_grid() if self.box_fine else None)
+        if tuple(grid) not in (self.grid, self.max_grid, fine):
             raise InputError(
                 f"the crop grid {tuple(grid)} is not one the model runs on "
-                f"({self.grid}, or {self.max_grid} for a large ROI)",
+                f"({self.grid}, or {fine} for a large ROI)",
                 hint="crop with grid_of(method, roi_shape) (Session does when grid is not given)",
             )
 
@@ -251,8 +270,9 @@ class GeneralistMethod:
 
     def predict(self, channels: np.ndarray, *, flip: bool = True) -> np.ndarray:
         """Float32 probability (I, J, K) for the (5, I, J, K) input channels (averaged over
-        ``flips`` unless ``flip`` is False), from :meth:`network_for` the input."""
-        flips = self.flips if flip else ()
+        ``flips``, or ``fine_flips`` on a grid finer than the base one, unless ``flip`` is
+        False), from :meth:`network_for` the input."""
+        flips = (self.flips if channels.shape[1:] == self.grid else self.fine_flips) if flip else ()
         net = self.network_for(channels)
         x = torch.from_numpy(np.ascontiguousarray(channels))[None].to(self.device)
         if flips:  # the copies on the batch axis; spatial axes are 2, 3, 4 there
