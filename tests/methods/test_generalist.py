@@ -714,7 +714,7 @@ class _Batches(torch.nn.Module):
         return self.net(x)
 
 
-def test_a_box_prompts_large_roi_runs_on_the_finer_grid_with_fewer_flips():
+def test_a_box_prompts_large_roi_runs_on_the_finer_grid_in_one_forward():
     from mecca.io import Volume
     from mecca.session import Session
 
