@@ -272,7 +272,8 @@ class GeneralistMethod:
         """Float32 probability (I, J, K) for the (5, I, J, K) input channels (averaged over
         ``flips``, or ``fine_flips`` on a grid finer than the base one, unless ``flip`` is
         False), from :meth:`network_for` the input."""
-        flips = (self.flips if channels.shape[1:] == self.grid else self.fine_flips) if flip else ()
+        base = tuple(channels.shape[1:]) == tuple(self.grid)
+        flips = (self.flips if base else self.fine_flips) if flip else ()
         net = self.network_for(channels)
         x = torch.from_numpy(np.ascontiguousarray(channels))[None].to(self.device)
         if flips:  # the copies on the batch axis; spatial axes are 2, 3, 4 there
