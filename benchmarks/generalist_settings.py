@@ -27,10 +27,12 @@ Usage::
         grid|box_grid|update|roi|recrop|tta|threshold|box_threshold|box_context
         [--weights RUN_OR_BUNDLE]
         [--only "base grid,64x64x48 from 1.5"] [--data ../shared/data]
-        [--extra ~/.cache/mecca-data-extra] [--out results.json]
+        [--extra ~/.cache/mecca-data-extra] [--all-cases] [--box-only] [--out results.json]
 
 ``--weights``: another model than the shipped one (a run folder: its best.pt);
-``--only``: some of the variants.
+``--only``: some of the variants; ``--all-cases``: every val case of every target (not the
+first 8 of the hippocampus and OpenKBP); ``--box-only``: the CVPR user alone (the points
+rows are NaN).
 
 Val splits: hippocampus, left atrium, ACDC LV / RV / myocardium, and, when the extra
 datasets are built, the unseen CHAOS liver / kidneys and OpenKBP larynx and esophagus, and
@@ -125,11 +127,14 @@ def splits(data: Path, extra: Path) -> list[tuple[Path, str | None, int | None]]
     return rows
 
 
-def val_cases(data: Path, extra: Path) -> Iterator[tuple[str, list[tuple[Any, np.ndarray]]]]:
+def val_cases(
+    data: Path, extra: Path, all_cases: bool = False
+) -> Iterator[tuple[str, list[tuple[Any, np.ndarray]]]]:
     """(``dataset:target``, its first val cases as (volume, truth)) for each of
-    :func:`splits`; a case without the target is passed over (OpenKBP: not every patient
-    has every organ)."""
+    :func:`splits` (``all_cases``: every val case, no cap); a case without the target is
+    passed over (OpenKBP: not every patient has every organ)."""
     for folder, target, cap in splits(data, extra):
+        cap = None if all_cases else cap
         ds = open_dataset(folder)
         cases = []
         for case in ds.cases("val"):
@@ -168,6 +173,8 @@ def main() -> None:
     parser.add_argument("--weights", type=Path)
     parser.add_argument("--only", help="comma-separated variant names")
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--all-cases", action="store_true", help="no cap on the val cases")
+    parser.add_argument("--box-only", action="store_true", help="the CVPR user alone")
     args = parser.parse_args()
     method = generalist.generalist_factory(args.weights)
     variants = VARIANTS[args.which]
@@ -176,7 +183,7 @@ def main() -> None:
     table: dict[str, dict[str, dict[str, float]]] = {}
     points_runs: dict[tuple[str, int, str], list[float]] = {}  # variants that differ only
     # in the CVPR loop's options share the points user's sessions (run once)
-    for name, cases in val_cases(args.data, args.extra.expanduser()):
+    for name, cases in val_cases(args.data, args.extra.expanduser(), args.all_cases):
         for label, settings in variants.items():
             loop = apply(method, settings)
             box, curves, p1, p3, p6, fell = [], [], [], [], [], []
@@ -187,7 +194,9 @@ def main() -> None:
                 curves.append([s["dice"] for s in rec["steps"]])
                 same = json.dumps({k: v for k, v in settings.items() if k not in loop})
                 key = (name, index, same)
-                if key not in points_runs:
+                if args.box_only:
+                    points_runs[key] = [float("nan")] * 6
+                elif key not in points_runs:
                     points_runs[key] = run_session(method, volume, gt, 40.0)["dice"]
                 d = points_runs[key]
                 p1.append(d[0])
