@@ -40,6 +40,7 @@ import numpy as np
 import torch
 
 from mecca.data.roi import Box
+from mecca.interaction.clicks import box_prompt
 from mecca.interaction.users import EdgeUser, ErrorCentreUser, SimulatedUser
 from mecca.interface import grid_of
 from mecca.io import Volume
@@ -100,11 +101,11 @@ def time_steps(
         session = Session(
             vol,
             box,
-            method=method,
+            method=method,  # type: ignore[arg-type]
             grid=grid,
             rng=0,
             advice=advice,
-            roi_as_box=as_box,  # type: ignore[arg-type]
+            roi_as_box=as_box,
         )
         pred = np.zeros(gt.shape, bool)
         for t in range(1, 6):
@@ -170,10 +171,8 @@ def main() -> None:
     }
     results["full_size"] = summary(full)
     if grid is None:
-        if args.box:
-            grid = Session(vol, Box.from_mask(gt), method=method, roi_as_box=True).grid  # type: ignore[arg-type]
-        else:
-            grid = grid_of(method, roi_box(gt).shape)  # type: ignore[arg-type]
+        roi = box_prompt(Box.from_mask(gt), gt.shape)[0] if args.box else roi_box(gt)
+        grid = grid_of(method, roi.shape, boxed=args.box)  # type: ignore[arg-type]
     # the vector unit torch's kernels use (AVX2, AVX512, ...): machines of one name differ,
     # and the step time with them
     cpu = torch.backends.cpu.get_cpu_capability()
