@@ -89,6 +89,28 @@ def test_device_and_dist_env(monkeypatch):
     assert info.distributed and not info.is_main
 
 
+def test_a_rank_ends_with_its_output_flushed_and_exit_code_0(tmp_path):
+    """end_rank_process skips the interpreter's teardown (os._exit), so it flushes first:
+    what the rank printed and logged reaches the pipe, and torchrun sees 0."""
+    import subprocess
+    import sys
+
+    log = tmp_path / "rank.log"
+    code = (
+        "import logging\n"
+        f"logging.basicConfig(filename={str(log)!r}, level=logging.INFO)\n"
+        "logging.getLogger('x').info('logged')\n"
+        "print('printed', end='')\n"
+        "from mecca.runtime import end_rank_process\n"
+        "end_rank_process()\n"
+        "print('never')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "printed"
+    assert "logged" in log.read_text()
+
+
 @pytest.mark.parametrize(
     "path", sorted((Path(__file__).parents[1] / "configs").glob("*.yaml")), ids=lambda p: p.stem
 )

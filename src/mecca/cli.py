@@ -887,6 +887,10 @@ def train(
         device=device,
     )
     click.echo(f"run folder: {spec.train(request)}")
+    from mecca.runtime import dist_from_env, end_rank_process
+
+    if dist_from_env().distributed:
+        end_rank_process()  # under torchrun: no interpreter teardown to abort in
 
 
 @main.command()

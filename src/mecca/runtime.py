@@ -8,12 +8,15 @@ WORLD_SIZE come from the environment, NCCL is used on GPUs and gloo on the CPU.
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
+import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import NoReturn
 
 import torch
 import torch.distributed as dist
@@ -81,6 +84,19 @@ def shutdown_distributed() -> None:
     if dist.is_initialized():
         dist.barrier()
         dist.destroy_process_group()
+
+
+def end_rank_process() -> NoReturn:
+    """End a torchrun rank now, its run written and its output flushed, without the
+    interpreter's teardown. After ``destroy_process_group`` a rank could still abort in that
+    teardown ("terminate called without an active exception": a C++ worker thread still
+    joinable when its owner is destroyed), which torchrun reports as a failed run although
+    every checkpoint was written (2026-12-07: 1 of 10 runs of the torchrun test on a loaded
+    2-core machine, 0 of 40 on an idle one)."""
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    os._exit(0)
 
 
 def _interrupt(signum: int, frame: object) -> None:
