@@ -21,7 +21,7 @@ step's seconds, the most resident memory the step added while it ran (sampled ev
 by a thread, above the memory just before the step; the simulated user's own full-volume
 arrays come before it and are not counted) and what the session holds after the step
 above what the process held before the session (the volume and the model loaded). The
-volume alone is 629 MB as float32; what a step adds should follow the ROI, not the volume.
+volume alone is 600 MB as float32; what a step adds should follow the ROI, not the volume.
 """
 
 from __future__ import annotations

@@ -91,8 +91,9 @@ def end_rank_process() -> NoReturn:
     interpreter's teardown. After ``destroy_process_group`` a rank could still abort in that
     teardown ("terminate called without an active exception": a C++ worker thread still
     joinable when its owner is destroyed), which torchrun reports as a failed run although
-    every checkpoint was written (2026-12-07: 1 of 10 runs of the torchrun test on a loaded
-    2-core machine, 0 of 40 on an idle one)."""
+    every checkpoint was written (2026-12-07, the torchrun test on a 2-core machine kept busy
+    by two other processes: 1 of 14 runs before, 0 of 49 with this; 0 of 40 on an idle one
+    before)."""
     logging.shutdown()
     for stream in (sys.stdout, sys.stderr):
         stream.flush()

@@ -36,7 +36,7 @@ def _step_peak(session: Session) -> int:
 
 
 def test_a_growing_roi_on_a_large_volume_steps_within_memory_of_the_roi():
-    volume, gt = _tube_volume()
+    volume, _ = _tube_volume()
     session = Session(volume, None, method="generalist", rng=0, advice=False)
     session.add_clicks([Click(FG, (160, 150, 160))])
     peaks = [_step_peak(session)]
