@@ -544,6 +544,22 @@ def test_training_logs_validates_checkpoints_and_resumes(phantoms, tmp_path):
     assert (out / "log.jsonl").stat().st_size == size
 
 
+def test_snapshots_keep_the_weights_along_the_run_from_their_first_iteration(phantoms, tmp_path):
+    cfg = _tiny_config(phantoms, tmp_path / "cache", snapshot_every=1, snapshot_from=3)
+    out = train(cfg, tmp_path / "run")
+    assert sorted(p.name for p in out.glob("snapshot_*.pt")) == [
+        "snapshot_000003.pt",
+        "snapshot_000004.pt",
+    ]
+    snap, last = (
+        torch.load(p, weights_only=True) for p in (out / "snapshot_000004.pt", out / "last.pt")
+    )
+    assert snap["iteration"] == 4
+    assert all(torch.equal(snap["net"][k], v) for k, v in last["net"].items())
+    with pytest.raises(ConfigError, match="snapshot"):
+        GeneralistConfig(snapshot_every=-1)
+
+
 def test_a_stop_request_checkpoints_without_training(phantoms, tmp_path, cache):
     cfg = _tiny_config(phantoms, tmp_path / "cache")
     out = tmp_path / "stopped"

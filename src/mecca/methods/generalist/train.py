@@ -143,6 +143,11 @@ class GeneralistConfig:
     weight_decay: float = 1e-3
     grad_clip: float = 1.0
     checkpoint_every: int = 200
+    snapshot_every: int = 0
+    """Every this many iterations from ``snapshot_from`` on (0: never), the weights are also
+    kept as ``snapshot_<iteration>.pt``, for a mean of the weights along the run (stochastic
+    weight averaging, Izmailov et al., UAI 2018; ``benchmarks/weight_soup.py``)."""
+    snapshot_from: int = 0
     val_every: int = 1000
     log_every: int = 25
     seed: int = 0
@@ -166,6 +171,8 @@ class GeneralistConfig:
             raise ConfigError(f"p_first_click must be in [0, 1], got {self.p_first_click}")
         if not 0.0 <= self.fine_grid_share <= 1.0:
             raise ConfigError(f"fine_grid_share must be in [0, 1], got {self.fine_grid_share}")
+        if self.snapshot_every < 0 or self.snapshot_from < 0:
+            raise ConfigError("snapshot_every and snapshot_from must be >= 0")
         if not 0.0 <= self.p_loose_box <= 1.0 or self.loose_box_slack < 0:
             raise ConfigError(
                 "p_loose_box must be in [0, 1] and loose_box_slack >= 0, got "
@@ -678,11 +685,19 @@ def _loop(
             window, t_window, t_data = [], time.perf_counter(), 0.0
         if st.iteration % cfg.checkpoint_every == 0:
             save_checkpoint(out / "last.pt", _payload(cfg, net, opt, st))
+        if snapshot_due(cfg, st.iteration):
+            save_checkpoint(out / f"snapshot_{st.iteration:06d}.pt", _payload(cfg, net, opt, st))
         if st.iteration % cfg.val_every == 0 or st.iteration == cfg.iterations:
             _validate_and_keep(cfg, net, opt, st, items, out, device)
             t_window = time.perf_counter()
     save_checkpoint(out / "last.pt", _payload(cfg, net, opt, st))
     log.info("stopped at iteration %d", st.iteration)
+
+
+def snapshot_due(cfg: GeneralistConfig, iteration: int) -> bool:
+    """Whether the weights after ``iteration`` are kept as a snapshot (``snapshot_every``)."""
+    every = cfg.snapshot_every
+    return every > 0 and iteration >= cfg.snapshot_from and iteration % every == 0
 
 
 def _draw(sampler: Sampler, rng: np.random.Generator, grid: Int3, cfg: GeneralistConfig) -> Sample:
