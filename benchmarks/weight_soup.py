@@ -3,8 +3,10 @@
 Writes ``OUT/best.pt``: the mean of the floating-point network tensors of the given
 checkpoints (integer tensors from the first), with the first one's config, so that
 ``benchmarks/generalist_settings.py --weights OUT`` and ``mecca export-model`` take it
-like a run. Measured on val 2026-12-07 (docs/defaults.md, "Four more tries"); not
-shipped.
+like a run. The shipped box weights are such a mean (the ninth schedule's and the
+eighteenth's); the soups of docs/defaults.md ("Four more tries") and the mean of one run's
+snapshots (``snapshot_every``, the twenty-second schedule, docs/training.md) were measured
+on val and not shipped.
 
 Usage::
 
