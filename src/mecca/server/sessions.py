@@ -763,6 +763,7 @@ class SessionStore:
                     ) from None
                 if save:
                     self.save(ss)
+                give_back_free_memory()  # the step's freed heap (memory.py)
                 return then(ss)
 
     def delete(self, sid: str) -> None:
