@@ -75,6 +75,7 @@ VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
         "box on 64x64x48 from 1.5 no flips": {"box_fine": True, "fine_flips": ()},
     },
     "update": {"global": {"local": False}, "local": {"local": True}},
+    "slice_box": {"3D box": {"slice_boxes": False}, "slice box": {"slice_boxes": True}},
     "roi": {"fixed ROI": {"grow_roi": 0}, "ROI grows": {"grow_roi": 2}},
     "recrop": {
         "mask carried": {"recrop": "carry"},
@@ -110,6 +111,7 @@ DEFAULTS: dict[str, Any] = {
     "flips": generalist.FLIPS,
     "logit_offset": 0.0,
     "box_logit_offset": 0.0,
+    "slice_boxes": False,
 }
 """What every variant starts from: the shipped method's settings."""
 

@@ -31,7 +31,7 @@ from mecca.methods.generalist.data import (
 )
 from mecca.methods.generalist.method import keep_local_changes
 from mecca.methods.generalist.net import GeneralistNet, GeneralistNetConfig
-from mecca.methods.generalist.prompts import box_map, middle_slice_box
+from mecca.methods.generalist.prompts import box_map, middle_slice_box, slice_box_map
 from mecca.methods.generalist.train import (
     GeneralistConfig,
     _loop,
@@ -170,6 +170,15 @@ def test_box_weights_run_every_input_with_a_box_and_only_those(method):
     for a, b in zip(run(both, points, True), run(only_box, points, True), strict=True):
         np.testing.assert_array_equal(a, b)  # the ROI as the box counts as a box
     both.roi_as_box = only_box.roi_as_box = False
+
+
+def test_a_slice_box_prompt_is_encoded_as_drawn_on_its_middle_slice(method):
+    crop, box = _crop(), [Click(BOX, (3, 3, 1)), Click(BOX, (12, 12, 6))]
+    told = GeneralistMethod(method.net, GRID, slice_boxes=True)
+    state, _ = told.step(told.start(crop), box, rng=np.random.default_rng(0))
+    np.testing.assert_array_equal(state.extra["box"], slice_box_map(GRID, (3, 3, 1), (12, 12, 6)))
+    plain, _ = method.step(method.start(crop), box, rng=np.random.default_rng(0))
+    np.testing.assert_array_equal(plain.extra["box"], box_map(GRID, (3, 3, 1), (12, 12, 6)))
 
 
 def test_a_logit_offset_lowers_the_threshold_of_the_returned_probability(method):
@@ -395,6 +404,13 @@ def test_slice_box_samples_carry_the_middle_slices_box(cache):
         # the crop is the box grown by a quarter per side: the box lies off the crop's edges
         ii, jj, kk = np.nonzero(s.box)
         assert ii.min() > 0 and jj.min() > 0 and ii.max() < GRID[0] - 1
+    told = SamplerConfig(
+        grid=GRID, p_box=1.0, p_roi_box=0.0, p_slice_box=1.0, slice_box_encoding=True
+    )
+    s = Sampler(cache, told).sample(np.random.default_rng(1))
+    corners = middle_slice_box(s.target > 0.5)
+    np.testing.assert_array_equal(s.box, slice_box_map(GRID, *corners))
+    assert (s.box == 0.5).any() and (s.box == 1.0).any()
 
 
 def test_box_crops_are_widened_to_the_least_extent_as_box_prompt_widens(cache):

@@ -22,6 +22,7 @@ from mecca.methods.generalist.prompts import (
     error_clicks,
     initial_points,
     normalise_image,
+    slice_box_map,
     split_clicks,
     turn_click,
 )
@@ -116,6 +117,14 @@ def test_click_bumps_are_balls_that_combine_by_maximum():
 def test_box_map_takes_inclusive_corners_in_any_order():
     a = box_map((8, 8, 8), (5, 6, 2), (1, 2, 3))
     assert a.sum() == 5 * 5 * 2 and a[1, 2, 2] == 1 and a[5, 6, 3] == 1 and a[0, 2, 2] == 0
+
+
+def test_slice_box_map_marks_the_drawn_middle_slice_and_halves_the_rest():
+    m = slice_box_map((10, 10, 10), (6, 7, 1), (2, 3, 6))  # k 1..6: the middle slice is 4
+    assert set(np.unique(m)) == {0.0, 0.5, 1.0}
+    np.testing.assert_array_equal(np.flatnonzero((m == 1.0).any(axis=(0, 1))), [4])
+    np.testing.assert_array_equal(m > 0, box_map((10, 10, 10), (6, 7, 1), (2, 3, 6)) > 0)
+    assert m[2, 3, 1] == 0.5 and m[6, 7, 4] == 1.0 and m[7, 7, 4] == 0.0
 
 
 def test_split_clicks_refuses_edges_and_half_boxes():

@@ -25,7 +25,8 @@ to one component. The crop follows the prompt mode, as a session would crop:
   challenge, drawn on the target's middle slice and spanning its k range
   (:func:`.prompts.middle_slice_box`), which need not bound the object on the other
   slices; the crop is that box grown by 25 % of its size per side, as the benchmark's
-  ``cvpr25`` protocol crops (:mod:`mecca.bench.cvpr25`), and the box channel is exactly it.
+  ``cvpr25`` protocol crops (:mod:`mecca.bench.cvpr25`), and the box channel is exactly it
+  (with ``slice_box_encoding``: :func:`.prompts.slice_box_map`, the drawn slice told apart).
 * ``roi_box``: the crop itself is the box (the target box plus 1-11 voxels per side, the
   benchmark's ROI); the box channel is all ones.
 * ``points``: no box; the crop is the target's box scaled by 0.5-3 (so the object may be
@@ -79,6 +80,7 @@ from mecca.methods.generalist.prompts import (
     initial_points,
     middle_slice_box,
     normalise_image,
+    slice_box_map,
 )
 from mecca.methods.generalist.synth import make_large_synthetic, make_synthetic, smooth_field
 
@@ -350,6 +352,10 @@ class SamplerConfig:
     p_roi_box: float = 0.15
     p_slice_box: float = 0.0
     """Share of box samples whose box is the middle slice's (``slice_box``)."""
+    slice_box_encoding: bool = False
+    """A ``slice_box`` sample's box channel says it was drawn on its middle slice
+    (:func:`.prompts.slice_box_map`); False: the cuboid, as a 3D box (up to the
+    twenty-second schedule)."""
     p_click_roi: float = 0.0
     """Share of points samples cropped as a session crops around a first click
     (``click_roi``)."""
@@ -555,7 +561,8 @@ class Sampler:
         if mode == "slice_box":
             corners = middle_slice_box(gt)
             assert corners is not None  # the caller checked that gt is not empty
-            return prev, fg, bg, box_map(grid, corners[0], corners[1])
+            encode = slice_box_map if self.config.slice_box_encoding else box_map
+            return prev, fg, bg, encode(grid, corners[0], corners[1])
         if mode == "first_click":
             add_clicks(fg, bg, initial_points(gt, rng, 1, 0))
             return prev, fg, bg, zeros

@@ -84,6 +84,7 @@ from mecca.methods.generalist.prompts import (
     box_map,
     network_input,
     normalise_image,
+    slice_box_map,
     split_clicks,
 )
 
@@ -127,6 +128,8 @@ class GeneralistMethod:
             previous-probability channel keeps its own output), i.e. a decision threshold
             of ``sigmoid(-logit_offset)``; 0 (the default): 0.5. Thresholds 0.4 and 0.3 were
             measured on val and not adopted (docs/defaults.md).
+        slice_boxes: a box prompt was drawn on its middle k slice (the CVPR 2025 box) and
+            is encoded so (:func:`.prompts.slice_box_map`); False: a 3D box.
         box_logit_offset: the same for a step whose prompt is a box and no click yet (the
             mask a user sees right after drawing a box), in place of ``logit_offset``.
         name: ``generalist``.
@@ -151,6 +154,7 @@ class GeneralistMethod:
     fine_flips: tuple[tuple[int, ...], ...] = FINE_FLIPS
     logit_offset: float = 0.0
     box_logit_offset: float = 0.0
+    slice_boxes: bool = False
     name: str = "generalist"
     carries_mask: bool = True
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
@@ -250,7 +254,8 @@ class GeneralistMethod:
             bg = bg.copy()
             add_points(bg, [c.position for c in bg_clicks])
         if box_clicks:
-            box = box_map(state.crop.grid, box_clicks[0].position, box_clicks[1].position)
+            encode = slice_box_map if self.slice_boxes else box_map
+            box = encode(state.crop.grid, box_clicks[0].position, box_clicks[1].position)
         flip = ex["ran"] or bool(box.any())  # not a points-only first step (module docstring)
         raw = self.predict(network_input(ex["image"], ex["prev"], fg, bg, box), flip=flip)
         if self.local and ex["ran"] and not box_clicks and box.any():

@@ -9,7 +9,11 @@ Encoding (the network's channels 2-4):
   voxels, cut at :data:`CLICK_RADIUS` = 3 voxels), so a click is a ball of about two voxels
   and many adjacent clicks (a scribble, given as a set of voxels) make a tube. The maximum
   keeps the maps in [0, 1] and makes adding clicks order-free.
-* **Box**: 1 inside the user's box, 0 outside, all 0 when there is none. A box reaches the
+* **Box**: 1 inside the user's box, 0 outside, all 0 when there is none. A box drawn on
+  one slice (the CVPR 2025 challenge's: the middle slice's 2D box over the object's k
+  range, which need not bound the object on the other slices) may be encoded as what it
+  is (:func:`slice_box_map`): 1 on its rectangle on the middle k slice, ``SLICE_BOX_REST``
+  on the rest of its cuboid. A box reaches the
   method as two :attr:`~mecca.interaction.clicks.InteractionKind.BOX` clicks at opposite
   corners (inclusive voxels, any order) in one step;
   :func:`mecca.interaction.clicks.box_prompt` turns a box on the original grid into the
@@ -46,6 +50,8 @@ CLICK_RADIUS = 3
 """The bump is evaluated within this many voxels of the click (0.135 at the cut)."""
 
 FG, BG, BOX = InteractionKind.FOREGROUND, InteractionKind.BACKGROUND, InteractionKind.BOX
+SLICE_BOX_REST = 0.5
+"""The box channel of a slice box off its drawn slice: the k range, not a bound in-plane."""
 ROBUST = NormaliseConfig(mode="zscore", percentiles=(0.5, 99.5))
 """The image channel's normalisation: clip to the crop's 0.5 / 99.5 percentiles, z-score."""
 
@@ -95,6 +101,22 @@ def box_map(shape: Sequence[int], corner_a: Sequence[int], corner_b: Sequence[in
     hi = np.clip(np.maximum(a, b), 0, np.asarray(shape) - 1) + 1
     out = np.zeros(tuple(int(n) for n in shape), np.float32)
     out[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]] = 1.0
+    return out
+
+
+def slice_box_map(
+    shape: Sequence[int], corner_a: Sequence[int], corner_b: Sequence[int]
+) -> np.ndarray:
+    """Float32 ``shape``: a box drawn on its middle k slice (the CVPR 2025 box): 1 on the
+    rectangle of that slice (``k_lo + (k_hi - k_lo + 1) // 2``, the challenge's ``z_mid``
+    for an object on consecutive slices), :data:`SLICE_BOX_REST` on the rest of the box,
+    0 outside."""
+    out = box_map(shape, corner_a, corner_b)
+    ks = np.flatnonzero(out.any(axis=(0, 1)))
+    mid = int(ks[0]) + len(ks) // 2
+    drawn = out[:, :, mid].copy()
+    out *= SLICE_BOX_REST
+    out[:, :, mid] = drawn
     return out
 
 

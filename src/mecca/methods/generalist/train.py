@@ -107,6 +107,8 @@ class GeneralistConfig:
     p_box: float = 0.45
     p_roi_box: float = 0.15
     p_slice_box: float = 0.0
+    slice_box_encoding: bool = False
+    """See :class:`.data.SamplerConfig` (the twenty-third schedule)."""
     p_click_roi: float = 0.0
     p_loose_box: float = 0.0
     loose_box_slack: float = 0.3
@@ -204,6 +206,7 @@ class GeneralistConfig:
             p_box=self.p_box,
             p_roi_box=self.p_roi_box,
             p_slice_box=self.p_slice_box,
+            slice_box_encoding=self.slice_box_encoding,
             p_click_roi=self.p_click_roi,
             p_loose_box=self.p_loose_box,
             loose_box_slack=self.loose_box_slack,
