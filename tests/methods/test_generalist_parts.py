@@ -19,6 +19,7 @@ from mecca.methods.generalist.prompts import (
     add_points,
     box_map,
     distance_click,
+    drawn_slab,
     error_clicks,
     initial_points,
     normalise_image,
@@ -125,6 +126,11 @@ def test_slice_box_map_marks_the_drawn_middle_slice_and_halves_the_rest():
     np.testing.assert_array_equal(np.flatnonzero((m == 1.0).any(axis=(0, 1))), [4])
     np.testing.assert_array_equal(m > 0, box_map((10, 10, 10), (6, 7, 1), (2, 3, 6)) > 0)
     assert m[2, 3, 1] == 0.5 and m[6, 7, 4] == 1.0 and m[7, 7, 4] == 0.0
+    thick = slice_box_map((10, 10, 10), (6, 7, 1), (2, 3, 6), slab=3)  # slices 3, 4, 5
+    np.testing.assert_array_equal(np.flatnonzero((thick == 1.0).any(axis=(0, 1))), [3, 4, 5])
+    edge = slice_box_map((10, 10, 10), (6, 7, 4), (2, 3, 5), slab=8)  # kept inside the box
+    np.testing.assert_array_equal(np.flatnonzero((edge == 1.0).any(axis=(0, 1))), [4, 5])
+    assert drawn_slab(32, 8) == 4 and drawn_slab(32, 36) == 1 and drawn_slab(32, 0) == 32
 
 
 def test_split_clicks_refuses_edges_and_half_boxes():

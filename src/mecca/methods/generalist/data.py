@@ -76,6 +76,7 @@ from mecca.methods.generalist.prompts import (
     FG,
     add_points,
     box_map,
+    drawn_slab,
     error_clicks,
     initial_points,
     middle_slice_box,
@@ -540,7 +541,8 @@ class Sampler:
         image = normalise_image(augment_intensity(image, rng))
         if first_click:
             mode = "first_click"
-        prev, fg, bg, box = self._prompt(mode, gt, target, rng, slack)
+        slab = drawn_slab(grid[2], int(c1[2] - c0[2]))
+        prev, fg, bg, box = self._prompt(mode, gt, target, rng, slack, slab)
         return Sample(image, target, prev, fg, bg, box, d["name"], name, mode)
 
     def _prompt(
@@ -550,6 +552,7 @@ class Sampler:
         target: np.ndarray,
         rng: np.random.Generator,
         slack: np.ndarray | None = None,
+        slab: int = 1,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         grid = gt.shape
         zeros = np.zeros(grid, np.float32)
@@ -561,8 +564,9 @@ class Sampler:
         if mode == "slice_box":
             corners = middle_slice_box(gt)
             assert corners is not None  # the caller checked that gt is not empty
-            encode = slice_box_map if self.config.slice_box_encoding else box_map
-            return prev, fg, bg, encode(grid, corners[0], corners[1])
+            if self.config.slice_box_encoding:
+                return prev, fg, bg, slice_box_map(grid, corners[0], corners[1], slab)
+            return prev, fg, bg, box_map(grid, corners[0], corners[1])
         if mode == "first_click":
             add_clicks(fg, bg, initial_points(gt, rng, 1, 0))
             return prev, fg, bg, zeros

@@ -82,6 +82,7 @@ from mecca.methods.generalist.net import GeneralistNet
 from mecca.methods.generalist.prompts import (
     add_points,
     box_map,
+    drawn_slab,
     network_input,
     normalise_image,
     slice_box_map,
@@ -254,8 +255,12 @@ class GeneralistMethod:
             bg = bg.copy()
             add_points(bg, [c.position for c in bg_clicks])
         if box_clicks:
-            encode = slice_box_map if self.slice_boxes else box_map
-            box = encode(state.crop.grid, box_clicks[0].position, box_clicks[1].position)
+            a, b, grid = box_clicks[0].position, box_clicks[1].position, state.crop.grid
+            if self.slice_boxes:
+                slab = drawn_slab(grid[2], state.crop.box.shape[2])
+                box = slice_box_map(grid, a, b, slab)
+            else:
+                box = box_map(grid, a, b)
         flip = ex["ran"] or bool(box.any())  # not a points-only first step (module docstring)
         raw = self.predict(network_input(ex["image"], ex["prev"], fg, bg, box), flip=flip)
         if self.local and ex["ran"] and not box_clicks and box.any():

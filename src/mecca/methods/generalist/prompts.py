@@ -105,19 +105,28 @@ def box_map(shape: Sequence[int], corner_a: Sequence[int], corner_b: Sequence[in
 
 
 def slice_box_map(
-    shape: Sequence[int], corner_a: Sequence[int], corner_b: Sequence[int]
+    shape: Sequence[int], corner_a: Sequence[int], corner_b: Sequence[int], slab: int = 1
 ) -> np.ndarray:
     """Float32 ``shape``: a box drawn on its middle k slice (the CVPR 2025 box): 1 on the
     rectangle of that slice (``k_lo + (k_hi - k_lo + 1) // 2``, the challenge's ``z_mid``
-    for an object on consecutive slices), :data:`SLICE_BOX_REST` on the rest of the box,
-    0 outside."""
+    for an object on consecutive slices), ``slab`` grid slices thick about it (one slice
+    of the image where the grid is finer along k), :data:`SLICE_BOX_REST` on the rest of
+    the box, 0 outside."""
     out = box_map(shape, corner_a, corner_b)
     ks = np.flatnonzero(out.any(axis=(0, 1)))
     mid = int(ks[0]) + len(ks) // 2
-    drawn = out[:, :, mid].copy()
+    lo = max(int(ks[0]), mid - (int(slab) - 1) // 2)
+    hi = min(int(ks[-1]) + 1, lo + max(int(slab), 1))
+    drawn = out[:, :, lo:hi].copy()
     out *= SLICE_BOX_REST
-    out[:, :, mid] = drawn
+    out[:, :, lo:hi] = drawn
     return out
+
+
+def drawn_slab(grid_k: int, roi_k: int) -> int:
+    """Grid slices per image slice along k (at least 1): how thick the drawn slice of a
+    slice box is on a grid ``grid_k`` slices deep over ``roi_k`` image slices."""
+    return max(1, round(int(grid_k) / max(int(roi_k), 1)))
 
 
 def split_clicks(clicks: Sequence[Click]) -> tuple[list[Click], list[Click], list[Click]]:
