@@ -12,8 +12,9 @@ Encoding (the network's channels 2-4):
 * **Box**: 1 inside the user's box, 0 outside, all 0 when there is none. A box drawn on
   one slice (the CVPR 2025 challenge's: the middle slice's 2D box over the object's k
   range, which need not bound the object on the other slices) may be encoded as what it
-  is (:func:`slice_box_map`): 1 on its rectangle on the middle k slice, ``SLICE_BOX_REST``
-  on the rest of its cuboid. A box reaches the
+  is (:func:`slice_box_map`): 1 on its rectangle on the middle k slice (one image slice
+  thick, :func:`drawn_slab` grid slices), ``SLICE_BOX_REST`` on the rest of its cuboid.
+  A box reaches the
   method as two :attr:`~mecca.interaction.clicks.InteractionKind.BOX` clicks at opposite
   corners (inclusive voxels, any order) in one step;
   :func:`mecca.interaction.clicks.box_prompt` turns a box on the original grid into the
