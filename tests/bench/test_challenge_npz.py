@@ -102,6 +102,29 @@ def test_predict_case_crops_the_box_and_clicks_and_gives_the_clicks_in_order(tmp
     assert np.array_equal(segs == 1, expected)
 
 
+class SliceTold(Recorder):
+    """A Recorder that can be told its boxes are drawn on one slice."""
+
+    told = False
+
+    def for_slice_boxes(self):
+        copy = SliceTold(self.grid)
+        copy.told, copy.seen = True, self.seen
+        return copy
+
+    def step(self, state, new, *, rng):
+        self.seen.append(self.told)
+        return super().step(state, new, rng=rng)
+
+
+def test_predict_case_tells_a_method_the_challenges_box_is_drawn_on_one_slice(tmp_path):
+    _challenge_case(tmp_path / "c.npz")
+    method = SliceTold(grid=(10, 12, 6))
+    challenge_npz.predict_case(method, challenge_npz._load(tmp_path / "c.npz"))
+    told = [s for s in method.seen if isinstance(s, bool)]
+    assert told == [True] and not method.told
+
+
 def test_predict_npz_command_writes_segs_under_the_same_name(tmp_path):
     inputs, outputs = tmp_path / "inputs", tmp_path / "outputs"
     inputs.mkdir()

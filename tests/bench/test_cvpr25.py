@@ -185,6 +185,33 @@ def test_a_box_taking_method_gets_two_box_clicks_and_a_grown_roi():
     assert len(method.seen) == 6  # the box step, then 5 click steps
 
 
+@dataclass
+class SliceTold(Painter):
+    """A Painter that can be told its boxes are drawn on one slice (``for_slice_boxes``);
+    ``log`` (shared by its copies) holds, per step, whether the stepping copy was told."""
+
+    told: bool = False
+    log: list = field(default_factory=list)
+
+    def for_slice_boxes(self):
+        return replace(self, told=True)
+
+    def step(self, state, new, *, rng):
+        self.log.append(self.told)
+        return super().step(state, new, rng=rng)
+
+
+def test_a_method_that_can_be_told_is_told_the_box_is_drawn_on_one_slice():
+    image, gt = _case()
+    method = SliceTold(kinds=frozenset({FG, BG, BOX}), grid=(16, 15, 16))
+    told = cvpr25.drawn_on_one_slice(method)
+    assert told.told and not method.told  # a copy
+    painter = Painter()
+    assert cvpr25.drawn_on_one_slice(painter) is painter  # nothing to tell
+    cvpr25.run_case(method, image, gt, (1.0, 1.0, 1.0), rng=np.random.default_rng(0))
+    assert len(method.log) >= 6 and all(method.log)  # every step ran on the told copy
+
+
 def test_a_click_outside_the_box_grows_the_roi_and_restarts_with_every_click():
     gt = np.zeros((30, 20, 16), bool)  # (x, y, z): the middle slice (z 7) holds x 6..9
     gt[6:10, 5:9, 0:16] = True

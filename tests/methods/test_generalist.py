@@ -87,9 +87,9 @@ def test_a_points_only_first_step_runs_unflipped_and_the_rest_flipped(method):
     class Recording(GeneralistMethod):
         seen: list = []
 
-        def predict(self, channels, *, flip=True):
+        def predict(self, channels, *, flip=True, slice_box=False):
             self.seen.append(flip)
-            return super().predict(channels, flip=flip)
+            return super().predict(channels, flip=flip, slice_box=slice_box)
 
     crop, rng = _crop(), np.random.default_rng(0)
     points = Recording(method.net, GRID)
@@ -181,6 +181,39 @@ def test_a_slice_box_prompt_is_encoded_as_drawn_on_its_middle_slice(method):
     np.testing.assert_array_equal(plain.extra["box"], box_map(GRID, (3, 3, 1), (12, 12, 6)))
 
 
+def test_slice_box_weights_run_a_box_drawn_on_one_slice_and_nothing_else(method):
+    torch.manual_seed(2)
+    box_net, slice_net = GeneralistNet(TINY), GeneralistNet(TINY)
+    three = GeneralistMethod(method.net, GRID, box_net=box_net, slice_box_net=slice_net)
+    assert not three.slice_boxes and three.for_slice_boxes() is not three
+    told = three.for_slice_boxes()
+    assert told.slice_boxes and not three.slice_boxes  # a copy; the original is unchanged
+    assert method.for_slice_boxes() is method  # no slice-box weights: a 3D box stays one
+    crop, rng = _crop(), np.random.default_rng(0)
+    box = [Click(BOX, (3, 3, 1)), Click(BOX, (12, 12, 6))]
+
+    def run(m, steps, roi_as_box=False):
+        m.roi_as_box = roi_as_box
+        state, out = m.start(crop), []
+        for clicks in steps:
+            state, result = m.step(state, clicks, rng=rng)
+            out.append(result.prob)
+        m.roi_as_box = False
+        return out
+
+    alone = GeneralistMethod(slice_net, GRID, slice_boxes=True)
+    boxed = [box, [Click(FG, (8, 8, 4))]]
+    for a, b in zip(run(told, boxed), run(alone, boxed), strict=True):
+        np.testing.assert_array_equal(a, b)  # a slice box, then a click: the slice weights
+    three_d = GeneralistMethod(box_net, GRID)
+    for a, b in zip(run(three, boxed), run(three_d, boxed), strict=True):
+        np.testing.assert_array_equal(a, b)  # not told: the box weights, a 3D box
+    points = [[Click(FG, (8, 8, 4))]]
+    for a, b in zip(run(told, points, True), run(three_d, points, True), strict=True):
+        np.testing.assert_array_equal(a, b)  # the ROI as the box is a 3D box
+    np.testing.assert_array_equal(run(told, points)[0], run(method, points)[0])  # no box
+
+
 def test_a_logit_offset_lowers_the_threshold_of_the_returned_probability(method):
     crop, clicks = _crop(), [Click(FG, (8, 8, 4))]
     plain_state, plain = method.step(method.start(crop), clicks, rng=np.random.default_rng(0))
@@ -232,7 +265,7 @@ def test_a_local_method_keeps_correction_clicks_near_them_once_a_box_is_given(me
     class Scripted(GeneralistMethod):
         outputs: list = []
 
-        def predict(self, channels, *, flip=True):
+        def predict(self, channels, *, flip=True, slice_box=False):
             return self.outputs.pop(0)
 
     crop, rng = _crop(), np.random.default_rng(0)
@@ -637,6 +670,34 @@ def test_box_weights_in_a_bundle(phantoms, tmp_path):
     weights.write_bytes(weights.read_bytes() + b"0")
     with pytest.raises(InputError, match="box_model.pt does not match"):
         GeneralistMethod.load(bundle)
+
+
+def test_slice_box_weights_in_a_bundle(phantoms, tmp_path):
+    run = train(_tiny_config(phantoms, tmp_path / "cache", iterations=2), tmp_path / "run")
+    bundle = export_bundle(run, tmp_path / "bundle", checkpoint="best.pt")
+    assert GeneralistMethod.load(bundle).slice_box_net is None
+    add_box_weights(bundle, run / "last.pt", "Made for the slice test.", kind="slice_box")
+    meta = json.loads((bundle / "configs" / "metadata.json").read_text())
+    assert meta["slice_box_model"]["description"] == "Made for the slice test."
+    assert "box_model" not in meta  # the other set is untouched (absent here)
+    card = (bundle / "docs" / "README.md").read_text()
+    assert "models/slice_box_model.pt" in card and "Made for the slice test." in card
+    loaded = GeneralistMethod.load(bundle)
+    assert loaded.box_net is None and loaded.slice_box_net is not None
+    last, _ = load_weights(run / "last.pt")
+    for name, value in last.state_dict().items():  # float16 in the bundle
+        torch.testing.assert_close(
+            loaded.slice_box_net.state_dict()[name], value, atol=2e-3, rtol=2e-3
+        )
+    assert loaded.for_slice_boxes().slice_boxes
+    with pytest.raises(InputError, match="unknown box weights"):
+        add_box_weights(bundle, run / "last.pt", "", kind="tight")
+    weights = bundle / "models" / "slice_box_model.pt"
+    weights.write_bytes(weights.read_bytes() + b"0")
+    with pytest.raises(InputError, match="slice_box_model.pt does not match"):
+        GeneralistMethod.load(bundle)
+    export_bundle(run, bundle, checkpoint="best.pt", force=True)  # a new export drops them
+    assert not weights.exists() and GeneralistMethod.load(bundle).slice_box_net is None
 
 
 def test_command_lines(phantoms, tmp_path):

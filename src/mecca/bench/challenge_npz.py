@@ -11,7 +11,9 @@ values, the sorted labels of a sequentially labelled ``gts``).
 The call is stateless, as the container is rerun for every step: each class starts anew
 on the ROI of :func:`mecca.bench.cvpr25.roi_for` (the box grown to hold every click so
 far; the whole volume without a box) with the box (two BOX clicks for methods that take
-them), then gets all its clicks in one step, in ``clicks_order``. ``prev_pred`` is not
+them; a method is told the box is drawn on one slice where it can be,
+:func:`mecca.bench.cvpr25.drawn_on_one_slice`), then gets all its clicks in one step, in
+``clicks_order``. ``prev_pred`` is not
 used. Where classes overlap, the later class wins.
 
 ``mecca export-npz DATA_DIR OUT_DIR --split test`` (:func:`export_split`) writes an
@@ -71,6 +73,7 @@ def _ordered_clicks(clicks: dict[str, Any], order: Sequence[Any]) -> list[Click]
 
 def predict_case(method: InteractiveMethod, case: dict[str, Any]) -> np.ndarray:
     """``segs`` (uint8 (z, y, x)) for one challenge case (module docstring)."""
+    method = cvpr25.drawn_on_one_slice(method)
     imgs = np.asarray(case["imgs"])
     if imgs.ndim != 3:
         raise InputError(f"imgs must be 3D (z, y, x), got shape {imgs.shape}")

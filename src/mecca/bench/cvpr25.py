@@ -36,7 +36,9 @@ repository JunMa11/CVPR-MedSegFMCompetition) does, re-implemented here (docs/cvp
   continues from a mask (:func:`mecca.interface.carries_mask`) starts from the mask so
   far, as the organisers hand every step the previous prediction (``prev_pred``), with
   the box and every click so far in one step; every other method restarts. No click is
-  lost either way. Without a box, the ROI is the whole volume.
+  lost either way. Without a box, the ROI is the whole volume. A method that can be told
+  that its boxes are drawn on one slice (``for_slice_boxes``: the generalist with its
+  slice-box weights) is told so (:func:`drawn_on_one_slice`).
 * **Methods that take only edge points** (``takes_only_edge_points``: mecca,
   edge_itermrl) cannot take fg/bg clicks; the protocol refuses them
   (:func:`check_method`) rather than score them for clicks they never received.
@@ -191,6 +193,13 @@ def check_method(name: str, method: InteractiveMethod, protocol: str = "cvpr25")
         )
 
 
+def drawn_on_one_slice(method: InteractiveMethod) -> InteractiveMethod:
+    """``method`` told that every box it gets is drawn on one slice (the challenge's box)
+    when it can be (its ``for_slice_boxes``), else ``method`` itself."""
+    told = getattr(method, "for_slice_boxes", None)
+    return told() if callable(told) else method
+
+
 def box_roi(box: Box, shape: Sequence[int]) -> Box:
     """A method's ROI for ``box``: the box prompt's ROI, the box grown by a quarter of its
     size per side (ceil, >= 1 voxel), clipped (:func:`mecca.interaction.clicks.box_prompt`)."""
@@ -294,6 +303,7 @@ def run_case(
     count). The seconds of a re-crop's start and replayed steps count too."""
     if recrop not in RECROPS:
         raise ConfigError(f"recrop must be one of {RECROPS}, got {recrop!r}")
+    method = drawn_on_one_slice(method)
     gt_b = np.asarray(gt, dtype=bool)
     shape = gt_b.shape
     box_dict = middle_slice_box(to_zyx(gt_b), box_shift) if use_box else None

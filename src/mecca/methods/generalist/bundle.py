@@ -12,6 +12,9 @@ The bundle follows the MONAI-Bundle folder layout the project's other models use
       models/box_model.pt     optional, the same layout: the weights for inputs with a box
                               (:class:`~.method.GeneralistMethod`'s ``box_net``), added by
                               :func:`add_box_weights` (``--box``)
+      models/slice_box_model.pt  optional, the same layout: the weights for a box drawn on
+                              one slice (the CVPR 2025 box; ``slice_box_net``), added by
+                              :func:`add_box_weights` with ``kind="slice_box"`` (``--slice-box``)
       docs/README.md          the model card
 
 Weights are stored as float16 (half the size; the network runs in float32 after
@@ -79,12 +82,17 @@ def _weights_file(path: Path) -> Path:
     )
 
 
-def _check_bundle(folder: Path, *, box: bool = False) -> None:
-    """InputError when a bundle's weights (``box``: its box weights) do not match the
-    SHA-256 of its metadata."""
+BOX_KINDS = ("box", "slice_box")
+"""The extra weight sets a bundle may hold: ``models/<kind>_model.pt``, described by the
+metadata's ``<kind>_model``."""
+
+
+def _check_bundle(folder: Path, *, kind: str | None = None) -> None:
+    """InputError when a bundle's weights (``kind``: one of :data:`BOX_KINDS`, its extra
+    weights) do not match the SHA-256 of its metadata."""
     meta = json.loads((folder / "configs" / "metadata.json").read_text(encoding="utf-8"))
-    file = "box_model.pt" if box else "model.pt"
-    expected = (meta.get("box_model") or {}).get("sha256") if box else meta.get("sha256")
+    file = f"{kind}_model.pt" if kind else "model.pt"
+    expected = (meta.get(f"{kind}_model") or {}).get("sha256") if kind else meta.get("sha256")
     if _sha256(folder / "models" / file) != expected:
         raise InputError(
             f"models/{file} does not match the SHA-256 in configs/metadata.json",
@@ -101,15 +109,17 @@ def load_weights(path: str | Path) -> tuple[GeneralistNet, tuple[int, int, int]]
     return _read_weights(_weights_file(path))
 
 
-def load_box_weights(path: str | Path, grid: Sequence[int]) -> GeneralistNet | None:
-    """A bundle's box weights (``models/box_model.pt``, float32, eval mode), None for a
-    bundle without them, a run folder or a checkpoint; ``grid`` is the bundle's grid,
-    which they must share."""
+def load_box_weights(
+    path: str | Path, grid: Sequence[int], kind: str = "box"
+) -> GeneralistNet | None:
+    """A bundle's box weights (``models/<kind>_model.pt``, ``kind`` one of
+    :data:`BOX_KINDS`; float32, eval mode), None for a bundle without them, a run folder or
+    a checkpoint; ``grid`` is the bundle's grid, which they must share."""
     folder = Path(path).expanduser()
-    weights = folder / "models" / "box_model.pt"
+    weights = folder / "models" / f"{kind}_model.pt"
     if not (folder / "configs" / "metadata.json").is_file() or not weights.is_file():
         return None
-    _check_bundle(folder, box=True)
+    _check_bundle(folder, kind=kind)
     net, box_grid = _read_weights(weights)
     if tuple(box_grid) != tuple(int(g) for g in grid):
         raise InputError(
@@ -209,7 +219,8 @@ def export_bundle(
     weights.parent.mkdir(parents=True, exist_ok=True)
     payload = _half_payload(data)
     atomic_write(weights, lambda tmp: torch.save(payload, tmp))
-    (out / "models" / "box_model.pt").unlink(missing_ok=True)  # an old bundle's: not these
+    for kind in BOX_KINDS:  # an old bundle's: not these
+        (out / "models" / f"{kind}_model.pt").unlink(missing_ok=True)
     cfg = data["config"]
     net = GeneralistNet(GeneralistNetConfig.from_dict(data["net_config"]))
     meta = {
@@ -245,10 +256,15 @@ def _write_meta(out: Path, meta: dict[str, Any]) -> None:
     atomic_write(out / "docs" / "README.md", lambda t: t.write_text(card, encoding="utf-8"))
 
 
-def add_box_weights(bundle: str | Path, checkpoint: str | Path, description: str) -> Path:
+def add_box_weights(
+    bundle: str | Path, checkpoint: str | Path, description: str, kind: str = "box"
+) -> Path:
     """Add (or replace) a bundle's box weights: ``checkpoint`` (a generalist checkpoint or a
-    run folder's best.pt) as ``models/box_model.pt``, its SHA-256 and ``description`` (how
-    they were made) in the metadata and the model card; returns the bundle folder."""
+    run folder's best.pt) as ``models/<kind>_model.pt`` (``kind``: ``box`` for every box,
+    ``slice_box`` for a box drawn on one slice), its SHA-256 and ``description`` (how they
+    were made) in the metadata and the model card; returns the bundle folder."""
+    if kind not in BOX_KINDS:
+        raise InputError(f"unknown box weights {kind!r}", hint=f"one of {', '.join(BOX_KINDS)}")
     bundle = Path(bundle)
     meta_file = bundle / "configs" / "metadata.json"
     if not meta_file.is_file():
@@ -257,10 +273,10 @@ def add_box_weights(bundle: str | Path, checkpoint: str | Path, description: str
     meta = json.loads(meta_file.read_text(encoding="utf-8"))
     if list(data["grid"]) != list(meta["grid"]):
         raise InputError(f"the checkpoint's grid {data['grid']} is not the bundle's {meta['grid']}")
-    weights = bundle / "models" / "box_model.pt"
+    weights = bundle / "models" / f"{kind}_model.pt"
     payload = _half_payload(data)
     atomic_write(weights, lambda tmp: torch.save(payload, tmp))
-    meta["box_model"] = {"description": description, "sha256": _sha256(weights)}
+    meta[f"{kind}_model"] = {"description": description, "sha256": _sha256(weights)}
     _write_meta(bundle, meta)
     return bundle
 
@@ -278,14 +294,25 @@ def _val_lines(val: dict[str, Any] | None) -> list[str]:
     return lines
 
 
-def _box_lines(box: dict[str, Any] | None) -> list[str]:
-    if not box:
-        return []
-    return [
-        "- Box weights: `models/box_model.pt` (float16, the same network), SHA-256 "
-        f"`{box['sha256']}`; they run every input whose box channel is set (a box prompt, "
-        "or the ROI as the box), `models/model.pt` every points-only input. " + box["description"],
-    ]
+def _box_lines(box: dict[str, Any] | None, slice_box: dict[str, Any] | None) -> list[str]:
+    lines = []
+    if box:
+        lines.append(
+            "- Box weights: `models/box_model.pt` (float16, the same network), SHA-256 "
+            f"`{box['sha256']}`; they run every input whose box channel is set (a box prompt, "
+            "or the ROI as the box), `models/model.pt` every points-only input. "
+            + box["description"]
+        )
+    if slice_box:
+        lines.append(
+            "- Slice-box weights: `models/slice_box_model.pt` (float16, the same network), "
+            f"SHA-256 `{slice_box['sha256']}`; they run a box drawn on one slice (the CVPR "
+            "2025 box: the middle slice's 2D box over the object's slice range), encoded as "
+            "drawn (`prompts.slice_box_map`), where the caller says the box is one "
+            "(`GeneralistMethod.for_slice_boxes`: the CVPR 2025 protocol and "
+            "`mecca predict-npz`). " + slice_box["description"]
+        )
+    return lines
 
 
 def model_card(meta: dict[str, Any]) -> str:
@@ -324,7 +351,7 @@ def model_card(meta: dict[str, Any]) -> str:
         f"{tr['train_hours']} h on {tr['device']} with {tr['threads']} thread(s), torch "
         f"{tr['torch']}; AdamW lr {cfg['lr']}, cosine",
         f"- Weights: `models/model.pt` (float16), SHA-256 `{meta['sha256']}`",
-        *_box_lines(meta.get("box_model")),
+        *_box_lines(meta.get("box_model"), meta.get("slice_box_model")),
         "",
         f"Validation Dice (%) on the `{cfg['val_split']}` splits (first {cfg['val_cases']} "
         "cases per target), CVPR 2025 protocol: box, then clicks at the interior-most voxel "
@@ -367,16 +394,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--checkpoint", default="best.pt")
     parser.add_argument("--name", default=None)
     parser.add_argument("--force", action="store_true")
-    parser.add_argument(
+    extra = parser.add_mutually_exclusive_group()
+    extra.add_argument(
         "--box",
         action="store_true",
         help="add RUN's checkpoint to the bundle OUT as its box weights (models/box_model.pt)",
     )
-    parser.add_argument("--description", default="", help="with --box: how they were made")
+    extra.add_argument(
+        "--slice-box",
+        action="store_true",
+        help="add RUN's checkpoint to the bundle OUT as its weights for a box drawn on one "
+        "slice (models/slice_box_model.pt)",
+    )
+    parser.add_argument(
+        "--description", default="", help="with --box or --slice-box: how they were made"
+    )
     args = parser.parse_args(argv)
     try:
-        if args.box:
-            path = add_box_weights(args.out, args.run / args.checkpoint, args.description)
+        if args.box or args.slice_box:
+            kind = "slice_box" if args.slice_box else "box"
+            path = add_box_weights(args.out, args.run / args.checkpoint, args.description, kind)
         else:
             path = export_bundle(
                 args.run, args.out, checkpoint=args.checkpoint, name=args.name, force=args.force

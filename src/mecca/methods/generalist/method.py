@@ -26,6 +26,12 @@ further lost the points user's skills (one click into a large organ above all), 
 reverse; with two weight sets neither costs the other. The box weights are the mean of
 the first weights and those fine-tuned on box prompts alone (WiSE-FT); on val, box then
 5 clicks 80.21 against 78.66, the points user unchanged by construction (docs/defaults.md).
+A third set (``slice_box_net``, since 2026-12-08) runs a box drawn on one slice (the CVPR
+2025 box: the middle slice's 2D box over the object's slice range), encoded as drawn
+(``slice_boxes``, :func:`.prompts.slice_box_map`); it was trained with that encoding, and
+on val it was worse than ``box_net`` on a tight 3D box (docs/training.md, the twenty-fifth
+schedule), so it runs only where the caller says the box is drawn on one slice
+(:meth:`GeneralistMethod.for_slice_boxes`: the CVPR 2025 protocol, ``mecca predict-npz``).
 
 The grid may follow the ROI (:meth:`GeneralistMethod.grid_for`): a ROI at least 1.5 times
 the base grid along some axis runs on a finer grid (64 x 64 x 48 for 48 x 48 x 32), so that
@@ -66,7 +72,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -130,7 +136,8 @@ class GeneralistMethod:
             of ``sigmoid(-logit_offset)``; 0 (the default): 0.5. Thresholds 0.4 and 0.3 were
             measured on val and not adopted (docs/defaults.md).
         slice_boxes: a box prompt was drawn on its middle k slice (the CVPR 2025 box) and
-            is encoded so (:func:`.prompts.slice_box_map`); False: a 3D box.
+            is encoded so (:func:`.prompts.slice_box_map`), and runs ``slice_box_net`` when
+            there is one; False (the default): a 3D box.
         box_logit_offset: the same for a step whose prompt is a box and no click yet (the
             mask a user sees right after drawing a box), in place of ``logit_offset``.
         name: ``generalist``.
@@ -143,6 +150,8 @@ class GeneralistMethod:
         box_net: the network for inputs whose box channel is set (a box prompt, or
             ``roi_as_box``); None: ``net`` for every input. The shipped bundle has one
             (module docstring, "Two weight sets").
+        slice_box_net: the network for a box prompt encoded as drawn on one slice
+            (``slice_boxes``); None: ``box_net`` (else ``net``) runs it.
     """
 
     net: GeneralistNet
@@ -161,11 +170,21 @@ class GeneralistMethod:
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     model: str = ""
     box_net: GeneralistNet | None = None
+    slice_box_net: GeneralistNet | None = None
 
     def __post_init__(self) -> None:
         self.net.eval().to(self.device)
-        if self.box_net is not None:
-            self.box_net.eval().to(self.device)
+        for extra in (self.box_net, self.slice_box_net):
+            if extra is not None:
+                extra.eval().to(self.device)
+
+    def for_slice_boxes(self) -> GeneralistMethod:
+        """This method for a caller whose every box is drawn on one slice (the CVPR 2025
+        protocol): a copy with ``slice_boxes`` on when it has weights for such boxes
+        (``slice_box_net``), else itself (its box weights were trained on 3D boxes)."""
+        if self.slice_box_net is None:
+            return self
+        return replace(self, slice_boxes=True)
 
     @property
     def accepts(self) -> frozenset[InteractionKind]:
@@ -204,15 +223,22 @@ class GeneralistMethod:
     def load(
         cls, path: str | Path, *, device: str | torch.device = "cpu", roi_as_box: bool = False
     ) -> GeneralistMethod:
-        """Load from a bundle folder (with its box weights, when it has them), a run folder
-        (best.pt, else last.pt) or a checkpoint."""
+        """Load from a bundle folder (with its box and slice-box weights, when it has them),
+        a run folder (best.pt, else last.pt) or a checkpoint."""
         from mecca.methods.generalist.bundle import load_box_weights, load_weights
 
         net, grid = load_weights(path)
         folder = Path(path)
         label = folder.name if (folder / "configs" / "metadata.json").is_file() else str(path)
-        box_net = load_box_weights(path, grid)
-        return cls(net, grid, roi_as_box, device=torch.device(device), model=label, box_net=box_net)
+        return cls(
+            net,
+            grid,
+            roi_as_box,
+            device=torch.device(device),
+            model=label,
+            box_net=load_box_weights(path, grid),
+            slice_box_net=load_box_weights(path, grid, "slice_box"),
+        )
 
     def start(self, crop: Crop, *, init_prob: np.ndarray | None = None) -> MethodState:
         """Begin on a crop: normalised image, empty click maps, box map per ``roi_as_box``."""
@@ -234,6 +260,7 @@ class GeneralistMethod:
             "box": box,
             "prompted": self.roi_as_box,
             "ran": False,
+            "slice_box": False,
         }
         return MethodState(crop, prob=prob, extra=extra)
 
@@ -247,7 +274,7 @@ class GeneralistMethod:
         if not new and (ex["ran"] or not ex["prompted"]):
             return state, StepResult(state.prob)
         t0 = time.perf_counter()
-        fg, bg, box = ex["fg"], ex["bg"], ex["box"]
+        fg, bg, box, drawn = ex["fg"], ex["bg"], ex["box"], ex["slice_box"]
         if fg_clicks:
             fg = fg.copy()
             add_points(fg, [c.position for c in fg_clicks])
@@ -256,35 +283,53 @@ class GeneralistMethod:
             add_points(bg, [c.position for c in bg_clicks])
         if box_clicks:
             a, b, grid = box_clicks[0].position, box_clicks[1].position, state.crop.grid
-            if self.slice_boxes:
+            drawn = self.slice_boxes
+            if drawn:
                 slab = drawn_slab(grid[2], state.crop.box.shape[2])
                 box = slice_box_map(grid, a, b, slab)
             else:
                 box = box_map(grid, a, b)
         flip = ex["ran"] or bool(box.any())  # not a points-only first step (module docstring)
-        raw = self.predict(network_input(ex["image"], ex["prev"], fg, bg, box), flip=flip)
+        channels = network_input(ex["image"], ex["prev"], fg, bg, box)
+        raw = self.predict(channels, flip=flip, slice_box=drawn)
         if self.local and ex["ran"] and not box_clicks and box.any():
             points = [c.position for c in (*fg_clicks, *bg_clicks)]
             raw = keep_local_changes(ex["prev"], raw, points)
         box_only = bool(box.any()) and not fg.any() and not bg.any()
         prob = shift_logits(raw, self.box_logit_offset if box_only else self.logit_offset)
-        extra = {**ex, "prev": raw, "fg": fg, "bg": bg, "box": box, "prompted": True, "ran": True}
+        extra = {
+            **ex,
+            "prev": raw,
+            "fg": fg,
+            "bg": bg,
+            "box": box,
+            "slice_box": drawn,
+            "prompted": True,
+            "ran": True,
+        }
         new_state = MethodState(state.crop, state.clicks + tuple(new), prob, extra)
         return new_state, StepResult(prob, seconds=time.perf_counter() - t0)
 
-    def network_for(self, channels: np.ndarray) -> GeneralistNet:
-        """``box_net`` when it exists and the input's box channel (4) is set, else ``net``."""
-        if self.box_net is not None and bool(np.asarray(channels[4]).any()):
-            return self.box_net
-        return self.net
+    def network_for(self, channels: np.ndarray, *, slice_box: bool = False) -> GeneralistNet:
+        """For an input whose box channel (4) is set: ``slice_box_net`` when ``slice_box``
+        (the box was drawn on one slice) and it exists, else ``box_net`` when it exists;
+        ``net`` for every other input."""
+        if not bool(np.asarray(channels[4]).any()):
+            return self.net
+        if slice_box and self.slice_box_net is not None:
+            return self.slice_box_net
+        return self.box_net if self.box_net is not None else self.net
 
-    def predict(self, channels: np.ndarray, *, flip: bool = True) -> np.ndarray:
+    def predict(
+        self, channels: np.ndarray, *, flip: bool = True, slice_box: bool = False
+    ) -> np.ndarray:
         """Float32 probability (I, J, K) for the (5, I, J, K) input channels (averaged over
         ``flips``, or ``fine_flips`` on a grid finer than the base one, unless ``flip`` is
-        False), from :meth:`network_for` the input."""
+        False), from :meth:`network_for` the input (``slice_box``: its box was drawn on
+        one slice)."""
         base = tuple(channels.shape[1:]) == tuple(self.grid)
         flips = (self.flips if base else self.fine_flips) if flip else ()
-        net = self.network_for(channels)
+        net = self.network_for(channels, slice_box=slice_box)
         x = torch.from_numpy(np.ascontiguousarray(channels))[None].to(self.device)
         if flips:  # the copies on the batch axis; spatial axes are 2, 3, 4 there
             x = torch.cat([x, *(torch.flip(x, [a + 2 for a in axes]) for axes in flips)])
