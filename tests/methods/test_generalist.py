@@ -146,20 +146,23 @@ def test_roi_as_box_and_init_prob(method):
         method.start(make_crop(crop.image, Box((0, 0, 0), GRID), grid=(8, 8, 8)))
 
 
+def _probs(method, steps, roi_as_box=False):
+    """The probability after each step of ``steps`` (lists of clicks) on :func:`_crop`."""
+    method.roi_as_box = roi_as_box
+    state, out, rng = method.start(_crop()), [], np.random.default_rng(0)
+    for clicks in steps:
+        state, result = method.step(state, clicks, rng=rng)
+        out.append(result.prob)
+    method.roi_as_box = False
+    return out
+
+
 def test_box_weights_run_every_input_with_a_box_and_only_those(method):
     torch.manual_seed(1)
     other = GeneralistNet(TINY)
     both = GeneralistMethod(method.net, GRID, box_net=other)
     only_box = GeneralistMethod(other, GRID)
-    crop, rng = _crop(), np.random.default_rng(0)
-
-    def run(m, steps, roi_as_box=False):
-        m.roi_as_box = roi_as_box
-        state, out = m.start(crop), []
-        for clicks in steps:
-            state, result = m.step(state, clicks, rng=rng)
-            out.append(result.prob)
-        return out
+    run = _probs
 
     points = [[Click(FG, (8, 8, 4))], [Click(BG, (2, 2, 2))]]
     for a, b in zip(run(both, points), run(method, points), strict=True):
@@ -169,7 +172,6 @@ def test_box_weights_run_every_input_with_a_box_and_only_those(method):
         np.testing.assert_array_equal(a, b)  # a box, then clicks: the box weights
     for a, b in zip(run(both, points, True), run(only_box, points, True), strict=True):
         np.testing.assert_array_equal(a, b)  # the ROI as the box counts as a box
-    both.roi_as_box = only_box.roi_as_box = False
 
 
 def test_a_slice_box_prompt_is_encoded_as_drawn_on_its_middle_slice(method):
@@ -189,17 +191,7 @@ def test_slice_box_weights_run_a_box_drawn_on_one_slice_and_nothing_else(method)
     told = three.for_slice_boxes()
     assert told.slice_boxes and not three.slice_boxes  # a copy; the original is unchanged
     assert method.for_slice_boxes() is method  # no slice-box weights: a 3D box stays one
-    crop, rng = _crop(), np.random.default_rng(0)
-    box = [Click(BOX, (3, 3, 1)), Click(BOX, (12, 12, 6))]
-
-    def run(m, steps, roi_as_box=False):
-        m.roi_as_box = roi_as_box
-        state, out = m.start(crop), []
-        for clicks in steps:
-            state, result = m.step(state, clicks, rng=rng)
-            out.append(result.prob)
-        m.roi_as_box = False
-        return out
+    box, run = [Click(BOX, (3, 3, 1)), Click(BOX, (12, 12, 6))], _probs
 
     alone = GeneralistMethod(slice_net, GRID, slice_boxes=True)
     boxed = [box, [Click(FG, (8, 8, 4))]]
@@ -722,7 +714,12 @@ def test_command_lines(phantoms, tmp_path):
     assert bundle_cli.main([str(run), str(tmp_path / "b")]) == 2  # not empty, no --force
     assert bundle_cli.main([str(run), str(tmp_path / "b"), "--box", "--description", "x"]) == 0
     assert (tmp_path / "b" / "models" / "box_model.pt").is_file()
+    assert bundle_cli.main([str(run), str(tmp_path / "b"), "--slice-box"]) == 0
+    assert (tmp_path / "b" / "models" / "slice_box_model.pt").is_file()
+    with pytest.raises(SystemExit):  # one extra weight set at a time
+        bundle_cli.main([str(run), str(tmp_path / "b"), "--box", "--slice-box"])
     assert bundle_cli.main([str(run), str(tmp_path / "b"), "--force"]) == 0  # a new export
+    assert not (tmp_path / "b" / "models" / "slice_box_model.pt").exists()
     assert not (tmp_path / "b" / "models" / "box_model.pt").exists()  # drops the old ones
 
 
